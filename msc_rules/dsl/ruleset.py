@@ -1,0 +1,246 @@
+"""The dispatch table: op name -> compiled rule, built from rule files.
+
+`load_rules` reads the builtin library and any user files (user files layer over
+the library: redefining an op needs `override`), resolves includes and families,
+compiles every body, and raises one RuleFileError listing every problem found.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import Diagnostic, RuleFileError
+from ..resources import builtin_rule_files
+from . import ast
+from .compile import CompiledEquation, CompileError, compile_equations
+from .parse import parse_file
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The compiled rule of one op (or one call_dps_packed plugin)."""
+
+    op: str
+    roles: tuple[str, ...]
+    equations: tuple[CompiledEquation, ...]
+    pos: ast.Pos
+    family: str | None
+
+    @property
+    def forward(self) -> tuple[CompiledEquation, ...]:
+        """Equations that define `out` (or a field of it)."""
+        return tuple(e for e in self.equations if e.target[0] == "out")
+
+    @property
+    def backward(self) -> tuple[CompiledEquation, ...]:
+        """Equations that define an argument."""
+        return tuple(e for e in self.equations if e.target[0] != "out")
+
+
+@dataclass(frozen=True)
+class IgnoreEntry:
+    """A pattern of ops deliberately left without layouts, and why."""
+
+    pattern: str
+    reason: str
+    pos: ast.Pos
+
+
+@dataclass
+class RuleSet:
+    """Compiled rules keyed by op name, plus ignores, base names and examples."""
+
+    rules: dict[str, Rule] = field(default_factory=dict)
+    plugins: dict[str, Rule] = field(default_factory=dict)
+    ignores: list[IgnoreEntry] = field(default_factory=list)
+    names: dict[str, tuple[str, ast.Pos]] = field(default_factory=dict)
+    examples: list[ast.Example] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def lookup(self, op: str) -> Rule | None:
+        """The rule of `op`, or None."""
+        return self.rules.get(op)
+
+    def plugin(self, extern_name: str) -> Rule | None:
+        """The rule of a call_dps_packed plugin by its extern function name."""
+        return self.plugins.get(extern_name)
+
+    def ignored(self, op: str) -> IgnoreEntry | None:
+        """The ignore entry covering `op`, if any."""
+        for entry in self.ignores:
+            if fnmatch.fnmatchcase(op, entry.pattern):
+                return entry
+        return None
+
+    def status(self, op: str) -> str:
+        """'ruled', 'ignored' or 'undecided'."""
+        if op in self.rules:
+            return "ruled"
+        return "ignored" if self.ignored(op) else "undecided"
+
+    def roles(self, op: str) -> tuple[str, ...] | None:
+        """The argument roles the rules declare for `op`."""
+        rule = self.rules.get(op)
+        return rule.roles if rule else None
+
+    def base_name(self, op: str) -> str:
+        """The base name of calls of `op`: declared with `name`, else the last dotted part."""
+        declared = self.names.get(op)
+        return declared[0] if declared else op.rsplit(".", 1)[-1]
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.rs = RuleSet()
+        self.families: dict[str, tuple[ast.Family, list[CompiledEquation]]] = {}
+        self.family_pos: dict[str, ast.Pos] = {}
+        self.loaded: set[Path] = set()
+        self.errors: list[Diagnostic] = []
+        self.lines: dict[str, tuple[str, ...]] = {}
+
+    def error(self, pos: ast.Pos, message: str) -> None:
+        lines = self.lines.get(pos.file, ())
+        src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+        self.errors.append(Diagnostic(pos.file, pos.line, pos.col, message, src))
+
+    def load(self, path: Path, user: bool) -> None:
+        resolved = path.resolve()
+        if resolved in self.loaded:
+            return
+        self.loaded.add(resolved)
+        try:
+            rf = parse_file(path)
+        except RuleFileError as err:
+            self.errors.extend(err.diagnostics)
+            return
+        self.lines[rf.path] = rf.lines
+        self.rs.files.append(rf.path)
+        for item in rf.items:
+            self.item(item, path)
+
+    def compile(self, roles: tuple[str, ...], eqs: tuple[ast.Equation, ...]) -> list[CompiledEquation]:
+        compiled, errors = compile_equations(roles, eqs)
+        for err in errors:
+            self.error(err.pos, err.message)
+        return compiled
+
+    def define(self, op: str, pos: ast.Pos, rule: Rule, override: bool, table: dict[str, Rule],
+               what: str) -> None:
+        old = table.get(op)
+        if old is not None and not override:
+            self.error(pos, f"{what} '{op}' is already defined at {old.pos}; use 'override op' to redefine it")
+            return
+        if old is None and override:
+            self.error(pos, f"'override' of {what} '{op}', which has no rule to override")
+            return
+        table[op] = rule
+
+    def item(self, item: ast.Item, path: Path) -> None:
+        if isinstance(item, ast.Include):
+            target = (path.parent / item.path)
+            if not target.is_file():
+                self.error(item.pos, f"included file '{item.path}' not found (looked in {path.parent})")
+                return
+            self.load(target, user=True)
+        elif isinstance(item, ast.Family):
+            if item.name in self.families:
+                self.error(item.pos, f"family '{item.name}' is already defined at {self.family_pos[item.name]}")
+                return
+            self.families[item.name] = (item, self.compile(item.roles, item.equations))
+            self.family_pos[item.name] = item.pos
+        elif isinstance(item, ast.OpDef):
+            if item.family is not None:
+                fam = self.families.get(item.family)
+                if fam is None:
+                    self.error(item.pos, f"unknown family '{item.family}'")
+                    return
+                roles, eqs, fname = fam[0].roles, tuple(fam[1]), item.family
+            else:
+                roles, eqs, fname = item.roles, tuple(self.compile(item.roles, item.equations)), None
+            for op, pos in item.ops:
+                if not op.startswith("relax."):
+                    self.error(pos, f"op name '{op}' must start with 'relax.'")
+                    continue
+                self.define(op, pos, Rule(op, roles, eqs, pos, fname), item.override,
+                            self.rs.rules, "op")
+        elif isinstance(item, ast.PluginDef):
+            eqs = tuple(self.compile(item.roles, item.equations))
+            self.define(item.name, item.pos, Rule(item.name, item.roles, eqs, item.pos, None),
+                        item.override, self.rs.plugins, "plugin")
+        elif isinstance(item, ast.Ignore):
+            for pattern, pos in item.patterns:
+                self.rs.ignores.append(IgnoreEntry(pattern, item.reason, pos))
+        elif isinstance(item, ast.NameDecl):
+            self.rs.names[item.op] = (item.base, item.pos)
+        elif isinstance(item, ast.Example):
+            self.rs.examples.append(item)
+
+    def finish(self) -> RuleSet:
+        for op, rule in self.rs.rules.items():
+            entry = self.rs.ignored(op)
+            if entry is not None and not entry.pattern.endswith("*"):
+                self.error(entry.pos, f"op '{op}' is both ignored and ruled (rule at {rule.pos})")
+        if self.errors:
+            raise RuleFileError(self.errors)
+        return self.rs
+
+
+def load_rules(*paths: str | Path, builtin: bool = True) -> RuleSet:
+    """Load the rule library (unless builtin=False) and layer user rule files over it."""
+    loader = _Loader()
+    files: list[tuple[Path, bool]] = []
+    if builtin:
+        files += [(p, False) for p in builtin_rule_files()]
+        files += [(p, False) for p in _entry_point_files()]
+    for p in paths:
+        pp = Path(p)
+        if not pp.is_file():
+            loader.errors.append(Diagnostic(str(pp), 1, 1, "rule file not found"))
+            continue
+        files.append((pp, True))
+    for path, user in files:
+        loader.load(path, user)
+    return loader.finish()
+
+
+def _entry_point_files() -> list[Path]:
+    """Rule files that installed packages ship through the `msc_rules.rules` entry points."""
+    from importlib.metadata import entry_points
+
+    found: list[Path] = []
+    for ep in sorted(entry_points(group="msc_rules.rules"), key=lambda e: e.name):
+        try:
+            target = ep.load()
+        except Exception as err:  # a broken plugin must not take the library down
+            raise RuleFileError(
+                [Diagnostic(f"<entry point {ep.name}>", 1, 1, f"cannot load: {err}")]
+            ) from None
+        found.extend(_as_paths(target() if callable(target) else target))
+    return found
+
+
+def _as_paths(value: object) -> list[Path]:
+    if isinstance(value, (str, Path)):
+        p = Path(value)
+        return sorted(p.glob("*.rules")) if p.is_dir() else [p]
+    if isinstance(value, Iterable):
+        out: list[Path] = []
+        for v in value:
+            out.extend(_as_paths(v))
+        return out
+    return []
+
+
+def compile_check(paths: Sequence[str | Path], builtin: bool = True) -> list[Diagnostic]:
+    """Every diagnostic for `paths` layered over the library (empty when clean)."""
+    try:
+        load_rules(*paths, builtin=builtin)
+    except RuleFileError as err:
+        return err.diagnostics
+    return []
+
+
+__all__ = ["CompileError", "IgnoreEntry", "Rule", "RuleSet", "compile_check", "load_rules"]

@@ -1,0 +1,422 @@
+"""Layout propagation: seeds, a worklist to a fixpoint, conflicts and provenance.
+
+Order of decisions (documented priority):
+1. strong equations, whenever every port they read is known (forward or backward);
+2. when nothing strong can fire: the weak default (`?=`) whose target comes earliest
+   in program order;
+3. when no weak default applies: initial letters (A, B, C, ...) on the earliest
+   unknown tensor (graph inputs first).
+After each 2. or 3. step, strong propagation resumes. A decision is never replaced:
+a strong result that disagrees with an existing layout, or has the wrong rank, is
+recorded as a conflict (both sides, both rules) and dropped. Weak defaults never
+override or conflict: they only fill what is still unknown.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+
+from . import layout as L
+from .dsl.compile import CompiledEquation, compile_equations
+from .dsl.parse import parse_text
+from .dsl.ruleset import Rule, RuleSet
+from .errors import RuleEvaluationError
+from .graph import CallSite, DependencyView, Struct, build_view
+
+
+def _identity_rule() -> Rule:
+    rf = parse_text("family link(data) {\n out = data\n data = out\n}\n", "<builtin link>")
+    fam = rf.items[0]
+    assert hasattr(fam, "equations")
+    eqs, _ = compile_equations(("data",), fam.equations)  # type: ignore[union-attr]
+    return Rule("<link>", ("data",), tuple(eqs), fam.pos, "link")  # type: ignore[union-attr]
+
+
+_LINK = _identity_rule()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How one tensor got its layout."""
+
+    layout: str
+    kind: str  # "rule" | "weak" | "fallback" | "seed"
+    site: int  # index into view.sites, -1 for fallback
+    equation: CompiledEquation | None
+    order: int  # decision number: earlier decisions have smaller numbers
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A strong result that was dropped: it disagreed, had the wrong rank, or failed."""
+
+    leaf: int
+    kind: str  # "disagree" | "rank" | "invalid" | "error"
+    proposed: str
+    existing: Decision | None
+    site: int
+    equation: CompiledEquation
+    message: str
+
+
+@dataclass
+class InferenceResult:
+    """Layouts for every tensor of the view, with provenance and conflicts."""
+
+    view: DependencyView
+    rules: RuleSet
+    layouts: list[str | None]
+    decisions: list[Decision | None]
+    conflicts: list[Conflict] = field(default_factory=list)
+    unruled: dict[str, int] = field(default_factory=dict)
+
+    def struct_layout(self, struct: Struct) -> str | None | tuple[Any, ...]:
+        """The layout of a struct: a str, a tuple (tuples), or None."""
+        if isinstance(struct, int):
+            return self.layouts[struct]
+        if isinstance(struct, tuple):
+            return tuple(self.struct_layout(s) for s in struct)
+        return None
+
+    def marker(self, struct: Struct) -> str:
+        """The marker text for a struct: the layout, comma-joined for a flat tuple."""
+        if isinstance(struct, int):
+            return self.layouts[struct] or ""
+        if isinstance(struct, tuple) and struct and all(isinstance(s, int) for s in struct):
+            got = [self.layouts[s] for s in struct]  # type: ignore[index]
+            return "" if any(g is None for g in got) else ",".join(g or "" for g in got)
+        return ""
+
+    def layout_of(self, expr: Any) -> str:
+        """The marker text for a param, binding var or constant of the view."""
+        vid = self.view.value_of.get(expr)
+        return "" if vid is None else self.marker(self.view.values[vid].struct)
+
+    def site_name(self, site: int) -> str:
+        """A readable place for a call site: function and binding var."""
+        if site < 0:
+            return "<fallback>"
+        v = self.view.values[self.view.sites[site].value_id]
+        return f"{v.func}:{v.name}"
+
+    def leaf_place(self, leaf: int) -> str:
+        """A readable place for a leaf (function:value, with the tuple field path)."""
+        v = self.view.values[self.view.leaf_value[leaf]]
+        path = _path_to(v.struct, leaf)
+        return f"{v.func}:{v.name}" + "".join(f"[{i}]" for i in path)
+
+
+def _path_to(struct: Struct, leaf: int) -> list[int]:
+    if isinstance(struct, tuple):
+        for i, s in enumerate(struct):
+            sub = _path_to(s, leaf)
+            if sub or s == leaf:
+                return [i, *sub]
+    return []
+
+
+def _leaves(struct: Struct, out: list[int]) -> list[int]:
+    if isinstance(struct, int):
+        out.append(struct)
+    elif isinstance(struct, tuple):
+        for s in struct:
+            _leaves(s, out)
+    return out
+
+
+def _py(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, tvm.prim.IntImm):
+        return int(v.value)
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "Array":
+        return [_py(x) for x in v]
+    return str(v)
+
+
+class _Site:
+    __slots__ = ("index", "rule", "ports", "pending", "attrs", "call_attrs")
+
+    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any) -> None:
+        self.index = index
+        self.rule = rule
+        self.ports = ports
+        self.pending = list(range(len(rule.equations)))
+        self.attrs: dict[str, Any] | None = None
+        self.call_attrs = call_attrs
+
+
+class _Engine:
+    def __init__(self, view: DependencyView, rules: RuleSet) -> None:
+        self.view = view
+        self.rules = rules
+        n = len(view.leaf_ndim)
+        self.layouts: list[str | None] = [None] * n
+        self.decisions: list[Decision | None] = [None] * n
+        self.conflicts: list[Conflict] = []
+        self.unruled: dict[str, int] = {}
+        self.leaf_sites: list[list[int]] = [[] for _ in range(n)]
+        self.sites: list[_Site | None] = []
+        self.queue: deque[int] = deque()
+        self.queued: list[bool] = []
+        self.weak: list[tuple[int, int, int]] = []
+        self.order = 0
+        self.site: _Site | None = None  # the site being evaluated (Env protocol)
+        self._make_sites()
+
+    # ---- setup
+    def _make_sites(self) -> None:
+        for i, cs in enumerate(self.view.sites):
+            rule = self._rule_for(cs)
+            if rule is None:
+                self.sites.append(None)
+                self.queued.append(False)
+                continue
+            ports: dict[str, Struct] = {"out": cs.out}
+            for role, st in zip(rule.roles, cs.args):
+                ports[role] = st
+            site = _Site(i, rule, ports, cs.attrs)
+            self.sites.append(site)
+            self.queued.append(True)
+            self.queue.append(i)
+            for st in ports.values():
+                for leaf in _leaves(st, []):
+                    self.leaf_sites[leaf].append(i)
+
+    def _rule_for(self, cs: CallSite) -> Rule | None:
+        if cs.op == "<link>":
+            return _LINK
+        if cs.op.startswith("plugin:"):
+            rule = self.rules.plugin(cs.op[len("plugin:") :])
+        elif cs.op:
+            rule = self.rules.lookup(cs.op)
+        else:
+            rule = None
+        if rule is None:
+            key = cs.op or "<opaque call>"
+            if not cs.op or not self.rules.ignored(cs.op):
+                self.unruled[key] = self.unruled.get(key, 0) + 1
+        return rule
+
+    # ---- Env protocol (what compiled equations read)
+    def layout(self, role: str) -> Any:
+        assert self.site is not None
+        return self._value(self.site.ports.get(role))
+
+    def _value(self, st: Struct) -> Any:
+        if isinstance(st, int):
+            return self.layouts[st]
+        if isinstance(st, tuple):
+            return tuple(self._value(s) for s in st)
+        return None
+
+    def field(self, role: str, index: int) -> Any:
+        assert self.site is not None
+        st = self.site.ports.get(role)
+        if isinstance(st, tuple) and index < len(st):
+            return self._value(st[index])
+        return None
+
+    def ndim(self, role: str) -> int:
+        assert self.site is not None
+        st = self.site.ports.get(role)
+        return self.view.leaf_ndim[st] if isinstance(st, int) else -1
+
+    def shape(self, role: str) -> list[L.Dim] | None:
+        assert self.site is not None
+        st = self.site.ports.get(role)
+        return self.view.shape(st) if isinstance(st, int) else None
+
+    def nfields(self, role: str) -> int:
+        assert self.site is not None
+        st = self.site.ports.get(role)
+        return len(st) if isinstance(st, tuple) else 0
+
+    def attr(self, name: str) -> Any:
+        site = self.site
+        assert site is not None
+        if site.attrs is None:
+            site.attrs = {}
+        if name not in site.attrs:
+            site.attrs[name] = _py(getattr(site.call_attrs, name, None)) if site.call_attrs is not None else None
+        return site.attrs[name]
+
+    # ---- readiness
+    def _known(self, st: Struct) -> bool:
+        if isinstance(st, int):
+            return self.layouts[st] is not None or self.view.leaf_ndim[st] < 0
+        if isinstance(st, tuple):
+            return all(self._known(s) for s in st)
+        return True
+
+    def _any_known(self, st: Struct) -> bool:
+        if isinstance(st, int):
+            return self.layouts[st] is not None
+        if isinstance(st, tuple):
+            return any(self._any_known(s) for s in st)
+        return False
+
+    def _port(self, site: _Site, role: str, idx: int | None) -> Struct:
+        st = site.ports.get(role)
+        if idx is None:
+            return st
+        if isinstance(st, tuple) and idx < len(st):
+            return st[idx]
+        return None
+
+    def _ready(self, site: _Site, eq: CompiledEquation) -> bool:
+        for role, idx in eq.strict_reads:
+            if role not in site.ports:
+                return False
+            if not self._known(self._port(site, role, idx)):
+                return False
+        if eq.partial_reads and not eq.strict_reads:
+            return any(self._any_known(site.ports.get(r)) for r in eq.partial_reads)
+        return True
+
+    # ---- decisions
+    def _decide(self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None) -> None:
+        self.layouts[leaf] = value
+        self.order += 1
+        self.decisions[leaf] = Decision(value, kind, site, eq, self.order)
+        for s in self.leaf_sites[leaf]:
+            if not self.queued[s]:
+                self.queued[s] = True
+                self.queue.append(s)
+
+    def _apply(self, st: Struct, value: Any, site: _Site, eq: CompiledEquation, weak: bool) -> None:
+        if value is None or st is None:
+            return
+        if isinstance(st, tuple):
+            if isinstance(value, tuple) and len(value) == len(st):
+                for s, v in zip(st, value):
+                    self._apply(s, v, site, eq, weak)
+            elif not weak:
+                leaves = _leaves(st, [])
+                self._conflict(leaves[0] if leaves else -1, "invalid", str(value), site, eq,
+                               f"expected a tuple of {len(st)} layouts, got {value!r}")
+            return
+        ndim = self.view.leaf_ndim[st]
+        if ndim < 0:
+            return  # rank unknown: no layout can be checked, so none is given
+        if not isinstance(value, str) or not L.is_layout(value):
+            if not weak:
+                self._conflict(st, "invalid", str(value), site, eq, f"{value!r} is not a layout")
+            return
+        if len(value) != ndim:
+            if not weak:
+                self._conflict(st, "rank", value, site, eq,
+                               f"layout '{value}' has {len(value)} letters for a rank-{ndim} tensor")
+            return
+        old = self.layouts[st]
+        if old is None:
+            self._decide(st, value, "weak" if weak else "rule", site.index, eq)
+        elif old != value and not weak and not self._fresh_only(old, value, site, eq):
+            self._conflict(st, "disagree", value, site, eq,
+                           f"'{value}' disagrees with '{old}' decided earlier")
+
+    def _fresh_only(self, old: str, value: str, site: _Site, eq: CompiledEquation) -> bool:
+        """True when `value` differs from `old` only in letters the equation minted."""
+        if not eq.mints:
+            return False
+        inherited: set[str] = set()
+        for role, idx in (*eq.strict_reads, *((r, None) for r in eq.partial_reads)):
+            for leaf in _leaves(self._port(site, role, idx), []):
+                inherited.update(self.layouts[leaf] or "")
+        return all(o == v for o, v in zip(old, value) if v in inherited)
+
+    def _conflict(self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation,
+                  message: str) -> None:
+        existing = self.decisions[leaf] if leaf >= 0 else None
+        self.conflicts.append(Conflict(leaf, kind, proposed, existing, site.index, eq, message))
+
+    def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
+        self.site = site
+        try:
+            return eq.fn(self)
+        except (RuleEvaluationError, L.LayoutError, TypeError, ValueError, IndexError) as err:
+            leaves = _leaves(self._port(site, *eq.target), [])
+            self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
+            return None
+        finally:
+            self.site = None
+
+    def _examine(self, site: _Site) -> None:
+        eqs = site.rule.equations
+        still: list[int] = []
+        for k in site.pending:
+            eq = eqs[k]
+            if not self._ready(site, eq):
+                still.append(k)
+                continue
+            target = self._port(site, *eq.target)
+            if eq.weak:
+                leaves = _leaves(target, [])
+                unknown = [x for x in leaves if self.layouts[x] is None and self.view.leaf_ndim[x] >= 0]
+                if unknown:
+                    heapq.heappush(self.weak, (unknown[0], site.index, k))
+                continue
+            value = self._evaluate(site, eq)
+            if value is None and any(not self._known(site.ports.get(r)) for r in eq.partial_reads):
+                still.append(k)  # a partial reader may decide once more operands are known
+                continue
+            self._apply(target, value, site, eq, weak=False)
+        site.pending = still
+
+    # ---- the loop
+    def run(self) -> None:
+        cursor = 0
+        nleaves = len(self.layouts)
+        ndims = self.view.leaf_ndim
+        while True:
+            while self.queue:
+                i = self.queue.popleft()
+                self.queued[i] = False
+                site = self.sites[i]
+                if site is not None and site.pending:
+                    self._examine(site)
+            if self._fire_weak():
+                continue
+            while cursor < nleaves and (self.layouts[cursor] is not None or ndims[cursor] < 0):
+                cursor += 1
+            if cursor >= nleaves:
+                break
+            self._decide(cursor, L.initial(ndims[cursor]), "fallback", -1, None)
+
+    def _fire_weak(self) -> bool:
+        while self.weak:
+            _, si, k = heapq.heappop(self.weak)
+            site = self.sites[si]
+            assert site is not None
+            eq = site.rule.equations[k]
+            target = self._port(site, *eq.target)
+            if all(self.layouts[x] is not None or self.view.leaf_ndim[x] < 0 for x in _leaves(target, [])):
+                continue
+            before = self.order
+            self._apply(target, self._evaluate(site, eq), site, eq, weak=True)
+            if self.order != before:
+                return True
+        return False
+
+
+def infer_view(view: DependencyView, rules: RuleSet,
+               seeds: dict[int, str] | None = None) -> InferenceResult:
+    """Run propagation on a built dependency view; `seeds` fix leaves up front."""
+    eng = _Engine(view, rules)
+    for leaf, lay in sorted((seeds or {}).items()):
+        eng._decide(leaf, lay, "seed", -1, None)
+    eng.run()
+    return InferenceResult(view, rules, eng.layouts, eng.decisions, eng.conflicts, eng.unruled)
+
+
+def infer_layouts(mod: tvm.IRModule, rules: RuleSet | None = None, entry_name: str = "main") -> InferenceResult:
+    """Infer a layout for every tensor of `entry_name` and the functions it calls (no IR change)."""
+    from .library import default_rules
+
+    rs = rules if rules is not None else default_rules()
+    return infer_view(build_view(mod, entry_name), rs)

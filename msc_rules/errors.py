@@ -1,0 +1,72 @@
+"""The error hierarchy: every error msc_rules raises at a user is one of these.
+
+Rule-file errors carry positions (file, line, column, the source line); IR errors
+name the function and the binding. Nothing else is meant to escape the public API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MscRulesError(Exception):
+    """Base class of every error msc_rules raises on bad input."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in a rule file, at a position."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    source_line: str = ""
+
+    def format(self) -> str:
+        """Render as `file:line:col: error: message`, the line, and a caret."""
+        head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+        if not self.source_line:
+            return head
+        text = self.source_line.rstrip("\n").expandtabs(1)
+        caret = " " * (max(self.col, 1) - 1) + "^"
+        return f"{head}\n    {text}\n    {caret}"
+
+
+class RuleFileError(MscRulesError):
+    """One or more errors in rule files; `diagnostics` lists them in order."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.format() for d in self.diagnostics))
+
+
+class IRError(MscRulesError):
+    """A problem with the module being annotated, naming the function and binding."""
+
+    def __init__(self, message: str, function: str = "", binding: str = "") -> None:
+        self.function = function
+        self.binding = binding
+        where = ""
+        if function:
+            where = f"in function '{function}'"
+            if binding:
+                where += f", binding '{binding}'"
+            where += ": "
+        super().__init__(where + message)
+
+
+class MissingLayoutError(IRError):
+    """SetExprLayout(allow_missing=False) found bindings without a layout."""
+
+    def __init__(self, function: str, bindings: list[str]) -> None:
+        self.bindings = list(bindings)
+        listed = ", ".join(bindings[:50]) + (" ..." if len(bindings) > 50 else "")
+        super().__init__(
+            f"{len(bindings)} binding(s) have no layout: {listed}", function=function
+        )
+        self.binding = bindings[0] if bindings else ""
+
+
+class RuleEvaluationError(MscRulesError):
+    """A rule function was applied to values it cannot take (caught by the engine)."""

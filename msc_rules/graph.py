@@ -1,0 +1,280 @@
+"""The dependency view: a Relax module -> a networkx DiGraph of values.
+
+Nodes are integer value ids, in program order: params, constants (at their first
+use) and binding vars of the entry function and of every function it calls (global
+or local). Edges go from each value to the bindings that use it. Every tensor in a
+value is a *leaf* (a tuple-typed value has one leaf per field); TupleGetItem, Tuple
+and var-to-var bindings share leaves with what they alias, so they never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import networkx as nx
+import tvm
+from tvm import relax
+
+from .errors import IRError
+from .layout import Dim
+
+Struct = Union[int, tuple["Struct", ...], None]
+"""A leaf id (tensor), a tuple of structs, or None (not a tensor)."""
+
+Var = tvm.ir.expr.Var
+Call = tvm.ir.expr.Call
+Constant = tvm.ir.expr.GenericConst
+GlobalVar = tvm.ir.expr.GlobalVar
+TensorType = relax.TensorType
+TupleType = tvm.ir.type.TupleType
+
+
+@dataclass
+class Value:
+    """One node of the view: a param, constant or binding var."""
+
+    id: int
+    kind: str  # "param" | "const" | "binding"
+    expr: Any  # the Var or Constant
+    func: str
+    struct: Struct
+    value: Any = None  # the bound value, for bindings
+    name: str = ""
+    top: str = ""  # the global function whose body holds this value
+
+
+@dataclass
+class CallSite:
+    """A call binding (or a synthetic link) whose equations the engine runs."""
+
+    value_id: int
+    call: Any  # the relax Call (None for links)
+    op: str  # op name, "@<global>", "%<local>", "<link>", "plugin:<name>" or "" (opaque)
+    args: list[Struct]
+    out: Struct
+    attrs: Any = None
+
+
+@dataclass
+class DependencyView:
+    """Values, leaves and call sites of the functions reachable from the entry."""
+
+    entry: str
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    values: list[Value] = field(default_factory=list)
+    leaf_ndim: list[int] = field(default_factory=list)
+    leaf_type: list[Any] = field(default_factory=list)
+    leaf_value: list[int] = field(default_factory=list)
+    sites: list[CallSite] = field(default_factory=list)
+    value_of: dict[Any, int] = field(default_factory=dict)
+    functions: list[str] = field(default_factory=list)
+
+    def shape(self, leaf: int) -> list[Dim] | None:
+        """The shape of a leaf as layout Dims (ints, symbol names, products)."""
+        return dims_of(self.leaf_type[leaf])
+
+
+def _dim(e: Any) -> Dim:
+    if isinstance(e, int):
+        return e
+    if isinstance(e, tvm.prim.IntImm):
+        return int(e.value)
+    if isinstance(e, Var):
+        return str(e.name)
+    if isinstance(e, tvm.prim.Mul):
+        a, b = _dim(e.a), _dim(e.b)
+        parts: list[int | str] = []
+        for d in (a, b):
+            parts.extend(d if isinstance(d, tuple) else (d,))
+        return tuple(parts)
+    return f"<{e}>"  # opaque: equal only to the same expression
+
+
+def dims_of(ty: Any) -> list[Dim] | None:
+    """Shape of a TensorType as Dims, or None when the shape is not a ShapeExpr."""
+    shape = getattr(ty, "shape", None)
+    values = getattr(shape, "values", None)
+    if values is None:
+        return None
+    return [_dim(v) for v in values]
+
+
+class _Builder:
+    def __init__(self, mod: tvm.IRModule, entry: str) -> None:
+        self.mod = mod
+        self.view = DependencyView(entry)
+        self.globals = {gv.name_hint: gv for gv in mod.get_global_vars()}
+        self.func_params: dict[str, list[Struct]] = {}
+        self.func_ret: dict[str, Struct] = {}
+        self.pending_links: list[tuple[int, str, list[Struct], Struct]] = []
+        self.local_funcs: dict[Any, str] = {}
+        self.edges: list[tuple[int, int]] = []
+        self.queue: list[str] = []
+        self.seen: set[str] = set()
+        self.top = entry
+
+    # -- leaves and values
+    def new_struct(self, ty: Any, owner: int) -> Struct:
+        if isinstance(ty, TensorType):
+            v = self.view
+            v.leaf_ndim.append(int(ty.ndim))
+            v.leaf_type.append(ty)
+            v.leaf_value.append(owner)
+            return len(v.leaf_ndim) - 1
+        if isinstance(ty, TupleType):
+            return tuple(self.new_struct(f, owner) for f in ty.fields)
+        return None
+
+    def add_value(self, kind: str, expr: Any, func: str, value: Any = None) -> Value:
+        vid = len(self.view.values)
+        name = str(expr.name) if isinstance(expr, Var) else "const"
+        val = Value(vid, kind, expr, func, None, value, name, self.top)
+        self.view.values.append(val)
+        self.view.value_of[expr] = vid
+        return val
+
+    def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
+        """The struct an argument expression refers to; records which values it reads."""
+        if isinstance(e, Var):
+            vid = self.view.value_of.get(e)
+            if vid is None:
+                return None  # a local function or an unbound var: no tensor value
+            users.append(vid)
+            return self.view.values[vid].struct
+        if isinstance(e, Constant):
+            vid = self.view.value_of.get(e)
+            if vid is None:
+                val = self.add_value("const", e, func)
+                val.struct = self.new_struct(e.ty, val.id)
+                vid = val.id
+            users.append(vid)
+            return self.view.values[vid].struct
+        if isinstance(e, tvm.ir.expr.Tuple):
+            return tuple(self.struct_of(f, func, users) for f in e.fields)
+        if isinstance(e, tvm.ir.expr.TupleGetItem):
+            base = self.struct_of(e.tuple_value, func, users)
+            if isinstance(base, tuple) and 0 <= e.index < len(base):
+                return base[e.index]
+            return None
+        return None
+
+    # -- functions
+    def function(self, name: str, func: Any) -> None:
+        self.view.functions.append(name)
+        params: list[Struct] = []
+        for p in func.params:
+            val = self.add_value("param", p, name)
+            val.struct = self.new_struct(p.ty, val.id)
+            params.append(val.struct)
+        self.func_params[name] = params
+        self.func_ret[name] = self.body(name, func.body)
+
+    def body(self, fname: str, seq: Any) -> Struct:
+        if not isinstance(seq, relax.SeqExpr):
+            users: list[int] = []
+            return self.struct_of(seq, fname, users)
+        for block in seq.blocks:
+            for b in block.bindings:
+                self.binding(fname, b)
+        users = []
+        return self.struct_of(seq.body, fname, users)
+
+    def binding(self, fname: str, b: Any) -> None:
+        var, value = b.var, b.value
+        users: list[int] = []
+        if isinstance(value, relax.Function):
+            local = f"{fname}.{var.name}"
+            self.local_funcs[var] = local
+            self.function(local, value)
+            return
+        if isinstance(b, relax.MatchCast):
+            src = self.struct_of(value, fname, users)
+            val = self.add_value("binding", var, fname, value)
+            val.struct = self.new_struct(var.ty, val.id)
+            self.link(val.id, src, val.struct)
+        elif isinstance(value, Call):
+            arg_users: list[int] = []
+            args = [self.struct_of(a, fname, arg_users) for a in value.args]
+            users.extend(arg_users)
+            val = self.add_value("binding", var, fname, value)
+            val.struct = self.new_struct(var.ty, val.id)
+            self.call_site(fname, val, value, args)
+        elif isinstance(value, relax.If):
+            self.struct_of(value.cond, fname, users)
+            t = self.body(fname, value.true_branch)
+            f = self.body(fname, value.false_branch)
+            val = self.add_value("binding", var, fname, value)
+            val.struct = self.new_struct(var.ty, val.id)
+            self.link(val.id, t, val.struct)
+            self.link(val.id, f, val.struct)
+        else:
+            # Var, Tuple, TupleGetItem, Constant alias what they refer to; others carry no tensor
+            alias = self.struct_of(value, fname, users)
+            val = self.add_value("binding", var, fname, value)
+            val.struct = alias if alias is not None else self.new_struct(var.ty, val.id)
+        for u in users:
+            self.edges.append((u, val.id))
+
+    def link(self, vid: int, src: Struct, dst: Struct) -> None:
+        if src is not None and dst is not None:
+            self.view.sites.append(CallSite(vid, None, "<link>", [src], dst))
+
+    def call_site(self, fname: str, val: Value, call: Any, args: list[Struct]) -> None:
+        op = call.op
+        sites = self.view.sites
+        if isinstance(op, tvm.ir.Op):
+            name = str(op.name)
+            if name == "relax.call_dps_packed" and call.args and isinstance(
+                call.args[0], relax.ExternFunc
+            ):
+                inner = args[1] if len(args) > 1 and isinstance(args[1], tuple) else ()
+                sym = str(call.args[0].global_symbol)
+                sites.append(CallSite(val.id, call, f"plugin:{sym}", list(inner), val.struct))
+                return
+            sites.append(CallSite(val.id, call, name, args, val.struct, call.attrs))
+        elif isinstance(op, GlobalVar):
+            callee = op.name_hint
+            if isinstance(self.mod[op], relax.Function):
+                if callee not in self.seen:
+                    self.seen.add(callee)
+                    self.queue.append(callee)
+                self.pending_links.append((val.id, callee, args, val.struct))
+            else:
+                sites.append(CallSite(val.id, call, "", args, val.struct))
+        elif isinstance(op, Var) and op in self.local_funcs:
+            self.pending_links.append((val.id, self.local_funcs[op], args, val.struct))
+        else:
+            sites.append(CallSite(val.id, call, "", args, val.struct))
+
+    def build(self) -> DependencyView:
+        entry = self.view.entry
+        gv = self.globals.get(entry)
+        if gv is None or not isinstance(self.mod[gv], relax.Function):
+            names = ", ".join(sorted(n for n, g in self.globals.items()
+                                     if isinstance(self.mod[g], relax.Function)))
+            raise IRError(f"entry function '{entry}' is not a Relax function of the module "
+                          f"(functions: {names or 'none'})")
+        self.seen.add(entry)
+        self.queue.append(entry)
+        while self.queue:
+            name = self.queue.pop(0)
+            self.top = name
+            try:
+                self.function(name, self.mod[self.globals[name]])
+            except RecursionError:
+                raise IRError("module nests too deeply to walk", function=name) from None
+        for vid, callee, args, out in self.pending_links:
+            params = self.func_params.get(callee, [])
+            for a, p in zip(args, params):
+                self.link(vid, a, p)
+            self.link(vid, self.func_ret.get(callee), out)
+        g = self.view.graph
+        g.add_nodes_from(range(len(self.view.values)))
+        g.add_edges_from(self.edges)
+        return self.view
+
+
+def build_view(mod: tvm.IRModule, entry: str = "main") -> DependencyView:
+    """Build the dependency view of `entry` and every function it calls."""
+    return _Builder(mod, entry).build()

@@ -1,0 +1,315 @@
+"""Layout values and their algebra (pure Python, no TVM).
+
+A layout is a ``str`` of distinct upper-case ASCII letters, one per tensor axis; ``""`` is
+the layout of a 0-d tensor. The same letter on two tensors means the same logical axis.
+Every function here is pure; invalid input raises :class:`LayoutError`. Negative axes are
+accepted wherever axes are taken. See ``reference/msc-conventions.md`` sections 3.1, 3.2, 6.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from itertools import pairwise
+
+__all__ = [
+    "Axes", "Dim", "Layout", "LayoutError", "broadcast_out", "default_layout", "drop",
+    "fresh_letters", "initial", "insert", "is_layout", "last", "match_reshape", "permute",
+    "prefix", "reshape_back", "suffix", "unpermute",
+]  # fmt: skip
+
+Layout = str
+"""A string of distinct upper-case letters, one per axis."""
+
+Axes = int | Sequence[int] | None
+"""One axis, several axes, or ``None`` (meaning all axes, or reversed for permutes)."""
+
+Dim = int | str | tuple[int | str, ...]
+"""A known size, an atomic symbolic size (``"n"``), or a product of factors (``("n", 4)``)."""
+
+_LETTERS = string.ascii_uppercase
+_MSC_ORDER = "NCHWD"
+_DEFAULTS = {0: "", 1: "C", 2: "NC", 3: "NCD", 4: "NCHW", 5: "NCDHW"}
+
+
+class LayoutError(ValueError):
+    """Invalid layout, axis, rank or shape given to a layout function."""
+
+
+def is_layout(s: str) -> bool:
+    """Return whether ``s`` is made of distinct letters ``A``-``Z``."""
+    return isinstance(s, str) and all(c in _LETTERS for c in s) and len(set(s)) == len(s)
+
+
+def _check(layout: str) -> None:
+    """Raise LayoutError unless ``layout`` is a valid layout."""
+    if not isinstance(layout, str):
+        raise LayoutError(f"a layout must be a str, not {type(layout).__name__}")
+    bad = [c for c in layout if c not in _LETTERS]
+    if bad:
+        raise LayoutError(f"invalid layout {layout!r}: {bad[0]!r} is not a letter A-Z")
+    dups = sorted({c for c in layout if layout.count(c) > 1})
+    if dups:
+        raise LayoutError(f"invalid layout {layout!r}: duplicate letter {dups[0]!r}")
+
+
+def _check_rank(ndim: int) -> None:
+    if ndim < 0 or ndim > len(_LETTERS):
+        raise LayoutError(f"rank {ndim} is not representable (must be 0..26)")
+
+
+def _axes(axes: int | Sequence[int], rank: int, where: str) -> list[int]:
+    """Normalise axes against ``rank``; reject out-of-range and repeated axes."""
+    out = []
+    for a in [axes] if isinstance(axes, int) else list(axes):
+        if not -rank <= a < rank:
+            raise LayoutError(f"axis {a} out of range for {where}")
+        norm = a + rank if a < 0 else a
+        if norm in out:
+            raise LayoutError(f"axis {a} repeated for {where}")
+        out.append(norm)
+    return out
+
+
+def initial(ndim: int) -> Layout:
+    """Return the initial letters ``"ABC..."`` for a tensor of rank ``ndim``."""
+    _check_rank(ndim)
+    return _LETTERS[:ndim]
+
+
+def default_layout(ndim: int) -> Layout:
+    """Return MSC's assumed layout for rank ``ndim`` (``NCHW`` for 4-D, ...)."""
+    _check_rank(ndim)
+    return _DEFAULTS.get(ndim, _LETTERS[:ndim])
+
+
+def _perm(layout: Layout, axes: int | Sequence[int]) -> list[int]:
+    """Check that ``axes`` is a permutation of the axes of ``layout``; return it normalised."""
+    _check(layout)
+    where = f"layout {layout!r} (rank {len(layout)})"
+    norm = _axes(axes, len(layout), where)
+    if len(norm) != len(layout):
+        raise LayoutError(f"axes {axes!r} are not a permutation of the axes of {where}")
+    return norm
+
+
+def permute(layout: Layout, axes: Axes = None) -> Layout:
+    """Return ``out`` with ``out[i] = layout[axes[i]]``; ``None`` reverses."""
+    if axes is None:
+        _check(layout)
+        return layout[::-1]
+    return "".join(layout[a] for a in _perm(layout, axes))
+
+
+def unpermute(layout: Layout, axes: Axes = None) -> Layout:
+    """Invert :func:`permute`: from the permuted layout and the same axes, give the original."""
+    if axes is None:
+        _check(layout)
+        return layout[::-1]
+    out = [""] * len(layout)
+    for i, a in enumerate(_perm(layout, axes)):
+        out[a] = layout[i]
+    return "".join(out)
+
+
+def drop(layout: Layout, axes: Axes = None) -> Layout:
+    """Remove the letters at ``axes`` (``None`` removes all, giving ``""``)."""
+    _check(layout)
+    if axes is None:
+        return ""
+    gone = set(_axes(axes, len(layout), f"layout {layout!r} (rank {len(layout)})"))
+    return "".join(c for i, c in enumerate(layout) if i not in gone)
+
+
+def fresh_letters(in_use: str, count: int) -> str:
+    """Return ``count`` new letters by MSC's rule, each new letter becoming in use.
+
+    If the letters in use are exactly the first k of ``NCHWD`` (k < 5) the next is the
+    (k+1)-th of that list; otherwise it is the smallest letter from ``A`` not in use.
+    """
+    if any(c not in _LETTERS for c in in_use):
+        raise LayoutError(f"letters in use {in_use!r} must be letters A-Z")
+    if count < 0:
+        raise LayoutError(f"cannot allocate {count} letters")
+    used, out = set(in_use), list[str]()
+    for _ in range(count):
+        k = len(used)
+        if k < len(_MSC_ORDER) and used == set(_MSC_ORDER[:k]):
+            letter = _MSC_ORDER[k]
+        else:
+            free = [c for c in _LETTERS if c not in used]
+            if not free:
+                raise LayoutError(
+                    f"no fresh letter left: all 26 are in use ({in_use!r} + {''.join(out)!r})"
+                )
+            letter = free[0]
+        used.add(letter)
+        out.append(letter)
+    return "".join(out)
+
+
+def insert(layout: Layout, axes: Axes, ndim_out: int | None = None) -> Layout:
+    """Insert fresh letters at ``axes``, given in OUTPUT coordinates.
+
+    The output rank is ``len(layout) + len(axes)`` (checked against ``ndim_out`` if given);
+    negative axes are normalised with the output rank, so ``-1`` appends. ``axes=None`` means
+    every output axis (needs ``ndim_out``; ``layout`` must then be ``""``). Fresh letters are
+    allocated in ascending position order.
+    """
+    _check(layout)
+    if axes is None:
+        if ndim_out is None:
+            raise LayoutError("insert with axes=None needs ndim_out")
+        axes = range(ndim_out)
+    count = 1 if isinstance(axes, int) else len(axes)
+    rank = len(layout) + count
+    if ndim_out is not None and ndim_out != rank:
+        raise LayoutError(
+            f"inserting {count} axis(es) into layout {layout!r} (rank {len(layout)}) "
+            f"gives rank {rank}, not {ndim_out}"
+        )
+    _check_rank(rank)
+    where = f"inserting {count} axis(es) into layout {layout!r} (output rank {rank})"
+    positions = set(_axes(axes, rank, where))
+    new, old = iter(fresh_letters(layout, count)), iter(layout)
+    return "".join(next(new) if i in positions else next(old) for i in range(rank))
+
+
+def prefix(layout: Layout, n: int) -> Layout:
+    """Return the first ``n`` letters of ``layout``."""
+    _check(layout)
+    if not 0 <= n <= len(layout):
+        raise LayoutError(f"cannot take {n} letters of layout {layout!r} (rank {len(layout)})")
+    return layout[:n]
+
+
+def suffix(layout: Layout, n: int) -> Layout:
+    """Return the last ``n`` letters of ``layout``."""
+    _check(layout)
+    if not 0 <= n <= len(layout):
+        raise LayoutError(f"cannot take {n} letters of layout {layout!r} (rank {len(layout)})")
+    return layout[len(layout) - n :]
+
+
+def last(layout: Layout) -> Layout:
+    """Return the last letter of ``layout`` (``""`` for ``""``)."""
+    return suffix(layout, min(1, len(layout)))
+
+
+def broadcast_out(
+    layouts: Sequence[Layout | None], ndims: Sequence[int], out_ndim: int
+) -> Layout | None:
+    """Return the output layout of a numpy-style broadcast from the known operand layouts.
+
+    The first known operand of full rank gives the output layout. Operands are right-aligned,
+    so only a full-rank operand covers output axis 0: combining the letters of lower-rank
+    operands can never name every output axis, and without a known full-rank operand the
+    result is ``None``. Known layouts are checked against their operand ranks.
+    """
+    if len(layouts) != len(ndims):
+        raise LayoutError(f"{len(layouts)} layouts given for {len(ndims)} operands")
+    _check_rank(out_ndim)
+    found: Layout | None = None
+    for lay, nd in zip(layouts, ndims, strict=True):
+        if nd > out_ndim:
+            raise LayoutError(f"operand of rank {nd} cannot broadcast to rank {out_ndim}")
+        if lay is not None:
+            _check(lay)
+            if len(lay) != nd:
+                raise LayoutError(
+                    f"layout {lay!r} has rank {len(lay)} but its operand has rank {nd}"
+                )
+            if found is None and nd == out_ndim:
+                found = lay
+    return found
+
+
+_Prod = tuple[int, tuple[str, ...]]
+_ONE: _Prod = (1, ())
+
+
+def _prod(d: Dim) -> _Prod:
+    """Canonical product form of a dim: (integer coefficient, sorted symbolic factors)."""
+    coef, syms = 1, []
+    for f in d if isinstance(d, tuple) else (d,):
+        if isinstance(f, str) and f:
+            syms.append(f)
+        elif isinstance(f, int) and not isinstance(f, bool) and f >= 0:
+            coef *= f
+        else:
+            raise LayoutError(
+                f"invalid dimension {d!r}: factor {f!r} is not a size >= 0 or a symbol"
+            )
+    return (coef, tuple(sorted(syms))) if coef else (0, ())
+
+
+def _mul(a: _Prod, b: _Prod) -> _Prod:
+    return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
+
+
+def match_reshape(layout: Layout, src: Sequence[Dim], dst: Sequence[Dim]) -> Layout | None:
+    """Return the layout of a reshape from shape ``src`` (with ``layout``) to shape ``dst``.
+
+    Ignoring size-1 axes, the shapes are cut into groups wherever their running products are
+    equal. A group of one input and one output axis keeps its letter; split or merged axes
+    get fresh letters, which avoid every letter of ``layout`` (a merged axis is not any of
+    its parts). A size-1 output axis takes, in order, the letters of the size-1 input axes in
+    the same gap between groups, else a fresh letter. Returns ``None`` when the products
+    never line up (opaque symbolic sizes) or a size is 0.
+    """
+    _check(layout)
+    if len(layout) != len(src):
+        raise LayoutError(
+            f"layout {layout!r} has rank {len(layout)} but the source shape has rank {len(src)}"
+        )
+    _check_rank(len(dst))
+    sp, dp = [_prod(d) for d in src], [_prod(d) for d in dst]
+    if sp == dp:
+        return layout
+    if any(p[0] == 0 for p in sp + dp):
+        return None
+    si = [i for i, p in enumerate(sp) if p != _ONE]
+    di = [j for j, p in enumerate(dp) if p != _ONE]
+    # Running products strictly grow over non-1 axes, so each value occurs at most once.
+    src_prefix, run = {_ONE: 0}, _ONE
+    for k, i in enumerate(si, 1):
+        run = _mul(run, sp[i])
+        src_prefix[run] = k
+    cuts, run = [(0, 0)], _ONE
+    for n, j in enumerate(di, 1):
+        run = _mul(run, dp[j])
+        if run in src_prefix:
+            cuts.append((src_prefix[run], n))
+    if cuts[-1] != (len(si), len(di)):
+        return None
+    out: list[str | None] = [None] * len(dst)
+    for (k0, n0), (k1, n1) in pairwise(cuts):
+        if k1 - k0 == 1 and n1 - n0 == 1:
+            out[di[n0]] = layout[si[k0]]
+    # Size-1 axes in a gap between groups: gap g sits right after cut g.
+    gap_src = {k: g for g, (k, _) in enumerate(cuts)}
+    gap_dst = {n: g for g, (_, n) in enumerate(cuts)}
+    ones: dict[int, list[str]] = {}
+    seen = 0
+    for i, p in enumerate(sp):
+        if p != _ONE:
+            seen += 1
+        elif seen in gap_src:
+            ones.setdefault(gap_src[seen], []).append(layout[i])
+    seen = 0
+    for j, p in enumerate(dp):
+        if p != _ONE:
+            seen += 1
+        elif ones.get(gap_dst.get(seen, -1)):
+            out[j] = ones[gap_dst[seen]].pop(0)
+    missing = [j for j, c in enumerate(out) if c is None]
+    kept = "".join(c for c in out if c is not None)
+    avoid = layout if len(layout) + len(missing) <= len(_LETTERS) else kept
+    for j, c in zip(missing, fresh_letters(avoid, len(missing)), strict=True):
+        out[j] = c
+    return "".join(c for c in out if c is not None)
+
+
+def reshape_back(out_layout: Layout, src: Sequence[Dim], dst: Sequence[Dim]) -> Layout | None:
+    """Return the input layout of a reshape ``src -> dst`` given its output layout."""
+    return match_reshape(out_layout, dst, src)

@@ -1,0 +1,158 @@
+"""Rebuild Relax functions with new spans: the one place (besides the passes) that writes IR.
+
+IR nodes are immutable, so a marker on a Var means a new Var; every use is remapped.
+Nodes are rebuilt directly (no re-normalisation, types carried over), which keeps the
+cost near the price of constructing the nodes and leaves the module structurally equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .span import with_markers
+
+Markers = Mapping[str, str]
+Var = tvm.ir.expr.Var
+Call = tvm.ir.expr.Call
+Tuple = tvm.ir.expr.Tuple
+TupleGetItem = tvm.ir.expr.TupleGetItem
+Constant = tvm.ir.expr.GenericConst
+
+
+_TY_SETTER = next(
+    f.setter for f in tvm.ir.expr.Expr.__tvm_ffi_type_info__.fields if f.name == "ty"
+)
+
+
+def _with_type(new: Any, old: Any) -> Any:
+    """Give a freshly built node (SeqExpr, If) the type of the node it replaces.
+
+    Their constructors leave the type empty and only normalisation would fill it; the
+    node is ours alone, so setting the field does not touch shared IR.
+    """
+    _TY_SETTER(new, old.ty)
+    return new
+
+
+@dataclass
+class SpanEdits:
+    """Markers to write: on Vars (params, binding vars) and on other exprs, by object."""
+
+    vars: dict[Any, dict[str, str]] = field(default_factory=dict)
+    values: dict[Any, dict[str, str]] = field(default_factory=dict)
+
+    def add_var(self, var: Any, key: str, value: str) -> None:
+        """Write marker `key` on a param or binding var."""
+        if value:
+            self.vars.setdefault(var, {})[key] = value
+
+    def add_value(self, expr: Any, key: str, value: str) -> None:
+        """Write marker `key` on a bound value or constant."""
+        if value:
+            self.values.setdefault(expr, {})[key] = value
+
+
+class _Rebuilder:
+    def __init__(self, edits: SpanEdits) -> None:
+        self.var_edits = edits.vars
+        self.value_edits = edits.values
+        self.remap: dict[Any, Any] = {}
+        self.memo: dict[Any, Any] = {}
+
+    def var_def(self, v: Any) -> Any:
+        markers = self.var_edits.get(v)
+        if not markers:
+            return v
+        nv = type(v)(v.name, v.ty, with_markers(v.span, markers))
+        self.remap[v] = nv
+        return nv
+
+    def expr(self, e: Any) -> Any:
+        if isinstance(e, Var):
+            return self.remap.get(e, e)
+        if isinstance(e, Call):
+            return self.call(e)
+        if isinstance(e, Constant):
+            got = self.memo.get(e)
+            if got is None:
+                markers = self.value_edits.get(e)
+                got = Constant(e.value, e.ty, with_markers(e.span, markers)) if markers else e
+                self.memo[e] = got
+            return got
+        if isinstance(e, Tuple):
+            fields = [self.expr(f) for f in e.fields]
+            markers = self.value_edits.get(e)
+            if not markers and all(a.same_as(b) for a, b in zip(fields, e.fields)):
+                return e
+            return Tuple(fields, with_markers(e.span, markers or {}))
+        if isinstance(e, TupleGetItem):
+            tv = self.expr(e.tuple_value)
+            markers = self.value_edits.get(e)
+            if not markers and tv.same_as(e.tuple_value):
+                return e
+            return TupleGetItem(tv, e.index, with_markers(e.span, markers or {}))
+        if isinstance(e, relax.SeqExpr):
+            return self.seq(e)
+        if isinstance(e, relax.If):
+            return _with_type(relax.If(self.expr(e.cond), self.expr(e.true_branch),
+                                       self.expr(e.false_branch), e.span), e)
+        if isinstance(e, relax.Function):
+            return self.function(e)
+        if isinstance(e, relax.ShapeExpr):
+            markers = self.value_edits.get(e)
+            return relax.ShapeExpr(e.values, with_markers(e.span, markers)) if markers else e
+        return e
+
+    def call(self, e: Any) -> Any:
+        args = [self.expr(a) for a in e.args]
+        op = self.expr(e.op) if isinstance(e.op, Var) else e.op
+        markers = self.value_edits.get(e)
+        if not markers and op.same_as(e.op) and all(a.same_as(b) for a, b in zip(args, e.args)):
+            return e
+        span = with_markers(e.span, markers) if markers else e.span
+        return Call(op, args, e.attrs, e.ty_args, span, ret_ty=e.ty)
+
+    def seq(self, e: Any) -> Any:
+        blocks = []
+        for block in e.blocks:
+            bindings = []
+            for b in block.bindings:
+                value = self.expr(b.value)
+                if isinstance(b, relax.MatchCast):
+                    bindings.append(relax.MatchCast(self.var_def(b.var), value, b.ty, b.span))
+                else:
+                    bindings.append(relax.VarBinding(self.var_def(b.var), value, b.span))
+            cls = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
+            blocks.append(cls(bindings, block.span))
+        return _with_type(relax.SeqExpr(blocks, self.expr(e.body), e.span), e)
+
+    def function(self, f: Any) -> Any:
+        params = [self.var_def(p) for p in f.params]
+        body = self.expr(f.body)
+        return relax.Function(params, body, f.ret_ty, f.is_pure, f.attrs, f.span)
+
+
+def rewrite_function(func: Any, edits: SpanEdits) -> Any:
+    """`func` rebuilt with the markers of `edits` written into spans."""
+    if not edits.vars and not edits.values:
+        return func
+    return _Rebuilder(edits).function(func)
+
+
+def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRModule:
+    """A copy of `mod` whose functions named in `edits` carry the new markers."""
+    if not edits:
+        return mod
+    funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
+    updates: dict[Any, Any] = {}
+    for name, e in edits.items():
+        gv, func = funcs[name]
+        updates[gv] = rewrite_function(func, e)
+    new = tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()},
+                       attrs=mod.attrs)
+    return new
