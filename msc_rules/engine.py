@@ -2,11 +2,19 @@
 
 Order of decisions (documented priority):
 1. strong equations, whenever every port they read is known (forward or backward);
-2. when nothing strong can fire: the weak default (`?=`) whose target comes earliest
-   in program order;
-3. when no weak default applies: initial letters (A, B, C, ...) on the earliest
-   unknown tensor (graph inputs first).
-After each 2. or 3. step, strong propagation resumes. A decision is never replaced:
+2. when nothing strong can fire, one tensor is decided, the earliest in program
+   order (graph inputs first) among: targets of a weak default (`?=`) that can be
+   evaluated now, and unknown tensors that no rule gives a weak default. The first
+   get their weak default; the second initial letters (A, B, C, ...). Tensors waiting
+   for a weak default get initial letters only when nothing else is left. This keeps
+   a weak default deep in the graph from pre-empting letters that a stalled strong
+   path would have brought (a pooler's matmul must not decide the hidden states).
+After each such step, strong propagation resumes.
+
+Symbolic dims tie letters together: once an axis of symbolic size `n` gets a letter,
+initial letters and freshly minted letters on other axes of size exactly `n` reuse
+it (when the layout does not already hold it), so independent inputs that share a
+batch or sequence symbol share its letter. A decision is never replaced:
 a strong result that disagrees with an existing layout, or has the wrong rank, is
 recorded as a conflict (both sides, both rules) and dropped. Weak defaults never
 override or conflict: they only fill what is still unknown.
@@ -167,6 +175,17 @@ class _Engine:
         self.weak: list[tuple[int, int, int]] = []
         self.order = 0
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
+        self.has_weak = bytearray(n)
+        self.sym_letter: dict[str, str] = {}
+        self.letter_sym: dict[str, str] = {}
+        self._sym_axes: dict[int, list[tuple[int, str]]] = {}
+        self.track_symbols = any(
+            isinstance(d, str)
+            for v in view.values
+            if v.kind == "param"
+            for leaf in _leaves(v.struct, [])
+            for d in (view.shape(leaf) or ())
+        )
         self._make_sites()
 
     # ---- setup
@@ -181,6 +200,10 @@ class _Engine:
             for role, st in zip(rule.roles, cs.args):
                 ports[role] = st
             site = _Site(i, rule, ports, cs.attrs)
+            for eq in rule.equations:
+                if eq.weak:
+                    for leaf in _leaves(self._port(site, *eq.target), []):
+                        self.has_weak[leaf] = 1
             self.sites.append(site)
             self.queued.append(True)
             self.queue.append(i)
@@ -280,7 +303,50 @@ class _Engine:
         return True
 
     # ---- decisions
+    def _symbol_axes(self, leaf: int) -> list[tuple[int, str]]:
+        got = self._sym_axes.get(leaf)
+        if got is None:
+            dims = self.view.shape(leaf) or []
+            got = [(i, d) for i, d in enumerate(dims) if isinstance(d, str)]
+            self._sym_axes[leaf] = got
+        return got
+
+    def _symbolize(self, leaf: int, value: str, inherited: set[str]) -> str:
+        """Fix minted letters: a symbolic axis takes its symbol's letter where free, and
+        a minted letter that another symbol owns is replaced by an unowned one."""
+        at = dict(self._symbol_axes(leaf))
+        owner = self.letter_sym
+        chars = list(value)
+        for i, c in enumerate(chars):
+            if c in inherited:
+                continue
+            want = self.sym_letter.get(at[i]) if i in at else None
+            if want and c != want and want not in chars:
+                chars[i] = want
+            elif c in owner and owner[c] != at.get(i):
+                chars[i] = next(x for x in L.initial(26) if x not in chars and x not in owner)
+        return "".join(chars)
+
+    def _initial(self, leaf: int) -> str:
+        """Initial letters A, B, C, ... for a leaf, reusing the letters of its symbols
+        and leaving letters that other symbols own to them."""
+        ndim = self.view.leaf_ndim[leaf]
+        letters: list[str | None] = [None] * ndim
+        if self.track_symbols:
+            for i, sym in self._symbol_axes(leaf):
+                letter = self.sym_letter.get(sym)
+                if letter and letter not in letters:
+                    letters[i] = letter
+        pool = (c for c in L.initial(26) if c not in letters and c not in self.letter_sym)
+        return "".join(x if x is not None else next(pool) for x in letters)
+
     def _decide(self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None) -> None:
+        if self.track_symbols:
+            for i, sym in self._symbol_axes(leaf):
+                if sym not in self.sym_letter and i < len(value) \
+                        and value[i] not in self.letter_sym:
+                    self.sym_letter[sym] = value[i]
+                    self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
         self.order += 1
         self.decisions[leaf] = Decision(value, kind, site, eq, self.order)
@@ -308,6 +374,8 @@ class _Engine:
             if not weak:
                 self._conflict(st, "invalid", str(value), site, eq, f"{value!r} is not a layout")
             return
+        if self.track_symbols and eq.mints and len(value) == ndim:
+            value = self._symbolize(st, value, self._inherited(site, eq))
         if len(value) != ndim:
             if not weak:
                 self._conflict(st, "rank", value, site, eq,
@@ -316,19 +384,31 @@ class _Engine:
         old = self.layouts[st]
         if old is None:
             self._decide(st, value, "weak" if weak else "rule", site.index, eq)
-        elif old != value and not weak and not self._fresh_only(old, value, site, eq):
+        elif old != value and not weak and not self._compatible(st, old, value, site, eq):
             self._conflict(st, "disagree", value, site, eq,
                            f"'{value}' disagrees with '{old}' decided earlier")
 
-    def _fresh_only(self, old: str, value: str, site: _Site, eq: CompiledEquation) -> bool:
-        """True when `value` differs from `old` only in letters the equation minted."""
-        if not eq.mints:
+    def _compatible(self, leaf: int, old: str, value: str, site: _Site,
+                    eq: CompiledEquation) -> bool:
+        """True when `value` differs from `old` only where no identity is claimed: in
+        letters the equation minted, or on size-1 axes (which have no extent to name)."""
+        dims = self.view.shape(leaf)
+        inherited = self._inherited(site, eq) if eq.mints else None
+        for i, (o, v) in enumerate(zip(old, value)):
+            if o == v or (dims is not None and i < len(dims) and dims[i] == 1):
+                continue
+            if inherited is not None and v not in inherited:
+                continue
             return False
+        return True
+
+    def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:
+        """The letters of the layouts an equation read (the ones it did not mint)."""
         inherited: set[str] = set()
         for role, idx in (*eq.strict_reads, *((r, None) for r in eq.partial_reads)):
             for leaf in _leaves(self._port(site, role, idx), []):
                 inherited.update(self.layouts[leaf] or "")
-        return all(o == v for o, v in zip(old, value) if v in inherited)
+        return inherited
 
     def _conflict(self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation,
                   message: str) -> None:
@@ -370,9 +450,10 @@ class _Engine:
 
     # ---- the loop
     def run(self) -> None:
-        cursor = 0
-        nleaves = len(self.layouts)
-        ndims = self.view.leaf_ndim
+        layouts, ndims, has_weak = self.layouts, self.view.leaf_ndim, self.has_weak
+        nleaves = len(layouts)
+        free = 0  # earliest unknown leaf no weak default targets
+        last = 0  # earliest unknown leaf of any kind
         while True:
             while self.queue:
                 i = self.queue.popleft()
@@ -380,25 +461,49 @@ class _Engine:
                 site = self.sites[i]
                 if site is not None and site.pending:
                     self._examine(site)
-            if self._fire_weak():
+            while free < nleaves and (layouts[free] is not None or ndims[free] < 0
+                                      or has_weak[free]):
+                free += 1
+            weak_leaf = self._next_weak()
+            if weak_leaf is not None and (free >= nleaves or weak_leaf < free):
+                if self._fire_weak():
+                    continue
+                weak_leaf = None
+            if free < nleaves:
+                self._decide(free, self._initial(free), "fallback", -1, None)
                 continue
-            while cursor < nleaves and (self.layouts[cursor] is not None or ndims[cursor] < 0):
-                cursor += 1
-            if cursor >= nleaves:
+            while last < nleaves and (layouts[last] is not None or ndims[last] < 0):
+                last += 1
+            if last >= nleaves:
                 break
-            self._decide(cursor, L.initial(ndims[cursor]), "fallback", -1, None)
+            self._decide(last, self._initial(last), "fallback", -1, None)
+
+    def _target_open(self, si: int, k: int) -> bool:
+        site = self.sites[si]
+        assert site is not None
+        target = self._port(site, *site.rule.equations[k].target)
+        return any(self.layouts[x] is None and self.view.leaf_ndim[x] >= 0
+                   for x in _leaves(target, []))
+
+    def _next_weak(self) -> int | None:
+        """The target leaf of the earliest weak default that can still decide something."""
+        while self.weak:
+            leaf, si, k = self.weak[0]
+            if self.layouts[leaf] is None and self._target_open(si, k):
+                return leaf
+            heapq.heappop(self.weak)
+        return None
 
     def _fire_weak(self) -> bool:
-        while self.weak:
+        """Fire the earliest open weak default; True when it decided something."""
+        while self._next_weak() is not None:
             _, si, k = heapq.heappop(self.weak)
             site = self.sites[si]
             assert site is not None
             eq = site.rule.equations[k]
-            target = self._port(site, *eq.target)
-            if all(self.layouts[x] is not None or self.view.leaf_ndim[x] < 0 for x in _leaves(target, [])):
-                continue
             before = self.order
-            self._apply(target, self._evaluate(site, eq), site, eq, weak=True)
+            self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq,
+                        weak=True)
             if self.order != before:
                 return True
         return False

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 __all__ = [
-    "Axes", "Dim", "Layout", "LayoutError", "broadcast_out", "default_layout", "drop",
+    "Axes", "Dim", "Layout", "LayoutError", "broadcast_layout", "broadcast_out", "default_layout", "drop",
     "fresh_letters", "initial", "insert", "is_layout", "last", "match_reshape", "permute",
     "prefix", "reshape_back", "suffix", "unpermute",
 ]  # fmt: skip
@@ -222,6 +222,52 @@ def broadcast_out(
             if found is None and nd == out_ndim:
                 found = lay
     return found
+
+
+def broadcast_layout(
+    layouts: Sequence[Layout | None],
+    shapes: Sequence[Sequence[Dim]],
+    out_shape: Sequence[Dim],
+) -> Layout | None:
+    """The output layout of a numpy-style broadcast, from operand layouts and shapes.
+
+    An operand whose shape equals the output's gives its layout. Otherwise, once every
+    operand is known, each output axis takes the letter of the first operand whose
+    right-aligned dim equals the output dim (a stretched size-1 axis is a different
+    logical axis, so it lends no letter); axes no operand covers get fresh letters.
+    Returns None while that cannot be decided yet.
+    """
+    if len(layouts) != len(shapes):
+        raise LayoutError(f"{len(layouts)} layouts given for {len(shapes)} operands")
+    out_shape = list(out_shape)
+    for lay, shape in zip(layouts, shapes, strict=True):
+        if lay is not None:
+            _check(lay)
+            if len(lay) != len(shape):
+                raise LayoutError(
+                    f"layout {lay!r} has rank {len(lay)} but its operand has rank {len(shape)}"
+                )
+            if list(shape) == out_shape:
+                return lay
+    if any(lay is None for lay in layouts):
+        return None
+    n = len(out_shape)
+    letters: list[str | None] = [None] * n
+    used: set[str] = set()
+    for lay, shape in zip(layouts, shapes, strict=True):
+        assert lay is not None
+        offset = n - len(shape)
+        for j, (letter, dim) in enumerate(zip(lay, shape, strict=True)):
+            i = offset + j
+            if i >= 0 and letters[i] is None and dim == out_shape[i] and letter not in used:
+                letters[i] = letter
+                used.add(letter)
+    taken = "".join(used)
+    for i in range(n):
+        if letters[i] is None:
+            letters[i] = fresh_letters(taken, 1)
+            taken += letters[i] or ""
+    return "".join(x or "" for x in letters)
 
 
 _Prod = tuple[int, tuple[str, ...]]

@@ -116,7 +116,7 @@ class _Compiler:
             b = BUILTINS[e.func]
             for i, a in enumerate(e.args):
                 if i in b.port_args:
-                    if b.partial and isinstance(a, ast.Name):
+                    if b.partial and i not in b.type_ports and isinstance(a, ast.Name):
                         partial.add(a.name)
                     continue
                 self.reads(a, strict, partial)

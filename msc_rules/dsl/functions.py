@@ -2,7 +2,8 @@
 
 Each builtin says which of its arguments must be bare ports (type functions such
 as `ndim(data)` read a port's type, not its layout) and whether it reads its port
-arguments partially (fires when any of them is known). Every other argument is an
+arguments partially (fires when any of them is known; `type_ports` are port
+arguments it only reads the type of). Every other argument is an
 evaluated value; unless a builtin accepts `none`, a `none` argument makes the call
 `none` (the equation then decides nothing).
 """
@@ -48,6 +49,7 @@ class Builtin:
     min_args: int
     max_args: int
     port_args: tuple[int, ...]
+    type_ports: tuple[int, ...]
     partial: bool
     none_ok: bool
     mints: bool
@@ -62,6 +64,7 @@ def builtin(
     nargs: int | tuple[int, int],
     *,
     port_args: tuple[int, ...] = (),
+    type_ports: tuple[int, ...] = (),
     partial: bool = False,
     none_ok: bool = False,
     mints: bool = False,
@@ -75,7 +78,9 @@ def builtin(
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
-        BUILTINS[name] = Builtin(name, impl, lo, hi, port_args, partial, none_ok, mints, doc)
+        BUILTINS[name] = Builtin(
+            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc
+        )
         return impl
 
     return register
@@ -136,15 +141,21 @@ def _first_known(env: Env, role: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@builtin("broadcast", (2, 8), port_args=(1, 2, 3, 4, 5, 6, 7), partial=True)
-def _broadcast(env: Env, out_ndim: int, *roles: str) -> str | None:
-    """The layout of a broadcast result of rank `out_ndim` from the known operands."""
-    layouts = [env.layout(r) for r in roles]
-    ndims = [env.ndim(r) for r in roles]
-    usable = [(lay, n) for lay, n in zip(layouts, ndims) if isinstance(lay, str) and n >= 0]
-    if not usable:
-        return None
-    return L.broadcast_out([u[0] for u in usable], [u[1] for u in usable], out_ndim)
+@builtin("broadcast", (2, 8), port_args=(0, 1, 2, 3, 4, 5, 6, 7), type_ports=(0,),
+         partial=True, mints=True)
+def _broadcast(env: Env, out: str, *roles: str) -> str | None:
+    """broadcast(out, a, b, ...): the layout of a broadcast result from its operands."""
+    out_shape = env.shape(out)
+    shapes = [env.shape(r) for r in roles]
+    if out_shape is None or any(s is None for s in shapes):
+        # no static shapes: fall back to ranks (the first known full-rank operand)
+        layouts = [env.layout(r) for r in roles]
+        ndims = [env.ndim(r) for r in roles]
+        known = [(lay, n) for lay, n in zip(layouts, ndims) if isinstance(lay, str) and n >= 0]
+        if not known:
+            return None
+        return L.broadcast_out([k[0] for k in known], [k[1] for k in known], env.ndim(out))
+    return L.broadcast_layout([env.layout(r) for r in roles], shapes, out_shape)  # type: ignore[arg-type]
 
 
 # ---- the layout algebra -------------------------------------------------------------

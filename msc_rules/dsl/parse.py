@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +99,30 @@ def parse_text(text: str, path: str = "<string>") -> ast.RuleFile:
     return ast.RuleFile(path, tuple(items), tuple(lines))
 
 
+_AST_VERSION = "1"
+
+
+def _cache_dir() -> Path | None:
+    if os.environ.get("MSC_RULES_NO_CACHE"):
+        return None
+    base = os.environ.get("MSC_RULES_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "msc_rules"
+    )
+    return Path(base)
+
+
+@functools.lru_cache(maxsize=1)
+def _grammar_digest() -> str:
+    return hashlib.sha1(grammar_text().encode()).hexdigest()
+
+
 def parse_file(path: str | Path) -> ast.RuleFile:
-    """Read and parse one rule file."""
+    """Read and parse one rule file.
+
+    Parsed ASTs are cached on disk, keyed by the file's text, its path and the grammar,
+    so loading the library skips the parser after the first run. Set
+    MSC_RULES_NO_CACHE=1 to bypass the cache.
+    """
     p = Path(path)
     try:
         text = p.read_text()
@@ -105,7 +130,30 @@ def parse_file(path: str | Path) -> ast.RuleFile:
         raise RuleFileError(
             [Diagnostic(str(p), 1, 1, f"cannot read rule file: {err.strerror or err}")]
         ) from None
-    return parse_text(text, str(p))
+    cache = _cache_dir()
+    if cache is None:
+        return parse_text(text, str(p))
+    key = hashlib.sha1(
+        "\0".join((_AST_VERSION, _grammar_digest(), str(p), text)).encode()
+    ).hexdigest()
+    entry = cache / f"{key}.pickle"
+    try:
+        with entry.open("rb") as fh:
+            cached = pickle.load(fh)
+        if isinstance(cached, ast.RuleFile):
+            return cached
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        pass
+    rf = parse_text(text, str(p))  # raises on errors: only clean files are cached
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(rf, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a read-only home is fine: we just parse every time
+    return rf
 
 
 # ---- tree -> AST -------------------------------------------------------------------
