@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tvm
+import tvm_ffi
 
 from . import layout as L
 from .dsl.compile import CompiledEquation, compile_equations
@@ -35,6 +36,7 @@ from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
 from .graph import CallSite, DependencyView, Struct, build_view
+from .util import paused_gc
 
 
 def _identity_rule() -> Rule:
@@ -102,7 +104,7 @@ class InferenceResult:
 
     def layout_of(self, expr: Any) -> str:
         """The marker text for a param, binding var or constant of the view."""
-        vid = self.view.value_of.get(expr)
+        vid = self.view.value_id(expr)
         return "" if vid is None else self.marker(self.view.values[vid].struct)
 
     def site_name(self, site: int) -> str:
@@ -137,13 +139,19 @@ def _leaves(struct: Struct, out: list[int]) -> list[int]:
     return out
 
 
+_IntImm = tvm.prim.IntImm
+_Array = tvm_ffi.Array
+_PLAIN = (bool, int, float, str)
+
+
 def _py(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
+    """A TVM attribute value as plain Python (ints, strs, lists)."""
+    if v is None or isinstance(v, _PLAIN):
         return v
-    if isinstance(v, tvm.prim.IntImm):
+    if isinstance(v, (_Array, list, tuple)):
+        return [x if type(x) is int else _py(x) for x in v]
+    if isinstance(v, _IntImm):
         return int(v.value)
-    if isinstance(v, (list, tuple)) or type(v).__name__ == "Array":
-        return [_py(x) for x in v]
     return str(v)
 
 
@@ -449,7 +457,24 @@ class _Engine:
         site.pending = still
 
     # ---- the loop
+    def _seed(self) -> None:
+        """Fire every equation that reads no port (attribute seeds) before propagating."""
+        for site in self.sites:
+            if site is None:
+                continue
+            eqs = site.rule.equations
+            keep: list[int] = []
+            for k in site.pending:
+                eq = eqs[k]
+                if eq.weak or eq.strict_reads or eq.partial_reads:
+                    keep.append(k)
+                    continue
+                self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq,
+                            weak=False)
+            site.pending = keep
+
     def run(self) -> None:
+        self._seed()
         layouts, ndims, has_weak = self.layouts, self.view.leaf_ndim, self.has_weak
         nleaves = len(layouts)
         free = 0  # earliest unknown leaf no weak default targets
@@ -524,4 +549,5 @@ def infer_layouts(mod: tvm.IRModule, rules: RuleSet | None = None, entry_name: s
     from .library import default_rules
 
     rs = rules if rules is not None else default_rules()
-    return infer_view(build_view(mod, entry_name), rs)
+    with paused_gc():
+        return infer_view(build_view(mod, entry_name), rs)

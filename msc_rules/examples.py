@@ -108,7 +108,7 @@ def run_example(ex: ast.Example, rules: RuleSet) -> ExampleOutcome:
         return ExampleOutcome(ex, False, f"no rule for {ex.op}")
     seeds: dict[int, str] = {}
     for var, lay in ab.seeds:
-        st = view.values[view.value_of[var]].struct
+        st = view.values[view.value_of[var.__chandle__()]].struct
         if isinstance(st, int):
             seeds[st] = lay
     try:

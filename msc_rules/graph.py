@@ -61,18 +61,40 @@ class DependencyView:
     """Values, leaves and call sites of the functions reachable from the entry."""
 
     entry: str
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     values: list[Value] = field(default_factory=list)
     leaf_ndim: list[int] = field(default_factory=list)
     leaf_type: list[Any] = field(default_factory=list)
     leaf_value: list[int] = field(default_factory=list)
     sites: list[CallSite] = field(default_factory=list)
-    value_of: dict[Any, int] = field(default_factory=dict)
+    value_of: dict[int, int] = field(default_factory=dict)  # node handle -> value id
     functions: list[str] = field(default_factory=list)
+    edges: list[tuple[int, int]] = field(default_factory=list)
+    _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
+    _graph: nx.DiGraph | None = None
+
+    def value_id(self, expr: Any) -> int | None:
+        """The value id of a param, binding var or constant of the view (None if absent)."""
+        return self.value_of.get(expr.__chandle__())
 
     def shape(self, leaf: int) -> list[Dim] | None:
-        """The shape of a leaf as layout Dims (ints, symbol names, products)."""
-        return dims_of(self.leaf_type[leaf])
+        """The shape of a leaf as layout Dims (ints, symbol names, products); cached."""
+        try:
+            return self._shapes[leaf]
+        except KeyError:
+            dims = self._shapes[leaf] = dims_of(self.leaf_type[leaf])
+            return dims
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The networkx DiGraph: value ids as nodes (with their Value as `value`), edges
+        from each value to the bindings that use it. Built on first use: the engine
+        walks its own arrays, so runs that never ask for the graph never pay for it."""
+        if self._graph is None:
+            g = nx.DiGraph()
+            g.add_nodes_from((v.id, {"value": v}) for v in self.values)
+            g.add_edges_from(self.edges)
+            self._graph = g
+        return self._graph
 
 
 def _dim(e: Any) -> Dim:
@@ -108,8 +130,8 @@ class _Builder:
         self.func_params: dict[str, list[Struct]] = {}
         self.func_ret: dict[str, Struct] = {}
         self.pending_links: list[tuple[int, str, list[Struct], Struct]] = []
-        self.local_funcs: dict[Any, str] = {}
-        self.edges: list[tuple[int, int]] = []
+        self.local_funcs: dict[int, str] = {}
+        self.edges = self.view.edges
         self.queue: list[str] = []
         self.seen: set[str] = set()
         self.top = entry
@@ -131,19 +153,19 @@ class _Builder:
         name = str(expr.name) if isinstance(expr, Var) else "const"
         val = Value(vid, kind, expr, func, None, value, name, self.top)
         self.view.values.append(val)
-        self.view.value_of[expr] = vid
+        self.view.value_of[expr.__chandle__()] = vid
         return val
 
     def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
         """The struct an argument expression refers to; records which values it reads."""
         if isinstance(e, Var):
-            vid = self.view.value_of.get(e)
+            vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
             users.append(vid)
             return self.view.values[vid].struct
         if isinstance(e, Constant):
-            vid = self.view.value_of.get(e)
+            vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 val = self.add_value("const", e, func)
                 val.struct = self.new_struct(e.ty, val.id)
@@ -185,7 +207,7 @@ class _Builder:
         users: list[int] = []
         if isinstance(value, relax.Function):
             local = f"{fname}.{var.name}"
-            self.local_funcs[var] = local
+            self.local_funcs[var.__chandle__()] = local
             self.function(local, value)
             return
         if isinstance(b, relax.MatchCast):
@@ -242,8 +264,10 @@ class _Builder:
                 self.pending_links.append((val.id, callee, args, val.struct))
             else:
                 sites.append(CallSite(val.id, call, "", args, val.struct))
-        elif isinstance(op, Var) and op in self.local_funcs:
-            self.pending_links.append((val.id, self.local_funcs[op], args, val.struct))
+        elif isinstance(op, Var) and op.__chandle__() in self.local_funcs:
+            self.pending_links.append(
+                (val.id, self.local_funcs[op.__chandle__()], args, val.struct)
+            )
         else:
             sites.append(CallSite(val.id, call, "", args, val.struct))
 
@@ -269,9 +293,6 @@ class _Builder:
             for a, p in zip(args, params):
                 self.link(vid, a, p)
             self.link(vid, self.func_ret.get(callee), out)
-        g = self.view.graph
-        g.add_nodes_from(range(len(self.view.values)))
-        g.add_edges_from(self.edges)
         return self.view
 
 

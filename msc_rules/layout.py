@@ -8,6 +8,7 @@ accepted wherever axes are taken. See ``reference/msc-conventions.md`` sections 
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Sequence
 from itertools import pairwise
@@ -36,13 +37,21 @@ class LayoutError(ValueError):
     """Invalid layout, axis, rank or shape given to a layout function."""
 
 
+_LETTER_SET = frozenset(_LETTERS)
+
+
 def is_layout(s: str) -> bool:
     """Return whether ``s`` is made of distinct letters ``A``-``Z``."""
-    return isinstance(s, str) and all(c in _LETTERS for c in s) and len(set(s)) == len(s)
+    if not isinstance(s, str):
+        return False
+    letters = set(s)
+    return len(letters) == len(s) and letters <= _LETTER_SET
 
 
 def _check(layout: str) -> None:
     """Raise LayoutError unless ``layout`` is a valid layout."""
+    if is_layout(layout):
+        return
     if not isinstance(layout, str):
         raise LayoutError(f"a layout must be a str, not {type(layout).__name__}")
     bad = [c for c in layout if c not in _LETTERS]
@@ -294,6 +303,16 @@ def _mul(a: _Prod, b: _Prod) -> _Prod:
 
 
 def match_reshape(layout: Layout, src: Sequence[Dim], dst: Sequence[Dim]) -> Layout | None:
+    """Return the layout of a reshape from shape ``src`` (with ``layout``) to shape ``dst``.
+
+    See `_match_reshape`; results are memoised, since models repeat the same reshapes
+    layer after layer.
+    """
+    return _match_reshape(layout, tuple(src), tuple(dst))
+
+
+@functools.lru_cache(maxsize=16384)
+def _match_reshape(layout: Layout, src: tuple[Dim, ...], dst: tuple[Dim, ...]) -> Layout | None:
     """Return the layout of a reshape from shape ``src`` (with ``layout``) to shape ``dst``.
 
     Ignoring size-1 axes, the shapes are cut into groups wherever their running products are

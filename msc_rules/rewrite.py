@@ -41,58 +41,66 @@ def _with_type(new: Any, old: Any) -> Any:
 
 @dataclass
 class SpanEdits:
-    """Markers to write: on Vars (params, binding vars) and on other exprs, by object."""
+    """Markers to write: on Vars (params, binding vars) and on other exprs.
 
-    vars: dict[Any, dict[str, str]] = field(default_factory=dict)
-    values: dict[Any, dict[str, str]] = field(default_factory=dict)
+    Keyed by the node's handle (`__chandle__()`): Python wrappers of one IR node are
+    fresh objects on every access, and hashing them by handle avoids TVM's slow
+    `__eq__` on every dictionary hit.
+    """
+
+    vars: dict[int, dict[str, str]] = field(default_factory=dict)
+    values: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def add_var(self, var: Any, key: str, value: str) -> None:
         """Write marker `key` on a param or binding var."""
         if value:
-            self.vars.setdefault(var, {})[key] = value
+            self.vars.setdefault(var.__chandle__(), {})[key] = value
 
     def add_value(self, expr: Any, key: str, value: str) -> None:
         """Write marker `key` on a bound value or constant."""
         if value:
-            self.values.setdefault(expr, {})[key] = value
+            self.values.setdefault(expr.__chandle__(), {})[key] = value
 
 
 class _Rebuilder:
     def __init__(self, edits: SpanEdits) -> None:
         self.var_edits = edits.vars
         self.value_edits = edits.values
-        self.remap: dict[Any, Any] = {}
-        self.memo: dict[Any, Any] = {}
+        self.remap: dict[int, Any] = {}
+        self.memo: dict[int, Any] = {}
 
     def var_def(self, v: Any) -> Any:
-        markers = self.var_edits.get(v)
+        h = v.__chandle__()
+        markers = self.var_edits.get(h)
         if not markers:
             return v
         nv = type(v)(v.name, v.ty, with_markers(v.span, markers))
-        self.remap[v] = nv
+        self.remap[h] = nv
         return nv
 
     def expr(self, e: Any) -> Any:
-        if isinstance(e, Var):
-            return self.remap.get(e, e)
-        if isinstance(e, Call):
+        cls = type(e)
+        if cls is Var or isinstance(e, Var):
+            return self.remap.get(e.__chandle__(), e)
+        if cls is Call:
             return self.call(e)
-        if isinstance(e, Constant):
-            got = self.memo.get(e)
+        if cls is Constant:
+            h = e.__chandle__()
+            got = self.memo.get(h)
             if got is None:
-                markers = self.value_edits.get(e)
+                markers = self.value_edits.get(h)
                 got = Constant(e.value, e.ty, with_markers(e.span, markers)) if markers else e
-                self.memo[e] = got
+                self.memo[h] = got
             return got
         if isinstance(e, Tuple):
             fields = [self.expr(f) for f in e.fields]
-            markers = self.value_edits.get(e)
+            markers = self.value_edits.get(e.__chandle__())
             if not markers and all(a.same_as(b) for a, b in zip(fields, e.fields)):
                 return e
             return Tuple(fields, with_markers(e.span, markers or {}))
         if isinstance(e, TupleGetItem):
             tv = self.expr(e.tuple_value)
-            markers = self.value_edits.get(e)
+            markers = self.value_edits.get(e.__chandle__())
             if not markers and tv.same_as(e.tuple_value):
                 return e
             return TupleGetItem(tv, e.index, with_markers(e.span, markers or {}))
@@ -104,14 +112,14 @@ class _Rebuilder:
         if isinstance(e, relax.Function):
             return self.function(e)
         if isinstance(e, relax.ShapeExpr):
-            markers = self.value_edits.get(e)
+            markers = self.value_edits.get(e.__chandle__())
             return relax.ShapeExpr(e.values, with_markers(e.span, markers)) if markers else e
         return e
 
     def call(self, e: Any) -> Any:
         args = [self.expr(a) for a in e.args]
         op = self.expr(e.op) if isinstance(e.op, Var) else e.op
-        markers = self.value_edits.get(e)
+        markers = self.value_edits.get(e.__chandle__())
         if not markers and op.same_as(e.op) and all(a.same_as(b) for a, b in zip(args, e.args)):
             return e
         span = with_markers(e.span, markers) if markers else e.span

@@ -63,16 +63,31 @@ def set_marker_text(text: str, key: str, value: str) -> str:
     return text + marker
 
 
+_BARE_SPANS: dict[tuple[tuple[str, str], ...], tvm.ir.Span] = {}
+
+
 def with_markers(span: tvm.ir.Span | None, markers: Mapping[str, str]) -> tvm.ir.Span | None:
     """A span like `span` whose source name carries `markers` (None if nothing to write)."""
+    if span is None:
+        # Most nodes have no span: share one immutable Span per marker set.
+        key = tuple(markers.items())
+        got = _BARE_SPANS.get(key)
+        if got is None:
+            text = ""
+            for k, value in key:
+                text = set_marker_text(text, k, value)
+            got = tvm.ir.Span(tvm.ir.SourceName(text), 0, 0, 0, 0) if text else None
+            if got is None:
+                return None
+            if len(_BARE_SPANS) < 65536:
+                _BARE_SPANS[key] = got
+        return got
     text = _source_text(span)
     new = text
-    for key, value in markers.items():
-        new = set_marker_text(new, key, value)
+    for key_, value in markers.items():
+        new = set_marker_text(new, key_, value)
     if new == text:
         return span
-    if span is None:
-        return tvm.ir.Span(tvm.ir.SourceName(new), 0, 0, 0, 0)
     return tvm.ir.Span(tvm.ir.SourceName(new), span.line, span.end_line, span.column,
                        span.end_column)
 

@@ -110,7 +110,7 @@ def _cached_builder(fn):
     cached = functools.lru_cache(maxsize=None)(fn)
 
     @functools.wraps(fn)
-    def builder(dynamic: bool = True, bind_params: bool = True) -> "ImportedModel":
+    def builder(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
         return cached(bool(dynamic), bool(bind_params))
 
     builder.cache_clear = cached.cache_clear
@@ -165,14 +165,18 @@ def _from_ep(torch_module, args, dynamic_shapes, bind_params):
         num_input = int(main.attrs["num_input"])
         names = [p.name for p in main.params[num_input:]]
         values = detached.get("main", [])
-        params = {n: v.numpy() for n, v in zip(names, values)}
+        params = {n: v.numpy() for n, v in zip(names, values, strict=True)}
     return mod, params
 
 
 def _finish(name, mod, torch_module, inputs, *, params, batch_pos, seq_pos, dynamic):
     batch_sym, seq_sym = _find_syms(mod, batch_pos, seq_pos) if dynamic else (None, None)
     main = mod["main"]
-    n_in = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else len(main.params)
+    n_in = (
+        int(main.attrs["num_input"])
+        if main.attrs and "num_input" in main.attrs
+        else len(main.params)
+    )
     return ImportedModel(
         mod=mod,
         batch_sym=batch_sym,
@@ -206,10 +210,21 @@ def _import_torch(name, model, inputs, dyn_axes, *, dynamic, bind_params, seq=Fa
     mod, params = _from_ep(model, inputs, dynamic_shapes, bind_params)
     seq_pos = None
     if seq:
-        seq_pos = next((i, a) for i, axes in enumerate(dyn_axes) for a, k in axes.items() if k == "seq")
-    batch_pos = next((i, a) for i, axes in enumerate(dyn_axes) for a, k in axes.items() if k == "batch")
+        seq_pos = next(
+            (i, a) for i, axes in enumerate(dyn_axes) for a, k in axes.items() if k == "seq"
+        )
+    batch_pos = next(
+        (i, a) for i, axes in enumerate(dyn_axes) for a, k in axes.items() if k == "batch"
+    )
     return _finish(
-        name, mod, model, inputs, params=params, batch_pos=batch_pos, seq_pos=seq_pos, dynamic=dynamic
+        name,
+        mod,
+        model,
+        inputs,
+        params=params,
+        batch_pos=batch_pos,
+        seq_pos=seq_pos,
+        dynamic=dynamic,
     )
 
 
@@ -225,18 +240,27 @@ class _HFIds(torch.nn.Module):
         self.model, self.n_out, self.call_kwargs = model, n_out, call_kwargs
 
     def forward(self, input_ids):
-        return _hf_outputs(self.model(input_ids=input_ids, return_dict=False, **self.call_kwargs), self.n_out)
+        return _hf_outputs(
+            self.model(input_ids=input_ids, return_dict=False, **self.call_kwargs), self.n_out
+        )
 
 
 class _HFIdsMask(_HFIds):
     def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **self.call_kwargs)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            return_dict=False,
+            **self.call_kwargs,
+        )
         return _hf_outputs(out, self.n_out)
 
 
 class _HFPixels(_HFIds):
     def forward(self, pixel_values):
-        return _hf_outputs(self.model(pixel_values=pixel_values, return_dict=False, **self.call_kwargs), self.n_out)
+        return _hf_outputs(
+            self.model(pixel_values=pixel_values, return_dict=False, **self.call_kwargs), self.n_out
+        )
 
 
 # --------------------------------------------------------------------------- plain torch
@@ -258,7 +282,9 @@ def tiny_mlp(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
     _seed()
     model = _MLP()
     x = torch.randn(_BATCH, 32)
-    return _import_torch("tiny_mlp", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params)
+    return _import_torch(
+        "tiny_mlp", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params
+    )
 
 
 class _BasicBlock(torch.nn.Module):
@@ -318,7 +344,9 @@ def resnet18_like(dynamic: bool = True, bind_params: bool = True) -> ImportedMod
     _seed()
     model = _randomize_bn(_ResNet())
     x = torch.randn(_BATCH, 3, 32, 32)
-    return _import_torch("resnet18_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params)
+    return _import_torch(
+        "resnet18_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params
+    )
 
 
 class _InvertedResidual(torch.nn.Module):
@@ -345,7 +373,9 @@ class _InvertedResidual(torch.nn.Module):
                 torch.nn.Conv2d(hid // 4, hid, 1),
                 torch.nn.Hardsigmoid(),
             )
-        self.project = torch.nn.Sequential(torch.nn.Conv2d(hid, cout, 1, bias=False), torch.nn.BatchNorm2d(cout))
+        self.project = torch.nn.Sequential(
+            torch.nn.Conv2d(hid, cout, 1, bias=False), torch.nn.BatchNorm2d(cout)
+        )
 
     def forward(self, x):
         y = self.dw(self.expand(x))
@@ -359,7 +389,9 @@ class _MobileNet(torch.nn.Module):
     def __init__(self, num_classes=10):
         super().__init__()
         self.stem = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.Hardswish()
+            torch.nn.Conv2d(3, 16, 3, 2, 1, bias=False),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.Hardswish(),
         )
         self.blocks = torch.nn.Sequential(
             _InvertedResidual(16, 16, 2, 1, torch.nn.ReLU6, se=False),
@@ -371,7 +403,10 @@ class _MobileNet(torch.nn.Module):
         )
         self.pool = torch.nn.AdaptiveAvgPool2d(1)
         self.classifier = torch.nn.Sequential(
-            torch.nn.Linear(64, 32), torch.nn.Hardswish(), torch.nn.Dropout(0.2), torch.nn.Linear(32, num_classes)
+            torch.nn.Linear(64, 32),
+            torch.nn.Hardswish(),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(32, num_classes),
         )
 
     def forward(self, x):
@@ -386,7 +421,9 @@ def mobilenet_like(dynamic: bool = True, bind_params: bool = True) -> ImportedMo
     _seed()
     model = _randomize_bn(_MobileNet())
     x = torch.randn(_BATCH, 3, 32, 32)
-    return _import_torch("mobilenet_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params)
+    return _import_torch(
+        "mobilenet_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params
+    )
 
 
 class _DoubleConv(torch.nn.Sequential):
@@ -427,7 +464,9 @@ def unet_like(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
     _seed()
     model = _randomize_bn(_UNet())
     x = torch.randn(_BATCH, 3, 32, 32)
-    return _import_torch("unet_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params)
+    return _import_torch(
+        "unet_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params
+    )
 
 
 # --------------------------------------------------------------------------- HF transformers
@@ -496,7 +535,13 @@ def llama_like(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
         model = _HFIds(LlamaForCausalLM(cfg), n_out=1, use_cache=False)
     ids = _hf_seq_inputs(cfg.vocab_size)
     return _import_torch(
-        "llama_like", model, (ids,), ({0: "batch", 1: "seq"},), dynamic=dynamic, bind_params=bind_params, seq=True
+        "llama_like",
+        model,
+        (ids,),
+        ({0: "batch", 1: "seq"},),
+        dynamic=dynamic,
+        bind_params=bind_params,
+        seq=True,
     )
 
 
@@ -522,7 +567,13 @@ def gpt2_like(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
         model = _HFIds(GPT2Model(cfg), n_out=1, use_cache=False)
     ids = _hf_seq_inputs(cfg.vocab_size)
     return _import_torch(
-        "gpt2_like", model, (ids,), ({0: "batch", 1: "seq"},), dynamic=dynamic, bind_params=bind_params, seq=True
+        "gpt2_like",
+        model,
+        (ids,),
+        ({0: "batch", 1: "seq"},),
+        dynamic=dynamic,
+        bind_params=bind_params,
+        seq=True,
     )
 
 
@@ -546,7 +597,9 @@ def vit_like(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
     with _quiet():
         model = _HFPixels(ViTModel(cfg, add_pooling_layer=True), n_out=2)
     x = torch.randn(_BATCH, 3, 32, 32)
-    return _import_torch("vit_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params)
+    return _import_torch(
+        "vit_like", model, (x,), ({0: "batch"},), dynamic=dynamic, bind_params=bind_params
+    )
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -593,7 +646,13 @@ def _onnx_export_inner(model, x, dynamic):
             if dynamic:
                 kwargs["dynamic_shapes"] = ({0: _dim("batch")},)
             prog = torch.onnx.export(
-                model, (x,), dynamo=True, input_names=["x"], output_names=["y"], opset_version=18, **kwargs
+                model,
+                (x,),
+                dynamo=True,
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=18,
+                **kwargs,
             )
             return prog.model_proto
         except Exception:  # pragma: no cover - only when onnxscript/dynamo export breaks
@@ -632,8 +691,10 @@ def onnx_cnn(dynamic: bool = True, bind_params: bool = True) -> ImportedModel:
         main = mod["main"]
         n_in = int(main.attrs["num_input"])
         names = [p.name for p in main.params[n_in:]]
-        params = {n: v.numpy() for n, v in zip(names, detached.get("main", []))}
-    return _finish("onnx_cnn", mod, model, (x,), params=params, batch_pos=(0, 0), seq_pos=None, dynamic=dynamic)
+        params = {n: v.numpy() for n, v in zip(names, detached.get("main", []), strict=True)}
+    return _finish(
+        "onnx_cnn", mod, model, (x,), params=params, batch_pos=(0, 0), seq_pos=None, dynamic=dynamic
+    )
 
 
 # --------------------------------------------------------------------------- registry
@@ -684,7 +745,7 @@ def _visit_value(value, ops, kinds, nested, top=True):
         if isinstance(op, tvm.ir.Op):
             ops[op.name] += 1
         elif top:
-            kinds["Call(non-Op callee: %s)" % type(op).__name__] += 1
+            kinds[f"Call(non-Op callee: {type(op).__name__})"] += 1
     elif isinstance(value, relax.Function):
         kinds["Function(nested)"] += 1
         nested.append(value)
@@ -711,7 +772,7 @@ def op_census(mod: tvm.IRModule):
             kinds["relax functions"] += 1
             _walk_function(func, ops, kinds, nested)
         else:
-            kinds["non-relax functions (%s)" % type(func).__name__] += 1
+            kinds[f"non-relax functions ({type(func).__name__})"] += 1
     return ops, kinds
 
 
@@ -740,4 +801,8 @@ def count_weight_constants(mod: tvm.IRModule, func_name: str = "main") -> int:
     """Constants with at least one dimension (the bound weights, not R.const scalars).
 
     A ``GenericConst`` exposes its tensor as ``.value`` (not ``.data``) and its type as ``.ty``."""
-    return sum(1 for c in _constants(mod, func_name) if isinstance(c.ty, relax.TensorType) and c.ty.ndim > 0)
+    return sum(
+        1
+        for c in _constants(mod, func_name)
+        if isinstance(c.ty, relax.TensorType) and c.ty.ndim > 0
+    )

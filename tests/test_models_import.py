@@ -4,14 +4,13 @@ Builders listed in ``models.SLOW_BUILDERS`` (HF transformers, ONNX) are marked `
 the whole file takes well under a minute on 2 cores.
 """
 
+import models
 import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from tvm import relax
-
-import models
 from models import BUILDERS, SLOW_BUILDERS, ImportedModel
+from tvm import relax
 
 SEQ_MODELS = {"bert_like", "gpt2_like", "llama_like"}
 
@@ -52,7 +51,7 @@ def test_default_import(name):
     n_in = len(m.input_names)
     assert n_in == len(m.example_inputs) >= 1
     assert [p.name for p in main.params] == list(m.input_names), "weights must be bound"
-    for p, x in zip(main.params, m.example_inputs):
+    for p, x in zip(main.params, m.example_inputs, strict=True):
         assert isinstance(x, np.ndarray)
         assert isinstance(p.ty, relax.TensorType)
         assert p.ty.ndim == x.ndim
@@ -97,7 +96,7 @@ def test_static_shapes(name):
     m = BUILDERS[name](dynamic=False)
     main = _main(m)
     assert m.batch_sym is None and m.seq_sym is None
-    for p, x in zip(main.params, m.example_inputs):
+    for p, x in zip(main.params, m.example_inputs, strict=True):
         assert _dim_names(p.ty) == [None] * x.ndim
         assert [int(v) for v in p.ty.shape.values] == list(x.shape)
     assert not relax.analysis.free_symbolic_vars(main)
@@ -131,13 +130,41 @@ def test_unbound_params(name):
 # model into something else (and documents what the rule writers get).
 EXPECTED_OPS = {
     "tiny_mlp": {"relax.matmul", "relax.add", "relax.nn.relu", "relax.permute_dims"},
-    "resnet18_like": {"relax.nn.conv2d", "relax.nn.batch_norm", "relax.nn.max_pool2d", "relax.mean"},
+    "resnet18_like": {
+        "relax.nn.conv2d",
+        "relax.nn.batch_norm",
+        "relax.nn.max_pool2d",
+        "relax.mean",
+    },
     "mobilenet_like": {"relax.nn.conv2d", "relax.nn.batch_norm", "relax.clip", "relax.multiply"},
-    "unet_like": {"relax.nn.conv2d_transpose", "relax.image.resize2d", "relax.concat", "relax.nn.max_pool2d"},
+    "unet_like": {
+        "relax.nn.conv2d_transpose",
+        "relax.image.resize2d",
+        "relax.concat",
+        "relax.nn.max_pool2d",
+    },
     "onnx_cnn": {"relax.nn.conv2d", "relax.nn.avg_pool2d", "relax.nn.softmax", "relax.reshape"},
-    "vit_like": {"relax.nn.conv2d", "relax.nn.layer_norm", "relax.nn.gelu", "relax.nn.softmax", "relax.concat"},
-    "gpt2_like": {"relax.nn.layer_norm", "relax.take", "relax.split", "relax.tanh", "relax.nn.softmax"},
-    "bert_like": {"relax.nn.layer_norm", "relax.take", "relax.nn.gelu", "relax.where", "relax.nn.softmax"},
+    "vit_like": {
+        "relax.nn.conv2d",
+        "relax.nn.layer_norm",
+        "relax.nn.gelu",
+        "relax.nn.softmax",
+        "relax.concat",
+    },
+    "gpt2_like": {
+        "relax.nn.layer_norm",
+        "relax.take",
+        "relax.split",
+        "relax.tanh",
+        "relax.nn.softmax",
+    },
+    "bert_like": {
+        "relax.nn.layer_norm",
+        "relax.take",
+        "relax.nn.gelu",
+        "relax.where",
+        "relax.nn.softmax",
+    },
     "llama_like": {"relax.rsqrt", "relax.cos", "relax.sin", "relax.sigmoid", "relax.strided_slice"},
 }
 
@@ -156,7 +183,11 @@ def test_mobilenet_has_depthwise_conv():
     for block in main.body.blocks:
         for b in block.bindings:
             v = b.value
-            if isinstance(v, tvm.ir.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.nn.conv2d":
+            if (
+                isinstance(v, tvm.ir.Call)
+                and isinstance(v.op, tvm.ir.Op)
+                and v.op.name == "relax.nn.conv2d"
+            ):
                 groups.append(int(v.attrs.groups))
     assert any(g > 1 for g in groups), groups
 
