@@ -6,11 +6,34 @@ name the function and the binding. Nothing else is meant to escape the public AP
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any
+
+import tvm_ffi
+
+_raised = threading.local()
 
 
 class MscRulesError(Exception):
-    """Base class of every error msc_rules raises on bad input."""
+    """Base class of every error msc_rules raises on bad input.
+
+    Errors raised inside a TVM pass cross TVM's C++ pass machinery, which rebuilds
+    them from their message alone. `remember` keeps the original on this thread so the
+    rebuilt error gets its fields (function, bindings, diagnostics) back.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        last = getattr(_raised, "last", None)
+        if last is not None and type(last) is type(self) and args == (str(last),):
+            self.__dict__.update(last.__dict__)
+            _raised.last = None
+
+
+def remember(err: MscRulesError) -> None:
+    """Keep `err` for the copy TVM's pass machinery will rebuild (see MscRulesError)."""
+    _raised.last = err
 
 
 @dataclass(frozen=True)
@@ -36,7 +59,11 @@ class Diagnostic:
 class RuleFileError(MscRulesError):
     """One or more errors in rule files; `diagnostics` lists them in order."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic] | str) -> None:
+        if isinstance(diagnostics, str):  # rebuilt from its message by TVM
+            self.diagnostics: list[Diagnostic] = []
+            super().__init__(diagnostics)
+            return
         self.diagnostics = list(diagnostics)
         super().__init__("\n".join(d.format() for d in self.diagnostics))
 
@@ -56,10 +83,16 @@ class IRError(MscRulesError):
         super().__init__(where + message)
 
 
+
 class MissingLayoutError(IRError):
     """SetExprLayout(allow_missing=False) found bindings without a layout."""
 
-    def __init__(self, function: str, bindings: list[str]) -> None:
+    def __init__(self, function: str, bindings: list[str] | None = None) -> None:
+        if bindings is None:  # rebuilt from its message by TVM
+            self.bindings: list[str] = []
+            self.function = self.binding = ""
+            MscRulesError.__init__(self, function)
+            return
         self.bindings = list(bindings)
         listed = ", ".join(bindings[:50]) + (" ..." if len(bindings) > 50 else "")
         super().__init__(
@@ -70,3 +103,7 @@ class MissingLayoutError(IRError):
 
 class RuleEvaluationError(MscRulesError):
     """A rule function was applied to values it cannot take (caught by the engine)."""
+
+
+for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, RuleEvaluationError):
+    tvm_ffi.register_error(_cls)
