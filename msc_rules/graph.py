@@ -17,6 +17,7 @@ import tvm
 from tvm import relax
 
 from .errors import IRError
+from .ffi import items
 from .layout import Dim
 
 Struct = Union[int, tuple["Struct", ...], None]
@@ -119,7 +120,7 @@ def dims_of(ty: Any) -> list[Dim] | None:
     values = getattr(shape, "values", None)
     if values is None:
         return None
-    return [_dim(v) for v in values]
+    return [_dim(v) for v in items(values)]
 
 
 class _Builder:
@@ -145,7 +146,7 @@ class _Builder:
             v.leaf_value.append(owner)
             return len(v.leaf_ndim) - 1
         if isinstance(ty, TupleType):
-            return tuple(self.new_struct(f, owner) for f in ty.fields)
+            return tuple(self.new_struct(f, owner) for f in items(ty.fields))
         return None
 
     def add_value(self, kind: str, expr: Any, func: str, value: Any = None) -> Value:
@@ -173,7 +174,7 @@ class _Builder:
             users.append(vid)
             return self.view.values[vid].struct
         if isinstance(e, tvm.ir.expr.Tuple):
-            return tuple(self.struct_of(f, func, users) for f in e.fields)
+            return tuple(self.struct_of(f, func, users) for f in items(e.fields))
         if isinstance(e, tvm.ir.expr.TupleGetItem):
             base = self.struct_of(e.tuple_value, func, users)
             if isinstance(base, tuple) and 0 <= e.index < len(base):
@@ -185,7 +186,7 @@ class _Builder:
     def function(self, name: str, func: Any) -> None:
         self.view.functions.append(name)
         params: list[Struct] = []
-        for p in func.params:
+        for p in items(func.params):
             val = self.add_value("param", p, name)
             val.struct = self.new_struct(p.ty, val.id)
             params.append(val.struct)
@@ -196,8 +197,8 @@ class _Builder:
         if not isinstance(seq, relax.SeqExpr):
             users: list[int] = []
             return self.struct_of(seq, fname, users)
-        for block in seq.blocks:
-            for b in block.bindings:
+        for block in items(seq.blocks):
+            for b in items(block.bindings):
                 self.binding(fname, b)
         users = []
         return self.struct_of(seq.body, fname, users)
@@ -217,7 +218,7 @@ class _Builder:
             self.link(val.id, src, val.struct)
         elif isinstance(value, Call):
             arg_users: list[int] = []
-            args = [self.struct_of(a, fname, arg_users) for a in value.args]
+            args = [self.struct_of(a, fname, arg_users) for a in items(value.args)]
             users.extend(arg_users)
             val = self.add_value("binding", var, fname, value)
             val.struct = self.new_struct(var.ty, val.id)

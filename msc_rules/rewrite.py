@@ -13,8 +13,19 @@ from typing import Any
 
 import tvm
 from tvm import relax
+from tvm.ir import _ffi_api as _ir_ffi
+from tvm.relax import _ffi_api as _relax_ffi
 
+from .ffi import items
 from .span import with_markers
+
+# The FFI constructors directly: the Python wrappers' __init__ re-import and re-check
+# their arguments on every call, which costs several times the construction itself.
+_MAKE_CALL = _ir_ffi.Call
+_MAKE_VAR = _ir_ffi.Var
+_MAKE_DATAFLOW_VAR = _relax_ffi.DataflowVar
+_MAKE_BINDING = _relax_ffi.VarBinding
+_MAKE_CONST = _ir_ffi.GenericConst
 
 Markers = Mapping[str, str]
 Var = tvm.ir.expr.Var
@@ -74,7 +85,8 @@ class _Rebuilder:
         markers = self.var_edits.get(h)
         if not markers:
             return v
-        nv = type(v)(v.name, v.ty, with_markers(v.span, markers))
+        make = _MAKE_DATAFLOW_VAR if isinstance(v, relax.DataflowVar) else _MAKE_VAR
+        nv = make(v.name, v.ty, with_markers(v.span, markers))
         self.remap[h] = nv
         return nv
 
@@ -89,13 +101,14 @@ class _Rebuilder:
             got = self.memo.get(h)
             if got is None:
                 markers = self.value_edits.get(h)
-                got = Constant(e.value, e.ty, with_markers(e.span, markers)) if markers else e
+                got = _MAKE_CONST(e.value, e.ty, with_markers(e.span, markers)) if markers else e
                 self.memo[h] = got
             return got
         if isinstance(e, Tuple):
-            fields = [self.expr(f) for f in e.fields]
+            old_fields = items(e.fields)
+            fields = [self.expr(f) for f in old_fields]
             markers = self.value_edits.get(e.__chandle__())
-            if not markers and all(a.same_as(b) for a, b in zip(fields, e.fields)):
+            if not markers and all(a is b for a, b in zip(fields, old_fields)):
                 return e
             return Tuple(fields, with_markers(e.span, markers or {}))
         if isinstance(e, TupleGetItem):
@@ -117,30 +130,31 @@ class _Rebuilder:
         return e
 
     def call(self, e: Any) -> Any:
-        args = [self.expr(a) for a in e.args]
+        old_args = items(e.args)
+        args = [self.expr(a) for a in old_args]
         op = self.expr(e.op) if isinstance(e.op, Var) else e.op
         markers = self.value_edits.get(e.__chandle__())
-        if not markers and op.same_as(e.op) and all(a.same_as(b) for a, b in zip(args, e.args)):
+        if not markers and op.same_as(e.op) and all(a is b for a, b in zip(args, old_args)):
             return e
         span = with_markers(e.span, markers) if markers else e.span
-        return Call(op, args, e.attrs, e.ty_args, span, ret_ty=e.ty)
+        return _MAKE_CALL(e.ty, op, args, e.attrs, e.ty_args, span)
 
     def seq(self, e: Any) -> Any:
         blocks = []
-        for block in e.blocks:
+        for block in items(e.blocks):
             bindings = []
-            for b in block.bindings:
+            for b in items(block.bindings):
                 value = self.expr(b.value)
                 if isinstance(b, relax.MatchCast):
                     bindings.append(relax.MatchCast(self.var_def(b.var), value, b.ty, b.span))
                 else:
-                    bindings.append(relax.VarBinding(self.var_def(b.var), value, b.span))
+                    bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
             cls = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
             blocks.append(cls(bindings, block.span))
         return _with_type(relax.SeqExpr(blocks, self.expr(e.body), e.span), e)
 
     def function(self, f: Any) -> Any:
-        params = [self.var_def(p) for p in f.params]
+        params = [self.var_def(p) for p in items(f.params)]
         body = self.expr(f.body)
         return relax.Function(params, body, f.ret_ty, f.is_pure, f.attrs, f.span)
 
