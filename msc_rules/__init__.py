@@ -9,7 +9,15 @@ from __future__ import annotations
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
 from .errors import IRError, MissingLayoutError, MscRulesError, RuleFileError
-from .passes import SetExprLayout
+from .naming import NamePlan, plan_names
+from .passes import (
+    PIPELINE_NAME,
+    SetExprLayout,
+    SetExprName,
+    annotate,
+    annotated_pipeline,
+    annotation_passes,
+)
 from .span import get_layout, get_name
 
 __all__ = [
@@ -17,11 +25,18 @@ __all__ = [
     "InferenceResult",
     "MissingLayoutError",
     "MscRulesError",
+    "NamePlan",
+    "PIPELINE_NAME",
     "RuleFileError",
     "RuleSet",
     "SetExprLayout",
+    "SetExprName",
+    "annotate",
+    "annotated_pipeline",
+    "annotation_passes",
     "get_layout",
     "get_name",
     "infer_layouts",
     "load_rules",
+    "plan_names",
 ]

@@ -1,8 +1,11 @@
-"""The module passes: SetExprLayout (and the marker plan it writes)."""
+"""The module passes: SetExprLayout (and the marker plan it writes), SetExprName,
+`annotate` (names, then layouts) and the `msc_rules` relax pipeline."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import tvm
 from tvm import relax
@@ -10,8 +13,10 @@ from tvm import relax
 from . import span
 from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts
-from .errors import MissingLayoutError
+from .errors import MissingLayoutError, MscRulesError, remember
+from .naming import plan_names
 from .rewrite import SpanEdits, rewrite_module
+from .util import paused_gc
 
 _MARKED_VALUES = (tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
                   tvm.ir.expr.GenericConst)
@@ -63,6 +68,23 @@ def _collect(struct: Any, out: list[int]) -> None:
             _collect(s, out)
 
 
+_T = TypeVar("_T")
+
+
+def _keeps_errors(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Let our errors cross TVM's pass machinery with their fields (see errors.remember)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        except MscRulesError as err:
+            remember(err)
+            raise
+
+    return run
+
+
 @tvm.transform.module_pass(opt_level=0, name="SetExprLayout")
 class SetExprLayout:
     """Write a `<Layout>` marker on every param, binding var, bound value and constant."""
@@ -73,6 +95,7 @@ class SetExprLayout:
         self.entry_name = entry_name
         self.rules = rules
 
+    @_keeps_errors
     def transform_module(self, mod: tvm.IRModule, ctx: Any) -> tvm.IRModule:
         """Infer layouts for the entry function (and its callees) and write them."""
         result = infer_layouts(mod, self.rules, self.entry_name)
@@ -80,7 +103,100 @@ class SetExprLayout:
             missing = missing_layouts(result)
             if missing:
                 raise MissingLayoutError(self.entry_name, missing)
-        return rewrite_module(mod, layout_edits(result))
+        with paused_gc():
+            return rewrite_module(mod, layout_edits(result))
 
 
-__all__ = ["SetExprLayout", "layout_edits", "missing_layouts"]
+@tvm.transform.module_pass(opt_level=0, name="SetExprName")
+class SetExprName:
+    """Write a unique `<Name>` marker on every Call, Constant, Tuple, TupleGetItem and
+    ShapeExpr of the entry function and the functions it calls (rules: naming.py).
+
+    `target` strips a `"<target>."` prefix from composite function kinds; `var_names`
+    maps binding-var names to wanted names; `rules` (default: the builtin library)
+    supplies base names and the argument roles that name constants.
+    """
+
+    def __init__(self, entry_name: str = "main", target: str = "",
+                 var_names: Mapping[str, str] | None = None,
+                 rules: RuleSet | None = None) -> None:
+        self.entry_name = entry_name
+        self.target = target
+        self.var_names = dict(var_names or {})
+        self.rules = rules
+
+    @_keeps_errors
+    def transform_module(self, mod: tvm.IRModule, ctx: Any) -> tvm.IRModule:
+        """Plan the names of the entry function (and its callees) and write them."""
+        with paused_gc():
+            plan = plan_names(mod, self.rules, self.entry_name, self.target, self.var_names)
+            edits = plan.edits()
+            return rewrite_module(mod, edits) if edits else mod
+
+
+def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
+             entry_name: str = "main") -> tvm.IRModule:
+    """Names, then layouts: both markers end up side by side on one span."""
+    for annotation in annotation_passes(rules, entry_name):
+        mod = annotation(mod)
+    return mod
+
+
+def annotation_passes(rules: RuleSet | None = None, entry_name: str = "main",
+                      target: str = "", var_names: Mapping[str, str] | None = None,
+                      allow_missing: bool = True) -> list[tvm.transform.Pass]:
+    """[SetExprName, SetExprLayout], configured alike (for a custom Sequential)."""
+    return [SetExprName(entry_name=entry_name, target=target, var_names=var_names,
+                        rules=rules),
+            SetExprLayout(allow_missing=allow_missing, entry_name=entry_name, rules=rules)]
+
+
+PIPELINE_NAME = "msc_rules"
+
+
+def annotated_pipeline(base: str | tvm.transform.Pass = "default",
+                       rules: RuleSet | None = None, entry_name: str = "main",
+                       target: str = "", var_names: Mapping[str, str] | None = None,
+                       allow_missing: bool = True) -> tvm.transform.Pass:
+    """The recipe: annotate (names, then layouts), then a relax build pipeline.
+
+    Markers live in spans, which LegalizeOps and FuseOps drop, so annotation has to
+    run first. Use it directly, or by its registered name::
+
+        seq = msc_rules.annotated_pipeline()            # tvm.transform.Sequential
+        ex = tvm.compile(mod, target="llvm", relax_pipeline=seq)
+        ex = tvm.compile(mod, target="llvm", relax_pipeline="msc_rules")
+
+    An equivalent hand-written recipe::
+
+        seq = tvm.transform.Sequential([
+            msc_rules.SetExprName(),
+            msc_rules.SetExprLayout(),
+            tvm.relax.get_pipeline("default"),
+        ])
+
+    `base` names a registered relax pipeline (`tvm.relax.get_pipeline`) or is a Pass
+    (for a GPU target pass `tvm.relax.get_default_pipeline(target)`: tvm.compile only
+    picks the target's pipeline itself for the name "default"); the other arguments
+    configure SetExprName and SetExprLayout. Insert a pass that
+    reads the markers (a quantizer, an exporter) between the two parts by building
+    the Sequential from `annotation_passes()` yourself.
+    """
+    lower = relax.get_pipeline(base) if isinstance(base, str) else base
+    passes = [*annotation_passes(rules, entry_name, target, var_names, allow_missing), lower]
+    return tvm.transform.Sequential(passes, name="msc_rules.annotated_pipeline")
+
+
+def _register_pipeline() -> None:
+    """Register `annotated_pipeline` as the relax pipeline "msc_rules" (once)."""
+    from tvm.relax import pipeline
+
+    if PIPELINE_NAME not in pipeline.PIPELINE_MAP:
+        relax.register_pipeline(PIPELINE_NAME)(annotated_pipeline)
+
+
+_register_pipeline()
+
+
+__all__ = ["PIPELINE_NAME", "SetExprLayout", "SetExprName", "annotate", "annotated_pipeline",
+           "annotation_passes", "layout_edits", "missing_layouts"]
