@@ -7,6 +7,7 @@ appends one; any other text (a file name, say) stays in front. Readers accept th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -40,12 +41,18 @@ def parse_markers(text: str) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _pattern(key: str) -> re.Pattern[str]:
+    return re.compile(rf"<{re.escape(key)}>(.*?)</{re.escape(key)}>", re.S)
+
+
 def get_marker_text(text: str, key: str) -> str:
     """The value of `key` in marker text ("" when absent); legacy keys are read too."""
-    m = re.search(rf"<{key}>(.*?)</{key}>", text, re.S)
+    if "<" not in text:
+        return ""
+    m = _pattern(key).search(text)
     if m is None and key in _LEGACY:
-        lk = _LEGACY[key]
-        m = re.search(rf"<{lk}>(.*?)</{lk}>", text, re.S)
+        m = _pattern(_LEGACY[key]).search(text)
     return m.group(1) if m else ""
 
 
@@ -54,12 +61,13 @@ def set_marker_text(text: str, key: str, value: str) -> str:
     if not value:
         return text
     marker = f"<{key}>{value}</{key}>"
-    for k in (key, _LEGACY.get(key)):
-        if k is None:
-            continue
-        pattern = re.compile(rf"<{k}>.*?</{k}>", re.S)
-        if pattern.search(text):
-            return pattern.sub(lambda _: marker, text, count=1)
+    if "<" in text:
+        for k in (key, _LEGACY.get(key)):
+            if k is None:
+                continue
+            pattern = _pattern(k)
+            if pattern.search(text):
+                return pattern.sub(lambda _: marker, text, count=1)
     return text + marker
 
 
