@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import runpy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,26 @@ def load_model(spec: str) -> tvm.IRModule:
     path = resolve(spec)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".json":
-            return _load_json(path)
-        if suffix == ".py":
-            return _load_script(path)
-        if suffix == ".onnx":
-            return _load_onnx(path)
-        if suffix == ".pt2":
-            return _load_pt2(path)
+        with warnings.catch_warnings():  # frontends' deprecation chatter is not for users
+            warnings.simplefilter("ignore")
+            return _load(path, suffix)
     except MscRulesError:
         raise
     except OSError as err:
         raise ModelError(f"cannot read '{path}': {err.strerror or err}") from None
     except Exception as err:  # frontends raise anything; one clear line for the user
         raise ModelError(f"cannot load '{path}': {_first_line(err)}") from None
+
+
+def _load(path: Path, suffix: str) -> tvm.IRModule:
+    if suffix == ".json":
+        return _load_json(path)
+    if suffix == ".py":
+        return _load_script(path)
+    if suffix == ".onnx":
+        return _load_onnx(path)
+    if suffix == ".pt2":
+        return _load_pt2(path)
     raise ModelError(
         f"cannot tell the format of '{path}': expected one of {', '.join(SUFFIXES)}"
     )

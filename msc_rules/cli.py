@@ -1,0 +1,466 @@
+"""The `msc-rules` command: annotate, coverage, explain, graph, check.
+
+    msc-rules annotate [MODEL] [-o OUT.json] [--format table|json|markdown]
+    msc-rules coverage [MODEL] [--format text|json|markdown] [--fail-under PERCENT]
+    msc-rules explain MODEL TENSOR_NAME [--tree] [--max-steps N]
+    msc-rules graph MODEL -o FILE.html|.svg|.dot
+    msc-rules check [RULES...] [--no-examples]
+
+MODEL is a TVMScript .py file, an IRModule .json (tvm.ir.save_json), an .onnx file or
+a torch ExportedProgram .pt2, or the name of a bundled example (`cnn`, `transformer`).
+Every command takes `--rules FILE` (repeatable: user rule files layered over the
+library) and `--entry NAME` (the Relax function to start from, default `main`).
+
+Exit status: 0 success; 1 a reported failure (rule errors, failed examples, coverage
+under the bar, unknown tensor, bad model); 2 a usage error; 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import Diagnostic, MscRulesError, RuleFileError
+
+PROG = "msc-rules"
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Stage messages and a bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = not quiet and _isatty(self.stream)
+        self.last = 0.0
+        self.shown = False
+
+    def stage(self, text: str) -> None:
+        """Show what is being done now."""
+        if self.enabled:
+            self._write(f"{text} ...")
+
+    def bar(self, done: int, total: int, label: str = "") -> None:
+        """A bar `[#####.....] done/total label`, redrawn in place."""
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.05 and 0 < done < total - 1:
+            return  # redraw at most 20 times a second
+        self.last = now
+        width = 30
+        fill = int(width * done / total)
+        self._write(f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label}")
+
+    def _write(self, text: str) -> None:
+        self.stream.write("\r\033[K" + text[:100])
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        """Erase the line."""
+        if self.enabled and self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _rules(args: argparse.Namespace) -> Any:
+    from .library import default_rules
+
+    if args.rules:
+        from .dsl.ruleset import load_rules
+
+        return load_rules(*args.rules)
+    return default_rules()
+
+
+def _model_label(spec: str | None) -> str:
+    return spec or "cnn"
+
+
+def _load(spec: str, progress: Progress) -> Any:
+    from .models import load_model
+
+    progress.stage(f"loading {spec}")
+    return load_model(spec)
+
+
+def _analyze(args: argparse.Namespace, progress: Progress) -> Any:
+    from .report import analyze
+
+    rules = _rules(args)
+    mod = _load(args.model, progress)
+    return analyze(mod, rules, args.entry, progress.stage)
+
+
+def _annotate(mod: Any, rules: Any, entry: str, strict: bool) -> tuple[Any, bool]:
+    """Names then layouts; returns (module, whether names were written).
+
+    Errors are raised before any pass runs (TVM turns an exception raised inside a
+    pass into a plain RuntimeError): a bad entry, and with `strict` any binding the
+    rules leave without a layout.
+    """
+    import msc_rules
+
+    from .report import check_entry, name_pass
+
+    check_entry(mod, entry)
+    if strict:
+        from .engine import infer_layouts
+        from .errors import MissingLayoutError
+        from .passes import missing_layouts
+
+        missing = missing_layouts(infer_layouts(mod, rules, entry))
+        if missing:
+            raise MissingLayoutError(entry, missing)
+    annotate = getattr(msc_rules, "annotate", None)
+    if annotate is not None:
+        params = inspect.signature(annotate).parameters
+        if "rules" in params and "entry_name" in params:
+            return annotate(mod, rules=rules, entry_name=entry), True
+
+    named = False
+    set_name = name_pass(rules, entry)
+    if set_name is not None:
+        mod = set_name(mod)
+        named = True
+    set_layout: Any = msc_rules.SetExprLayout
+    mod = set_layout(entry_name=entry, rules=rules)(mod)
+    return mod, named
+
+
+def _emit(text: str, out: str | None = None) -> None:
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    """Annotate a model; print its tensors; write the annotated module with -o."""
+    import tvm
+
+    from .report import render, tensor_rows
+
+    progress = Progress(args.quiet)
+    spec = _model_label(args.model)
+    if args.model is None:
+        from .models import bundled_examples
+
+        others = [n for n in bundled_examples() if n != spec]
+        _note(f"no MODEL given: using the bundled example '{spec}'"
+              + (f" (others: {', '.join(others)})" if others else ""))
+    try:
+        rules = _rules(args)
+        mod = _load(spec, progress)
+        progress.stage("annotating")
+        annotated, named = _annotate(mod, rules, args.entry, args.strict)
+        table = tensor_rows(annotated, args.entry, spec)
+        if args.output:
+            progress.stage(f"writing {args.output}")
+            Path(args.output).write_text(tvm.ir.save_json(annotated), encoding="utf-8")
+            table.output = args.output
+    finally:
+        progress.done()
+    if not named:
+        _note("the naming pass (SetExprName) is not available: names are variable names")
+    _emit(render(table, args.format))
+    if args.output:
+        _note(f"wrote the annotated module to {args.output}")
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    """The rule library's coverage of registered ops, or of one model."""
+    from .report import library_coverage, model_coverage, render
+
+    progress = Progress(args.quiet)
+    try:
+        if args.model is None:
+            progress.stage("loading rules")
+            rep: Any = library_coverage(_rules(args))
+        else:
+            rep = model_coverage(_analyze(args, progress), args.model)
+    finally:
+        progress.done()
+    _emit(render(rep, args.format), args.output)
+    if args.fail_under is not None and rep.percent + 1e-9 < args.fail_under:
+        _note(f"coverage {rep.percent:.1f}% is under --fail-under {args.fail_under:g}%")
+        return 1
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why a tensor has its layout."""
+    from .report import explain, render
+
+    progress = Progress(args.quiet)
+    try:
+        analysis = _analyze(args, progress)
+        rep = explain(analysis, args.tensor, args.max_steps, args.tree)
+    finally:
+        progress.done()
+    _emit(render(rep, args.format))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Draw the dataflow graph with names and layouts."""
+    from .render import graph_data, write_graph
+
+    progress = Progress(args.quiet)
+    try:
+        analysis = _analyze(args, progress)
+        progress.stage("laying out the graph")
+        title = args.title or f"{Path(args.model).name} ({args.entry})"
+        g = graph_data(analysis, title, consts=not args.no_consts)
+        progress.stage(f"writing {args.output}")
+        kind = write_graph(g, args.output, args.format)
+    finally:
+        progress.done()
+    _note(f"wrote {kind} graph of {len(g.nodes)} tensors ({len(g.colors)} layouts, "
+          f"{g.conflicts} conflicts) to {args.output}")
+    return 0
+
+
+def _example_diagnostic(outcome: Any, lines: dict[str, list[str]]) -> Diagnostic:
+    pos = outcome.example.pos
+    if pos.file not in lines:
+        try:
+            lines[pos.file] = Path(pos.file).read_text().splitlines()
+        except OSError:
+            lines[pos.file] = []
+    src = lines[pos.file]
+    text = src[pos.line - 1] if 0 < pos.line <= len(src) else ""
+    return Diagnostic(pos.file, pos.line, pos.col, f"example failed: {outcome.message}", text)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Lint rule files (layered over the library) and run their example lines."""
+    from .dsl.ruleset import compile_check, load_rules
+    from .examples import run_example
+
+    files = [*args.rules, *args.files]
+    builtin = not args.no_library
+    if not args.files and not builtin:
+        _note("nothing to check: give rule files, or drop --no-library")
+        return 2
+    diags = compile_check(files, builtin=builtin)
+    subject = (f"{len(args.files)} rule file(s)" if args.files else "the rule library")
+    if diags:
+        for d in diags:
+            print(d.format())
+        print(f"{len(diags)} error(s) in {subject}")
+        return 1
+    if args.no_examples:
+        print(f"{subject}: no errors (examples not run)")
+        return 0
+    rules = load_rules(*files, builtin=builtin)
+    wanted = {str(Path(f).resolve()) for f in args.files}
+
+    def mine(ex: Any) -> bool:
+        return not wanted or str(Path(ex.pos.file).resolve()) in wanted
+
+    examples = [ex for ex in rules.examples if mine(ex)]
+    progress = Progress(args.quiet)
+    failed = []
+    try:
+        for i, ex in enumerate(examples):
+            progress.bar(i, len(examples), ex.op)
+            outcome = run_example(ex, rules)
+            if not outcome.ok:
+                failed.append(outcome)
+    finally:
+        progress.done()
+    lines: dict[str, list[str]] = {}
+    for outcome in failed:
+        print(_example_diagnostic(outcome, lines).format())
+    ok = len(examples) - len(failed)
+    print(f"{subject}: no errors; examples: {ok} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: '{text}'") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"percentage out of range 0-100: '{text}'")
+    return value
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("msc_rules")
+    except Exception:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `msc-rules`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--rules", metavar="FILE", action="append", default=[],
+                        help="a rule file layered over the library (repeatable)")
+    common.add_argument("--entry", metavar="NAME", default="main",
+                        help="the Relax function to start from (default: main)")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress display, even on a terminal")
+    common.add_argument("--debug", action="store_true",
+                        help="show a traceback on internal errors")
+
+    model_help = ("a TVMScript .py, IRModule .json, .onnx or torch .pt2 file, or a bundled "
+                  "example name (cnn, transformer)")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Names and layouts for every tensor of a TVM Relax module, from rule files.",
+        epilog="Run 'msc-rules COMMAND -h' for the options of a command.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    a = sub.add_parser("annotate", parents=[common], help="write Name/Layout markers",
+                       description="Annotate a model (names, then layouts), print one row per "
+                                   "tensor and, with -o, write the annotated module as JSON "
+                                   "(load it with tvm.ir.load_json).")
+    a.add_argument("model", nargs="?", metavar="MODEL",
+                   help=model_help + "; default: the bundled cnn")
+    a.add_argument("-o", "--output", metavar="OUT", help="write the annotated module here")
+    a.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    a.add_argument("--strict", action="store_true",
+                   help="fail when a binding is left without a layout "
+                        "(SetExprLayout(allow_missing=False))")
+    a.set_defaults(func=cmd_annotate)
+
+    c = sub.add_parser("coverage", parents=[common], help="what the rules decide",
+                       description="Without MODEL: every registered relax op with its status "
+                                   "(rule file:line and forward/backward equation counts, "
+                                   "ignored with reason, or undecided) and whether TVM has a "
+                                   "built-in FRelaxInferLayout. With MODEL: the ops it uses, "
+                                   "bindings per op, ops without rules, tensors without a layout "
+                                   "or with a guessed one, and conflicts.")
+    c.add_argument("model", nargs="?", metavar="MODEL", help=model_help)
+    c.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    c.add_argument("-o", "--output", metavar="FILE", help="write the report here")
+    c.add_argument("--fail-under", type=_percent, metavar="PERCENT",
+                   help="exit 1 when coverage is under PERCENT (library: ops ruled or "
+                        "ignored; model: call bindings whose op is ruled or ignored)")
+    c.set_defaults(func=cmd_coverage)
+
+    e = sub.add_parser("explain", parents=[common], help="why a tensor has its layout",
+                       description="The chain of decisions that gave a tensor its layout (rule "
+                                   "equation, where it is written, the call site, the neighbour "
+                                   "tensors it read) back to a seed or fallback, and every "
+                                   "conflict touching the tensor.")
+    e.add_argument("model", metavar="MODEL", help=model_help)
+    e.add_argument("tensor", metavar="TENSOR_NAME",
+                   help="a Name marker (e.g. conv2d, conv2d.weight), a variable name, or "
+                        "FUNCTION:VAR")
+    e.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    e.add_argument("--tree", action="store_true",
+                   help="explain every neighbour read, not only the one that came last")
+    e.add_argument("--max-steps", type=int, default=0, metavar="N",
+                   help="stop after N steps (default: no limit)")
+    e.set_defaults(func=cmd_explain)
+
+    g = sub.add_parser("graph", parents=[common], help="draw the dataflow graph",
+                       description="The dataflow graph with names and layouts, coloured by "
+                                   "layout, conflicts in red. .html is one self-contained page "
+                                   "(pan, zoom, search; opens offline), .svg a picture, .dot "
+                                   "Graphviz input.")
+    g.add_argument("model", metavar="MODEL", help=model_help)
+    g.add_argument("-o", "--output", metavar="FILE", required=True,
+                   help="FILE.html, FILE.svg or FILE.dot")
+    g.add_argument("--format", choices=("html", "svg", "dot"),
+                   help="override the format the suffix implies")
+    g.add_argument("--no-consts", action="store_true", help="leave constants (weights) out")
+    g.add_argument("--title", help="the title (default: the model file name)")
+    g.set_defaults(func=cmd_graph)
+
+    k = sub.add_parser("check", parents=[common], help="lint rule files and run their examples",
+                       description="Parse and compile rule files layered over the library; print "
+                                   "each problem as file:line:col: error: message with the line "
+                                   "and a caret; then run the files' example lines. Without "
+                                   "files, checks the library itself.")
+    k.add_argument("files", nargs="*", metavar="RULES", help="rule files to check")
+    k.add_argument("--no-examples", action="store_true", help="do not run example lines")
+    k.add_argument("--no-library", action="store_true",
+                   help="check the files alone, not layered over the library")
+    k.set_defaults(func=cmd_check)
+    return p
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `msc-rules` with `argv` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
+    debug = bool(args.debug or os.environ.get("MSC_RULES_DEBUG"))
+    try:
+        return int(args.func(args))
+    except RuleFileError as err:
+        _note(f"error: {len(err.diagnostics)} problem(s) in rule files")
+        for d in err.diagnostics:
+            sys.stderr.write(d.format() + "\n")
+        return 1
+    except MscRulesError as err:
+        _note(f"error: {_one_line(err)}")
+        return 1
+    except BrokenPipeError:  # `msc-rules coverage | head`: stop quietly
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _note(f"error: {where}{err.strerror or _one_line(err)}")
+        return 1
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        _note(f"internal error: {type(err).__name__}: {_one_line(err)[:500]} "
+              "(rerun with --debug for a traceback)")
+        return 3
+
+
+__all__ = ["Progress", "build_parser", "main"]
