@@ -31,6 +31,7 @@ import tvm
 import tvm_ffi
 
 from . import layout as L
+from .dsl.ast import Family
 from .dsl.compile import CompiledEquation, compile_equations
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
@@ -42,9 +43,9 @@ from .util import paused_gc
 def _identity_rule() -> Rule:
     rf = parse_text("family link(data) {\n out = data\n data = out\n}\n", "<builtin link>")
     fam = rf.items[0]
-    assert hasattr(fam, "equations")
-    eqs, _ = compile_equations(("data",), fam.equations)  # type: ignore[union-attr]
-    return Rule("<link>", ("data",), tuple(eqs), fam.pos, "link")  # type: ignore[union-attr]
+    assert isinstance(fam, Family)
+    eqs, _ = compile_equations(("data",), fam.equations)
+    return Rule("<link>", ("data",), tuple(eqs), fam.pos, "link")
 
 
 _LINK = _identity_rule()
@@ -85,7 +86,7 @@ class InferenceResult:
     conflicts: list[Conflict] = field(default_factory=list)
     unruled: dict[str, int] = field(default_factory=dict)
 
-    def struct_layout(self, struct: Struct) -> str | None | tuple[Any, ...]:
+    def struct_layout(self, struct: Struct) -> str | tuple[Any, ...] | None:
         """The layout of a struct: a str, a tuple (tuples), or None."""
         if isinstance(struct, int):
             return self.layouts[struct]
@@ -156,7 +157,7 @@ def _py(v: Any) -> Any:
 
 
 class _Site:
-    __slots__ = ("index", "rule", "ports", "pending", "attrs", "call_attrs")
+    __slots__ = ("attrs", "call_attrs", "index", "pending", "ports", "rule")
 
     def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any) -> None:
         self.index = index
@@ -274,7 +275,9 @@ class _Engine:
         if site.attrs is None:
             site.attrs = {}
         if name not in site.attrs:
-            site.attrs[name] = _py(getattr(site.call_attrs, name, None)) if site.call_attrs is not None else None
+            site.attrs[name] = (
+                _py(getattr(site.call_attrs, name, None)) if site.call_attrs is not None else None
+            )
         return site.attrs[name]
 
     # ---- readiness
@@ -348,11 +351,16 @@ class _Engine:
         pool = (c for c in L.initial(26) if c not in letters and c not in self.letter_sym)
         return "".join(x if x is not None else next(pool) for x in letters)
 
-    def _decide(self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None) -> None:
+    def _decide(
+        self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
+    ) -> None:
         if self.track_symbols:
             for i, sym in self._symbol_axes(leaf):
-                if sym not in self.sym_letter and i < len(value) \
-                        and value[i] not in self.letter_sym:
+                if (
+                    sym not in self.sym_letter
+                    and i < len(value)
+                    and value[i] not in self.letter_sym
+                ):
                     self.sym_letter[sym] = value[i]
                     self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
@@ -372,8 +380,14 @@ class _Engine:
                     self._apply(s, v, site, eq, weak)
             elif not weak:
                 leaves = _leaves(st, [])
-                self._conflict(leaves[0] if leaves else -1, "invalid", str(value), site, eq,
-                               f"expected a tuple of {len(st)} layouts, got {value!r}")
+                self._conflict(
+                    leaves[0] if leaves else -1,
+                    "invalid",
+                    str(value),
+                    site,
+                    eq,
+                    f"expected a tuple of {len(st)} layouts, got {value!r}",
+                )
             return
         ndim = self.view.leaf_ndim[st]
         if ndim < 0:
@@ -386,18 +400,26 @@ class _Engine:
             value = self._symbolize(st, value, self._inherited(site, eq))
         if len(value) != ndim:
             if not weak:
-                self._conflict(st, "rank", value, site, eq,
-                               f"layout '{value}' has {len(value)} letters for a rank-{ndim} tensor")
+                self._conflict(
+                    st,
+                    "rank",
+                    value,
+                    site,
+                    eq,
+                    f"layout '{value}' has {len(value)} letters for a rank-{ndim} tensor",
+                )
             return
         old = self.layouts[st]
         if old is None:
             self._decide(st, value, "weak" if weak else "rule", site.index, eq)
         elif old != value and not weak and not self._compatible(st, old, value, site, eq):
-            self._conflict(st, "disagree", value, site, eq,
-                           f"'{value}' disagrees with '{old}' decided earlier")
+            self._conflict(
+                st, "disagree", value, site, eq, f"'{value}' disagrees with '{old}' decided earlier"
+            )
 
-    def _compatible(self, leaf: int, old: str, value: str, site: _Site,
-                    eq: CompiledEquation) -> bool:
+    def _compatible(
+        self, leaf: int, old: str, value: str, site: _Site, eq: CompiledEquation
+    ) -> bool:
         """True when `value` differs from `old` only where no identity is claimed: in
         letters the equation minted, or on size-1 axes (which have no extent to name)."""
         dims = self.view.shape(leaf)
@@ -418,8 +440,9 @@ class _Engine:
                 inherited.update(self.layouts[leaf] or "")
         return inherited
 
-    def _conflict(self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation,
-                  message: str) -> None:
+    def _conflict(
+        self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation, message: str
+    ) -> None:
         existing = self.decisions[leaf] if leaf >= 0 else None
         self.conflicts.append(Conflict(leaf, kind, proposed, existing, site.index, eq, message))
 
@@ -445,7 +468,9 @@ class _Engine:
             target = self._port(site, *eq.target)
             if eq.weak:
                 leaves = _leaves(target, [])
-                unknown = [x for x in leaves if self.layouts[x] is None and self.view.leaf_ndim[x] >= 0]
+                unknown = [
+                    x for x in leaves if self.layouts[x] is None and self.view.leaf_ndim[x] >= 0
+                ]
                 if unknown:
                     heapq.heappush(self.weak, (unknown[0], site.index, k))
                 continue
@@ -469,8 +494,9 @@ class _Engine:
                 if eq.weak or eq.strict_reads or eq.partial_reads:
                     keep.append(k)
                     continue
-                self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq,
-                            weak=False)
+                self._apply(
+                    self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=False
+                )
             site.pending = keep
 
     def run(self) -> None:
@@ -486,8 +512,9 @@ class _Engine:
                 site = self.sites[i]
                 if site is not None and site.pending:
                     self._examine(site)
-            while free < nleaves and (layouts[free] is not None or ndims[free] < 0
-                                      or has_weak[free]):
+            while free < nleaves and (
+                layouts[free] is not None or ndims[free] < 0 or has_weak[free]
+            ):
                 free += 1
             weak_leaf = self._next_weak()
             if weak_leaf is not None and (free >= nleaves or weak_leaf < free):
@@ -507,8 +534,9 @@ class _Engine:
         site = self.sites[si]
         assert site is not None
         target = self._port(site, *site.rule.equations[k].target)
-        return any(self.layouts[x] is None and self.view.leaf_ndim[x] >= 0
-                   for x in _leaves(target, []))
+        return any(
+            self.layouts[x] is None and self.view.leaf_ndim[x] >= 0 for x in _leaves(target, [])
+        )
 
     def _next_weak(self) -> int | None:
         """The target leaf of the earliest weak default that can still decide something."""
@@ -527,15 +555,15 @@ class _Engine:
             assert site is not None
             eq = site.rule.equations[k]
             before = self.order
-            self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq,
-                        weak=True)
+            self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=True)
             if self.order != before:
                 return True
         return False
 
 
-def infer_view(view: DependencyView, rules: RuleSet,
-               seeds: dict[int, str] | None = None) -> InferenceResult:
+def infer_view(
+    view: DependencyView, rules: RuleSet, seeds: dict[int, str] | None = None
+) -> InferenceResult:
     """Run propagation on a built dependency view; `seeds` fix leaves up front."""
     eng = _Engine(view, rules)
     for leaf, lay in sorted((seeds or {}).items()):
@@ -544,7 +572,9 @@ def infer_view(view: DependencyView, rules: RuleSet,
     return InferenceResult(view, rules, eng.layouts, eng.decisions, eng.conflicts, eng.unruled)
 
 
-def infer_layouts(mod: tvm.IRModule, rules: RuleSet | None = None, entry_name: str = "main") -> InferenceResult:
+def infer_layouts(
+    mod: tvm.IRModule, rules: RuleSet | None = None, entry_name: str = "main"
+) -> InferenceResult:
     """Infer a layout for every tensor of `entry_name` and the functions it calls (no IR change)."""
     from .library import default_rules
 

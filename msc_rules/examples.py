@@ -107,15 +107,15 @@ def run_example(ex: ast.Example, rules: RuleSet) -> ExampleOutcome:
     if site is None or rule is None:
         return ExampleOutcome(ex, False, f"no rule for {ex.op}")
     seeds: dict[int, str] = {}
-    for var, lay in ab.seeds:
+    for var, seed in ab.seeds:
         st = view.values[view.value_of[var.__chandle__()]].struct
         if isinstance(st, int):
-            seeds[st] = lay
+            seeds[st] = seed
     try:
-        for port, lay in ex.given:
+        for port, given in ex.given:
             st = _port_struct(port, rule.roles, site.args, site.out)
-            if isinstance(st, int) and isinstance(lay, str):
-                seeds[st] = lay
+            if isinstance(st, int) and isinstance(given, str):
+                seeds[st] = given
     except LookupError as err:
         return ExampleOutcome(ex, False, str(err))
     result = infer_view(view, rules, seeds)

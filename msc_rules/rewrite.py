@@ -149,7 +149,8 @@ class _Rebuilder:
                     bindings.append(relax.MatchCast(self.var_def(b.var), value, b.ty, b.span))
                 else:
                     bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
-            cls = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
+            dataflow = isinstance(block, relax.DataflowBlock)
+            cls = relax.DataflowBlock if dataflow else relax.BindingBlock
             blocks.append(cls(bindings, block.span))
         return _with_type(relax.SeqExpr(blocks, self.expr(e.body), e.span), e)
 

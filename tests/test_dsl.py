@@ -74,8 +74,9 @@ def test_unknown_role_as_target(tmp_path: Path) -> None:
 
 
 def test_op_defined_twice_without_override(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules",
-              "family e(data) { out = data }\nop relax.foo : e\nop relax.foo : e\n")
+    p = write(
+        tmp_path, "a.rules", "family e(data) { out = data }\nop relax.foo : e\nop relax.foo : e\n"
+    )
     err = only_error(p)
     assert (err.line, err.col) == (3, 4)
     assert "op 'relax.foo' is already defined at" in err.message
@@ -90,7 +91,7 @@ def test_redefining_a_library_op_needs_override(tmp_path: Path) -> None:
 
 
 def test_override_replaces_a_library_rule(tmp_path: Path) -> None:
-    p = write(tmp_path, "mine.rules", "override op relax.nn.relu(data) {\n  out = \"AB\"\n}\n")
+    p = write(tmp_path, "mine.rules", 'override op relax.nn.relu(data) {\n  out = "AB"\n}\n')
     rs = load_rules(p)
     rule = rs.lookup("relax.nn.relu")
     assert rule is not None and rule.pos.file == str(p) and len(rule.equations) == 1
@@ -104,7 +105,7 @@ def test_override_of_an_op_without_rule(tmp_path: Path) -> None:
 
 
 def test_include_of_missing_file(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules", "# top\ninclude \"nothere.rules\"\n")
+    p = write(tmp_path, "a.rules", '# top\ninclude "nothere.rules"\n')
     err = only_error(p)
     assert (err.line, err.col) == (2, 1)
     assert "included file 'nothere.rules' not found" in err.message
@@ -112,7 +113,7 @@ def test_include_of_missing_file(tmp_path: Path) -> None:
 
 def test_include_loads_families_once(tmp_path: Path) -> None:
     write(tmp_path, "fam.rules", "family e(data) {\n  out = data\n  data = out\n}\n")
-    a = write(tmp_path, "a.rules", "include \"fam.rules\"\ninclude \"fam.rules\"\nop relax.foo : e\n")
+    a = write(tmp_path, "a.rules", 'include "fam.rules"\ninclude "fam.rules"\nop relax.foo : e\n')
     rs = load_rules(a, builtin=False)
     rule = rs.lookup("relax.foo")
     assert rule is not None and rule.family == "e" and len(rule.forward) == 1
@@ -126,8 +127,11 @@ def test_unknown_family(tmp_path: Path) -> None:
 
 
 def test_all_errors_of_a_file_are_reported(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules",
-              "op relax.a(data) {\n  out = nope(data)\n}\nop relax.b(data) {\n  out = x\n}\n")
+    p = write(
+        tmp_path,
+        "a.rules",
+        "op relax.a(data) {\n  out = nope(data)\n}\nop relax.b(data) {\n  out = x\n}\n",
+    )
     errs = errors_of(p)
     assert [(e.line, e.col) for e in errs] == [(2, 9), (5, 9)]
 
@@ -139,12 +143,12 @@ def test_weak_only_last(tmp_path: Path) -> None:
 
 
 def test_ignore_needs_reason_and_matches_patterns(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules", "ignore relax.vm.*, relax.print : \"no tensors\"\n")
+    p = write(tmp_path, "a.rules", 'ignore relax.vm.*, relax.print : "no tensors"\n')
     rs = load_rules(p, builtin=False)
     assert rs.status("relax.vm.alloc_storage") == "ignored"
     assert rs.status("relax.print") == "ignored"
     assert rs.status("relax.add") == "undecided"
-    q = write(tmp_path, "b.rules", "ignore relax.print : \"  \"\n")
+    q = write(tmp_path, "b.rules", 'ignore relax.print : "  "\n')
     assert "needs a reason" in only_error(q).message
 
 
@@ -155,20 +159,29 @@ def test_missing_rule_file() -> None:
 
 
 def test_chained_targets_and_tuple_ports(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules",
-              "op relax.a(data, g, b) {\n  g = b = \"O\"\n  out = (data, \"O\")\n"
-              "  data = out[0]\n}\n")
+    p = write(
+        tmp_path,
+        "a.rules",
+        'op relax.a(data, g, b) {\n  g = b = "O"\n  out = (data, "O")\n  data = out[0]\n}\n',
+    )
     rule = load_rules(p, builtin=False).lookup("relax.a")
     assert rule is not None
-    assert [e.target for e in rule.equations] == [("g", None), ("b", None), ("out", None),
-                                                 ("data", None)]
+    assert [e.target for e in rule.equations] == [
+        ("g", None),
+        ("b", None),
+        ("out", None),
+        ("data", None),
+    ]
     assert rule.equations[3].strict_reads == (("out", 0),)
 
 
 def test_read_sets_distinguish_type_and_partial_reads(tmp_path: Path) -> None:
-    p = write(tmp_path, "a.rules",
-              "op relax.a(x, y) {\n  out = reshape(x, shape(x), shape(out))\n"
-              "  y ?= broadcast(out, x, y)\n  x = y ?? out\n}\n")
+    p = write(
+        tmp_path,
+        "a.rules",
+        "op relax.a(x, y) {\n  out = reshape(x, shape(x), shape(out))\n"
+        "  y ?= broadcast(out, x, y)\n  x = y ?? out\n}\n",
+    )
     rule = load_rules(p, builtin=False).lookup("relax.a")
     assert rule is not None
     e0, e1, e2 = rule.equations

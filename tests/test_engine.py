@@ -14,8 +14,11 @@ from msc_rules.dsl.ruleset import RuleSet
 
 
 def layouts_by_name(result: msc_rules.InferenceResult) -> dict[str, str]:
-    return {f"{v.func}:{v.name}": result.marker(v.struct) for v in result.view.values
-            if v.kind != "const"}
+    return {
+        f"{v.func}:{v.name}": result.marker(v.struct)
+        for v in result.view.values
+        if v.kind != "const"
+    }
 
 
 def user_rules(tmp_path: Path, text: str) -> RuleSet:
@@ -62,8 +65,11 @@ def test_provenance_names_rule_and_order() -> None:
 
 
 def test_conflict_records_both_decisions(tmp_path: Path) -> None:
-    rules = user_rules(tmp_path, 'override op relax.exp(data) {\n    out = "AB"\n}\n'
-                                 'override op relax.nn.relu(data) {\n    out = "BA"\n}\n')
+    rules = user_rules(
+        tmp_path,
+        'override op relax.exp(data) {\n    out = "AB"\n}\n'
+        'override op relax.nn.relu(data) {\n    out = "BA"\n}\n',
+    )
 
     @I.ir_module
     class M:
@@ -83,7 +89,9 @@ def test_conflict_records_both_decisions(tmp_path: Path) -> None:
     assert c.existing is not None and c.existing.layout == "BA"
     assert res.site_name(c.site) == "main:c"
     assert c.equation.text.startswith("rhs = ") and c.equation.pos.file.endswith("broadcast.rules")
-    assert c.existing.equation is not None and c.existing.equation.pos.file == str(tmp_path / "user.rules")
+    assert c.existing.equation is not None and c.existing.equation.pos.file == str(
+        tmp_path / "user.rules"
+    )
     # the first strong decision is kept
     assert layouts_by_name(res)["main:b"] == "BA"
 
@@ -97,7 +105,9 @@ def test_rank_is_checked_on_every_decision(tmp_path: Path) -> None:
 
 
 def test_rule_evaluation_errors_become_conflicts(tmp_path: Path) -> None:
-    rules = user_rules(tmp_path, "override op relax.exp(data) {\n    out = permute(data, [0, 5])\n}\n")
+    rules = user_rules(
+        tmp_path, "override op relax.exp(data) {\n    out = permute(data, [0, 5])\n}\n"
+    )
     res = msc_rules.infer_layouts(Elementwise, rules)
     errs = [c for c in res.conflicts if c.kind == "error"]
     assert len(errs) == 1 and "out of range" in errs[0].message
@@ -106,8 +116,11 @@ def test_rule_evaluation_errors_become_conflicts(tmp_path: Path) -> None:
 @I.ir_module
 class Linear:
     @R.function
-    def main(w: R.Tensor((16, 8), "float32"), x: R.Tensor(("n", 16), "float32"),
-             b: R.Tensor((8,), "float32")) -> R.Tensor(("n", 8), "float32"):
+    def main(
+        w: R.Tensor((16, 8), "float32"),
+        x: R.Tensor(("n", 16), "float32"),
+        b: R.Tensor((8,), "float32"),
+    ) -> R.Tensor(("n", 8), "float32"):
         with R.dataflow():
             y = R.matmul(x, w)
             z = R.add(y, b)
@@ -126,8 +139,9 @@ def test_weak_defaults_decide_weights_and_inputs() -> None:
 @I.ir_module
 class AttentionScores:
     @R.function
-    def main(q: R.Tensor(("b", 4, "s", 8), "float32"),
-             k: R.Tensor(("b", 4, "s", 8), "float32")) -> R.Tensor(("b", 4, "s", "s"), "float32"):
+    def main(
+        q: R.Tensor(("b", 4, "s", 8), "float32"), k: R.Tensor(("b", 4, "s", 8), "float32")
+    ) -> R.Tensor(("b", 4, "s", "s"), "float32"):
         with R.dataflow():
             q1 = R.nn.relu(q)
             kt = R.permute_dims(k, [0, 1, 3, 2])
@@ -156,11 +170,16 @@ class Calls:
         return r
 
     @R.function
-    def main(x: R.Tensor((1, 3, 8, 8), "float32"), w: R.Tensor((3, 3, 1, 1), "float32")
-             ) -> R.Tensor((1, 3, 8, 8), "float32"):
+    def main(
+        x: R.Tensor((1, 3, 8, 8), "float32"), w: R.Tensor((3, 3, 1, 1), "float32")
+    ) -> R.Tensor((1, 3, 8, 8), "float32"):
         cls = Calls
         y = cls.helper(x)
-        z = R.nn.conv2d(y, w, data_layout="NHWC", kernel_layout="OHWI") if False else R.nn.conv2d(y, w)
+        z = (
+            R.nn.conv2d(y, w, data_layout="NHWC", kernel_layout="OHWI")
+            if False
+            else R.nn.conv2d(y, w)
+        )
         return z
 
 
@@ -177,8 +196,9 @@ def test_local_functions_are_walked() -> None:
     x = relax.Var("x", relax.TensorType([1, 3, 4, 4], "float32"))
     w = relax.Var("w", relax.TensorType([3, 3, 1, 1], "float32"))
     p = relax.Var("p", relax.TensorType([1, 3, 4, 4], "float32"))
-    inner = relax.Function([p], relax.SeqExpr([], relax.op.nn.relu(p)),
-                           relax.TensorType([1, 3, 4, 4], "float32"))
+    inner = relax.Function(
+        [p], relax.SeqExpr([], relax.op.nn.relu(p)), relax.TensorType([1, 3, 4, 4], "float32")
+    )
     with bb.function("main", [x, w]):
         f = bb.emit(inner)
         y = bb.emit(relax.Call(f, [x]))
@@ -211,8 +231,9 @@ def test_broadcast_waits_for_the_full_shape_operand() -> None:
     @I.ir_module
     class M:
         @R.function
-        def main(x: R.Tensor((2, 1, 5), "float32"), y: R.Tensor((2, 4, 5), "float32")
-                 ) -> R.Tensor((2, 4, 5), "float32"):
+        def main(x: R.Tensor((2, 1, 5), "float32"), y: R.Tensor((2, 4, 5), "float32")) -> R.Tensor(
+            (2, 4, 5), "float32"
+        ):
             with R.dataflow():
                 a = R.add(x, y)
                 b = R.permute_dims(y, [2, 0, 1])

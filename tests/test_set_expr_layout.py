@@ -28,7 +28,8 @@ def markers(mod: tvm.IRModule) -> list[tuple[str, str]]:
 def consts_of(mod: tvm.IRModule) -> list[object]:
     found: list[object] = []
     relax.analysis.post_order_visit(
-        mod["main"], lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
+        mod["main"], lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None
+    )
     return found
 
 
@@ -51,19 +52,24 @@ def test_resnet_every_tensor_has_a_layout_of_its_rank(resnet) -> None:  # type: 
 
 
 def test_resnet_follows_cnn_conventions(resnet) -> None:  # type: ignore[no-untyped-def]
-    _, res, annotated = resnet
+    _, _, annotated = resnet
     f = annotated["main"]
     assert msc_rules.get_layout(f.params[0]) == "NCHW"
-    calls = [b for blk in f.body.blocks for b in blk.bindings
-             if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+    calls = [
+        b
+        for blk in f.body.blocks
+        for b in blk.bindings
+        if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+    ]
     by_op: dict[str, list[str]] = {}
     for b in calls:
         by_op.setdefault(b.value.op.name, []).append(msc_rules.get_layout(b.value))
     for op in ("relax.nn.conv2d", "relax.nn.relu", "relax.nn.max_pool2d", "relax.add"):
         acts = [lay for lay in by_op[op] if len(lay) == 4]
         assert acts and set(acts) == {"NCHW"}, (op, by_op[op])
-    conv_weights = [msc_rules.get_layout(b.value.args[1]) for b in calls
-                    if b.value.op.name == "relax.nn.conv2d"]
+    conv_weights = [
+        msc_rules.get_layout(b.value.args[1]) for b in calls if b.value.op.name == "relax.nn.conv2d"
+    ]
     assert conv_weights and set(conv_weights) == {"OIHW"}
     # the flattened classifier input and the classifier output are NC
     assert by_op["relax.reshape"][-1] == "NC"
