@@ -263,15 +263,20 @@ def broadcast_layout(
     n = len(out_shape)
     letters: list[str | None] = [None] * n
     used: set[str] = set()
-    for lay, shape in zip(layouts, shapes, strict=True):
-        assert lay is not None
-        offset = n - len(shape)
-        for j, (letter, dim) in enumerate(zip(lay, shape, strict=True)):
-            i = offset + j
-            if i >= 0 and letters[i] is None and dim == out_shape[i] and letter not in used:
-                letters[i] = letter
-                used.add(letter)
-    taken = "".join(used)
+    # Axis by axis: when two operands offer one letter for different output axes (two
+    # position vectors of one sequence, broadcast into a [.., s, s] mask), the leftmost
+    # axis keeps it, whatever the operand order, so lhs-rhs and rhs-lhs agree.
+    for i in range(n):
+        for lay, shape in zip(layouts, shapes, strict=True):
+            assert lay is not None
+            j = i - (n - len(shape))
+            if j >= 0 and shape[j] == out_shape[i] and lay[j] not in used:
+                letters[i] = lay[j]
+                used.add(lay[j])
+                break
+    # fresh means fresh: not a letter any operand uses (a stretched size-1 axis's letter
+    # is not the output axis either)
+    taken = "".join(dict.fromkeys("".join(used) + "".join(lay or "" for lay in layouts)))
     for i in range(n):
         if letters[i] is None:
             letters[i] = fresh_letters(taken, 1)

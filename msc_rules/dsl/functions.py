@@ -151,7 +151,11 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
         # no static shapes: fall back to ranks (the first known full-rank operand)
         layouts = [env.layout(r) for r in roles]
         ndims = [env.ndim(r) for r in roles]
-        known = [(lay, n) for lay, n in zip(layouts, ndims) if isinstance(lay, str) and n >= 0]
+        known = [
+            (lay, n)
+            for lay, n in zip(layouts, ndims, strict=True)
+            if isinstance(lay, str) and n >= 0
+        ]
         if not known:
             return None
         return L.broadcast_out([k[0] for k in known], [k[1] for k in known], env.ndim(out))
@@ -166,7 +170,8 @@ def _permute(layout: Any, axes: Any) -> str | None:
     """`out[i] = layout[axes[i]]`; axes none means reversed."""
     if layout is None:
         return None
-    return L.permute(_layout(layout, "permute"), None if axes is None else _int_list(axes, "permute"))
+    axes_list = None if axes is None else _int_list(axes, "permute")
+    return L.permute(_layout(layout, "permute"), axes_list)
 
 
 @builtin("unpermute", 2, none_ok=True)
@@ -376,3 +381,414 @@ def arity_text(b: Builtin) -> str:
     """'2' or '2 to 8': how many arguments `b` takes."""
     return str(b.min_args) if b.min_args == b.max_args else f"{b.min_args} to {b.max_args}"
 
+
+
+# ---- builtins of the rule library (per-axis broadcasting, reshape memory, einsum, ...) ----
+#
+# Appended for the op library (rules/*.rules). Helpers first, then the builtins.
+
+_ONE_DIM: tuple[int, tuple[str, ...]] = (1, ())
+
+
+def _canon(d: Any) -> tuple[int, tuple[str, ...]] | None:
+    """A dim as (integer coefficient, sorted symbolic factors); None when not a size."""
+    coef, syms = 1, []
+    for f in d if isinstance(d, tuple) else (d,):
+        if isinstance(f, bool):
+            return None
+        if isinstance(f, int):
+            coef *= f
+        elif isinstance(f, str) and f:
+            syms.append(f)
+        else:
+            return None
+    return (coef, tuple(sorted(syms)))
+
+
+def _fill_mints(chars: list[str | None], avoid: str) -> str:
+    """Replace the None entries of `chars` by fresh letters avoiding `avoid` and `chars`."""
+    used = avoid + "".join(c for c in chars if c is not None)
+    missing = sum(1 for c in chars if c is None)
+    fresh = iter(L.fresh_letters("".join(dict.fromkeys(used)), missing))
+    return "".join(c if c is not None else next(fresh) for c in chars)
+
+
+def _dedupe(chars: list[str | None], priority: list[int]) -> list[str | None]:
+    """Keep each letter once: the axis of highest priority (then leftmost) keeps it,
+    the others become None (to be minted)."""
+    order = sorted(range(len(chars)), key=lambda i: (-priority[i], i))
+    seen: set[str] = set()
+    out = list(chars)
+    for i in order:
+        c = out[i]
+        if c is None:
+            continue
+        if c in seen:
+            out[i] = None
+        else:
+            seen.add(c)
+    return out
+
+
+class _ReshapeMemo:
+    """Splits and merges seen by `reshape_ids` in one inference run.
+
+    `split[(letter, size)] = (part letters, part sizes)` and the inverse
+    `merge[(part letters, part sizes)] = (letter, size)`: a later reshape that undoes
+    a split (merging the same letters back) or a merge (splitting the merged letter
+    into the same sizes) gets the original letters back instead of fresh ones.
+    """
+
+    def __init__(self) -> None:
+        self.split: dict[tuple[str, Any], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+        self.merge: dict[tuple[tuple[str, ...], tuple[Any, ...]], tuple[str, Any]] = {}
+
+    def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
+        self.split.setdefault((whole, size), (parts, sizes))
+        self.merge.setdefault((parts, sizes), (whole, size))
+
+
+_MEMOS: Any = None
+
+
+def _memo_of(env: Any) -> _ReshapeMemo | None:
+    """The reshape memory of one inference run (keyed weakly by its Env)."""
+    global _MEMOS
+    import weakref
+
+    if _MEMOS is None:
+        _MEMOS = weakref.WeakKeyDictionary()
+    try:
+        memo = _MEMOS.get(env)
+        if memo is None:
+            memo = _MEMOS[env] = _ReshapeMemo()
+        return memo
+    except TypeError:  # an Env that cannot be weakly referenced: no memory
+        return None
+
+
+_Prod = tuple[int, tuple[str, ...]]
+
+
+def _reshape_groups(src: list[Any], dst: list[Any]) -> list[tuple[list[int], list[int]]] | None:
+    """Groups of non-1 axes whose running products line up: [(src axes, dst axes)].
+
+    The same cuts as `layout.match_reshape`: wherever the running products of the
+    source and destination shapes (size-1 axes skipped) are equal."""
+    sp: list[_Prod] = []
+    dp: list[_Prod] = []
+    for dims, out in ((src, sp), (dst, dp)):
+        for d in dims:
+            c = _canon(d)
+            if c is None or c[0] == 0:
+                return None
+            out.append(c)
+    si = [i for i, p in enumerate(sp) if p != _ONE_DIM]
+    di = [j for j, p in enumerate(dp) if p != _ONE_DIM]
+
+    def mul(a: _Prod, b: _Prod) -> _Prod:
+        return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
+
+    src_cut: dict[_Prod, int] = {}
+    run = _ONE_DIM
+    for k, i in enumerate(si, 1):
+        run = mul(run, sp[i])
+        src_cut[run] = k
+    cuts = [(0, 0)]
+    run = _ONE_DIM
+    for n, j in enumerate(di, 1):
+        run = mul(run, dp[j])
+        if run in src_cut:
+            cuts.append((src_cut[run], n))
+    if cuts[-1] != (len(si), len(di)):
+        return None
+    from itertools import pairwise
+
+    return [(si[k0:k1], di[n0:n1]) for (k0, n0), (k1, n1) in pairwise(cuts)]
+
+
+@builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True)
+def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
+    """`reshape` that remembers splits and merges within one inference run: merging
+    letters that an earlier reshape split from one axis gives that axis's letter back,
+    and splitting a merged axis into the same sizes gives the merged letters back (the
+    heads of attention, batch*heads for bmm, batch*seq for linear layers)."""
+    layout = env.layout(role)
+    if not isinstance(layout, str) or src is None or dst is None:
+        return None
+    base = L.match_reshape(layout, src, dst)
+    if base is None:
+        return None
+    groups = _reshape_groups(list(src), list(dst))
+    memo = _memo_of(env)
+    if groups is None or memo is None:
+        return base
+    out = list(base)
+    for gs, gd in groups:
+        if len(gs) == 1 and len(gd) > 1:  # split one axis
+            whole, size = layout[gs[0]], _canon(src[gs[0]])
+            sizes = tuple(_canon(dst[j]) for j in gd)
+            rec = memo.split.get((whole, size))
+            if rec is not None and rec[1] == sizes:
+                _restore(out, gd, rec[0])
+            else:
+                memo.record(whole, size, tuple(out[j] for j in gd), sizes)
+        elif len(gs) > 1 and len(gd) == 1:  # merge several axes
+            parts = tuple(layout[i] for i in gs)
+            sizes = tuple(_canon(src[i]) for i in gs)
+            size = _canon(dst[gd[0]])
+            got = memo.merge.get((parts, sizes))
+            if got is not None and got[1] == size:
+                _restore(out, gd, (got[0],))
+            else:
+                memo.record(out[gd[0]], size, parts, sizes)
+    return "".join(out)
+
+
+def _restore(out: list[str], positions: list[int], letters: tuple[str, ...]) -> None:
+    """Put `letters` at `positions` of `out` unless one of them is used elsewhere."""
+    others = {c for k, c in enumerate(out) if k not in positions}
+    if len(set(letters)) == len(letters) and not others & set(letters):
+        for k, c in zip(positions, letters, strict=False):
+            out[k] = c
+
+
+def _einsum_parse(subscripts: str, ndims: list[int]) -> tuple[list[list[str]], list[str]]:
+    """Subscripts -> per-operand axis labels and output labels, ellipsis expanded.
+
+    Ellipsis axes are labelled `.k` (k counted from the right end of the ellipsis), so
+    broadcast ellipsis axes of different operands share labels.
+    """
+    text = subscripts.replace(" ", "")
+    if "->" in text:
+        lhs, rhs = text.split("->", 1)
+        explicit = True
+    else:
+        lhs, rhs, explicit = text, "", False
+    terms = lhs.split(",")
+    if len(terms) != len(ndims):
+        raise RuleEvaluationError(
+            f"einsum: '{subscripts}' has {len(terms)} operand(s), the call has {len(ndims)}"
+        )
+
+    def expand(term: str, nd: int) -> list[str]:
+        if "..." in term:
+            head, tail = term.split("...", 1)
+            e = nd - len(head) - len(tail)
+            if e < 0:
+                raise RuleEvaluationError(f"einsum: '{term}' does not fit rank {nd}")
+            return [*head, *(f".{e - 1 - k}" for k in range(e)), *tail]
+        if len(term) != nd:
+            raise RuleEvaluationError(f"einsum: '{term}' does not fit rank {nd}")
+        return list(term)
+
+    ins = [expand(t, nd) for t, nd in zip(terms, ndims, strict=False)]
+    ell = max((sum(1 for x in t if x.startswith(".")) for t in ins), default=0)
+    if explicit:
+        if "..." in rhs:
+            head, tail = rhs.split("...", 1)
+            out = [*head, *(f".{ell - 1 - k}" for k in range(ell)), *tail]
+        else:
+            out = list(rhs)
+    else:
+        counts: dict[str, int] = {}
+        for t in ins:
+            for x in t:
+                if not x.startswith("."):
+                    counts[x] = counts.get(x, 0) + 1
+        once = sorted(x for x, c in counts.items() if c == 1)
+        out = [f".{ell - 1 - k}" for k in range(ell)] + once
+    return ins, out
+
+
+@builtin("einsum_out", 2, port_args=(1,), partial=True, mints=True)
+def _einsum_out(env: Env, subscripts: Any, role: str) -> str | None:
+    """The output layout of an einsum from its operands (a tuple port): every output
+    subscript takes the letter of the first operand that has it."""
+    value = env.layout(role)
+    if not isinstance(value, tuple) or any(not isinstance(x, str) for x in value):
+        return None
+    ins, out = _einsum_parse(str(subscripts), [len(x) for x in value])
+    label: dict[str, str] = {}
+    for labels, lay in zip(ins, value, strict=False):
+        for lab, ch in zip(labels, lay, strict=False):
+            label.setdefault(lab, ch)
+    chars: list[str | None] = [label.get(lab) for lab in out]
+    return _fill_mints(_dedupe(chars, [0] * len(chars)), "".join(value))
+
+
+def _einsum_ranks(subscripts: str, value: tuple[Any, ...]) -> list[int] | None:
+    """Operand ranks: from a known layout, else from a term without ellipsis."""
+    lhs = subscripts.replace(" ", "").split("->", 1)[0]
+    terms = lhs.split(",")
+    if len(terms) != len(value):
+        return None
+    ranks = []
+    for term, lay in zip(terms, value, strict=False):
+        if isinstance(lay, str):
+            ranks.append(len(lay))
+        elif "..." in term:
+            return None
+        else:
+            ranks.append(len(term))
+    return ranks
+
+
+@builtin("einsum_in", 3, port_args=(1, 2), partial=True, mints=True)
+def _einsum_in(env: Env, subscripts: Any, role: str, out_role: str) -> Any:
+    """The layouts of the still-unknown operands of an einsum (a tuple; none for known
+    ones) from its output: output subscripts take the output's letters, contracted ones
+    another operand's letter, else a fresh one. (An operand whose term has an ellipsis
+    is left alone: its rank is not known before its layout.)"""
+    out = env.layout(out_role)
+    value = env.layout(role)
+    if not isinstance(out, str) or not isinstance(value, tuple):
+        return None
+    ranks = _einsum_ranks(str(subscripts), value)
+    if ranks is None:
+        return None
+    ins, outs = _einsum_parse(str(subscripts), ranks)
+    label = dict(zip(outs, out, strict=False))
+    other: dict[str, str] = {}
+    for labels, lay in zip(ins, value, strict=False):
+        if isinstance(lay, str):
+            for lab, ch in zip(labels, lay, strict=False):
+                if lab not in label:
+                    other.setdefault(lab, ch)
+    result: list[str | None] = []
+    for labels, lay in zip(ins, value, strict=False):
+        if isinstance(lay, str):
+            result.append(None)  # known operands keep their letters (as matmul's do)
+            continue
+        chars = [label.get(lab) or other.get(lab) for lab in labels]
+        prio = [1 if lab in label else 0 for lab in labels]
+        result.append(_fill_mints(_dedupe(chars, prio), out))
+    return tuple(result)
+
+
+def _field_shapes(env: Any, role: str) -> list[Any] | None:
+    """The shapes of the fields of a tuple port, when the Env can tell.
+
+    The Env protocol has no per-field shape yet (requested: `Env.field_shape(role, i)`);
+    until it does, this reads them from the engine's current site and view when those
+    are there, and otherwise answers None (callers then work from letters alone).
+    """
+    field_shape = getattr(env, "field_shape", None)
+    if callable(field_shape):
+        return [field_shape(role, i) for i in range(env.nfields(role))]
+    site, view = getattr(env, "site", None), getattr(env, "view", None)
+    ports = getattr(site, "ports", None)
+    st = ports.get(role) if isinstance(ports, dict) else None
+    if not isinstance(st, tuple) or view is None or not hasattr(view, "shape"):
+        return None
+    return [view.shape(x) if isinstance(x, int) else None for x in st]
+
+
+@builtin("bcast_fields", 2, port_args=(0,), partial=True, mints=True)
+def _bcast_fields(env: Env, role: str, n: Any) -> str | None:
+    """Broadcast the layouts of a tuple port's fields to rank n (right-aligned): an axis
+    takes the letter of the first field that has an extent there (not a stretched size
+    1); with no shapes to tell, a letter every covering field agrees on; else a fresh one.
+    Waits until every field is known."""
+    value = env.layout(role)
+    if not isinstance(value, tuple) or any(not isinstance(x, str) for x in value):
+        return None
+    k = int(n)
+    shapes = _field_shapes(env, role) or [None] * len(value)
+    chars: list[str | None] = []
+    prio: list[int] = []
+    for i in range(k):
+        cover = [(lay[i - (k - len(lay))], shp[i - (k - len(lay))] if shp else None)
+                 for lay, shp in zip(value, shapes, strict=False) if i - (k - len(lay)) >= 0]
+        extent = [c for c, d in cover if d is not None and _canon(d) != _ONE_DIM]
+        known = all(d is not None for _, d in cover)
+        if extent:
+            chars.append(extent[0])
+            prio.append(1)
+        elif known and cover:
+            chars.append(cover[0][0])  # every field is 1 here: the output is 1 too
+            prio.append(0)
+        else:
+            letters = {c for c, _ in cover}
+            chars.append(letters.pop() if len(letters) == 1 else None)
+            prio.append(0)
+    return _fill_mints(_dedupe(chars, prio), "".join(value))
+
+
+@builtin("remove", 2)
+def _remove(layout: Any, letters: Any) -> str:
+    """The layout without the given letters."""
+    s = _layout(layout, "remove")
+    gone = set(_layout(letters, "remove"))
+    return "".join(c for c in s if c not in gone)
+
+
+@builtin("concat_fields", 1, port_args=(0,), partial=True)
+def _concat_fields(env: Env, role: str) -> str | None:
+    """The layouts of all fields of a tuple port joined (none until all are known)."""
+    value = env.layout(role)
+    if not isinstance(value, tuple) or any(not isinstance(x, str) for x in value):
+        return None
+    return "".join(value)
+
+
+@builtin("split_letters", 1)
+def _split_letters(layout: Any) -> tuple[str, ...]:
+    """A tuple with one single-letter layout per letter (for tuples of 1-D tensors)."""
+    return tuple(_layout(layout, "split_letters"))
+
+
+def _index_map(text: Any) -> tuple[list[str], list[str]]:
+    """(input variable names, output expressions) of an IndexMap's text form
+    `T.index_map(lambda a, b: (b, a // 4, ...))`."""
+    s = str(text)
+    start = s.find("lambda")
+    colon = s.find(":", start)
+    if start < 0 or colon < 0:
+        raise RuleEvaluationError(f"cannot read the index map {s!r}")
+    params = [p.strip() for p in s[start + len("lambda") : colon].split(",") if p.strip()]
+    body = s[colon + 1 :].strip()
+    depth, items, cur = 0, [], ""
+    for ch in body:
+        if ch in "([":
+            depth += 1
+            if depth == 1:
+                continue
+        elif ch in ")]":
+            depth -= 1
+            if depth == 0:
+                items.append(cur.strip())
+                break
+        elif ch == "," and depth == 1:
+            items.append(cur.strip())
+            cur = ""
+            continue
+        if depth >= 1:
+            cur += ch
+    return params, [x for x in items if x]
+
+
+@builtin("index_map_out", 2, mints=True)
+def _index_map_out(layout: Any, index_map: Any) -> str:
+    """layout_transform forward: an output axis that is an input axis unchanged keeps its
+    letter; an output computed from input axes (c // 4, c % 4) gets a fresh letter."""
+    s = _layout(layout, "index_map_out")
+    params, outs = _index_map(index_map)
+    if len(params) != len(s):
+        raise RuleEvaluationError(f"index map over {len(params)} axes for layout '{s}'")
+    pos = {p: i for i, p in enumerate(params)}
+    chars: list[str | None] = [s[pos[o]] if o in pos else None for o in outs]
+    return _fill_mints(_dedupe(chars, [0] * len(chars)), s)
+
+
+@builtin("index_map_in", 2, mints=True)
+def _index_map_in(layout: Any, index_map: Any) -> str:
+    """layout_transform backward: an input axis that appears unchanged in the output
+    takes that output letter; other input axes get fresh letters."""
+    s = _layout(layout, "index_map_in")
+    params, outs = _index_map(index_map)
+    if len(outs) != len(s):
+        raise RuleEvaluationError(f"index map with {len(outs)} outputs for layout '{s}'")
+    where = {o: j for j, o in enumerate(outs)}
+    chars: list[str | None] = [s[where[p]] if p in where else None for p in params]
+    return _fill_mints(_dedupe(chars, [0] * len(chars)), s)
