@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,12 +158,16 @@ def _py(v: Any) -> Any:
 
 
 class _Site:
-    __slots__ = ("attrs", "call_attrs", "index", "pending", "ports", "rule")
+    __slots__ = ("attrs", "call_attrs", "index", "leafs", "pending", "ports", "rule")
 
-    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any) -> None:
+    def __init__(
+        self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any,
+        leafs: dict[str, list[int]],
+    ) -> None:
         self.index = index
         self.rule = rule
         self.ports = ports
+        self.leafs = leafs  # port -> its tensor leaves of known rank (readiness checks)
         self.pending = list(range(len(rule.equations)))
         self.attrs: dict[str, Any] | None = None
         self.call_attrs = call_attrs
@@ -185,6 +190,7 @@ class _Engine:
         self.order = 0
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
         self.has_weak = bytearray(n)
+        self._state: dict[str, Any] = {}
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
         self._sym_axes: dict[int, list[tuple[int, str]]] = {}
@@ -208,7 +214,11 @@ class _Engine:
             ports: dict[str, Struct] = {"out": cs.out}
             for role, st in zip(rule.roles, cs.args):
                 ports[role] = st
-            site = _Site(i, rule, ports, cs.attrs)
+            ndims = self.view.leaf_ndim
+            leafs = {
+                role: [x for x in _leaves(st, []) if ndims[x] >= 0] for role, st in ports.items()
+            }
+            site = _Site(i, rule, ports, cs.attrs, leafs)
             for eq in rule.equations:
                 if eq.weak:
                     for leaf in _leaves(self._port(site, *eq.target), []):
@@ -280,6 +290,13 @@ class _Engine:
             )
         return site.attrs[name]
 
+    def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
+        """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
+        got = self._state.get(key)
+        if got is None:
+            got = self._state[key] = factory()
+        return got
+
     # ---- readiness
     def _known(self, st: Struct) -> bool:
         if isinstance(st, int):
@@ -304,10 +321,16 @@ class _Engine:
         return None
 
     def _ready(self, site: _Site, eq: CompiledEquation) -> bool:
+        layouts = self.layouts
         for role, idx in eq.strict_reads:
-            if role not in site.ports:
-                return False
-            if not self._known(self._port(site, role, idx)):
+            if idx is None:
+                leaves = site.leafs.get(role)
+                if leaves is None:
+                    return False  # the call has no argument for this role
+                for x in leaves:
+                    if layouts[x] is None:
+                        return False
+            elif role not in site.ports or not self._known(self._port(site, role, idx)):
                 return False
         if eq.partial_reads and not eq.strict_reads:
             return any(self._any_known(site.ports.get(r)) for r in eq.partial_reads)

@@ -10,8 +10,10 @@ evaluated value; unless a builtin accepts `none`, a `none` argument makes the ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 from .. import layout as L
@@ -38,6 +40,9 @@ class Env(Protocol):
 
     def attr(self, name: str) -> Any:
         """The call attribute `name` as a Python value, or None."""
+
+    def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
+        """State kept for one inference run under `key` (made by `factory` on first use)."""
 
 
 @dataclass(frozen=True)
@@ -448,30 +453,20 @@ class _ReshapeMemo:
         self.merge.setdefault((parts, sizes), (whole, size))
 
 
-_MEMOS: Any = None
-
-
 def _memo_of(env: Any) -> _ReshapeMemo | None:
-    """The reshape memory of one inference run (keyed weakly by its Env)."""
-    global _MEMOS
-    import weakref
-
-    if _MEMOS is None:
-        _MEMOS = weakref.WeakKeyDictionary()
-    try:
-        memo = _MEMOS.get(env)
-        if memo is None:
-            memo = _MEMOS[env] = _ReshapeMemo()
-        return memo
-    except TypeError:  # an Env that cannot be weakly referenced: no memory
-        return None
+    """The reshape memory of one inference run (kept by the engine's per-run state)."""
+    state = getattr(env, "run_state", None)
+    return state("reshape_memo", _ReshapeMemo) if state is not None else None
 
 
 _Prod = tuple[int, tuple[str, ...]]
 
 
-def _reshape_groups(src: list[Any], dst: list[Any]) -> list[tuple[list[int], list[int]]] | None:
-    """Groups of non-1 axes whose running products line up: [(src axes, dst axes)].
+@functools.lru_cache(maxsize=16384)
+def _reshape_groups(src: tuple[Any, ...], dst: tuple[Any, ...]
+                    ) -> list[tuple[list[int], list[int]]] | None:
+    """Groups of non-1 axes whose running products line up: [(src axes, dst axes)]
+    (memoised: models repeat the same reshapes layer after layer; do not mutate).
 
     The same cuts as `layout.match_reshape`: wherever the running products of the
     source and destination shapes (size-1 axes skipped) are equal."""
@@ -502,8 +497,6 @@ def _reshape_groups(src: list[Any], dst: list[Any]) -> list[tuple[list[int], lis
             cuts.append((src_cut[run], n))
     if cuts[-1] != (len(si), len(di)):
         return None
-    from itertools import pairwise
-
     return [(si[k0:k1], di[n0:n1]) for (k0, n0), (k1, n1) in pairwise(cuts)]
 
 
@@ -519,7 +512,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     base = L.match_reshape(layout, src, dst)
     if base is None:
         return None
-    groups = _reshape_groups(list(src), list(dst))
+    groups = _reshape_groups(tuple(src), tuple(dst))
     memo = _memo_of(env)
     if groups is None or memo is None:
         return base
