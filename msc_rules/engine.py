@@ -52,7 +52,7 @@ def _identity_rule() -> Rule:
 _LINK = _identity_rule()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """How one tensor got its layout."""
 
@@ -63,7 +63,7 @@ class Decision:
     order: int  # decision number: earlier decisions have smaller numbers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """A strong result that was dropped: it disagreed, had the wrong rank, or failed."""
 
@@ -158,16 +158,12 @@ def _py(v: Any) -> Any:
 
 
 class _Site:
-    __slots__ = ("attrs", "call_attrs", "index", "leafs", "pending", "ports", "rule")
+    __slots__ = ("attrs", "call_attrs", "index", "pending", "ports", "rule")
 
-    def __init__(
-        self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any,
-        leafs: dict[str, list[int]],
-    ) -> None:
+    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any) -> None:
         self.index = index
         self.rule = rule
         self.ports = ports
-        self.leafs = leafs  # port -> its tensor leaves of known rank (readiness checks)
         self.pending = list(range(len(rule.equations)))
         self.attrs: dict[str, Any] | None = None
         self.call_attrs = call_attrs
@@ -182,7 +178,7 @@ class _Engine:
         self.decisions: list[Decision | None] = [None] * n
         self.conflicts: list[Conflict] = []
         self.unruled: dict[str, int] = {}
-        self.leaf_sites: list[list[int]] = [[] for _ in range(n)]
+        self.leaf_sites: list[tuple[int, ...]] = []
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
@@ -205,6 +201,7 @@ class _Engine:
 
     # ---- setup
     def _make_sites(self) -> None:
+        sites_of: list[list[int]] = [[] for _ in self.layouts]
         for i, cs in enumerate(self.view.sites):
             rule = self._rule_for(cs)
             if rule is None:
@@ -214,11 +211,7 @@ class _Engine:
             ports: dict[str, Struct] = {"out": cs.out}
             for role, st in zip(rule.roles, cs.args):
                 ports[role] = st
-            ndims = self.view.leaf_ndim
-            leafs = {
-                role: [x for x in _leaves(st, []) if ndims[x] >= 0] for role, st in ports.items()
-            }
-            site = _Site(i, rule, ports, cs.attrs, leafs)
+            site = _Site(i, rule, ports, cs.attrs)
             for eq in rule.equations:
                 if eq.weak:
                     for leaf in _leaves(self._port(site, *eq.target), []):
@@ -228,7 +221,9 @@ class _Engine:
             self.queue.append(i)
             for st in ports.values():
                 for leaf in _leaves(st, []):
-                    self.leaf_sites[leaf].append(i)
+                    sites_of[leaf].append(i)
+        # frozen: tuples take half the memory of grown lists
+        self.leaf_sites = [tuple(x) for x in sites_of]
 
     def _rule_for(self, cs: CallSite) -> Rule | None:
         if cs.op == "<link>":
@@ -321,16 +316,15 @@ class _Engine:
         return None
 
     def _ready(self, site: _Site, eq: CompiledEquation) -> bool:
-        layouts = self.layouts
+        layouts, ports = self.layouts, site.ports
         for role, idx in eq.strict_reads:
-            if idx is None:
-                leaves = site.leafs.get(role)
-                if leaves is None:
-                    return False  # the call has no argument for this role
-                for x in leaves:
-                    if layouts[x] is None:
-                        return False
-            elif role not in site.ports or not self._known(self._port(site, role, idx)):
+            if role not in ports:
+                return False  # the call has no argument for this role
+            st = ports[role]
+            if idx is None and type(st) is int:  # the common case: one tensor
+                if layouts[st] is None and self.view.leaf_ndim[st] >= 0:
+                    return False
+            elif not self._known(st if idx is None else self._port(site, role, idx)):
                 return False
         if eq.partial_reads and not eq.strict_reads:
             return any(self._any_known(site.ports.get(r)) for r in eq.partial_reads)

@@ -31,7 +31,7 @@ TensorType = relax.TensorType
 TupleType = tvm.ir.type.TupleType
 
 
-@dataclass
+@dataclass(slots=True)
 class Value:
     """One node of the view: a param, constant or binding var."""
 
@@ -45,7 +45,7 @@ class Value:
     top: str = ""  # the global function whose body holds this value
 
 
-@dataclass
+@dataclass(slots=True)
 class CallSite:
     """A call binding (or a synthetic link) whose equations the engine runs."""
 

@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.ir import _ffi_api as _ir_ffi
 from tvm.relax import _ffi_api as _relax_ffi
 
+from .errors import IRError
 from .ffi import items
 from .span import with_markers
 
@@ -27,7 +28,8 @@ _MAKE_DATAFLOW_VAR = _relax_ffi.DataflowVar
 _MAKE_BINDING = _relax_ffi.VarBinding
 _MAKE_CONST = _ir_ffi.GenericConst
 
-Markers = Mapping[str, str]
+Markers = tuple[tuple[str, str], ...]
+"""Markers to write on one node, as (key, value) pairs in writing order."""
 Var = tvm.ir.expr.Var
 Call = tvm.ir.expr.Call
 Tuple = tvm.ir.expr.Tuple
@@ -59,18 +61,36 @@ class SpanEdits:
     `__eq__` on every dictionary hit.
     """
 
-    vars: dict[int, dict[str, str]] = field(default_factory=dict)
-    values: dict[int, dict[str, str]] = field(default_factory=dict)
+    vars: dict[int, Markers] = field(default_factory=dict)
+    values: dict[int, Markers] = field(default_factory=dict)
 
     def add_var(self, var: Any, key: str, value: str) -> None:
         """Write marker `key` on a param or binding var."""
         if value:
-            self.vars.setdefault(var.__chandle__(), {})[key] = value
+            h = var.__chandle__()
+            self.vars[h] = _with(self.vars.get(h), key, value)
 
     def add_value(self, expr: Any, key: str, value: str) -> None:
         """Write marker `key` on a bound value or constant."""
         if value:
-            self.values.setdefault(expr.__chandle__(), {})[key] = value
+            h = expr.__chandle__()
+            self.values[h] = _with(self.values.get(h), key, value)
+
+
+_INTERNED: dict[Markers, Markers] = {}
+
+
+def _with(old: Markers | None, key: str, value: str) -> Markers:
+    """`old` with `key` set to `value`, interned: a module has few distinct marker sets
+    ("Layout=NCHW", ...), so sharing one tuple per set keeps memory per binding small."""
+    pairs = ((key, value),) if not old else (
+        *((k, v) for k, v in old if k != key), (key, value))
+    got = _INTERNED.get(pairs)
+    if got is None:
+        got = pairs
+        if len(_INTERNED) < 100_000:
+            _INTERNED[pairs] = pairs
+    return got
 
 
 class _Rebuilder:
@@ -110,13 +130,13 @@ class _Rebuilder:
             markers = self.value_edits.get(e.__chandle__())
             if not markers and all(a is b for a, b in zip(fields, old_fields)):
                 return e
-            return Tuple(fields, with_markers(e.span, markers or {}))
+            return Tuple(fields, with_markers(e.span, markers or ()))
         if isinstance(e, TupleGetItem):
             tv = self.expr(e.tuple_value)
             markers = self.value_edits.get(e.__chandle__())
             if not markers and tv.same_as(e.tuple_value):
                 return e
-            return TupleGetItem(tv, e.index, with_markers(e.span, markers or {}))
+            return TupleGetItem(tv, e.index, with_markers(e.span, markers or ()))
         if isinstance(e, relax.SeqExpr):
             return self.seq(e)
         if isinstance(e, relax.If):
@@ -175,7 +195,18 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRM
     updates: dict[Any, Any] = {}
     for name, e in edits.items():
         gv, func = funcs[name]
-        updates[gv] = rewrite_function(func, e)
+        try:
+            updates[gv] = rewrite_function(func, e)
+        except RecursionError:
+            # The rebuild recurses once per nesting level (local functions, If
+            # branches) and needs more frames per level than the dependency view's walk,
+            # so a module graph.py could still walk overflowed here and a bare
+            # RecursionError escaped the pass (found by tests/test_odd_modules.py::
+            # test_deeply_nested_local_functions_are_annotated_or_an_ir_error).
+            raise IRError("module nests too deeply to rewrite", function=name) from None
+    # global_infos (e.g. `vdevice`) must be carried over too: they used to be dropped,
+    # so the result was not structurally equal to the input (found by
+    # tests/test_odd_modules.py::test_module_attrs_and_global_infos_are_kept)
     new = tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()},
-                       attrs=mod.attrs)
+                       attrs=mod.attrs, global_infos=mod.global_infos)
     return new

@@ -74,11 +74,16 @@ def set_marker_text(text: str, key: str, value: str) -> str:
 _BARE_SPANS: dict[tuple[tuple[str, str], ...], tvm.ir.Span] = {}
 
 
-def with_markers(span: tvm.ir.Span | None, markers: Mapping[str, str]) -> tvm.ir.Span | None:
-    """A span like `span` whose source name carries `markers` (None if nothing to write)."""
+def with_markers(
+    span: tvm.ir.Span | None,
+    markers: Mapping[str, str] | tuple[tuple[str, str], ...],
+) -> tvm.ir.Span | None:
+    """A span like `span` whose source name carries `markers` (a mapping or (key, value)
+    pairs; None if there is nothing to write)."""
+    pairs = markers if isinstance(markers, tuple) else tuple(markers.items())
     if span is None:
         # Most nodes have no span: share one immutable Span per marker set.
-        key = tuple(markers.items())
+        key = pairs
         got = _BARE_SPANS.get(key)
         if got is None:
             text = ""
@@ -92,7 +97,7 @@ def with_markers(span: tvm.ir.Span | None, markers: Mapping[str, str]) -> tvm.ir
         return got
     text = _source_text(span)
     new = text
-    for key_, value in markers.items():
+    for key_, value in pairs:
         new = set_marker_text(new, key_, value)
     if new == text:
         return span
