@@ -2,16 +2,29 @@
 
 Prints a table: microseconds per binding for SetExprLayout (and its phases),
 relax.transform.Normalize and ConvertLayout on the same modules, their ratios,
-peak Python memory of the pass per binding, and the time to load the rule library.
+the memory of the pass per binding (two figures, below), and the time to load the
+rule library.
 
     python benchmarks/bench_layout.py                # 1k, 10k, 100k
     python benchmarks/bench_layout.py --sizes 1000 10000 --convert-layout-max 10000
+
+Memory, both "above the module itself" (the input module is built before measuring):
+- `mem B/bind`: peak bytes *Python* allocated while the pass ran (tracemalloc), per
+  binding. TVM's C++ heap (the new IR nodes and spans of the output) is not traced.
+- `rss B/bind`: peak RSS while the pass ran minus the RSS just before it, per binding,
+  measured in a fresh interpreter per size after the module is built and the rule
+  library loaded (a warm-up pass on a tiny module). It includes the C++ heap and the
+  output module. On Linux the peak (VmHWM) is reset right before the pass, so this is
+  exact; elsewhere it is the growth of `ru_maxrss`, a lower bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -55,6 +68,67 @@ def peak_memory(fn: Callable[[], Any]) -> int:
     return peak
 
 
+def _proc_status(key: str) -> int | None:
+    """A memory figure of /proc/self/status (VmRSS, VmHWM) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_child(n: int) -> None:
+    """(In a fresh interpreter) print the peak-RSS growth per binding of one pass.
+
+    On Linux the peak (VmHWM) is reset to the current RSS just before the pass, so the
+    figure is exactly "peak RSS during the pass minus RSS before it". Elsewhere it is
+    the growth of ru_maxrss (a lower bound if building the module peaked higher).
+    (ru_maxrss alone will not do on Linux: it survives exec, so a child started by a
+    parent that holds a 100k-binding module starts with the parent's peak.)
+    """
+    msc_rules.SetExprLayout()(conv_chain(7))  # warm up: library loaded, caches filled
+    mod = conv_chain(n)
+    nb = count_bindings(mod)
+    gc.collect()
+    exact = _reset_peak_rss() and _proc_status("VmHWM") is not None
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB here
+    if exact:
+        before = _proc_status("VmRSS") or 0
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    out = msc_rules.SetExprLayout()(mod)
+    if exact:
+        after = _proc_status("VmHWM") or 0
+    else:
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    del out
+    print(max(after - before, 0) / nb)
+
+
+def rss_per_binding(n: int) -> float:
+    """Peak-RSS growth per binding of SetExprLayout on conv_chain(n), in a subprocess."""
+    run = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--rss-child", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(run.stdout.strip().splitlines()[-1])
+
+
 def library_load_ms() -> tuple[float, float]:
     """(cold ms with the AST cache bypassed, warm ms) to load the whole rule library."""
     os.environ["MSC_RULES_NO_CACHE"] = "1"
@@ -75,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         help="largest size to run ConvertLayout on (it is quadratic)",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc column")
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS column")
+    ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return 0
 
     cold, warm = library_load_ms()
     print(
@@ -86,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     head = (
         f"{'bindings':>9} {'view':>6} {'infer':>6} {'write':>6} {'pass':>7} "
         f"{'Normalize':>9} {'ConvertLayout':>13} {'pass/Norm':>9} {'CL/pass':>8} "
-        f"{'mem B/bind':>10}"
+        f"{'mem B/bind':>10} {'rss B/bind':>10}"
     )
     print("microseconds per binding (best of runs)")
     print(head)
@@ -114,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_memory
             else f"{peak_memory(lambda: msc_rules.SetExprLayout()(mod)) / nb:10.0f}"
         )
+        rss = "-" if args.no_rss else f"{rss_per_binding(n):10.0f}"
         us = 1e6 * t_pass / nb
         rows[n] = t_pass
         print(
             f"{nb:9d} {1e6 * t_view / nb:6.1f} {1e6 * t_inf / nb:6.1f} "
             f"{1e6 * t_write / nb:6.1f} {us:7.1f} {1e6 * t_norm / nb:9.1f} {cl_txt} "
-            f"{t_pass / t_norm:8.2f}x {ratio_txt} {mem:>10}"
+            f"{t_pass / t_norm:8.2f}x {ratio_txt} {mem:>10} {rss:>10}"
         )
         assert len(res.conflicts) == 0, "synthetic chain should have no conflicts"
         del annotated
@@ -133,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "targets: <= 30 us/binding at 100k; >= 100x faster than ConvertLayout at 10k; "
         "< 2 KiB/binding peak memory"
+    )
+    print(
+        "mem: peak Python allocation of the pass (tracemalloc; no C++ heap); rss: peak-RSS "
+        "growth of the pass in a fresh process (C++ heap and output module included)"
     )
     return 0
 

@@ -57,7 +57,7 @@ class Decision:
     """How one tensor got its layout."""
 
     layout: str
-    kind: str  # "rule" | "weak" | "fallback" | "seed"
+    kind: str  # "rule" | "weak" | "fallback" | "seed" | "scalar"
     site: int  # index into view.sites, -1 for fallback
     equation: CompiledEquation | None
     order: int  # decision number: earlier decisions have smaller numbers
@@ -517,6 +517,9 @@ class _Engine:
             site.pending = keep
 
     def run(self) -> None:
+        for leaf, ndim in enumerate(self.view.leaf_ndim):
+            if ndim == 0:  # a scalar has exactly one layout, the empty one
+                self._decide(leaf, "", "scalar", -1, None)
         self._seed()
         layouts, ndims, has_weak = self.layouts, self.view.leaf_ndim, self.has_weak
         nleaves = len(layouts)

@@ -25,14 +25,17 @@ _MARKED_VALUES = (tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
 def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     """The Layout markers to write, per global function, from an inference result."""
     edits: dict[str, SpanEdits] = {}
+    # a constant object can sit in several functions: mark it wherever it is
+    tops = list(dict.fromkeys(v.top for v in result.view.values))
     for v in result.view.values:
         text = result.marker(v.struct)
         if not text:
             continue
-        e = edits.setdefault(v.top, SpanEdits())
         if v.kind == "const":
-            e.add_value(v.expr, span.LAYOUT, text)
+            for top in tops:
+                edits.setdefault(top, SpanEdits()).add_value(v.expr, span.LAYOUT, text)
             continue
+        e = edits.setdefault(v.top, SpanEdits())
         e.add_var(v.expr, span.LAYOUT, text)
         if v.kind == "binding" and isinstance(v.value, _MARKED_VALUES):
             e.add_value(v.value, span.LAYOUT, text)

@@ -150,6 +150,8 @@ def _first_known(env: Env, role: str) -> str | None:
          partial=True, mints=True)
 def _broadcast(env: Env, out: str, *roles: str) -> str | None:
     """broadcast(out, a, b, ...): the layout of a broadcast result from its operands."""
+    if env.ndim(out) < 0:
+        return None  # an output of unknown rank takes no layout
     out_shape = env.shape(out)
     shapes = [env.shape(r) for r in roles]
     if out_shape is None or any(s is None for s in shapes):

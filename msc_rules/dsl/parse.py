@@ -52,8 +52,23 @@ _TERMINAL_WORDS = {
 }
 
 
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    # Keywords and punctuation are anonymous terminals (`name` is `__ANON_0`, `->` is
+    # `__ANON_1`): quote their text instead of printing "anon_0" (found by
+    # tests/test_fuzz_dsl.py::test_grammar_generated_texts_keep_the_error_contract).
+    try:
+        pattern = _parser().get_terminal(name).pattern
+    except KeyError:
+        return name.lower().strip("_")
+    if pattern.type == "str":
+        return f"'{pattern.value}'"
+    return name.lower().strip("_")
+
+
 def _describe_expected(expected: set[str]) -> str:
-    words = sorted({_TERMINAL_WORDS.get(t, t.lower().strip("_")) for t in expected})
+    words = sorted({_describe_terminal(t) for t in expected})
     if len(words) > 8:
         words = words[:8] + ["..."]
     return ", ".join(words)
@@ -80,13 +95,59 @@ def _syntax_diagnostic(path: str, lines: list[str], err: lark.UnexpectedInput) -
     return Diagnostic(path, line, col, msg, source)
 
 
+def _split_lines(text: str) -> list[str]:
+    """The lines of `text` as the parser numbers them.
+
+    Only '\n' ends a line for lark (`_NL` is `\r?\n` or `;`), whereas str.splitlines()
+    also breaks at a lone '\r', '\x0c', '\x1c'-'\x1e', '\x85', '\u2028' and '\u2029',
+    which may sit in comments and strings: the quoted source line was then a line off
+    (found by tests/test_fuzz_dsl.py; see test_diagnostics_quote_the_line_they_point_at).
+    """
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
+MAX_NESTING = 100
+"""The deepest parse tree accepted (the library needs 15). Deeper trees (thousands of
+`-`, `not` or `[`) would exhaust Python's recursion limit in the tree transformer, the
+compiler or the pickled AST cache; they are reported as a rule-file error instead."""
+
+
+def _too_deep(tree: lark.Tree[Token]) -> lark.Tree[Token] | Token | None:
+    """The first node (in file order) deeper than MAX_NESTING, found without recursion."""
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return node
+        if isinstance(node, lark.Tree):
+            stack.extend((c, depth + 1) for c in reversed(node.children) if c is not None)
+    return None
+
+
+def _nesting_diagnostic(path: str, lines: list[str], node: Any) -> Diagnostic:
+    if isinstance(node, Token):
+        line, col = node.line or 1, node.column or 1
+    else:
+        meta = node.meta
+        empty = getattr(meta, "empty", True)
+        line, col = (1, 1) if empty else (meta.line, meta.column)
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    return Diagnostic(path, line, col,
+                      f"expression nests too deeply (more than {MAX_NESTING} levels)", source)
+
+
 def parse_text(text: str, path: str = "<string>") -> ast.RuleFile:
     """Parse rule-file text; raise RuleFileError with the position of a syntax error."""
-    lines = text.splitlines()
+    lines = _split_lines(text)
     try:
         tree = _parser().parse(text + "\n")
     except lark.UnexpectedInput as err:
         raise RuleFileError([_syntax_diagnostic(path, lines, err)]) from None
+    # RecursionError used to escape here for deeply nested expressions (found by
+    # tests/test_fuzz_dsl.py::test_deep_nesting_is_a_rule_file_error)
+    deep = _too_deep(tree)
+    if deep is not None:
+        raise RuleFileError([_nesting_diagnostic(path, lines, deep)])
     builder = _AstBuilder(path, lines)
     try:
         items = builder.transform(tree)
@@ -125,11 +186,15 @@ def parse_file(path: str | Path) -> ast.RuleFile:
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise RuleFileError(
             [Diagnostic(str(p), 1, 1, f"cannot read rule file: {err.strerror or err}")]
         ) from None
+    except UnicodeDecodeError as err:
+        # used to escape as UnicodeDecodeError (found by tests/test_fuzz_dsl.py::
+        # test_invalid_utf8_is_a_rule_file_error): report the first bad byte's position
+        raise RuleFileError([_decode_diagnostic(str(p), err)]) from None
     cache = _cache_dir()
     if cache is None:
         return parse_text(text, str(p))
@@ -154,6 +219,18 @@ def parse_file(path: str | Path) -> ast.RuleFile:
     except OSError:
         pass  # a read-only home is fine: we just parse every time
     return rf
+
+
+def _decode_diagnostic(path: str, err: UnicodeDecodeError) -> Diagnostic:
+    head = err.object[: err.start]
+    line = head.count(b"\n") + 1
+    start = head.rfind(b"\n") + 1
+    col = len(head[start:].decode("utf-8", errors="replace")) + 1
+    end = err.object.find(b"\n", start)
+    source = err.object[start : None if end < 0 else end].decode("utf-8", errors="replace")
+    return Diagnostic(path, line, col,
+                      f"rule files are UTF-8 text; byte 0x{err.object[err.start]:02x} is not "
+                      "valid UTF-8 here", source.rstrip("\r"))
 
 
 # ---- tree -> AST -------------------------------------------------------------------

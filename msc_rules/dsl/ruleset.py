@@ -141,7 +141,7 @@ class _Loader:
     def item(self, item: ast.Item, path: Path) -> None:
         if isinstance(item, ast.Include):
             target = (path.parent / item.path)
-            if not target.is_file():
+            if not _is_file(target):
                 self.error(item.pos, f"included file '{item.path}' not found (looked in {path.parent})")
                 return
             self.load(target, user=True)
@@ -197,13 +197,24 @@ def load_rules(*paths: str | Path, builtin: bool = True) -> RuleSet:
         files += [(p, False) for p in _entry_point_files()]
     for p in paths:
         pp = Path(p)
-        if not pp.is_file():
+        if not _is_file(pp):
             loader.errors.append(Diagnostic(str(pp), 1, 1, "rule file not found"))
             continue
         files.append((pp, True))
     for path, user in files:
         loader.load(path, user)
     return loader.finish()
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file() that says False instead of raising: it re-raises OSErrors other
+    than "not found" (a name over NAME_MAX gives ENAMETOOLONG), which used to escape
+    load_rules (found by tests/test_fuzz_dsl.py::
+    test_include_with_an_overlong_name_is_a_rule_file_error)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _entry_point_files() -> list[Path]:
