@@ -620,6 +620,9 @@ class _Resolver:
         # round 1: names already in spans and explicit wishes, first come first kept
         clash: list[_Slot] = []
         for s in slots:
+            if s.fixed and s.kind == _FCALL and s.anchor is not None \
+                    and s.anchor.fixed == s.fixed:
+                continue  # it shares its anchor's name (an earlier run): derive it again
             if s.fixed:
                 if s.fixed in self.taken:
                     clash.append(s)

@@ -200,8 +200,6 @@ def test_random_modules_annotate_with_unique_names(mod: tvm.IRModule) -> None:
     assert layout_markers(again) == layout_markers(out)
 
 
-@pytest.mark.xfail(strict=True, reason="naming.py: a rerun renames a function call that "
-                   "shares its name with the call it wraps (relu_4 -> relu_4_1)")
 def test_annotate_twice_keeps_the_names_of_function_calls() -> None:
     # found by test_random_modules_annotate_with_unique_names. A call of a function
     # deliberately shares the name of the first call inside it (naming.py, "Calls to
