@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 __all__ = [
-    "Axes", "Dim", "Layout", "LayoutError", "broadcast_layout", "broadcast_out", "default_layout", "drop",
+    "Axes", "Dim", "Layout", "LayoutError", "broadcast_layout", "broadcast_out",
+    "default_layout", "drop",
     "fresh_letters", "initial", "insert", "is_layout", "last", "match_reshape", "permute",
     "prefix", "reshape_back", "suffix", "unpermute",
 ]  # fmt: skip

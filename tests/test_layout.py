@@ -215,7 +215,8 @@ def test_reshape_symbolic_and_invalid(
 
 @pytest.mark.parametrize(
     ("layout", "src", "dst", "out"),
-    [("NCHW", [1, 2048, 1, 1], [1, 2048, 1, 1], "NCHW"), ("NCHW", [2, 3, 4, 5], [2, 3, 4, 5], "NCHW"),
+    [("NCHW", [1, 2048, 1, 1], [1, 2048, 1, 1], "NCHW"),
+     ("NCHW", [2, 3, 4, 5], [2, 3, 4, 5], "NCHW"),
      ("AB", ["n", 8], ["n", 8], "AB"), ("AB", [("n", 2), 8], [(2, "n"), 8], "AB"),
      ("AB", [1, 1], [1, 1], "AB"), ("", [], [], ""), ("A", [0], [0], "A"),
      ("AB", [0, 3], [3, 0], None), ("AB", [2, 3], [3, 2], "CD"), ("AB", [2, 3], [6], "C"),
@@ -254,7 +255,8 @@ def test_reshape_many_letters_falls_back_to_dropped_letters() -> None:
      (lambda: permute("NCHW", [0, 1, 2, 2]), "repeated"),
      (lambda: permute("NCHW", [0, 1, 2, 4]), "axis 4 out of range"),
      (lambda: unpermute("NCH", [0, 1, 2, 3]), "axis 3 out of range"),
-     (lambda: insert("NCHW", [6]), "axis 6 out of range for inserting 1 axis(es) into layout 'NCHW' (output rank 5)"),
+     (lambda: insert("NCHW", [6]),
+      "axis 6 out of range for inserting 1 axis(es) into layout 'NCHW' (output rank 5)"),
      (lambda: insert("NCHW", [-7]), "output rank 5"),
      (lambda: insert("NCHW", [1], 6), "gives rank 5, not 6"),
      (lambda: insert("AB", None), "needs ndim_out"),

@@ -480,7 +480,7 @@ def test_a_scalar_constant_does_not_stall_propagation() -> None:
     assert [c.message for c in res.conflicts] == []
 
 
-# ---- module-level odds ----------------------------------------------------------------------------
+# ---- module-level odds ----------------------------------------------------------------
 
 
 @I.ir_module

@@ -191,21 +191,18 @@ def test_random_modules_annotate_with_unique_names(mod: tvm.IRModule) -> None:
         dups = [n for n, c in Counter(picked).items() if c > 1]
         assert dups == [], (group, dups)
     # the layout pass after the name pass keeps the names; a second annotate keeps both
-    # (except, for now, the names of function calls: see
-    # test_annotate_twice_keeps_the_names_of_function_calls below)
+    # (function calls included: test_annotate_twice_keeps_the_names_of_function_calls)
     again = msc_rules.annotate(out)
-    again_names = [msc_rules.get_name(n) for n in named_nodes(again)]
-    assert [nm for nm, f in zip(again_names, fcall) if not f] == \
-           [nm for nm, f in zip(names, fcall) if not f]
+    assert [msc_rules.get_name(n) for n in named_nodes(again)] == names
     assert layout_markers(again) == layout_markers(out)
 
 
 def test_annotate_twice_keeps_the_names_of_function_calls() -> None:
     # found by test_random_modules_annotate_with_unique_names. A call of a function
     # deliberately shares the name of the first call inside it (naming.py, "Calls to
-    # other functions"); on a rerun both names are "already in a span", round 1 claims
-    # the name for the first of the two in walk order and deduplicates the other, so
-    # the call becomes `relu_1` + `_1`. Running twice must change nothing.
+    # other functions"); on a rerun both names were "already in a span", round 1 claimed
+    # the name for the first of the two in walk order and deduplicated the other, so
+    # the call became `relu_1` + `_1`. Running twice must change nothing.
     bb = relax.BlockBuilder()
     a = relax.Var("a", relax.TensorType([2], "float32"))
     with bb.function("helper", [a]):

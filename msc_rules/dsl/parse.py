@@ -16,6 +16,7 @@ from ..errors import Diagnostic, RuleFileError
 from ..resources import grammar_path
 from . import ast
 
+
 def grammar_text() -> str:
     """The DSL grammar, shipped as package data (`grammar/rules.lark`)."""
     return grammar_path().read_text()
@@ -70,7 +71,7 @@ def _describe_terminal(name: str) -> str:
 def _describe_expected(expected: set[str]) -> str:
     words = sorted({_describe_terminal(t) for t in expected})
     if len(words) > 8:
-        words = words[:8] + ["..."]
+        words = [*words[:8], "..."]
     return ", ".join(words)
 
 
@@ -404,10 +405,10 @@ class _AstBuilder(Transformer[Token, Any]):
     def name(self, meta: Any, c: list[Any]) -> ast.Name:
         return ast.Name(str(c[0]), self._pos(meta))
 
-    def tuple(self, meta: Any, c: list[Any]) -> ast.TupleExpr:
+    def tuple_expr(self, meta: Any, c: list[Any]) -> ast.TupleExpr:
         return ast.TupleExpr(tuple(a for a in c if a is not None), self._pos(meta))
 
-    def list(self, meta: Any, c: list[Any]) -> ast.ListExpr:
+    def list_expr(self, meta: Any, c: list[Any]) -> ast.ListExpr:
         return ast.ListExpr(tuple(a for a in c if a is not None), self._pos(meta))
 
     def string(self, meta: Any, c: list[Any]) -> ast.Lit:

@@ -121,17 +121,23 @@ class _Loader:
         for item in rf.items:
             self.item(item, path)
 
-    def compile(self, roles: tuple[str, ...], eqs: tuple[ast.Equation, ...]) -> list[CompiledEquation]:
+    def compile(
+        self, roles: tuple[str, ...], eqs: tuple[ast.Equation, ...]
+    ) -> list[CompiledEquation]:
         compiled, errors = compile_equations(roles, eqs)
         for err in errors:
             self.error(err.pos, err.message)
         return compiled
 
-    def define(self, op: str, pos: ast.Pos, rule: Rule, override: bool, table: dict[str, Rule],
-               what: str) -> None:
+    def define(
+        self, op: str, pos: ast.Pos, rule: Rule, override: bool, table: dict[str, Rule], what: str
+    ) -> None:
         old = table.get(op)
         if old is not None and not override:
-            self.error(pos, f"{what} '{op}' is already defined at {old.pos}; use 'override op' to redefine it")
+            self.error(
+                pos,
+                f"{what} '{op}' is already defined at {old.pos}; use 'override op' to redefine it",
+            )
             return
         if old is None and override:
             self.error(pos, f"'override' of {what} '{op}', which has no rule to override")
@@ -140,14 +146,19 @@ class _Loader:
 
     def item(self, item: ast.Item, path: Path) -> None:
         if isinstance(item, ast.Include):
-            target = (path.parent / item.path)
+            target = path.parent / item.path
             if not _is_file(target):
-                self.error(item.pos, f"included file '{item.path}' not found (looked in {path.parent})")
+                self.error(
+                    item.pos, f"included file '{item.path}' not found (looked in {path.parent})"
+                )
                 return
             self.load(target, user=True)
         elif isinstance(item, ast.Family):
             if item.name in self.families:
-                self.error(item.pos, f"family '{item.name}' is already defined at {self.family_pos[item.name]}")
+                self.error(
+                    item.pos,
+                    f"family '{item.name}' is already defined at {self.family_pos[item.name]}",
+                )
                 return
             self.families[item.name] = (item, self.compile(item.roles, item.equations))
             self.family_pos[item.name] = item.pos
@@ -159,17 +170,28 @@ class _Loader:
                     return
                 roles, eqs, fname = fam[0].roles, tuple(fam[1]), item.family
             else:
-                roles, eqs, fname = item.roles, tuple(self.compile(item.roles, item.equations)), None
+                roles, eqs, fname = (
+                    item.roles,
+                    tuple(self.compile(item.roles, item.equations)),
+                    None,
+                )
             for op, pos in item.ops:
                 if not op.startswith("relax."):
                     self.error(pos, f"op name '{op}' must start with 'relax.'")
                     continue
-                self.define(op, pos, Rule(op, roles, eqs, pos, fname), item.override,
-                            self.rs.rules, "op")
+                self.define(
+                    op, pos, Rule(op, roles, eqs, pos, fname), item.override, self.rs.rules, "op"
+                )
         elif isinstance(item, ast.PluginDef):
             eqs = tuple(self.compile(item.roles, item.equations))
-            self.define(item.name, item.pos, Rule(item.name, item.roles, eqs, item.pos, None),
-                        item.override, self.rs.plugins, "plugin")
+            self.define(
+                item.name,
+                item.pos,
+                Rule(item.name, item.roles, eqs, item.pos, None),
+                item.override,
+                self.rs.plugins,
+                "plugin",
+            )
         elif isinstance(item, ast.Ignore):
             for pattern, pos in item.patterns:
                 self.rs.ignores.append(IgnoreEntry(pattern, item.reason, pos))
