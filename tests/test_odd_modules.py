@@ -96,10 +96,9 @@ def test_unknown_rank_tensors_get_no_layout_and_do_not_block_the_rest() -> None:
 
 def test_broadcast_into_an_unknown_rank_is_no_conflict() -> None:
     # found while writing test_unknown_rank_tensors_...: add(unknown rank, (2, 3)) has an
-    # unknown-rank output; `broadcast(out, lhs, rhs)` falls back to ranks and calls
-    # layout.broadcast_out(..., out_ndim=-1), which raises. Nothing is wrong with the
-    # module: the equation should decide nothing (return none when ndim(out) < 0, or
-    # the engine should not evaluate equations whose target has no known rank).
+    # unknown-rank output; `broadcast(out, lhs, rhs)` fell back to ranks and called
+    # layout.broadcast_out(..., out_ndim=-1), which raised, and the engine recorded an
+    # "error" conflict. Nothing is wrong with the module: the equation decides nothing.
     @I.ir_module
     class M:
         @R.function
@@ -469,10 +468,11 @@ class ScalarIndex:
 
 def test_a_scalar_constant_does_not_stall_propagation() -> None:
     # found by tests/test_random_modules.py (take with a scalar index, in 20 of 800
-    # random modules). A rank-0 tensor has exactly one layout, "": decide every rank-0
-    # leaf up front (in _Engine.run, before _seed). The stall lets the fallback give
-    # `p` (a graph input without a weak default, earlier than the constant) "A"; concat
-    # carries it to `t`, and take's output "N" then conflicts with it.
+    # random modules). A rank-0 tensor has exactly one layout, "", and is now decided up
+    # front. It used to count as undecided until the fallback reached it: take's
+    # forward equation stalled, the fallback gave `p` (a graph input without a weak
+    # default, earlier than the constant) "A", concat carried it to `t`, and take's
+    # output "N" then conflicted with it.
     res = msc_rules.infer_layouts(ScalarIndex)
     got = by_name(res)
     assert got["main:x"] == got["main:a"] == "NC"
@@ -541,10 +541,8 @@ def test_a_constant_shared_by_two_functions_has_one_layout() -> None:
 def test_a_constant_shared_by_two_functions_is_marked_in_both() -> None:
     # Found while writing the odd-module tests. graph.py keeps one value per constant
     # node (keyed by handle), with `top` the first function that used it;
-    # passes.layout_edits adds the constant's edit to that function's SpanEdits only,
-    # so the same node inside `helper` keeps a bare span. Fix: record every top-level
-    # function a constant appears in (graph: a set per const value) and add the edit
-    # to each of them in layout_edits.
+    # passes.layout_edits used to add the constant's edit to that function's SpanEdits
+    # only, so the same node inside `helper` kept a bare span.
     out = msc_rules.SetExprLayout()(shared_constant_module())
     assert conv_weight_markers(out) == {"main": "OIHW", "helper": "OIHW"}
 
