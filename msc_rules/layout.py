@@ -17,7 +17,7 @@ __all__ = [
     "Axes", "Dim", "Layout", "LayoutError", "broadcast_layout", "broadcast_out",
     "default_layout", "drop",
     "fresh_letters", "initial", "insert", "is_layout", "last", "match_reshape", "permute",
-    "prefix", "reshape_back", "suffix", "unpermute",
+    "prefix", "reshape_back", "reshape_groups", "dim_product", "suffix", "unpermute",
 ]  # fmt: skip
 
 Layout = str
@@ -308,6 +308,52 @@ def _mul(a: _Prod, b: _Prod) -> _Prod:
     return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
 
 
+def _cuts(
+    sp: list[_Prod], dp: list[_Prod]
+) -> tuple[list[int], list[int], list[tuple[int, int]]] | None:
+    """The non-1 axes of both shapes and the cuts (k source axes, n destination axes)
+    where their running products are equal; None when the products never line up."""
+    si = [i for i, p in enumerate(sp) if p != _ONE]
+    di = [j for j, p in enumerate(dp) if p != _ONE]
+    # Running products strictly grow over non-1 axes, so each value occurs at most once.
+    src_prefix, run = {_ONE: 0}, _ONE
+    for k, i in enumerate(si, 1):
+        run = _mul(run, sp[i])
+        src_prefix[run] = k
+    cuts, run = [(0, 0)], _ONE
+    for n, j in enumerate(di, 1):
+        run = _mul(run, dp[j])
+        if run in src_prefix:
+            cuts.append((src_prefix[run], n))
+    if cuts[-1] != (len(si), len(di)):
+        return None
+    return si, di, cuts
+
+
+def dim_product(d: Dim) -> tuple[int, tuple[str, ...]]:
+    """A dim in canonical product form: (integer coefficient, sorted symbolic factors)."""
+    return _prod(d)
+
+
+@functools.lru_cache(maxsize=16384)
+def reshape_groups(
+    src: tuple[Dim, ...], dst: tuple[Dim, ...]
+) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+    """The groups of a reshape: (source axes, destination axes) of non-1 axes whose
+    running products line up, as `match_reshape` cuts them; None when they never line
+    up or a size is 0 (memoised: models repeat the same reshapes layer after layer)."""
+    sp, dp = [_prod(d) for d in src], [_prod(d) for d in dst]
+    if any(p[0] == 0 for p in sp + dp):
+        return None
+    cut = _cuts(sp, dp)
+    if cut is None:
+        return None
+    si, di, cuts = cut
+    return tuple(
+        (tuple(si[k0:k1]), tuple(di[n0:n1])) for (k0, n0), (k1, n1) in pairwise(cuts)
+    )
+
+
 def match_reshape(layout: Layout, src: Sequence[Dim], dst: Sequence[Dim]) -> Layout | None:
     """Return the layout of a reshape from shape ``src`` (with ``layout``) to shape ``dst``.
 
@@ -339,20 +385,10 @@ def _match_reshape(layout: Layout, src: tuple[Dim, ...], dst: tuple[Dim, ...]) -
         return layout
     if any(p[0] == 0 for p in sp + dp):
         return None
-    si = [i for i, p in enumerate(sp) if p != _ONE]
-    di = [j for j, p in enumerate(dp) if p != _ONE]
-    # Running products strictly grow over non-1 axes, so each value occurs at most once.
-    src_prefix, run = {_ONE: 0}, _ONE
-    for k, i in enumerate(si, 1):
-        run = _mul(run, sp[i])
-        src_prefix[run] = k
-    cuts, run = [(0, 0)], _ONE
-    for n, j in enumerate(di, 1):
-        run = _mul(run, dp[j])
-        if run in src_prefix:
-            cuts.append((src_prefix[run], n))
-    if cuts[-1] != (len(si), len(di)):
+    cut = _cuts(sp, dp)
+    if cut is None:
         return None
+    si, di, cuts = cut
     out: list[str | None] = [None] * len(dst)
     for (k0, n0), (k1, n1) in pairwise(cuts):
         if k1 - k0 == 1 and n1 - n0 == 1:

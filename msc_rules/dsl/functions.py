@@ -10,10 +10,8 @@ evaluated value; unless a builtin accepts `none`, a `none` argument makes the ca
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any, Protocol
 
 from .. import layout as L
@@ -461,47 +459,6 @@ def _memo_of(env: Any) -> _ReshapeMemo | None:
     return state("reshape_memo", _ReshapeMemo) if state is not None else None
 
 
-_Prod = tuple[int, tuple[str, ...]]
-
-
-@functools.lru_cache(maxsize=16384)
-def _reshape_groups(src: tuple[Any, ...], dst: tuple[Any, ...]
-                    ) -> list[tuple[list[int], list[int]]] | None:
-    """Groups of non-1 axes whose running products line up: [(src axes, dst axes)]
-    (memoised: models repeat the same reshapes layer after layer; do not mutate).
-
-    The same cuts as `layout.match_reshape`: wherever the running products of the
-    source and destination shapes (size-1 axes skipped) are equal."""
-    sp: list[_Prod] = []
-    dp: list[_Prod] = []
-    for dims, out in ((src, sp), (dst, dp)):
-        for d in dims:
-            c = _canon(d)
-            if c is None or c[0] == 0:
-                return None
-            out.append(c)
-    si = [i for i, p in enumerate(sp) if p != _ONE_DIM]
-    di = [j for j, p in enumerate(dp) if p != _ONE_DIM]
-
-    def mul(a: _Prod, b: _Prod) -> _Prod:
-        return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
-
-    src_cut: dict[_Prod, int] = {}
-    run = _ONE_DIM
-    for k, i in enumerate(si, 1):
-        run = mul(run, sp[i])
-        src_cut[run] = k
-    cuts = [(0, 0)]
-    run = _ONE_DIM
-    for n, j in enumerate(di, 1):
-        run = mul(run, dp[j])
-        if run in src_cut:
-            cuts.append((src_cut[run], n))
-    if cuts[-1] != (len(si), len(di)):
-        return None
-    return [(si[k0:k1], di[n0:n1]) for (k0, n0), (k1, n1) in pairwise(cuts)]
-
-
 @builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True)
 def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     """`reshape` that remembers splits and merges within one inference run: merging
@@ -514,15 +471,15 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     base = L.match_reshape(layout, src, dst)
     if base is None:
         return None
-    groups = _reshape_groups(tuple(src), tuple(dst))
+    groups = L.reshape_groups(tuple(src), tuple(dst))
     memo = _memo_of(env)
     if groups is None or memo is None:
         return base
     out = list(base)
     for gs, gd in groups:
         if len(gs) == 1 and len(gd) > 1:  # split one axis
-            whole, size = layout[gs[0]], _canon(src[gs[0]])
-            sizes = tuple(_canon(dst[j]) for j in gd)
+            whole, size = layout[gs[0]], L.dim_product(src[gs[0]])
+            sizes = tuple(L.dim_product(dst[j]) for j in gd)
             rec = memo.split.get((whole, size))
             if rec is not None and rec[1] == sizes:
                 _restore(out, gd, rec[0])
@@ -530,8 +487,8 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
         elif len(gs) > 1 and len(gd) == 1:  # merge several axes
             parts = tuple(layout[i] for i in gs)
-            sizes = tuple(_canon(src[i]) for i in gs)
-            size = _canon(dst[gd[0]])
+            sizes = tuple(L.dim_product(src[i]) for i in gs)
+            size = L.dim_product(dst[gd[0]])
             got = memo.merge.get((parts, sizes))
             if got is not None and got[1] == size:
                 _restore(out, gd, (got[0],))
@@ -540,7 +497,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     return "".join(out)
 
 
-def _restore(out: list[str], positions: list[int], letters: tuple[str, ...]) -> None:
+def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...]) -> None:
     """Put `letters` at `positions` of `out` unless one of them is used elsewhere."""
     others = {c for k, c in enumerate(out) if k not in positions}
     if len(set(letters)) == len(letters) and not others & set(letters):
