@@ -187,6 +187,7 @@ class _Engine:
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
         self.has_weak = bytearray(n)
         self._state: dict[str, Any] = {}
+        self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
         self._sym_axes: dict[int, list[tuple[int, str]]] = {}
@@ -409,7 +410,10 @@ class _Engine:
         ndim = self.view.leaf_ndim[st]
         if ndim < 0:
             return  # rank unknown: no layout can be checked, so none is given
-        if not isinstance(value, str) or not L.is_layout(value):
+        valid = self._valid.get(value) if isinstance(value, str) else False
+        if valid is None:
+            valid = self._valid[value] = L.is_layout(value)
+        if not valid:
             if not weak:
                 self._conflict(st, "invalid", str(value), site, eq, f"{value!r} is not a layout")
             return
@@ -491,7 +495,11 @@ class _Engine:
                 if unknown:
                     heapq.heappush(self.weak, (unknown[0], site.index, k))
                 continue
-            value = self._evaluate(site, eq)
+            copy = eq.copy_of
+            if copy is not None:
+                value = self._value(self._port(site, copy[0], copy[1]))
+            else:
+                value = self._evaluate(site, eq)
             if value is None and any(not self._known(site.ports.get(r)) for r in eq.partial_reads):
                 still.append(k)  # a partial reader may decide once more operands are known
                 continue

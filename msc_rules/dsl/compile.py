@@ -32,6 +32,8 @@ class CompiledEquation:
     pos: ast.Pos
     text: str
     mints: bool = False
+    copy_of: PortKey | None = None  # set when the right side is a bare port read
+
 
     @property
     def target_text(self) -> str:
@@ -260,6 +262,23 @@ def _mints(e: ast.Expr) -> bool:
     return False
 
 
+def _copy_of(e: ast.Expr) -> PortKey | None:
+    """The port an equation copies unchanged (`out = data`, `data = out[0]`), if any:
+    the engine reads it directly instead of calling the closure."""
+    if isinstance(e, ast.Name):
+        return (e.name, None)
+    if (
+        isinstance(e, ast.Index)
+        and isinstance(e.base, ast.Name)
+        and isinstance(e.index, ast.Lit)
+        and isinstance(e.index.value, int)
+        and not isinstance(e.index.value, bool)
+        and e.index.value >= 0
+    ):
+        return (e.base.name, e.index.value)
+    return None
+
+
 def compile_equations(
     roles: tuple[str, ...], equations: tuple[ast.Equation, ...]
 ) -> tuple[list[CompiledEquation], list[CompileError]]:
@@ -289,6 +308,7 @@ def compile_equations(
                     eq.pos,
                     eq.text,
                     _mints(eq.expr),
+                    _copy_of(eq.expr),
                 )
             )
     return out, errors
