@@ -111,6 +111,23 @@ class UnOp:
 Expr = Union[Lit, Name, Attr, Call, Index, TupleExpr, ListExpr, Cond, BinOp, UnOp]
 
 
+def port_ref(e: Expr) -> tuple[str, int | None, Pos] | None:
+    """(role, field index, position) when `e` names a port: `data`, `out`, `out[0]`
+    (a non-negative integer literal index); None for any other expression."""
+    if isinstance(e, Name):
+        return e.name, None, e.pos
+    if (
+        isinstance(e, Index)
+        and isinstance(e.base, Name)
+        and isinstance(e.index, Lit)
+        and isinstance(e.index.value, int)
+        and not isinstance(e.index.value, bool)
+        and e.index.value >= 0
+    ):
+        return e.base.name, e.index.value, e.base.pos
+    return None
+
+
 # ---- items ---------------------------------------------------------------------
 
 

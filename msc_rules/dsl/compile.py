@@ -100,20 +100,12 @@ class _Compiler:
 
     # reads: (strict port keys, partial roles)
     def reads(self, e: ast.Expr, strict: set[PortKey], partial: set[str]) -> None:
-        if isinstance(e, ast.Name):
-            strict.add((e.name, None))
+        port = ast.port_ref(e)
+        if port is not None:
+            strict.add((port[0], port[1]))
         elif isinstance(e, ast.Index):
-            if (
-                isinstance(e.base, ast.Name)
-                and isinstance(e.index, ast.Lit)
-                and isinstance(e.index.value, int)
-                and not isinstance(e.index.value, bool)
-                and e.index.value >= 0
-            ):
-                strict.add((e.base.name, e.index.value))
-            else:
-                self.reads(e.base, strict, partial)
-                self.reads(e.index, strict, partial)
+            self.reads(e.base, strict, partial)
+            self.reads(e.index, strict, partial)
         elif isinstance(e, ast.Call):
             b = BUILTINS[e.func]
             for i, a in enumerate(e.args):
@@ -151,12 +143,11 @@ class _Compiler:
             name = e.name
             return lambda env: env.attr(name)
         if isinstance(e, ast.Index):
-            if isinstance(e.base, ast.Name) and isinstance(e.index, ast.Lit):
-                idx = e.index.value
-                if isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0:
-                    self._check_port(e.base.name, e.base.pos)
-                    role = e.base.name
-                    return lambda env: env.field(role, idx)
+            port = ast.port_ref(e)
+            if port is not None and port[1] is not None:
+                role, field_index, pos = port[0], port[1], port[2]
+                self._check_port(role, pos)
+                return lambda env: env.field(role, field_index)
             base, index = self.expr(e.base), self.expr(e.index)
             return lambda env: _getitem(base(env), index(env))
         if isinstance(e, ast.Call):
@@ -265,18 +256,8 @@ def _mints(e: ast.Expr) -> bool:
 def _copy_of(e: ast.Expr) -> PortKey | None:
     """The port an equation copies unchanged (`out = data`, `data = out[0]`), if any:
     the engine reads it directly instead of calling the closure."""
-    if isinstance(e, ast.Name):
-        return (e.name, None)
-    if (
-        isinstance(e, ast.Index)
-        and isinstance(e.base, ast.Name)
-        and isinstance(e.index, ast.Lit)
-        and isinstance(e.index.value, int)
-        and not isinstance(e.index.value, bool)
-        and e.index.value >= 0
-    ):
-        return (e.base.name, e.index.value)
-    return None
+    port = ast.port_ref(e)
+    return None if port is None else (port[0], port[1])
 
 
 def compile_equations(

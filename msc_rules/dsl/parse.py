@@ -334,18 +334,8 @@ class _AstBuilder(Transformer[Token, Any]):
 
     # -- equations
     def _as_port(self, e: ast.Expr) -> ast.Port | None:
-        if isinstance(e, ast.Name):
-            return ast.Port(e.name, None, e.pos)
-        if (
-            isinstance(e, ast.Index)
-            and isinstance(e.base, ast.Name)
-            and isinstance(e.index, ast.Lit)
-            and isinstance(e.index.value, int)
-            and not isinstance(e.index.value, bool)
-            and e.index.value >= 0
-        ):
-            return ast.Port(e.base.name, e.index.value, e.base.pos)
-        return None
+        port = ast.port_ref(e)
+        return None if port is None else ast.Port(*port)
 
     def equation(self, meta: Any, c: list[Any]) -> ast.Equation:
         terms = c[0::2]
