@@ -312,7 +312,10 @@ def _cuts(
     sp: list[_Prod], dp: list[_Prod]
 ) -> tuple[list[int], list[int], list[tuple[int, int]]] | None:
     """The non-1 axes of both shapes and the cuts (k source axes, n destination axes)
-    where their running products are equal; None when the products never line up."""
+    where their running products are equal; None when the products never line up or a
+    size is 0."""
+    if any(p[0] == 0 for p in sp) or any(p[0] == 0 for p in dp):
+        return None
     si = [i for i, p in enumerate(sp) if p != _ONE]
     di = [j for j, p in enumerate(dp) if p != _ONE]
     # Running products strictly grow over non-1 axes, so each value occurs at most once.
@@ -342,10 +345,7 @@ def reshape_groups(
     """The groups of a reshape: (source axes, destination axes) of non-1 axes whose
     running products line up, as `match_reshape` cuts them; None when they never line
     up or a size is 0 (memoised: models repeat the same reshapes layer after layer)."""
-    sp, dp = [_prod(d) for d in src], [_prod(d) for d in dst]
-    if any(p[0] == 0 for p in sp + dp):
-        return None
-    cut = _cuts(sp, dp)
+    cut = _cuts([_prod(d) for d in src], [_prod(d) for d in dst])
     if cut is None:
         return None
     si, di, cuts = cut
@@ -383,8 +383,6 @@ def _match_reshape(layout: Layout, src: tuple[Dim, ...], dst: tuple[Dim, ...]) -
     sp, dp = [_prod(d) for d in src], [_prod(d) for d in dst]
     if sp == dp:
         return layout
-    if any(p[0] == 0 for p in sp + dp):
-        return None
     cut = _cuts(sp, dp)
     if cut is None:
         return None
