@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import networkx as nx
 import tvm
+from tvm_ffi import structural_hash as _structural_hash
 from tvm import relax
 
 from .errors import IRError
@@ -29,6 +30,10 @@ Constant = tvm.ir.expr.GenericConst
 GlobalVar = tvm.ir.expr.GlobalVar
 TensorType = relax.TensorType
 TupleType = tvm.ir.type.TupleType
+_Op = tvm.ir.Op
+_DataflowVar = relax.DataflowVar
+_VarBinding = relax.VarBinding
+_OP_NAMES: dict[int, str] = {}
 
 
 @dataclass(slots=True)
@@ -41,8 +46,17 @@ class Value:
     func: str
     struct: Struct
     value: Any = None  # the bound value, for bindings
-    name: str = ""
     top: str = ""  # the global function whose body holds this value
+    _name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The var's name ("const" for constants); read from the IR on first use, since
+        most runs never print it and a name read costs as much as two field reads."""
+        got = self._name
+        if got is None:
+            got = self._name = str(self.expr.name) if isinstance(self.expr, Var) else "const"
+        return got
 
 
 @dataclass(slots=True)
@@ -69,8 +83,10 @@ class DependencyView:
     sites: list[CallSite] = field(default_factory=list)
     value_of: dict[int, int] = field(default_factory=dict)  # node handle -> value id
     functions: list[str] = field(default_factory=list)
-    edges: list[tuple[int, int]] = field(default_factory=list)
+    edge_src: list[int] = field(default_factory=list)  # edge i: edge_src[i] -> edge_dst[i]
+    edge_dst: list[int] = field(default_factory=list)
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
+    _by_type: dict[int, list[Dim] | None] = field(default_factory=dict)
     _graph: nx.DiGraph | None = None
 
     def value_id(self, expr: Any) -> int | None:
@@ -82,8 +98,19 @@ class DependencyView:
         try:
             return self._shapes[leaf]
         except KeyError:
-            dims = self._shapes[leaf] = dims_of(self.leaf_type[leaf])
-            return dims
+            pass
+        # Types are not shared between bindings, but their shapes repeat: one FFI call
+        # hashes a type, where converting it reads every dim (about 3x the cost). Free
+        # symbolic vars hash by identity, and the view keeps every type (so every var)
+        # alive, so equal hashes within one view mean equal shapes.
+        ty = self.leaf_type[leaf]
+        key = _structural_hash(ty)
+        try:
+            dims = self._by_type[key]
+        except KeyError:
+            dims = self._by_type[key] = dims_of(ty)
+        self._shapes[leaf] = dims
+        return dims
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -93,7 +120,7 @@ class DependencyView:
         if self._graph is None:
             g = nx.DiGraph()
             g.add_nodes_from((v.id, {"value": v}) for v in self.values)
-            g.add_edges_from(self.edges)
+            g.add_edges_from(zip(self.edge_src, self.edge_dst))
             self._graph = g
         return self._graph
 
@@ -132,16 +159,15 @@ class _Builder:
         self.func_ret: dict[str, Struct] = {}
         self.pending_links: list[tuple[int, str, list[Struct], Struct]] = []
         self.local_funcs: dict[int, str] = {}
-        self.edges = self.view.edges
         self.queue: list[str] = []
         self.seen: set[str] = set()
         self.top = entry
 
     # -- leaves and values
     def new_struct(self, ty: Any, owner: int) -> Struct:
-        if isinstance(ty, TensorType):
+        if type(ty) is TensorType or isinstance(ty, TensorType):
             v = self.view
-            v.leaf_ndim.append(int(ty.ndim))
+            v.leaf_ndim.append(ty.ndim)
             v.leaf_type.append(ty)
             v.leaf_value.append(owner)
             return len(v.leaf_ndim) - 1
@@ -150,16 +176,17 @@ class _Builder:
         return None
 
     def add_value(self, kind: str, expr: Any, func: str, value: Any = None) -> Value:
-        vid = len(self.view.values)
-        name = str(expr.name) if isinstance(expr, Var) else "const"
-        val = Value(vid, kind, expr, func, None, value, name, self.top)
-        self.view.values.append(val)
-        self.view.value_of[expr.__chandle__()] = vid
+        view = self.view
+        vid = len(view.values)
+        val = Value(vid, kind, expr, func, None, value, self.top)
+        view.values.append(val)
+        view.value_of[expr.__chandle__()] = vid
         return val
 
     def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
         """The struct an argument expression refers to; records which values it reads."""
-        if isinstance(e, Var):
+        cls = type(e)
+        if cls is _DataflowVar or cls is Var or isinstance(e, Var):
             vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
@@ -205,6 +232,18 @@ class _Builder:
 
     def binding(self, fname: str, b: Any) -> None:
         var, value = b.var, b.value
+        if type(value) is Call and type(b) is _VarBinding:
+            # the common case first, with no other type tests
+            args_users: list[int] = []
+            args = [self.struct_of(a, fname, args_users) for a in items(value.args)]
+            val = self.add_value("binding", var, fname, value)
+            val.struct = self.new_struct(var.ty, val.id)
+            self.call_site(fname, val, value, args)
+            if args_users:
+                view = self.view
+                view.edge_src.extend(args_users)
+                view.edge_dst.extend([val.id] * len(args_users))
+            return
         users: list[int] = []
         if isinstance(value, relax.Function):
             local = f"{fname}.{var.name}"
@@ -236,8 +275,9 @@ class _Builder:
             alias = self.struct_of(value, fname, users)
             val = self.add_value("binding", var, fname, value)
             val.struct = alias if alias is not None else self.new_struct(var.ty, val.id)
-        for u in users:
-            self.edges.append((u, val.id))
+        if users:
+            self.view.edge_src.extend(users)
+            self.view.edge_dst.extend([val.id] * len(users))
 
     def link(self, vid: int, src: Struct, dst: Struct) -> None:
         if src is not None and dst is not None:
@@ -246,8 +286,10 @@ class _Builder:
     def call_site(self, fname: str, val: Value, call: Any, args: list[Struct]) -> None:
         op = call.op
         sites = self.view.sites
-        if isinstance(op, tvm.ir.Op):
-            name = str(op.name)
+        if type(op) is _Op or isinstance(op, _Op):
+            # ops are global singletons: read each name once
+            h = op.__chandle__()
+            name = _OP_NAMES.get(h) or _OP_NAMES.setdefault(h, str(op.name))
             if name == "relax.call_dps_packed" and call.args and isinstance(
                 call.args[0], relax.ExternFunc
             ):

@@ -101,13 +101,20 @@ class SetExprLayout:
     @_keeps_errors
     def transform_module(self, mod: tvm.IRModule, ctx: Any) -> tvm.IRModule:
         """Infer layouts for the entry function (and its callees) and write them."""
-        result = infer_layouts(mod, self.rules, self.entry_name)
-        if not self.allow_missing:
-            missing = missing_layouts(result)
-            if missing:
-                raise MissingLayoutError(self.entry_name, missing)
+        # One pause for the whole pass, and the temporaries freed inside it: objects
+        # allocated while paused count towards the collector's first generation, so
+        # re-enabling it with them still alive triggers a scan of all of them.
         with paused_gc():
-            return rewrite_module(mod, layout_edits(result))
+            result = infer_layouts(mod, self.rules, self.entry_name)
+            if not self.allow_missing:
+                missing = missing_layouts(result)
+                if missing:
+                    raise MissingLayoutError(self.entry_name, missing)
+            edits = layout_edits(result)
+            del result
+            out = rewrite_module(mod, edits)
+            del edits
+        return out
 
 
 @tvm.transform.module_pass(opt_level=0, name="SetExprName")

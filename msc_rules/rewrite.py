@@ -35,6 +35,8 @@ Call = tvm.ir.expr.Call
 Tuple = tvm.ir.expr.Tuple
 TupleGetItem = tvm.ir.expr.TupleGetItem
 Constant = tvm.ir.expr.GenericConst
+_DataflowVar = relax.DataflowVar
+_VarBinding = relax.VarBinding
 
 
 _TY_SETTER = next(
@@ -99,14 +101,25 @@ class _Rebuilder:
         self.value_edits = edits.values
         self.remap: dict[int, Any] = {}
         self.memo: dict[int, Any] = {}
+        self.bare: dict[Markers, Any] = {}
+
+    def span(self, old: Any, markers: Markers) -> Any:
+        """`old` (a node's span) with `markers` written; nodes without a span share one
+        per marker set."""
+        if old is None:
+            got = self.bare.get(markers)
+            if got is None:
+                got = self.bare[markers] = with_markers(None, markers)
+            return got
+        return with_markers(old, markers)
 
     def var_def(self, v: Any) -> Any:
         h = v.__chandle__()
         markers = self.var_edits.get(h)
         if not markers:
             return v
-        make = _MAKE_DATAFLOW_VAR if isinstance(v, relax.DataflowVar) else _MAKE_VAR
-        nv = make(v.name, v.ty, with_markers(v.span, markers))
+        make = _MAKE_DATAFLOW_VAR if type(v) is _DataflowVar else _MAKE_VAR
+        nv = make(v.name, v.ty, self.span(v.span, markers))
         self.remap[h] = nv
         return nv
 
@@ -151,12 +164,26 @@ class _Rebuilder:
 
     def call(self, e: Any) -> Any:
         old_args = items(e.args)
-        args = [self.expr(a) for a in old_args]
-        op = self.expr(e.op) if isinstance(e.op, Var) else e.op
+        remap, memo = self.remap, self.memo
+        args = []
+        for a in old_args:
+            cls = type(a)
+            # the common arguments inline: vars and already rebuilt constants
+            if cls is _DataflowVar or cls is Var:
+                args.append(remap.get(a.__chandle__(), a))
+            elif cls is Constant and (got := memo.get(a.__chandle__())) is not None:
+                args.append(got)
+            else:
+                args.append(self.expr(a))
+        old_op = e.op
+        op = self.expr(old_op) if isinstance(old_op, Var) else old_op
         markers = self.value_edits.get(e.__chandle__())
-        if not markers and op.same_as(e.op) and all(a is b for a, b in zip(args, old_args)):
+        if markers:
+            span = self.span(e.span, markers)
+        elif op is old_op and all(a is b for a, b in zip(args, old_args)):
             return e
-        span = with_markers(e.span, markers) if markers else e.span
+        else:
+            span = e.span
         return _MAKE_CALL(e.ty, op, args, e.attrs, e.ty_args, span)
 
     def seq(self, e: Any) -> Any:
@@ -164,8 +191,11 @@ class _Rebuilder:
         for block in items(e.blocks):
             bindings = []
             for b in items(block.bindings):
-                value = self.expr(b.value)
-                if isinstance(b, relax.MatchCast):
+                value = b.value
+                value = self.call(value) if type(value) is Call else self.expr(value)
+                if type(b) is _VarBinding:
+                    bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
+                elif isinstance(b, relax.MatchCast):
                     bindings.append(relax.MatchCast(self.var_def(b.var), value, b.ty, b.span))
                 else:
                     bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
