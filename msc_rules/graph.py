@@ -14,8 +14,8 @@ from typing import Any, Union
 
 import networkx as nx
 import tvm
-from tvm_ffi import structural_hash as _structural_hash
 from tvm import relax
+from tvm_ffi import structural_hash as _structural_hash
 
 from .errors import IRError
 from .ffi import items
