@@ -37,6 +37,7 @@ from .dsl.compile import CompiledEquation, compile_equations
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
+from .ffi import items
 from .graph import CallSite, DependencyView, Struct, build_view
 from .util import paused_gc
 
@@ -150,7 +151,9 @@ def _py(v: Any) -> Any:
     """A TVM attribute value as plain Python (ints, strs, lists)."""
     if v is None or isinstance(v, _PLAIN):
         return v
-    if isinstance(v, (_Array, list, tuple)):
+    if isinstance(v, _Array):
+        return [x if type(x) is int else _py(x) for x in items(v)]
+    if isinstance(v, (list, tuple)):
         return [x if type(x) is int else _py(x) for x in v]
     if isinstance(v, _IntImm):
         return int(v.value)
@@ -188,6 +191,7 @@ class _Engine:
         self.has_weak = bytearray(n)
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
+        self._rules_by_op: dict[str, Rule] = {}
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
         self._sym_axes: dict[int, list[tuple[int, str]]] = {}
@@ -203,30 +207,53 @@ class _Engine:
     # ---- setup
     def _make_sites(self) -> None:
         sites_of: list[list[int]] = [[] for _ in self.layouts]
+        has_weak = self.has_weak
+        lookup = self._rule_for
+        weak_targets: dict[int, tuple[tuple[str, int | None], ...]] = {}
+        sites, queued = self.sites, self.queued
         for i, cs in enumerate(self.view.sites):
-            rule = self._rule_for(cs)
+            rule = lookup(cs)
             if rule is None:
-                self.sites.append(None)
-                self.queued.append(False)
+                sites.append(None)
+                queued.append(False)
                 continue
-            ports: dict[str, Struct] = {"out": cs.out}
-            for role, st in zip(rule.roles, cs.args):
-                ports[role] = st
+            ports: dict[str, Struct] = dict(zip(rule.roles, cs.args))
+            ports["out"] = cs.out
             site = _Site(i, rule, ports, cs.attrs)
-            for eq in rule.equations:
-                if eq.weak:
-                    for leaf in _leaves(self._port(site, *eq.target), []):
-                        self.has_weak[leaf] = 1
-            self.sites.append(site)
-            self.queued.append(True)
-            self.queue.append(i)
+            targets = weak_targets.get(id(rule))
+            if targets is None:
+                targets = weak_targets[id(rule)] = tuple(
+                    eq.target for eq in rule.equations if eq.weak)
+            for role, idx in targets:
+                st = self._port(site, role, idx)
+                if type(st) is int:
+                    has_weak[st] = 1
+                else:
+                    for leaf in _leaves(st, []):
+                        has_weak[leaf] = 1
+            sites.append(site)
+            queued.append(True)
             for st in ports.values():
-                for leaf in _leaves(st, []):
-                    sites_of[leaf].append(i)
+                if type(st) is int:
+                    sites_of[st].append(i)
+                elif st is not None:
+                    for leaf in _leaves(st, []):
+                        sites_of[leaf].append(i)
+        self.queue.extend(i for i, site in enumerate(sites) if site is not None)
         # frozen: tuples take half the memory of grown lists
         self.leaf_sites = [tuple(x) for x in sites_of]
 
     def _rule_for(self, cs: CallSite) -> Rule | None:
+        op = cs.op
+        rule = self._rules_by_op.get(op)
+        if rule is not None:
+            return rule
+        rule = self._find_rule(cs)
+        if rule is not None and not op.startswith("plugin:"):
+            self._rules_by_op[op] = rule
+        return rule
+
+    def _find_rule(self, cs: CallSite) -> Rule | None:
         if cs.op == "<link>":
             return _LINK
         if cs.op.startswith("plugin:"):

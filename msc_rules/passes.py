@@ -15,11 +15,11 @@ from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts
 from .errors import MissingLayoutError, MscRulesError, remember
 from .naming import plan_names
-from .rewrite import SpanEdits, rewrite_module
+from .rewrite import Markers, SpanEdits, marked, rewrite_module
 from .util import paused_gc
 
-_MARKED_VALUES = (tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
-                  tvm.ir.expr.GenericConst)
+_MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
+                            tvm.ir.expr.GenericConst))
 
 
 def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
@@ -27,18 +27,30 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     edits: dict[str, SpanEdits] = {}
     # a constant object can sit in several functions: mark it wherever it is
     tops = list(dict.fromkeys(v.top for v in result.view.values))
+    layouts = result.layouts
+    # one marker tuple per layout text (each node gets just this one key here, so the
+    # general merge of SpanEdits.add_* is not needed)
+    markers_of: dict[str, Markers] = {}
+    e = SpanEdits()
+    top = None
     for v in result.view.values:
-        text = result.marker(v.struct)
+        st = v.struct
+        text = (layouts[st] or "") if type(st) is int else result.marker(st)
         if not text:
             continue
+        markers = markers_of.get(text)
+        if markers is None:
+            markers = markers_of[text] = marked(None, span.LAYOUT, text)
         if v.kind == "const":
-            for top in tops:
-                edits.setdefault(top, SpanEdits()).add_value(v.expr, span.LAYOUT, text)
+            for t in tops:
+                edits.setdefault(t, SpanEdits()).values[v.expr.__chandle__()] = markers
             continue
-        e = edits.setdefault(v.top, SpanEdits())
-        e.add_var(v.expr, span.LAYOUT, text)
-        if v.kind == "binding" and isinstance(v.value, _MARKED_VALUES):
-            e.add_value(v.value, span.LAYOUT, text)
+        if v.top != top:
+            top = v.top
+            e = edits.setdefault(top, SpanEdits())
+        e.vars[v.expr.__chandle__()] = markers
+        if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
+            e.values[v.value.__chandle__()] = markers
     return edits
 
 

@@ -70,19 +70,19 @@ class SpanEdits:
         """Write marker `key` on a param or binding var."""
         if value:
             h = var.__chandle__()
-            self.vars[h] = _with(self.vars.get(h), key, value)
+            self.vars[h] = marked(self.vars.get(h), key, value)
 
     def add_value(self, expr: Any, key: str, value: str) -> None:
         """Write marker `key` on a bound value or constant."""
         if value:
             h = expr.__chandle__()
-            self.values[h] = _with(self.values.get(h), key, value)
+            self.values[h] = marked(self.values.get(h), key, value)
 
 
 _INTERNED: dict[Markers, Markers] = {}
 
 
-def _with(old: Markers | None, key: str, value: str) -> Markers:
+def marked(old: Markers | None, key: str, value: str) -> Markers:
     """`old` with `key` set to `value`, interned: a module has few distinct marker sets
     ("Layout=NCHW", ...), so sharing one tuple per set keeps memory per binding small."""
     pairs = ((key, value),) if not old else (

@@ -10,6 +10,7 @@ evaluated value; unless a builtin accepts `none`, a `none` argument makes the ca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -471,30 +472,47 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     base = L.match_reshape(layout, src, dst)
     if base is None:
         return None
-    groups = L.reshape_groups(tuple(src), tuple(dst))
+    plan = _reshape_plan(tuple(src), tuple(dst))
     memo = _memo_of(env)
-    if groups is None or memo is None:
+    if not plan or memo is None:
         return base
     out = list(base)
-    for gs, gd in groups:
-        if len(gs) == 1 and len(gd) > 1:  # split one axis
-            whole, size = layout[gs[0]], L.dim_product(src[gs[0]])
-            sizes = tuple(L.dim_product(dst[j]) for j in gd)
+    for split, gs, gd, size, sizes in plan:
+        if split:  # one axis split into several
+            whole = layout[gs[0]]
             rec = memo.split.get((whole, size))
             if rec is not None and rec[1] == sizes:
                 _restore(out, gd, rec[0])
             else:
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
-        elif len(gs) > 1 and len(gd) == 1:  # merge several axes
+        else:  # several axes merged into one
             parts = tuple(layout[i] for i in gs)
-            sizes = tuple(L.dim_product(src[i]) for i in gs)
-            size = L.dim_product(dst[gd[0]])
             got = memo.merge.get((parts, sizes))
             if got is not None and got[1] == size:
                 _restore(out, gd, (got[0],))
             else:
                 memo.record(out[gd[0]], size, parts, sizes)
     return "".join(out)
+
+
+_Plan = tuple[tuple[bool, tuple[int, ...], tuple[int, ...], Any, tuple[Any, ...]], ...]
+
+
+@functools.lru_cache(maxsize=16384)
+def _reshape_plan(src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]) -> _Plan:
+    """The splits and merges of a reshape, with their sizes in product form:
+    (is a split, source axes, destination axes, size of the single axis, sizes of the
+    several axes). Memoised: models repeat the same reshapes layer after layer."""
+    groups = L.reshape_groups(src, dst)
+    plan: list[tuple[bool, tuple[int, ...], tuple[int, ...], Any, tuple[Any, ...]]] = []
+    for gs, gd in groups or ():
+        if len(gs) == 1 and len(gd) > 1:
+            plan.append((True, gs, gd, L.dim_product(src[gs[0]]),
+                         tuple(L.dim_product(dst[j]) for j in gd)))
+        elif len(gs) > 1 and len(gd) == 1:
+            plan.append((False, gs, gd, L.dim_product(dst[gd[0]]),
+                         tuple(L.dim_product(src[i]) for i in gs)))
+    return tuple(plan)
 
 
 def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...]) -> None:
