@@ -48,6 +48,8 @@ class Value:
     value: Any = None  # the bound value, for bindings
     top: str = ""  # the global function whose body holds this value
     _name: str | None = None
+    binding: Any = None  # the Binding, for bindings (reused by the rewrite)
+    args: list[Any] | None = None  # the call's arguments as read, for call bindings
 
     @property
     def name(self) -> str:
@@ -85,6 +87,10 @@ class DependencyView:
     functions: list[str] = field(default_factory=list)
     edge_src: list[int] = field(default_factory=list)  # edge i: edge_src[i] -> edge_dst[i]
     edge_dst: list[int] = field(default_factory=list)
+    block_records: dict[int, tuple[Any, list[Any]]] = field(default_factory=dict)
+    """Per binding block (by handle): the block and what the view read of each binding
+    (its Value, or the Binding itself for a local function). The rewrite reuses these
+    reads. Holding the block keeps its handle from being reused while the view lives."""
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
     _by_type: dict[int, list[Dim] | None] = field(default_factory=dict)
     _graph: nx.DiGraph | None = None
@@ -224,32 +230,36 @@ class _Builder:
         if not isinstance(seq, relax.SeqExpr):
             users: list[int] = []
             return self.struct_of(seq, fname, users)
+        records = self.view.block_records
         for block in items(seq.blocks):
-            for b in items(block.bindings):
-                self.binding(fname, b)
+            records[block.__chandle__()] = (
+                block, [self.binding(fname, b) for b in items(block.bindings)])
         users = []
         return self.struct_of(seq.body, fname, users)
 
-    def binding(self, fname: str, b: Any) -> None:
+    def binding(self, fname: str, b: Any) -> Any:
+        """Add one binding; return its Value (the Binding itself for a local function)."""
         var, value = b.var, b.value
         if type(value) is Call and type(b) is _VarBinding:
             # the common case first, with no other type tests
             args_users: list[int] = []
-            args = [self.struct_of(a, fname, args_users) for a in items(value.args)]
+            raw = items(value.args)
+            args = [self.struct_of(a, fname, args_users) for a in raw]
             val = self.add_value("binding", var, fname, value)
+            val.binding, val.args = b, raw
             val.struct = self.new_struct(var.ty, val.id)
             self.call_site(fname, val, value, args)
             if args_users:
                 view = self.view
                 view.edge_src.extend(args_users)
                 view.edge_dst.extend([val.id] * len(args_users))
-            return
+            return val
         users: list[int] = []
         if isinstance(value, relax.Function):
             local = f"{fname}.{var.name}"
             self.local_funcs[var.__chandle__()] = local
             self.function(local, value)
-            return
+            return b
         if isinstance(b, relax.MatchCast):
             src = self.struct_of(value, fname, users)
             val = self.add_value("binding", var, fname, value)
@@ -278,6 +288,8 @@ class _Builder:
         if users:
             self.view.edge_src.extend(users)
             self.view.edge_dst.extend([val.id] * len(users))
+        val.binding = b
+        return val
 
     def link(self, vid: int, src: Struct, dst: Struct) -> None:
         if src is not None and dst is not None:

@@ -123,9 +123,10 @@ class SetExprLayout:
                 if missing:
                     raise MissingLayoutError(self.entry_name, missing)
             edits = layout_edits(result)
+            records = result.view.block_records
             del result
-            out = rewrite_module(mod, edits)
-            del edits
+            out = rewrite_module(mod, edits, records)
+            del edits, records
         return out
 
 

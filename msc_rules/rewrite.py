@@ -18,6 +18,7 @@ from tvm.relax import _ffi_api as _relax_ffi
 
 from .errors import IRError
 from .ffi import items
+from .graph import Value as _Value
 from .span import with_markers
 
 # The FFI constructors directly: the Python wrappers' __init__ re-import and re-check
@@ -28,6 +29,8 @@ _MAKE_DATAFLOW_VAR = _relax_ffi.DataflowVar
 _MAKE_BINDING = _relax_ffi.VarBinding
 _MAKE_CONST = _ir_ffi.GenericConst
 
+Records = Mapping[int, tuple[Any, list[Any]]]
+"""`DependencyView.block_records`: per block handle, the block and its bindings as read."""
 Markers = tuple[tuple[str, str], ...]
 """Markers to write on one node, as (key, value) pairs in writing order."""
 Var = tvm.ir.expr.Var
@@ -96,7 +99,8 @@ def marked(old: Markers | None, key: str, value: str) -> Markers:
 
 
 class _Rebuilder:
-    def __init__(self, edits: SpanEdits) -> None:
+    def __init__(self, edits: SpanEdits, records: Records | None = None) -> None:
+        self.records = records or {}
         self.var_edits = edits.vars
         self.value_edits = edits.values
         self.remap: dict[int, Any] = {}
@@ -162,8 +166,9 @@ class _Rebuilder:
             return relax.ShapeExpr(e.values, with_markers(e.span, markers)) if markers else e
         return e
 
-    def call(self, e: Any) -> Any:
-        old_args = items(e.args)
+    def call(self, e: Any, old_args: list[Any] | None = None) -> Any:
+        if old_args is None:
+            old_args = items(e.args)
         remap, memo = self.remap, self.memo
         args = []
         for a in old_args:
@@ -190,15 +195,22 @@ class _Rebuilder:
         blocks = []
         for block in items(e.blocks):
             bindings = []
-            for b in items(block.bindings):
-                value = b.value
-                value = self.call(value) if type(value) is Call else self.expr(value)
-                if type(b) is _VarBinding:
-                    bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
-                elif isinstance(b, relax.MatchCast):
-                    bindings.append(relax.MatchCast(self.var_def(b.var), value, b.ty, b.span))
+            got = self.records.get(block.__chandle__())
+            records = items(block.bindings) if got is None else got[1]
+            for r in records:
+                # a record of the dependency view saves reading the binding again
+                if type(r) is _Value:
+                    b, var, value, args = r.binding, r.expr, r.value, r.args
                 else:
-                    bindings.append(_MAKE_BINDING(self.var_def(b.var), value, b.span))
+                    b = r
+                    var, value, args = b.var, b.value, None
+                value = self.call(value, args) if type(value) is Call else self.expr(value)
+                if type(b) is _VarBinding:
+                    bindings.append(_MAKE_BINDING(self.var_def(var), value, b.span))
+                elif isinstance(b, relax.MatchCast):
+                    bindings.append(relax.MatchCast(self.var_def(var), value, b.ty, b.span))
+                else:
+                    bindings.append(_MAKE_BINDING(self.var_def(var), value, b.span))
             dataflow = isinstance(block, relax.DataflowBlock)
             cls = relax.DataflowBlock if dataflow else relax.BindingBlock
             blocks.append(cls(bindings, block.span))
@@ -210,15 +222,21 @@ class _Rebuilder:
         return relax.Function(params, body, f.ret_ty, f.is_pure, f.attrs, f.span)
 
 
-def rewrite_function(func: Any, edits: SpanEdits) -> Any:
+def rewrite_function(func: Any, edits: SpanEdits,
+                     records: Records | None = None) -> Any:
     """`func` rebuilt with the markers of `edits` written into spans."""
     if not edits.vars and not edits.values:
         return func
-    return _Rebuilder(edits).function(func)
+    return _Rebuilder(edits, records).function(func)
 
 
-def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRModule:
-    """A copy of `mod` whose functions named in `edits` carry the new markers."""
+def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
+                   records: Records | None = None) -> tvm.IRModule:
+    """A copy of `mod` whose functions named in `edits` carry the new markers.
+
+    `records` (`DependencyView.block_records` of a view of this very module) lets the
+    rebuild reuse what the view already read of each binding instead of reading it again.
+    """
     if not edits:
         return mod
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
@@ -226,7 +244,7 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRM
     for name, e in edits.items():
         gv, func = funcs[name]
         try:
-            updates[gv] = rewrite_function(func, e)
+            updates[gv] = rewrite_function(func, e, records)
         except RecursionError:
             # The rebuild recurses once per nesting level (local functions, If
             # branches) and needs more frames per level than the dependency view's walk,
