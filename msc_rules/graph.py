@@ -15,7 +15,7 @@ from typing import Any, Union
 import networkx as nx
 import tvm
 from tvm import relax
-from tvm_ffi import structural_hash as _structural_hash
+from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from .errors import IRError
 from .ffi import items
@@ -92,7 +92,7 @@ class DependencyView:
     (its Value, or the Binding itself for a local function). The rewrite reuses these
     reads. Holding the block keeps its handle from being reused while the view lives."""
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
-    _by_type: dict[int, list[Dim] | None] = field(default_factory=dict)
+    _by_hash: dict[int, list[Dim] | None] = field(default_factory=dict)
     _graph: nx.DiGraph | None = None
 
     def value_id(self, expr: Any) -> int | None:
@@ -106,15 +106,18 @@ class DependencyView:
         except KeyError:
             pass
         # Types are not shared between bindings, but their shapes repeat: one FFI call
-        # hashes a type, where converting it reads every dim (about 3x the cost). Free
+        # hashes a shape, where converting it reads every dim (about 3x the cost). Free
         # symbolic vars hash by identity, and the view keeps every type (so every var)
         # alive, so equal hashes within one view mean equal shapes.
-        ty = self.leaf_type[leaf]
-        key = _structural_hash(ty)
-        try:
-            dims = self._by_type[key]
-        except KeyError:
-            dims = self._by_type[key] = dims_of(ty)
+        values = getattr(getattr(self.leaf_type[leaf], "shape", None), "values", None)
+        if values is None:
+            dims = None
+        else:
+            key = _structural_hash(values, False, False)
+            try:
+                dims = self._by_hash[key]
+            except KeyError:
+                dims = self._by_hash[key] = _dims(values)
         self._shapes[leaf] = dims
         return dims
 
@@ -149,10 +152,11 @@ def _dim(e: Any) -> Dim:
 
 def dims_of(ty: Any) -> list[Dim] | None:
     """Shape of a TensorType as Dims, or None when the shape is not a ShapeExpr."""
-    shape = getattr(ty, "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None:
-        return None
+    values = getattr(getattr(ty, "shape", None), "values", None)
+    return None if values is None else _dims(values)
+
+
+def _dims(values: Any) -> list[Dim]:
     return [_dim(v) for v in items(values)]
 
 

@@ -517,10 +517,14 @@ def _reshape_plan(src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]) -> _Plan:
 
 def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...]) -> None:
     """Put `letters` at `positions` of `out` unless one of them is used elsewhere."""
-    others = {c for k, c in enumerate(out) if k not in positions}
-    if len(set(letters)) == len(letters) and not others & set(letters):
-        for k, c in zip(positions, letters, strict=False):
-            out[k] = c
+    wanted = set(letters)
+    if len(wanted) != len(letters):
+        return
+    for k, c in enumerate(out):
+        if c in wanted and k not in positions:
+            return
+    for k, c in zip(positions, letters, strict=False):
+        out[k] = c
 
 
 def _einsum_parse(subscripts: str, ndims: list[int]) -> tuple[list[list[str]], list[str]]:
