@@ -26,7 +26,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import tvm
 import tvm_ffi
@@ -51,11 +51,12 @@ def _identity_rule() -> Rule:
 
 
 _LINK = _identity_rule()
+_ABSENT: Any = object()  # a role the call has no argument for
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """How one tensor got its layout."""
+class Decision(NamedTuple):
+    """How one tensor got its layout (a named tuple: one is made per tensor, and a
+    frozen dataclass takes several times longer to construct)."""
 
     layout: str
     kind: str  # "rule" | "weak" | "fallback" | "seed" | "scalar"
@@ -343,21 +344,6 @@ class _Engine:
             return st[idx]
         return None
 
-    def _ready(self, site: _Site, eq: CompiledEquation) -> bool:
-        layouts, ports = self.layouts, site.ports
-        for role, idx in eq.strict_reads:
-            if role not in ports:
-                return False  # the call has no argument for this role
-            st = ports[role]
-            if idx is None and type(st) is int:  # the common case: one tensor
-                if layouts[st] is None and self.view.leaf_ndim[st] >= 0:
-                    return False
-            elif not self._known(st if idx is None else self._port(site, role, idx)):
-                return False
-        if eq.partial_reads and not eq.strict_reads:
-            return any(self._any_known(site.ports.get(r)) for r in eq.partial_reads)
-        return True
-
     # ---- decisions
     def _symbol_axes(self, leaf: int) -> list[tuple[int, str]]:
         got = self._sym_axes.get(leaf)
@@ -417,6 +403,13 @@ class _Engine:
                 self.queue.append(s)
 
     def _apply(self, st: Struct, value: Any, site: _Site, eq: CompiledEquation, weak: bool) -> None:
+        if type(st) is int and type(value) is str:
+            # the common case: an equation re-derives a layout already decided
+            old = self.layouts[st]
+            if old is not None and (
+                weak or (old == value and not (eq.mints and self.track_symbols))
+            ):
+                return
         if value is None or st is None:
             return
         if isinstance(st, tuple):
@@ -507,27 +500,50 @@ class _Engine:
 
     def _examine(self, site: _Site) -> None:
         eqs = site.rule.equations
+        ports = site.ports
+        layouts, ndims = self.layouts, self.view.leaf_ndim
         still: list[int] = []
         for k in site.pending:
             eq = eqs[k]
-            if not self._ready(site, eq):
+            # ready when every strict read is known (a port of unknown rank counts as
+            # known) and, for a purely partial reader, when any partial read is
+            ready = True
+            for role, idx in eq.strict_reads:
+                st = ports.get(role, _ABSENT)
+                if idx is None and type(st) is int:
+                    if layouts[st] is None and ndims[st] >= 0:
+                        ready = False
+                        break
+                elif st is _ABSENT or not self._known(
+                    st if idx is None else self._port(site, role, idx)
+                ):
+                    ready = False
+                    break
+            if ready and eq.partial_reads and not eq.strict_reads:
+                ready = any(self._any_known(ports.get(r)) for r in eq.partial_reads)
+            if not ready:
                 still.append(k)
                 continue
-            target = self._port(site, *eq.target)
+            role, idx = eq.target
+            target = ports.get(role) if idx is None else self._port(site, role, idx)
             if eq.weak:
-                leaves = _leaves(target, [])
+                if type(target) is int:
+                    if layouts[target] is None and ndims[target] >= 0:
+                        heapq.heappush(self.weak, (target, site.index, k))
+                    continue
                 unknown = [
-                    x for x in leaves if self.layouts[x] is None and self.view.leaf_ndim[x] >= 0
+                    x for x in _leaves(target, []) if layouts[x] is None and ndims[x] >= 0
                 ]
                 if unknown:
                     heapq.heappush(self.weak, (unknown[0], site.index, k))
                 continue
             copy = eq.copy_of
             if copy is not None:
-                value = self._value(self._port(site, copy[0], copy[1]))
+                value = self._value(ports.get(copy[0]) if copy[1] is None
+                                    else self._port(site, copy[0], copy[1]))
             else:
                 value = self._evaluate(site, eq)
-            if value is None and any(not self._known(site.ports.get(r)) for r in eq.partial_reads):
+            if value is None and any(not self._known(ports.get(r)) for r in eq.partial_reads):
                 still.append(k)  # a partial reader may decide once more operands are known
                 continue
             self._apply(target, value, site, eq, weak=False)

@@ -108,7 +108,7 @@ def permute(layout: Layout, axes: Axes = None) -> Layout:
     if axes is None:
         _check(layout)
         return layout[::-1]
-    return "".join(layout[a] for a in _perm(layout, axes))
+    return _permute(layout, axes if isinstance(axes, int) else tuple(axes), False)
 
 
 def unpermute(layout: Layout, axes: Axes = None) -> Layout:
@@ -116,8 +116,17 @@ def unpermute(layout: Layout, axes: Axes = None) -> Layout:
     if axes is None:
         _check(layout)
         return layout[::-1]
+    return _permute(layout, axes if isinstance(axes, int) else tuple(axes), True)
+
+
+@functools.lru_cache(maxsize=16384)
+def _permute(layout: Layout, axes: int | tuple[int, ...], inverse: bool) -> Layout:
+    """permute / unpermute, memoised: models permute the same layouts the same way."""
+    norm = _perm(layout, axes if isinstance(axes, int) else list(axes))
+    if not inverse:
+        return "".join(layout[a] for a in norm)
     out = [""] * len(layout)
-    for i, a in enumerate(_perm(layout, axes)):
+    for i, a in enumerate(norm):
         out[a] = layout[i]
     return "".join(out)
 
