@@ -245,18 +245,40 @@ class _Builder:
         """Add one binding; return its Value (the Binding itself for a local function)."""
         var, value = b.var, b.value
         if type(value) is Call and type(b) is _VarBinding:
-            # the common case first, with no other type tests
+            # The common case, with struct_of (for var arguments), add_value and
+            # new_struct (for a tensor result) inline: this runs once per binding.
+            view = self.view
+            values, value_of = view.values, view.value_of
             args_users: list[int] = []
             raw = items(value.args)
-            args = [self.struct_of(a, fname, args_users) for a in raw]
-            val = self.add_value("binding", var, fname, value)
-            val.binding, val.args = b, raw
-            val.struct = self.new_struct(var.ty, val.id)
+            args: list[Struct] = []
+            for a in raw:
+                cls = type(a)
+                if cls is _DataflowVar or cls is Var:
+                    vid = value_of.get(a.__chandle__())
+                    if vid is None:
+                        args.append(None)
+                    else:
+                        args_users.append(vid)
+                        args.append(values[vid].struct)
+                else:
+                    args.append(self.struct_of(a, fname, args_users))
+            vid = len(values)
+            val = Value(vid, "binding", var, fname, None, value, self.top, None, b, raw)
+            values.append(val)
+            value_of[var.__chandle__()] = vid
+            ty = var.ty
+            if type(ty) is TensorType:
+                val.struct = len(view.leaf_ndim)
+                view.leaf_ndim.append(ty.ndim)
+                view.leaf_type.append(ty)
+                view.leaf_value.append(vid)
+            else:
+                val.struct = self.new_struct(ty, vid)
             self.call_site(fname, val, value, args)
             if args_users:
-                view = self.view
                 view.edge_src.extend(args_users)
-                view.edge_dst.extend([val.id] * len(args_users))
+                view.edge_dst.extend([vid] * len(args_users))
             return val
         users: list[int] = []
         if isinstance(value, relax.Function):

@@ -39,6 +39,7 @@ Tuple = tvm.ir.expr.Tuple
 TupleGetItem = tvm.ir.expr.TupleGetItem
 Constant = tvm.ir.expr.GenericConst
 _DataflowVar = relax.DataflowVar
+_Op = tvm.ir.Op
 _VarBinding = relax.VarBinding
 
 
@@ -181,7 +182,7 @@ class _Rebuilder:
             else:
                 args.append(self.expr(a))
         old_op = e.op
-        op = self.expr(old_op) if isinstance(old_op, Var) else old_op
+        op = old_op if type(old_op) is _Op or not isinstance(old_op, Var) else self.expr(old_op)
         markers = self.value_edits.get(e.__chandle__())
         if markers:
             span = self.span(e.span, markers)
