@@ -1,16 +1,21 @@
-"""Compile rule-body AST into plain Python closures, checking names and arity.
+"""Compile rule-body AST into plain Python functions, checking names and arity.
 
 The result of compiling one equation is a `CompiledEquation`: its target port, the
-ports it reads (strictly or partially), and a closure `fn(env)` that evaluates the
-right-hand side with no tree walking at inference time.
+ports it reads (strictly or partially), and a function `fn(env)` that evaluates the
+right-hand side with no tree walking at inference time. `fn` is generated Python code
+(one flat expression per equation: nested closures cost a call per node); every
+value it uses (literal, role, attribute name, builtin) is a parameter default, never
+source text, so equations of the same shape share one compiled code object.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import CodeType, FunctionType
+from typing import Any, cast
 
 from ..errors import RuleEvaluationError
 from . import ast
@@ -51,10 +56,6 @@ class CompileError(Exception):
         self.message = message
 
 
-def _const(v: Any) -> Fn:
-    return lambda env: v
-
-
 _ARITH: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add,
     "-": operator.sub,
@@ -84,6 +85,52 @@ def _getitem(base: Any, idx: Any) -> Any:
         return base[idx]
     except (IndexError, TypeError, KeyError):
         raise RuleEvaluationError(f"cannot index {base!r} with {idx}") from None
+
+
+# CPython rejects source nested more than 200 parentheses deep; a node adds at most
+# three, so sub-expressions deeper than this become functions of their own.
+_SPLIT_DEPTH = 50
+
+# generated code reads only its parameters (and `None`, a keyword)
+_NO_GLOBALS: dict[str, Any] = {"__builtins__": {}}
+
+
+class _Source:
+    """The source of one generated function and the values its names `k<i>` stand for.
+
+    Every value (literal, port or attribute name, builtin, helper) is passed in by name,
+    never written into the source: the source depends only on the expression's shape.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.temps = 0
+
+    def bind(self, value: Any) -> str:
+        self.values.append(value)
+        return f"k{len(self.values) - 1}"
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"t{self.temps - 1}"
+
+
+def _unless_none(code: str, checks: list[str]) -> str:
+    """`code`, or None when a check fails; all checks are evaluated, in order."""
+    if not checks:
+        return code
+    # `&` (unlike `and`) evaluates every operand: a None argument does not skip the rest
+    test = " & ".join(f"({c})" for c in checks) if len(checks) > 1 else checks[0]
+    return f"({code} if {test} else None)"
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(body: str, nvalues: int) -> CodeType:
+    """The code of `lambda env, k0, k1, ...: body`, compiled once per distinct body:
+    rule bodies share shapes (families, `attr.x` seeds), and compile() is slow."""
+    params = "".join(f", k{i}" for i in range(nvalues))
+    fn = eval(compile(f"lambda env{params}: {body}", "<rule equation>", "eval"), {})
+    return cast(CodeType, fn.__code__)
 
 
 class _Compiler:
@@ -132,76 +179,85 @@ class _Compiler:
             for sub in e.items:
                 self.reads(sub, strict, partial)
 
-    def expr(self, e: ast.Expr) -> Fn:
+    def function(self, e: ast.Expr) -> Fn:
+        """`fn(env)` evaluating `e`: one generated function, no tree walking."""
+        src = _Source()
+        body = self.expr(e, src, 0)
+        # the values are the parameters' defaults: read as fast locals, never passed
+        code = _template(body, len(src.values))
+        return FunctionType(code, _NO_GLOBALS, "eq", tuple(src.values))
+
+    def expr(self, e: ast.Expr, src: _Source, depth: int) -> str:
+        """Python source evaluating `e` (names bound in `src`); checks names and arity."""
+        if depth >= _SPLIT_DEPTH:
+            return f"{src.bind(self.function(e))}(env)"
+        depth += 1
         if isinstance(e, ast.Lit):
-            return _const(e.value)
+            return src.bind(e.value)
         if isinstance(e, ast.Name):
             self._check_port(e.name, e.pos)
-            role = e.name
-            return lambda env: env.layout(role)
+            return f"env.layout({src.bind(e.name)})"
         if isinstance(e, ast.Attr):
-            name = e.name
-            return lambda env: env.attr(name)
+            return f"env.attr({src.bind(e.name)})"
         if isinstance(e, ast.Index):
             port = ast.port_ref(e)
             if port is not None and port[1] is not None:
-                role, field_index, pos = port[0], port[1], port[2]
-                self._check_port(role, pos)
-                return lambda env: env.field(role, field_index)
-            base, index = self.expr(e.base), self.expr(e.index)
-            return lambda env: _getitem(base(env), index(env))
+                self._check_port(port[0], port[2])
+                return f"env.field({src.bind(port[0])}, {src.bind(port[1])})"
+            base = self.expr(e.base, src, depth)
+            index = self.expr(e.index, src, depth)
+            return f"{src.bind(_getitem)}({base}, {index})"
         if isinstance(e, ast.Call):
-            return self.call(e)
+            return self.call(e, src, depth)
         if isinstance(e, ast.TupleExpr):
-            items = [self.expr(x) for x in e.items]
-            return lambda env: tuple(f(env) for f in items)
+            items = [self.expr(x, src, depth) for x in e.items]
+            return f"({''.join(f'{x}, ' for x in items)})"
         if isinstance(e, ast.ListExpr):
-            litems = [self.expr(x) for x in e.items]
-
-            def make_list(env: Env) -> list[Any] | None:
-                vals = [f(env) for f in litems]
-                return None if any(v is None for v in vals) else vals
-
-            return make_list
+            vals, checks = self.checked(e.items, src, depth)
+            return _unless_none(f"[{', '.join(vals)}]", checks)
         if isinstance(e, ast.Cond):
-            t, a, b = self.expr(e.test), self.expr(e.then), self.expr(e.other)
-            return lambda env: a(env) if t(env) else b(env)
+            t, a, b = (self.expr(x, src, depth) for x in (e.test, e.then, e.other))
+            return f"({a} if {t} else {b})"
         if isinstance(e, ast.UnOp):
-            x = self.expr(e.operand)
+            x = self.expr(e.operand, src, depth)
             if e.op == "not":
-                return lambda env: not x(env)
+                return f"(not {x})"
+            v = src.temp()
+            neg = f"{src.bind(_apply)}({src.bind('-')}, {src.bind(operator.sub)}, 0, {v})"
+            return f"(None if ({v} := {x}) is None else {neg})"
+        return self.binop(e, src, depth)
 
-            def neg(env: Env) -> Any:
-                v = x(env)
-                return None if v is None else _apply("-", operator.sub, 0, v)
+    def checked(
+        self, args: tuple[ast.Expr, ...], src: _Source, depth: int
+    ) -> tuple[list[str], list[str]]:
+        """Sources of `args` and the checks that none of them is None (in order)."""
+        vals: list[str] = []
+        checks: list[str] = []
+        for a in args:
+            x = self.expr(a, src, depth)
+            if isinstance(a, ast.Lit) and a.value is not None:
+                vals.append(x)
+                continue
+            v = src.temp()
+            checks.append(f"({v} := {x}) is not None")
+            vals.append(v)
+        return vals, checks
 
-            return neg
-        return self.binop(e)
-
-    def binop(self, e: ast.BinOp) -> Fn:
-        a, b = self.expr(e.left), self.expr(e.right)
+    def binop(self, e: ast.BinOp, src: _Source, depth: int) -> str:
         op = e.op
+        if op in _ARITH:
+            vals, checks = self.checked((e.left, e.right), src, depth)
+            f = f"{src.bind(_apply)}({src.bind(op)}, {src.bind(_ARITH[op])}"
+            return _unless_none(f"{f}, {vals[0]}, {vals[1]})", checks)
+        a, b = self.expr(e.left, src, depth), self.expr(e.right, src, depth)
         if op == "??":
-            return lambda env: v if (v := a(env)) is not None else b(env)
-        if op == "or":
-            return lambda env: a(env) or b(env)
-        if op == "and":
-            return lambda env: a(env) and b(env)
-        if op == "==":
-            return lambda env: a(env) == b(env)
-        if op == "!=":
-            return lambda env: a(env) != b(env)
-        f = _ARITH[op]
+            v = src.temp()
+            return f"({v} if ({v} := {a}) is not None else {b})"
+        if op not in ("or", "and", "==", "!="):  # the only other operators (as Python)
+            raise KeyError(op)
+        return f"({a} {op} {b})"
 
-        def arith(env: Env) -> Any:
-            x, y = a(env), b(env)
-            if x is None or y is None:
-                return None
-            return _apply(op, f, x, y)
-
-        return arith
-
-    def call(self, e: ast.Call) -> Fn:
+    def call(self, e: ast.Call, src: _Source, depth: int) -> str:
         b = BUILTINS.get(e.func)
         if b is None:
             names = ", ".join(sorted(BUILTINS))
@@ -211,7 +267,8 @@ class _Compiler:
                 e.pos,
                 f"{e.func}() takes {arity_text(b)} argument(s), got {len(e.args)}",
             )
-        parts: list[tuple[bool, Any]] = []
+        args = ["env"] if b.port_args else []
+        checks: list[str] = []
         for i, a in enumerate(e.args):
             if i in b.port_args:
                 if not isinstance(a, ast.Name):
@@ -220,20 +277,14 @@ class _Compiler:
                         f"argument {i + 1} of {e.func}() must be a port name",
                     )
                 self._check_port(a.name, a.pos)
-                parts.append((True, a.name))
+                args.append(src.bind(a.name))  # passed as the role, never None
+            elif b.none_ok:
+                args.append(self.expr(a, src, depth))
             else:
-                parts.append((False, self.expr(a)))
-        impl = b.impl
-        needs_env = bool(b.port_args)
-        none_ok = b.none_ok
-
-        def run(env: Env) -> Any:
-            args = [v if is_port else v(env) for is_port, v in parts]
-            if not none_ok and any(v is None for v in args):
-                return None
-            return impl(env, *args) if needs_env else impl(*args)
-
-        return run
+                vals, more = self.checked((a,), src, depth)
+                args += vals
+                checks += more
+        return _unless_none(f"{src.bind(b.impl)}({', '.join(args)})", checks)
 
 
 def _mints(e: ast.Expr) -> bool:
@@ -269,7 +320,7 @@ def compile_equations(
     errors: list[CompileError] = []
     for eq in equations:
         try:
-            fn = comp.expr(eq.expr)
+            fn = comp.function(eq.expr)
             strict: set[PortKey] = set()
             partial: set[str] = set()
             comp.reads(eq.expr, strict, partial)
