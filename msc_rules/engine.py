@@ -164,13 +164,35 @@ def _py(v: Any) -> Any:
 class _Site:
     __slots__ = ("attrs", "call_attrs", "index", "pending", "ports", "rule")
 
-    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any) -> None:
+    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any,
+                 pending: tuple[int, ...] | list[int]) -> None:
         self.index = index
         self.rule = rule
         self.ports = ports
-        self.pending = list(range(len(rule.equations)))
+        # equations not fired yet; replaced (never changed in place), so sites of one
+        # rule can start out sharing one tuple
+        self.pending = pending
         self.attrs: dict[str, Any] | None = None
         self.call_attrs = call_attrs
+
+
+@dataclass(frozen=True, slots=True)
+class _RulePlan:
+    """What the engine needs of a rule before it runs: which equations are attribute
+    seeds (they read no port), which are not, and the targets of weak defaults."""
+
+    seeds: tuple[int, ...]
+    rest: tuple[int, ...]
+    weak_targets: tuple[tuple[str, int | None], ...]
+
+    @staticmethod
+    def of(rule: Rule) -> _RulePlan:
+        """The plan of `rule`."""
+        eqs = rule.equations
+        seeds = tuple(k for k, eq in enumerate(eqs)
+                      if not (eq.weak or eq.strict_reads or eq.partial_reads))
+        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds),
+                         tuple(eq.target for eq in eqs if eq.weak))
 
 
 class _Engine:
@@ -193,6 +215,7 @@ class _Engine:
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
+        self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
         self._sym_axes: dict[int, list[tuple[int, str]]] = {}
@@ -210,22 +233,23 @@ class _Engine:
         sites_of: list[list[int]] = [[] for _ in self.layouts]
         has_weak = self.has_weak
         lookup = self._rule_for
-        weak_targets: dict[int, tuple[tuple[str, int | None], ...]] = {}
-        sites, queued = self.sites, self.queued
+        plans: dict[int, _RulePlan] = {}
+        sites, queued, seeded = self.sites, self.queued, self.seeded
         for i, cs in enumerate(self.view.sites):
             rule = lookup(cs)
             if rule is None:
                 sites.append(None)
                 queued.append(False)
                 continue
+            plan = plans.get(id(rule))
+            if plan is None:
+                plan = plans[id(rule)] = _RulePlan.of(rule)
             ports: dict[str, Struct] = dict(zip(rule.roles, cs.args))
             ports["out"] = cs.out
-            site = _Site(i, rule, ports, cs.attrs)
-            targets = weak_targets.get(id(rule))
-            if targets is None:
-                targets = weak_targets[id(rule)] = tuple(
-                    eq.target for eq in rule.equations if eq.weak)
-            for role, idx in targets:
+            site = _Site(i, rule, ports, cs.attrs, plan.rest)
+            if plan.seeds:
+                seeded.append((site, plan.seeds))
+            for role, idx in plan.weak_targets:
                 st = self._port(site, role, idx)
                 if type(st) is int:
                     has_weak[st] = 1
@@ -552,20 +576,14 @@ class _Engine:
     # ---- the loop
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
-        for site in self.sites:
-            if site is None:
-                continue
+        for site, seeds in self.seeded:
             eqs = site.rule.equations
-            keep: list[int] = []
-            for k in site.pending:
+            for k in seeds:
                 eq = eqs[k]
-                if eq.weak or eq.strict_reads or eq.partial_reads:
-                    keep.append(k)
-                    continue
                 self._apply(
                     self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=False
                 )
-            site.pending = keep
+        self.seeded = []
 
     def run(self) -> None:
         for leaf, ndim in enumerate(self.view.leaf_ndim):
