@@ -51,7 +51,8 @@ def _identity_rule() -> Rule:
 
 
 _LINK = _identity_rule()
-_ABSENT: Any = object()  # a role the call has no argument for
+_ABSENT: Any = object()  # a role the call has no argument for, an attribute not read yet
+_new_tuple = tuple.__new__
 
 
 class Decision(NamedTuple):
@@ -330,13 +331,16 @@ class _Engine:
     def attr(self, name: str) -> Any:
         site = self.site
         assert site is not None
-        if site.attrs is None:
-            site.attrs = {}
-        if name not in site.attrs:
-            site.attrs[name] = (
-                _py(getattr(site.call_attrs, name, None)) if site.call_attrs is not None else None
+        attrs = site.attrs
+        if attrs is None:
+            attrs = site.attrs = {}
+        got = attrs.get(name, _ABSENT)
+        if got is _ABSENT:
+            call_attrs = site.call_attrs
+            got = attrs[name] = (
+                _py(getattr(call_attrs, name, None)) if call_attrs is not None else None
             )
-        return site.attrs[name]
+        return got
 
     def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
         """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
@@ -420,7 +424,8 @@ class _Engine:
                     self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
         self.order += 1
-        self.decisions[leaf] = Decision(value, kind, site, eq, self.order)
+        # tuple.__new__ directly: a named tuple's own __new__ is a Python function
+        self.decisions[leaf] = _new_tuple(Decision, (value, kind, site, eq, self.order))
         for s in self.leaf_sites[leaf]:
             if not self.queued[s]:
                 self.queued[s] = True

@@ -7,6 +7,7 @@ matters when every binding of a 100k-binding module is read.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 from tvm_ffi import _ffi_api
@@ -19,4 +20,5 @@ def items(arr: Any) -> list[Any]:
     """The elements of an FFI Array (or any sequence) as a Python list."""
     if isinstance(arr, (list, tuple)):
         return list(arr)
-    return [_get(arr, i) for i in range(_size(arr))]
+    n = _size(arr)
+    return list(map(_get, repeat(arr, n), range(n)))  # no Python frame per element
