@@ -216,6 +216,7 @@ class _Engine:
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
+        self._shape_of = view.shape
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
@@ -297,7 +298,8 @@ class _Engine:
     # ---- Env protocol (what compiled equations read)
     def layout(self, role: str) -> Any:
         assert self.site is not None
-        return self._value(self.site.ports.get(role))
+        st = self.site.ports.get(role)
+        return self.layouts[st] if type(st) is int else self._value(st)
 
     def _value(self, st: Struct) -> Any:
         if isinstance(st, int):
@@ -321,7 +323,7 @@ class _Engine:
     def shape(self, role: str) -> list[L.Dim] | None:
         assert self.site is not None
         st = self.site.ports.get(role)
-        return self.view.shape(st) if isinstance(st, int) else None
+        return self._shape_of(st) if type(st) is int else None
 
     def nfields(self, role: str) -> int:
         assert self.site is not None
@@ -517,15 +519,13 @@ class _Engine:
         self.conflicts.append(Conflict(leaf, kind, proposed, existing, site.index, eq, message))
 
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
-        self.site = site
+        self.site = site  # the Env methods read this site's ports (left set: cheaper)
         try:
             return eq.fn(self)
         except (RuleEvaluationError, L.LayoutError, TypeError, ValueError, IndexError) as err:
             leaves = _leaves(self._port(site, *eq.target), [])
             self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
             return None
-        finally:
-            self.site = None
 
     def _examine(self, site: _Site) -> None:
         eqs = site.rule.equations

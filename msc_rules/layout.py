@@ -369,7 +369,8 @@ def match_reshape(layout: Layout, src: Sequence[Dim], dst: Sequence[Dim]) -> Lay
     See `_match_reshape`; results are memoised, since models repeat the same reshapes
     layer after layer.
     """
-    return _match_reshape(layout, tuple(src), tuple(dst))
+    return _match_reshape(layout, src if type(src) is tuple else tuple(src),
+                          dst if type(dst) is tuple else tuple(dst))
 
 
 @functools.lru_cache(maxsize=16384)

@@ -91,6 +91,8 @@ def builtin(
 
 
 def _int_list(v: Any, what: str) -> list[int]:
+    if type(v) is list and all(type(x) is int for x in v):
+        return v  # the common case (attribute values); builtins never change their inputs
     if isinstance(v, bool):
         raise RuleEvaluationError(f"{what}: expected integers, got {v!r}")
     if isinstance(v, int):
@@ -469,10 +471,11 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     layout = env.layout(role)
     if not isinstance(layout, str) or src is None or dst is None:
         return None
+    src, dst = tuple(src), tuple(dst)
     base = L.match_reshape(layout, src, dst)
     if base is None:
         return None
-    plan = _reshape_plan(tuple(src), tuple(dst))
+    plan = _reshape_plan(src, dst)
     memo = _memo_of(env)
     if not plan or memo is None:
         return base
