@@ -192,35 +192,6 @@ class _Rebuilder:
             span = e.span
         return _MAKE_CALL(e.ty, op, args, e.attrs, e.ty_args, span)
 
-    def call_binding(self, r: Any) -> Any:
-        """The VarBinding of a call, rebuilt from the view's record of it: `call` and
-        `var_def` inline, since this runs once per binding of most modules."""
-        call, old_args, var = r.value, r.args, r.expr
-        remap = self.remap
-        args = []
-        for a in old_args:
-            cls = type(a)
-            if cls is _DataflowVar or cls is Var:
-                args.append(remap.get(a.__chandle__(), a))
-            else:
-                args.append(self.expr(a))
-        old_op = call.op
-        op = old_op if type(old_op) is _Op or not isinstance(old_op, Var) else self.expr(old_op)
-        markers = self.value_edits.get(call.__chandle__())
-        if markers:
-            value = _MAKE_CALL(call.ty, op, args, call.attrs, call.ty_args,
-                               self.span(call.span, markers))
-        elif op is old_op and all(a is b for a, b in zip(args, old_args)):
-            value = call
-        else:
-            value = _MAKE_CALL(call.ty, op, args, call.attrs, call.ty_args, call.span)
-        h = var.__chandle__()
-        markers = self.var_edits.get(h)
-        if markers:
-            make = _MAKE_DATAFLOW_VAR if type(var) is _DataflowVar else _MAKE_VAR
-            var = remap[h] = make(var.name, var.ty, self.span(var.span, markers))
-        return _MAKE_BINDING(var, value, r.binding.span)
-
     def seq(self, e: Any) -> Any:
         blocks = []
         for block in items(e.blocks):
@@ -228,9 +199,6 @@ class _Rebuilder:
             got = self.records.get(block.__chandle__())
             records = items(block.bindings) if got is None else got[1]
             for r in records:
-                if type(r) is _Value and r.args is not None:
-                    bindings.append(self.call_binding(r))
-                    continue
                 # a record of the dependency view saves reading the binding again
                 if type(r) is _Value:
                     b, var, value, args = r.binding, r.expr, r.value, r.args
