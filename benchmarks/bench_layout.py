@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         with paused_gc():
             t_view, view = timed(lambda: build_view(mod, "main"), reps)
             t_inf, res = timed(lambda: infer_view(view, rules), reps)
-            t_write, _ = timed(
-                lambda: rewrite_module(mod, layout_edits(res), view.block_records), reps)
+            t_write, _ = timed(lambda: rewrite_module(mod, layout_edits(res)), reps)
         t_pass, annotated = timed(lambda: msc_rules.SetExprLayout()(mod), reps)
         t_norm, _ = timed(lambda: tvm.relax.transform.Normalize()(mod), reps)
         if n <= args.convert_layout_max:

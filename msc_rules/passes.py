@@ -23,17 +23,23 @@ _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.Tup
 
 
 def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
-    """The Layout markers to write, per global function, from an inference result."""
+    """The Layout markers to write, per global function, from an inference result.
+
+    Call bindings get theirs by value id (`SpanEdits.by_value`), with the view's
+    records, so the rebuild reads neither the binding nor a marker dict again.
+    """
+    view = result.view
     edits: dict[str, SpanEdits] = {}
     # a constant object can sit in several functions: mark it wherever it is
-    tops = list(dict.fromkeys(v.top for v in result.view.values))
+    tops = list(dict.fromkeys(v.top for v in view.values))
     layouts = result.layouts
+    by_value: list[Markers | None] = [None] * len(view.values)
     # one marker tuple per layout text (each node gets just this one key here, so the
     # general merge of SpanEdits.add_* is not needed)
     markers_of: dict[str, Markers] = {}
     e = SpanEdits()
     top = None
-    for v in result.view.values:
+    for v in view.values:
         st = v.struct
         text = (layouts[st] or "") if type(st) is int else result.marker(st)
         if not text:
@@ -45,12 +51,18 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
             for t in tops:
                 edits.setdefault(t, SpanEdits()).values[v.expr.__chandle__()] = markers
             continue
+        if v.args is not None:  # a call binding: see SpanEdits.by_value
+            by_value[v.id] = markers
+            edits.setdefault(v.top, SpanEdits())
+            continue
         if v.top != top:
             top = v.top
             e = edits.setdefault(top, SpanEdits())
         e.vars[v.expr.__chandle__()] = markers
         if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
             e.values[v.value.__chandle__()] = markers
+    for e in edits.values():
+        e.records, e.by_value = view.block_records, by_value
     return edits
 
 
@@ -123,10 +135,9 @@ class SetExprLayout:
                 if missing:
                     raise MissingLayoutError(self.entry_name, missing)
             edits = layout_edits(result)
-            records = result.view.block_records
             del result
-            out = rewrite_module(mod, edits, records)
-            del edits, records
+            out = rewrite_module(mod, edits)
+            del edits
         return out
 
 

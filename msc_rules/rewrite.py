@@ -69,6 +69,13 @@ class SpanEdits:
 
     vars: dict[int, Markers] = field(default_factory=dict)
     values: dict[int, Markers] = field(default_factory=dict)
+    records: Records | None = None
+    """`DependencyView.block_records` of a view of the module to rewrite: the rebuild
+    reuses what the view read of each binding instead of reading it again."""
+    by_value: list[Markers | None] | None = None
+    """With `records`: the markers of each call binding's var and call, by value id (a
+    list index instead of two handle lookups; entries that are None fall back to the
+    dicts)."""
 
     def add_var(self, var: Any, key: str, value: str) -> None:
         """Write marker `key` on a param or binding var."""
@@ -100,8 +107,9 @@ def marked(old: Markers | None, key: str, value: str) -> Markers:
 
 
 class _Rebuilder:
-    def __init__(self, edits: SpanEdits, records: Records | None = None) -> None:
-        self.records = records or {}
+    def __init__(self, edits: SpanEdits) -> None:
+        self.records = edits.records or {}
+        self.by_value = edits.by_value if edits.records else None
         self.var_edits = edits.vars
         self.value_edits = edits.values
         self.remap: dict[int, Any] = {}
@@ -118,9 +126,10 @@ class _Rebuilder:
             return got
         return with_markers(old, markers)
 
-    def var_def(self, v: Any) -> Any:
+    def var_def(self, v: Any, markers: Markers | None = None) -> Any:
         h = v.__chandle__()
-        markers = self.var_edits.get(h)
+        if markers is None:
+            markers = self.var_edits.get(h)
         if not markers:
             return v
         make = _MAKE_DATAFLOW_VAR if type(v) is _DataflowVar else _MAKE_VAR
@@ -167,7 +176,8 @@ class _Rebuilder:
             return relax.ShapeExpr(e.values, with_markers(e.span, markers)) if markers else e
         return e
 
-    def call(self, e: Any, old_args: list[Any] | None = None) -> Any:
+    def call(self, e: Any, old_args: list[Any] | None = None,
+             markers: Markers | None = None) -> Any:
         if old_args is None:
             old_args = items(e.args)
         remap, memo = self.remap, self.memo
@@ -183,7 +193,8 @@ class _Rebuilder:
                 args.append(self.expr(a))
         old_op = e.op
         op = old_op if type(old_op) is _Op or not isinstance(old_op, Var) else self.expr(old_op)
-        markers = self.value_edits.get(e.__chandle__())
+        if markers is None:
+            markers = self.value_edits.get(e.__chandle__())
         if markers:
             span = self.span(e.span, markers)
         elif op is old_op and all(a is b for a, b in zip(args, old_args)):
@@ -198,8 +209,15 @@ class _Rebuilder:
             bindings = []
             got = self.records.get(block.__chandle__())
             records = items(block.bindings) if got is None else got[1]
+            by_value = self.by_value
             for r in records:
                 # a record of the dependency view saves reading the binding again
+                if by_value is not None and type(r) is _Value and r.args is not None:
+                    markers = by_value[r.id]
+                    value = self.call(r.value, r.args, markers)
+                    bindings.append(
+                        _MAKE_BINDING(self.var_def(r.expr, markers), value, r.binding.span))
+                    continue
                 if type(r) is _Value:
                     b, var, value, args = r.binding, r.expr, r.value, r.args
                 else:
@@ -223,21 +241,15 @@ class _Rebuilder:
         return relax.Function(params, body, f.ret_ty, f.is_pure, f.attrs, f.span)
 
 
-def rewrite_function(func: Any, edits: SpanEdits,
-                     records: Records | None = None) -> Any:
+def rewrite_function(func: Any, edits: SpanEdits) -> Any:
     """`func` rebuilt with the markers of `edits` written into spans."""
-    if not edits.vars and not edits.values:
+    if not edits.vars and not edits.values and not edits.by_value:
         return func
-    return _Rebuilder(edits, records).function(func)
+    return _Rebuilder(edits).function(func)
 
 
-def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
-                   records: Records | None = None) -> tvm.IRModule:
-    """A copy of `mod` whose functions named in `edits` carry the new markers.
-
-    `records` (`DependencyView.block_records` of a view of this very module) lets the
-    rebuild reuse what the view already read of each binding instead of reading it again.
-    """
+def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRModule:
+    """A copy of `mod` whose functions named in `edits` carry the new markers."""
     if not edits:
         return mod
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
@@ -245,7 +257,7 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
     for name, e in edits.items():
         gv, func = funcs[name]
         try:
-            updates[gv] = rewrite_function(func, e, records)
+            updates[gv] = rewrite_function(func, e)
         except RecursionError:
             # The rebuild recurses once per nesting level (local functions, If
             # branches) and needs more frames per level than the dependency view's walk,
