@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import Diagnostic, RuleFileError
 from ..resources import builtin_rule_files
+from ..util import paused_gc
 from . import ast
 from .compile import CompiledEquation, CompileError, compile_equations
 from .parse import parse_file
@@ -223,9 +224,13 @@ def load_rules(*paths: str | Path, builtin: bool = True) -> RuleSet:
             loader.errors.append(Diagnostic(str(pp), 1, 1, "rule file not found"))
             continue
         files.append((pp, True))
-    for path, user in files:
-        loader.load(path, user)
-    return loader.finish()
+    # Loading makes tens of thousands of small objects; with the collector running, the
+    # first load in a process (TVM's objects already alive) triggers full collections
+    # that cost five times the load itself.
+    with paused_gc():
+        for path, user in files:
+            loader.load(path, user)
+        return loader.finish()
 
 
 def _is_file(path: Path) -> bool:
