@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         mod = conv_chain(n)
         nb = count_bindings(mod)
-        reps = 3 if n <= 10000 else 2
+        reps = 3
         with paused_gc():
             t_view, view = timed(lambda: build_view(mod, "main"), reps)
             t_inf, res = timed(lambda: infer_view(view, rules), reps)

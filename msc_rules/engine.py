@@ -205,7 +205,7 @@ class _Engine:
         self.decisions: list[Decision | None] = [None] * n
         self.conflicts: list[Conflict] = []
         self.unruled: dict[str, int] = {}
-        self.leaf_sites: list[tuple[int, ...]] = []
+        self.leaf_sites: list[list[int]] = []
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
@@ -267,8 +267,7 @@ class _Engine:
                     for leaf in _leaves(st, []):
                         sites_of[leaf].append(i)
         self.queue.extend(i for i, site in enumerate(sites) if site is not None)
-        # frozen: tuples take half the memory of grown lists
-        self.leaf_sites = [tuple(x) for x in sites_of]
+        self.leaf_sites = sites_of
 
     def _rule_for(self, cs: CallSite) -> Rule | None:
         op = cs.op

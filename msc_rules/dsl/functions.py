@@ -471,11 +471,9 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     layout = env.layout(role)
     if not isinstance(layout, str) or src is None or dst is None:
         return None
-    src, dst = tuple(src), tuple(dst)
-    base = L.match_reshape(layout, src, dst)
+    base, plan = _reshape_info(layout, tuple(src), tuple(dst))
     if base is None:
         return None
-    plan = _reshape_plan(src, dst)
     memo = _memo_of(env)
     if not plan or memo is None:
         return base
@@ -499,6 +497,15 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
 
 
 _Plan = tuple[tuple[bool, tuple[int, ...], tuple[int, ...], Any, tuple[Any, ...]], ...]
+
+
+@functools.lru_cache(maxsize=16384)
+def _reshape_info(
+    layout: str, src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]
+) -> tuple[str | None, _Plan]:
+    """`match_reshape` and the reshape's plan in one memoised call."""
+    base = L.match_reshape(layout, src, dst)
+    return base, (_reshape_plan(src, dst) if base is not None else ())
 
 
 @functools.lru_cache(maxsize=16384)
