@@ -10,7 +10,7 @@ and var-to-var bindings share leaves with what they alias, so they never disagre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import networkx as nx
 import tvm
@@ -34,6 +34,7 @@ _Op = tvm.ir.Op
 _DataflowVar = relax.DataflowVar
 _VarBinding = relax.VarBinding
 _OP_NAMES: dict[int, str] = {}
+_new_tuple = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -61,9 +62,9 @@ class Value:
         return got
 
 
-@dataclass(slots=True)
-class CallSite:
-    """A call binding (or a synthetic link) whose equations the engine runs."""
+class CallSite(NamedTuple):
+    """A call binding (or a synthetic link) whose equations the engine runs (a named
+    tuple: one is made per call, and it is never changed)."""
 
     value_id: int
     call: Any  # the relax Call (None for links)
@@ -335,7 +336,8 @@ class _Builder:
                 sym = str(call.args[0].global_symbol)
                 sites.append(CallSite(val.id, call, f"plugin:{sym}", list(inner), val.struct))
                 return
-            sites.append(CallSite(val.id, call, name, args, val.struct, call.attrs))
+            # tuple.__new__ directly: a named tuple's own __new__ is a Python function
+            sites.append(_new_tuple(CallSite, (val.id, call, name, args, val.struct, call.attrs)))
         elif isinstance(op, GlobalVar):
             callee = op.name_hint
             if isinstance(self.mod[op], relax.Function):
