@@ -109,7 +109,8 @@ class DependencyView:
         # Types are not shared between bindings, but their shapes repeat: one FFI call
         # hashes a shape, where converting it reads every dim (about 3x the cost). Free
         # symbolic vars hash by identity, and the view keeps every type (so every var)
-        # alive, so equal hashes within one view mean equal shapes.
+        # alive, so within one view equal hashes mean equal shapes (up to a collision of
+        # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
         values = getattr(getattr(self.leaf_type[leaf], "shape", None), "values", None)
         if values is None:
             dims = None
