@@ -37,7 +37,7 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     # one marker tuple per layout text (each node gets just this one key here, so the
     # general merge of SpanEdits.add_* is not needed)
     markers_of: dict[str, Markers] = {}
-    e = SpanEdits()
+    e = SpanEdits()  # replaced before first use: `top` starts as no function's name
     top = None
     for v in view.values:
         st = v.struct
@@ -51,13 +51,12 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
             for t in tops:
                 edits.setdefault(t, SpanEdits()).values[v.expr.__chandle__()] = markers
             continue
-        if v.args is not None:  # a call binding: see SpanEdits.by_value
-            by_value[v.id] = markers
-            edits.setdefault(v.top, SpanEdits())
-            continue
         if v.top != top:
             top = v.top
             e = edits.setdefault(top, SpanEdits())
+        if v.args is not None:  # a call binding: see SpanEdits.by_value
+            by_value[v.id] = markers
+            continue
         e.vars[v.expr.__chandle__()] = markers
         if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
             e.values[v.value.__chandle__()] = markers

@@ -212,24 +212,21 @@ class _Rebuilder:
             by_value = self.by_value
             for r in records:
                 # a record of the dependency view saves reading the binding again
-                if by_value is not None and type(r) is _Value and r.args is not None:
-                    markers = by_value[r.id]
-                    value = self.call(r.value, r.args, markers)
-                    bindings.append(
-                        _MAKE_BINDING(self.var_def(r.expr, markers), value, r.binding.span))
-                    continue
+                markers: Markers | None = None
                 if type(r) is _Value:
                     b, var, value, args = r.binding, r.expr, r.value, r.args
+                    if by_value is not None:
+                        markers = by_value[r.id]
                 else:
                     b = r
                     var, value, args = b.var, b.value, None
-                value = self.call(value, args) if type(value) is Call else self.expr(value)
-                if type(b) is _VarBinding:
-                    bindings.append(_MAKE_BINDING(self.var_def(var), value, b.span))
-                elif isinstance(b, relax.MatchCast):
-                    bindings.append(relax.MatchCast(self.var_def(var), value, b.ty, b.span))
+                call = type(value) is Call
+                value = self.call(value, args, markers) if call else self.expr(value)
+                if type(b) is not _VarBinding and isinstance(b, relax.MatchCast):
+                    bindings.append(
+                        relax.MatchCast(self.var_def(var, markers), value, b.ty, b.span))
                 else:
-                    bindings.append(_MAKE_BINDING(self.var_def(var), value, b.span))
+                    bindings.append(_MAKE_BINDING(self.var_def(var, markers), value, b.span))
             dataflow = isinstance(block, relax.DataflowBlock)
             cls = relax.DataflowBlock if dataflow else relax.BindingBlock
             blocks.append(cls(bindings, block.span))

@@ -508,11 +508,10 @@ def _reshape_info(
     return base, (_reshape_plan(src, dst) if base is not None else ())
 
 
-@functools.lru_cache(maxsize=16384)
 def _reshape_plan(src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]) -> _Plan:
     """The splits and merges of a reshape, with their sizes in product form:
     (is a split, source axes, destination axes, size of the single axis, sizes of the
-    several axes). Memoised: models repeat the same reshapes layer after layer."""
+    several axes). Memoised through `_reshape_info`."""
     groups = L.reshape_groups(src, dst)
     plan: list[tuple[bool, tuple[int, ...], tuple[int, ...], Any, tuple[Any, ...]]] = []
     for gs, gd in groups or ():
