@@ -217,6 +217,7 @@ class _Engine:
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
         self._shape_of = view.shape
+        self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.sym_letter: dict[str, str] = {}
         self.letter_sym: dict[str, str] = {}
@@ -322,7 +323,12 @@ class _Engine:
     def shape(self, role: str) -> list[L.Dim] | None:
         assert self.site is not None
         st = self.site.ports.get(role)
-        return self._shape_of(st) if type(st) is int else None
+        if type(st) is not int:
+            return None
+        got = self._shapes[st]  # read ~3 times per leaf: a list beats the view's dict
+        if got is _ABSENT:
+            got = self._shapes[st] = self._shape_of(st)
+        return got
 
     def nfields(self, role: str) -> int:
         assert self.site is not None
@@ -530,6 +536,7 @@ class _Engine:
         eqs = site.rule.equations
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
+        track = self.track_symbols
         still: list[int] = []
         for k in site.pending:
             eq = eqs[k]
@@ -548,7 +555,12 @@ class _Engine:
                     ready = False
                     break
             if ready and eq.partial_reads and not eq.strict_reads:
-                ready = any(self._any_known(ports.get(r)) for r in eq.partial_reads)
+                ready = False
+                for r in eq.partial_reads:
+                    st = ports.get(r)
+                    if (layouts[st] is not None) if type(st) is int else self._any_known(st):
+                        ready = True
+                        break
             if not ready:
                 still.append(k)
                 continue
@@ -571,9 +583,13 @@ class _Engine:
                                     else self._port(site, copy[0], copy[1]))
             else:
                 value = self._evaluate(site, eq)
-            if value is None and any(not self._known(ports.get(r)) for r in eq.partial_reads):
-                still.append(k)  # a partial reader may decide once more operands are known
+            if value is None:
+                if any(not self._known(ports.get(r)) for r in eq.partial_reads):
+                    still.append(k)  # a partial reader may decide once more are known
                 continue
+            if (type(target) is int and type(value) is str and layouts[target] == value
+                    and not (eq.mints and track)):
+                continue  # re-derived what is decided already (see _apply)
             self._apply(target, value, site, eq, weak=False)
         site.pending = still
 

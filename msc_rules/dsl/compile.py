@@ -284,7 +284,8 @@ class _Compiler:
                 vals, more = self.checked((a,), src, depth)
                 args += vals
                 checks += more
-        return _unless_none(f"{src.bind(b.impl)}({', '.join(args)})", checks)
+        code = b.inline.format(*args) if b.inline else f"{src.bind(b.impl)}({', '.join(args)})"
+        return _unless_none(code, checks)
 
 
 def _mints(e: ast.Expr) -> bool:

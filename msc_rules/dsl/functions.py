@@ -58,6 +58,10 @@ class Builtin:
     none_ok: bool
     mints: bool
     doc: str
+    inline: str = ""
+    """Python source the compiler writes instead of a call, `{0}`, `{1}`, ... standing
+    for the arguments' sources (`env` first for port builtins); for trivial builtins
+    that a frame per call would cost more than the work."""
 
 
 BUILTINS: dict[str, Builtin] = {}
@@ -72,27 +76,35 @@ def builtin(
     partial: bool = False,
     none_ok: bool = False,
     mints: bool = False,
+    inline: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
 
     `mints` marks builtins that create fresh letters: fresh letters claim no axis
-    identity, so a disagreement in them alone is not a conflict.
+    identity, so a disagreement in them alone is not a conflict. `inline` is source
+    the compiler may write instead of calling `impl` (see Builtin.inline); it must
+    compute what `impl` does.
     """
     lo, hi = (nargs, nargs) if isinstance(nargs, int) else nargs
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
-            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc
+            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, inline
         )
         return impl
 
     return register
 
 
+_JUST_INT = {int}
+
+
 def _int_list(v: Any, what: str) -> list[int]:
-    if type(v) is list and all(type(x) is int for x in v):
-        return v  # the common case (attribute values); builtins never change their inputs
+    # the common case (attribute values) without a Python frame per element; builtins
+    # never change their inputs, so the list itself is returned
+    if type(v) is list and set(map(type, v)) <= _JUST_INT:
+        return v
     if isinstance(v, bool):
         raise RuleEvaluationError(f"{what}: expected integers, got {v!r}")
     if isinstance(v, int):
@@ -120,13 +132,13 @@ def _ndim(env: Env, role: str) -> int | None:
     return n if n >= 0 else None
 
 
-@builtin("shape", 1, port_args=(0,))
+@builtin("shape", 1, port_args=(0,), inline="{0}.shape({1})")
 def _shape(env: Env, role: str) -> list[L.Dim] | None:
     """The shape of a port (symbolic dims allowed)."""
     return env.shape(role)
 
 
-@builtin("nfields", 1, port_args=(0,))
+@builtin("nfields", 1, port_args=(0,), inline="{0}.nfields({1})")
 def _nfields(env: Env, role: str) -> int:
     """The number of fields of a tuple port."""
     return env.nfields(role)
@@ -179,7 +191,7 @@ def _permute(layout: Any, axes: Any) -> str | None:
     if layout is None:
         return None
     axes_list = None if axes is None else _int_list(axes, "permute")
-    return L.permute(_layout(layout, "permute"), axes_list)
+    return L.permute(layout if type(layout) is str else _layout(layout, "permute"), axes_list)
 
 
 @builtin("unpermute", 2, none_ok=True)
@@ -188,7 +200,8 @@ def _unpermute(layout: Any, axes: Any) -> str | None:
     if layout is None:
         return None
     return L.unpermute(
-        _layout(layout, "unpermute"), None if axes is None else _int_list(axes, "unpermute")
+        layout if type(layout) is str else _layout(layout, "unpermute"),
+        None if axes is None else _int_list(axes, "unpermute"),
     )
 
 
@@ -354,7 +367,7 @@ def _axes(a: Any, n: Any) -> list[int] | None:
     return sorted(i + int(n) if i < 0 else i for i in _int_list(a, "axes"))
 
 
-@builtin("is_none", 1, none_ok=True)
+@builtin("is_none", 1, none_ok=True, inline="({0} is None)")
 def _is_none(x: Any) -> bool:
     """True when x is none."""
     return x is None
