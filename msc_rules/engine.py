@@ -147,11 +147,18 @@ def _leaves(struct: Struct, out: list[int]) -> list[int]:
 _IntImm = tvm.prim.IntImm
 _Array = tvm_ffi.Array
 _PLAIN = (bool, int, float, str)
+_EXACT = frozenset(_PLAIN)
 
 
 def _py(v: Any) -> Any:
     """A TVM attribute value as plain Python (ints, strs, lists)."""
-    if v is None or isinstance(v, _PLAIN):
+    if v is None or type(v) in _EXACT:
+        return v
+    if isinstance(v, str):
+        # an FFI String (a str subclass): as a plain str, layouts read from attributes
+        # take the engine's `type(x) is str` fast paths
+        return str.__str__(v)
+    if isinstance(v, _PLAIN):
         return v
     if isinstance(v, _Array):
         return [x if type(x) is int else _py(x) for x in items(v)]
@@ -597,12 +604,14 @@ class _Engine:
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
         for site, seeds in self.seeded:
-            eqs = site.rule.equations
+            eqs, ports = site.rule.equations, site.ports
             for k in seeds:
                 eq = eqs[k]
-                self._apply(
-                    self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=False
-                )
+                value = self._evaluate(site, eq)
+                if value is not None:
+                    role, idx = eq.target
+                    target = ports.get(role) if idx is None else self._port(site, role, idx)
+                    self._apply(target, value, site, eq, weak=False)
         self.seeded = []
 
     def run(self) -> None:

@@ -167,6 +167,16 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
         return None  # an output of unknown rank takes no layout
     out_shape = env.shape(out)
     shapes = [env.shape(r) for r in roles]
+    if out_shape is not None and None not in shapes:
+        # the common case first: an operand of exactly the output's shape, all before it
+        # well-formed (what broadcast_layout returns, without building its lists)
+        for r, shape in zip(roles, shapes):
+            lay = env.layout(r)
+            if lay is not None and not (
+                    type(lay) is str and len(lay) == len(shape) and L.is_layout(lay)):
+                break  # broadcast_layout below gives the error
+            if lay is not None and shape == out_shape:
+                return lay
     if out_shape is None or any(s is None for s in shapes):
         # no static shapes: fall back to ranks (the first known full-rank operand)
         layouts = [env.layout(r) for r in roles]
