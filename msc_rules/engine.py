@@ -254,8 +254,15 @@ class _Engine:
             plan = plans.get(id(rule))
             if plan is None:
                 plan = plans[id(rule)] = _RulePlan.of(rule)
-            ports: dict[str, Struct] = dict(zip(rule.roles, cs.args))
-            ports["out"] = cs.out
+            args, roles = cs.args, rule.roles
+            # the common arities spelled out: dict(zip()) costs twice as much
+            if len(roles) == 1 and args:
+                ports: dict[str, Struct] = {roles[0]: args[0], "out": cs.out}
+            elif len(roles) == 2 and len(args) >= 2:
+                ports = {roles[0]: args[0], roles[1]: args[1], "out": cs.out}
+            else:
+                ports = dict(zip(roles, args))
+                ports["out"] = cs.out
             site = _Site(i, rule, ports, cs.attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))

@@ -33,6 +33,7 @@ TupleType = tvm.ir.type.TupleType
 _Op = tvm.ir.Op
 _DataflowVar = relax.DataflowVar
 _VarBinding = relax.VarBinding
+_ShapeExpr = relax.ShapeExpr
 _OP_NAMES: dict[int, str] = {}
 _new_tuple = tuple.__new__
 
@@ -51,6 +52,8 @@ class Value:
     _name: str | None = None
     binding: Any = None  # the Binding, for bindings (reused by the rewrite)
     args: list[Any] | None = None  # the call's arguments as read, for call bindings
+    op: Any = None  # the call's op as read, for call bindings (reused by the rewrite)
+    ty: Any = None  # the var's type as read, for call bindings (reused by the rewrite)
 
     @property
     def name(self) -> str:
@@ -111,7 +114,9 @@ class DependencyView:
         # symbolic vars hash by identity, and the view keeps every type (so every var)
         # alive, so within one view equal hashes mean equal shapes (up to a collision of
         # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
-        values = getattr(getattr(self.leaf_type[leaf], "shape", None), "values", None)
+        ty = self.leaf_type[leaf]
+        sh = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
+        values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
         if values is None:
             dims = None
         else:
@@ -198,7 +203,7 @@ class _Builder:
     def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
         """The struct an argument expression refers to; records which values it reads."""
         cls = type(e)
-        if cls is _DataflowVar or cls is Var or isinstance(e, Var):
+        if cls is not Constant and (cls is _DataflowVar or cls is Var or isinstance(e, Var)):
             vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
@@ -266,10 +271,10 @@ class _Builder:
                 else:
                     args.append(self.struct_of(a, fname, args_users))
             vid = len(values)
-            val = Value(vid, "binding", var, fname, None, value, self.top, None, b, raw)
+            ty, op = var.ty, value.op
+            val = Value(vid, "binding", var, fname, None, value, self.top, None, b, raw, op, ty)
             values.append(val)
             value_of[var.__chandle__()] = vid
-            ty = var.ty
             if type(ty) is TensorType:
                 val.struct = len(view.leaf_ndim)
                 view.leaf_ndim.append(ty.ndim)
@@ -277,7 +282,7 @@ class _Builder:
                 view.leaf_value.append(vid)
             else:
                 val.struct = self.new_struct(ty, vid)
-            self.call_site(fname, val, value, args)
+            self.call_site(fname, val, value, args, op)
             if args_users:
                 view.edge_src.extend(args_users)
                 view.edge_dst.extend([vid] * len(args_users))
@@ -323,8 +328,10 @@ class _Builder:
         if src is not None and dst is not None:
             self.view.sites.append(CallSite(vid, None, "<link>", [src], dst))
 
-    def call_site(self, fname: str, val: Value, call: Any, args: list[Struct]) -> None:
-        op = call.op
+    def call_site(self, fname: str, val: Value, call: Any, args: list[Struct],
+                  op: Any = None) -> None:
+        if op is None:
+            op = call.op
         sites = self.view.sites
         if type(op) is _Op or isinstance(op, _Op):
             # ops are global singletons: read each name once

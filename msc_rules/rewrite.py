@@ -126,14 +126,14 @@ class _Rebuilder:
             return got
         return with_markers(old, markers)
 
-    def var_def(self, v: Any, markers: Markers | None = None) -> Any:
+    def var_def(self, v: Any, markers: Markers | None = None, ty: Any = None) -> Any:
         h = v.__chandle__()
         if markers is None:
             markers = self.var_edits.get(h)
         if not markers:
             return v
         make = _MAKE_DATAFLOW_VAR if type(v) is _DataflowVar else _MAKE_VAR
-        nv = make(v.name, v.ty, self.span(v.span, markers))
+        nv = make(v.name, v.ty if ty is None else ty, self.span(v.span, markers))
         self.remap[h] = nv
         return nv
 
@@ -177,7 +177,7 @@ class _Rebuilder:
         return e
 
     def call(self, e: Any, old_args: list[Any] | None = None,
-             markers: Markers | None = None) -> Any:
+             markers: Markers | None = None, old_op: Any = None) -> Any:
         if old_args is None:
             old_args = items(e.args)
         remap, memo = self.remap, self.memo
@@ -191,7 +191,8 @@ class _Rebuilder:
                 args.append(got)
             else:
                 args.append(self.expr(a))
-        old_op = e.op
+        if old_op is None:
+            old_op = e.op
         op = old_op if type(old_op) is _Op or not isinstance(old_op, Var) else self.expr(old_op)
         if markers is None:
             markers = self.value_edits.get(e.__chandle__())
@@ -214,19 +215,19 @@ class _Rebuilder:
                 # a record of the dependency view saves reading the binding again
                 markers: Markers | None = None
                 if type(r) is _Value:
-                    b, var, value, args = r.binding, r.expr, r.value, r.args
+                    b, var, value, args, op, ty = r.binding, r.expr, r.value, r.args, r.op, r.ty
                     if by_value is not None:
                         markers = by_value[r.id]
                 else:
                     b = r
-                    var, value, args = b.var, b.value, None
+                    var, value, args, op, ty = b.var, b.value, None, None, None
                 call = type(value) is Call
-                value = self.call(value, args, markers) if call else self.expr(value)
+                value = self.call(value, args, markers, op) if call else self.expr(value)
                 if type(b) is not _VarBinding and isinstance(b, relax.MatchCast):
                     bindings.append(
-                        relax.MatchCast(self.var_def(var, markers), value, b.ty, b.span))
+                        relax.MatchCast(self.var_def(var, markers, ty), value, b.ty, b.span))
                 else:
-                    bindings.append(_MAKE_BINDING(self.var_def(var, markers), value, b.span))
+                    bindings.append(_MAKE_BINDING(self.var_def(var, markers, ty), value, b.span))
             dataflow = isinstance(block, relax.DataflowBlock)
             cls = relax.DataflowBlock if dataflow else relax.BindingBlock
             blocks.append(cls(bindings, block.span))

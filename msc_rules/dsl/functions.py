@@ -473,6 +473,10 @@ class _ReshapeMemo:
     def __init__(self) -> None:
         self.split: dict[tuple[str, Any], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
         self.merge: dict[tuple[tuple[str, ...], tuple[Any, ...]], tuple[str, Any]] = {}
+        # _reshape_info by the identity of the shape lists (the engine shares one list
+        # per distinct shape): no tuple conversion and hashing of dims per call. Each
+        # entry holds its two lists, so their ids cannot be reused while it lives.
+        self.info: dict[tuple[str, int, int], tuple[Any, Any, str | None, _Plan]] = {}
 
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
         self.split.setdefault((whole, size), (parts, sizes))
@@ -494,11 +498,15 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     layout = env.layout(role)
     if not isinstance(layout, str) or src is None or dst is None:
         return None
-    base, plan = _reshape_info(layout, tuple(src), tuple(dst))
-    if base is None:
-        return None
     memo = _memo_of(env)
-    if not plan or memo is None:
+    if memo is None:
+        return _reshape_info(layout, tuple(src), tuple(dst))[0]
+    key = (layout, id(src), id(dst))
+    got = memo.info.get(key)
+    if got is None:
+        got = memo.info[key] = (src, dst, *_reshape_info(layout, tuple(src), tuple(dst)))
+    base, plan = got[2], got[3]
+    if base is None or not plan:
         return base
     out = list(base)
     for split, gs, gd, size, sizes in plan:
@@ -551,6 +559,12 @@ def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...
     """Put `letters` at `positions` of `out` unless one of them is used elsewhere."""
     wanted = set(letters)
     if len(wanted) != len(letters):
+        return
+    lo, hi = positions[0], positions[-1] + 1
+    if hi - lo == len(positions) and len(letters) == len(positions):
+        # a run of axes (what reshape groups are): test the letters outside it at once
+        if wanted.isdisjoint(out[:lo]) and wanted.isdisjoint(out[hi:]):
+            out[lo:hi] = letters
         return
     for k, c in enumerate(out):
         if c in wanted and k not in positions:
