@@ -22,6 +22,7 @@ override or conflict: they only fill what is still unknown.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import deque
 from collections.abc import Callable
@@ -56,8 +57,8 @@ _new_tuple = tuple.__new__
 
 
 class Decision(NamedTuple):
-    """How one tensor got its layout (a named tuple: one is made per tensor, and a
-    frozen dataclass takes several times longer to construct)."""
+    """How one tensor got its layout (a named tuple, made from the engine's plain
+    tuples on demand: see InferenceResult.decisions)."""
 
     layout: str
     kind: str  # "rule" | "weak" | "fallback" | "seed" | "scalar"
@@ -86,9 +87,16 @@ class InferenceResult:
     view: DependencyView
     rules: RuleSet
     layouts: list[str | None]
-    decisions: list[Decision | None]
+    decided: list[tuple[Any, ...] | None]
+    """Per leaf, the fields of its Decision as a plain tuple (see `decisions`)."""
     conflicts: list[Conflict] = field(default_factory=list)
     unruled: dict[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def decisions(self) -> list[Decision | None]:
+        """How each leaf got its layout (None for a leaf without one). Made on first
+        use: the engine records plain tuples, and most runs never read them."""
+        return [None if d is None else _new_tuple(Decision, d) for d in self.decided]
 
     def struct_layout(self, struct: Struct) -> str | tuple[Any, ...] | None:
         """The layout of a struct: a str, a tuple (tuples), or None."""
@@ -209,7 +217,7 @@ class _Engine:
         self.rules = rules
         n = len(view.leaf_ndim)
         self.layouts: list[str | None] = [None] * n
-        self.decisions: list[Decision | None] = [None] * n
+        self.decisions: list[tuple[Any, ...] | None] = [None] * n  # Decision fields
         self.conflicts: list[Conflict] = []
         self.unruled: dict[str, int] = {}
         self.leaf_sites: list[list[int]] = []
@@ -445,8 +453,8 @@ class _Engine:
                     self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
         self.order += 1
-        # tuple.__new__ directly: a named tuple's own __new__ is a Python function
-        self.decisions[leaf] = _new_tuple(Decision, (value, kind, site, eq, self.order))
+        # a plain tuple: InferenceResult.decisions makes the Decisions when asked
+        self.decisions[leaf] = (value, kind, site, eq, self.order)
         for s in self.leaf_sites[leaf]:
             if not self.queued[s]:
                 self.queued[s] = True
@@ -534,7 +542,8 @@ class _Engine:
     def _conflict(
         self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation, message: str
     ) -> None:
-        existing = self.decisions[leaf] if leaf >= 0 else None
+        raw = self.decisions[leaf] if leaf >= 0 else None
+        existing = None if raw is None else _new_tuple(Decision, raw)
         self.conflicts.append(Conflict(leaf, kind, proposed, existing, site.index, eq, message))
 
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
@@ -658,7 +667,10 @@ class _Engine:
     def _target_open(self, si: int, k: int) -> bool:
         site = self.sites[si]
         assert site is not None
-        target = self._port(site, *site.rule.equations[k].target)
+        role, idx = site.rule.equations[k].target
+        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        if type(target) is int:
+            return self.layouts[target] is None and self.view.leaf_ndim[target] >= 0
         return any(
             self.layouts[x] is None and self.view.leaf_ndim[x] >= 0 for x in _leaves(target, [])
         )
@@ -673,8 +685,9 @@ class _Engine:
         return None
 
     def _fire_weak(self) -> bool:
-        """Fire the earliest open weak default; True when it decided something."""
-        while self._next_weak() is not None:
+        """Fire the earliest open weak default (the top of the heap: the caller has just
+        checked it with _next_weak); True when it decided something."""
+        while True:
             _, si, k = heapq.heappop(self.weak)
             site = self.sites[si]
             assert site is not None
@@ -683,7 +696,8 @@ class _Engine:
             self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=True)
             if self.order != before:
                 return True
-        return False
+            if self._next_weak() is None:
+                return False
 
 
 def infer_view(

@@ -23,13 +23,17 @@ def items(arr: Any) -> list[Any]:
     if type(arr) is not _Array and isinstance(arr, (list, tuple)):
         return list(arr)
     n = _size(arr)
-    # Most arrays read are a call's one or two arguments: direct calls there (an FFI
-    # function called through `map` takes a slower calling convention, ~2x per call),
-    # `map` for long ones (no Python frame per element).
+    # Most arrays read are short (a call's arguments, axes, shapes): direct calls there
+    # (an FFI function called through `map` takes a slower calling convention, ~2x per
+    # call), `map` for long ones (no Python frame per element).
     if n == 1:
         return [_get(arr, 0)]
     if n == 2:
         return [_get(arr, 0), _get(arr, 1)]
+    if n == 3:
+        return [_get(arr, 0), _get(arr, 1), _get(arr, 2)]
+    if n == 4:
+        return [_get(arr, 0), _get(arr, 1), _get(arr, 2), _get(arr, 3)]
     if n < 8:
         return [_get(arr, i) for i in range(n)]
     return list(map(_get, repeat(arr, n), range(n)))
