@@ -178,12 +178,13 @@ def _py(v: Any) -> Any:
 
 
 class _Site:
-    __slots__ = ("attrs", "call_attrs", "index", "pending", "ports", "rule")
+    __slots__ = ("attrs", "call_attrs", "index", "pending", "plan", "ports", "rule")
 
-    def __init__(self, index: int, rule: Rule, ports: dict[str, Struct], call_attrs: Any,
-                 pending: tuple[int, ...] | list[int]) -> None:
+    def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
+                 call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
         self.index = index
         self.rule = rule
+        self.plan = plan
         self.ports = ports
         # equations not fired yet; replaced (never changed in place), so sites of one
         # rule can start out sharing one tuple
@@ -192,14 +193,23 @@ class _Site:
         self.call_attrs = call_attrs
 
 
+_Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
+              str, int | None, bool, tuple[str, int | None] | None, bool]
+"""An equation as _examine reads it: the equation, its strict reads of whole ports and of
+tuple fields, the partial reads that make it ready (those of a purely partial reader),
+target role and field, weak, the port it copies, whether it mints letters."""
+
+
 @dataclass(frozen=True, slots=True)
 class _RulePlan:
     """What the engine needs of a rule before it runs: which equations are attribute
-    seeds (they read no port), which are not, and the targets of weak defaults."""
+    seeds (they read no port), which are not, the targets of weak defaults, and each
+    equation as _examine reads it."""
 
     seeds: tuple[int, ...]
     rest: tuple[int, ...]
     weak_targets: tuple[tuple[str, int | None], ...]
+    steps: tuple[_Step, ...]
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -207,8 +217,15 @@ class _RulePlan:
         eqs = rule.equations
         seeds = tuple(k for k, eq in enumerate(eqs)
                       if not (eq.weak or eq.strict_reads or eq.partial_reads))
+        steps = tuple(
+            (eq,
+             tuple(r for r, i in eq.strict_reads if i is None),
+             tuple((r, i) for r, i in eq.strict_reads if i is not None),
+             eq.partial_reads if not eq.strict_reads else (),
+             *eq.target, eq.weak, eq.copy_of, eq.mints)
+            for eq in eqs)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds),
-                         tuple(eq.target for eq in eqs if eq.weak))
+                         tuple(eq.target for eq in eqs if eq.weak), steps)
 
 
 class _Engine:
@@ -253,15 +270,22 @@ class _Engine:
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
         sites, queued, seeded = self.sites, self.queued, self.seeded
+        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         for i, cs in enumerate(self.view.sites):
-            rule = lookup(cs)
-            if rule is None:
-                sites.append(None)
-                queued.append(False)
-                continue
-            plan = plans.get(id(rule))
-            if plan is None:
-                plan = plans[id(rule)] = _RulePlan.of(rule)
+            got = by_op.get(cs.op)
+            if got is None:
+                rule = lookup(cs)
+                if rule is None:
+                    sites.append(None)
+                    queued.append(False)
+                    continue
+                plan = plans.get(id(rule))
+                if plan is None:
+                    plan = plans[id(rule)] = _RulePlan.of(rule)
+                if rule is self._rules_by_op.get(cs.op):  # cached: the same for every call
+                    by_op[cs.op] = (rule, plan)
+            else:
+                rule, plan = got
             args, roles = cs.args, rule.roles
             # the common arities spelled out: dict(zip()) costs twice as much
             if len(roles) == 1 and args:
@@ -271,11 +295,11 @@ class _Engine:
             else:
                 ports = dict(zip(roles, args))
                 ports["out"] = cs.out
-            site = _Site(i, rule, ports, cs.attrs, plan.rest)
+            site = _Site(i, rule, plan, ports, cs.attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             for role, idx in plan.weak_targets:
-                st = self._port(site, role, idx)
+                st = ports.get(role) if idx is None else self._port(site, role, idx)
                 if type(st) is int:
                     has_weak[st] = 1
                 else:
@@ -556,30 +580,33 @@ class _Engine:
             return None
 
     def _examine(self, site: _Site) -> None:
-        eqs = site.rule.equations
+        steps = site.plan.steps
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
         track = self.track_symbols
         still: list[int] = []
         for k in site.pending:
-            eq = eqs[k]
+            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints = steps[k]
             # ready when every strict read is known (a port of unknown rank counts as
             # known) and, for a purely partial reader, when any partial read is
             ready = True
-            for role, idx in eq.strict_reads:
-                st = ports.get(role, _ABSENT)
-                if idx is None and type(st) is int:
+            for r in reads:
+                st = ports.get(r, _ABSENT)
+                if type(st) is int:
                     if layouts[st] is None and ndims[st] >= 0:
                         ready = False
                         break
-                elif st is _ABSENT or not self._known(
-                    st if idx is None else self._port(site, role, idx)
-                ):
+                elif st is _ABSENT or not self._known(st):
                     ready = False
                     break
-            if ready and eq.partial_reads and not eq.strict_reads:
+            if ready and field_reads:
+                for r, i in field_reads:
+                    if r not in ports or not self._known(self._port(site, r, i)):
+                        ready = False
+                        break
+            if ready and ready_if_any:
                 ready = False
-                for r in eq.partial_reads:
+                for r in ready_if_any:
                     st = ports.get(r)
                     if (layouts[st] is not None) if type(st) is int else self._any_known(st):
                         ready = True
@@ -587,9 +614,8 @@ class _Engine:
             if not ready:
                 still.append(k)
                 continue
-            role, idx = eq.target
             target = ports.get(role) if idx is None else self._port(site, role, idx)
-            if eq.weak:
+            if weak:
                 if type(target) is int:
                     if layouts[target] is None and ndims[target] >= 0:
                         heapq.heappush(self.weak, (target, site.index, k))
@@ -600,7 +626,6 @@ class _Engine:
                 if unknown:
                     heapq.heappush(self.weak, (unknown[0], site.index, k))
                 continue
-            copy = eq.copy_of
             if copy is not None:
                 value = self._value(ports.get(copy[0]) if copy[1] is None
                                     else self._port(site, copy[0], copy[1]))
@@ -610,9 +635,16 @@ class _Engine:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
-            if (type(target) is int and type(value) is str and layouts[target] == value
-                    and not (eq.mints and track)):
-                continue  # re-derived what is decided already (see _apply)
+            if type(target) is int and type(value) is str and not (mints and track):
+                # the common cases of _apply, inline: a first decision of a valid layout
+                # of the right rank, and a re-derivation of the decided one
+                old = layouts[target]
+                if old is None:
+                    if len(value) == ndims[target] and self._valid.get(value):
+                        self._decide(target, value, "rule", site.index, eq)
+                        continue
+                elif old == value:
+                    continue
             self._apply(target, value, site, eq, weak=False)
         site.pending = still
 

@@ -115,7 +115,7 @@ class DependencyView:
         # alive, so within one view equal hashes mean equal shapes (up to a collision of
         # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
         ty = self.leaf_type[leaf]
-        sh = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
+        sh: Any = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
         values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
         if values is None:
             dims = None

@@ -139,7 +139,7 @@ class _Rebuilder:
 
     def expr(self, e: Any) -> Any:
         cls = type(e)
-        if cls is Var or isinstance(e, Var):
+        if cls is not Constant and (cls is _DataflowVar or cls is Var or isinstance(e, Var)):
             return self.remap.get(e.__chandle__(), e)
         if cls is Call:
             return self.call(e)

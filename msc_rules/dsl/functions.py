@@ -172,8 +172,8 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
         # well-formed (what broadcast_layout returns, without building its lists)
         for r, shape in zip(roles, shapes):
             lay = env.layout(r)
-            if lay is not None and not (
-                    type(lay) is str and len(lay) == len(shape) and L.is_layout(lay)):
+            if lay is not None and not (type(lay) is str and shape is not None
+                                        and len(lay) == len(shape) and L.is_layout(lay)):
                 break  # broadcast_layout below gives the error
             if lay is not None and shape == out_shape:
                 return lay
@@ -519,9 +519,9 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
         else:  # several axes merged into one
             parts = tuple(layout[i] for i in gs)
-            got = memo.merge.get((parts, sizes))
-            if got is not None and got[1] == size:
-                _restore(out, gd, (got[0],))
+            merged = memo.merge.get((parts, sizes))
+            if merged is not None and merged[1] == size:
+                _restore(out, gd, (merged[0],))
             else:
                 memo.record(out[gd[0]], size, parts, sizes)
     return "".join(out)
