@@ -57,8 +57,7 @@ _new_tuple = tuple.__new__
 
 
 class Decision(NamedTuple):
-    """How one tensor got its layout (a named tuple, made from the engine's plain
-    tuples on demand: see InferenceResult.decisions)."""
+    """How one tensor got its layout (made on demand from the engine's Provenance)."""
 
     layout: str
     kind: str  # "rule" | "weak" | "fallback" | "seed" | "scalar"
@@ -80,6 +79,30 @@ class Conflict:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """How each leaf got its layout, as the engine records it: no object per decision
+    (three list slots and an append), since most runs never ask. `decisions` makes them."""
+
+    kinds: list[str | None]
+    sites: list[int]
+    equations: list[CompiledEquation | None]
+    sequence: list[int]
+    """The decided leaves in decision order (a decision's order is its position + 1)."""
+
+    def decisions(self, layouts: list[str | None]) -> list[Decision | None]:
+        """Per leaf, its Decision (None for a leaf without one)."""
+        order = [0] * len(layouts)
+        for i, leaf in enumerate(self.sequence, 1):
+            order[leaf] = i
+        return [
+            None if kind is None
+            else _new_tuple(Decision, (layouts[leaf], kind, self.sites[leaf],
+                                       self.equations[leaf], order[leaf]))
+            for leaf, kind in enumerate(self.kinds)
+        ]
+
+
 @dataclass
 class InferenceResult:
     """Layouts for every tensor of the view, with provenance and conflicts."""
@@ -87,16 +110,14 @@ class InferenceResult:
     view: DependencyView
     rules: RuleSet
     layouts: list[str | None]
-    decided: list[tuple[Any, ...] | None]
-    """Per leaf, the fields of its Decision as a plain tuple (see `decisions`)."""
+    provenance: Provenance
     conflicts: list[Conflict] = field(default_factory=list)
     unruled: dict[str, int] = field(default_factory=dict)
 
     @functools.cached_property
     def decisions(self) -> list[Decision | None]:
-        """How each leaf got its layout (None for a leaf without one). Made on first
-        use: the engine records plain tuples, and most runs never read them."""
-        return [None if d is None else _new_tuple(Decision, d) for d in self.decided]
+        """How each leaf got its layout (None for a leaf without one); made on first use."""
+        return self.provenance.decisions(self.layouts)
 
     def struct_layout(self, struct: Struct) -> str | tuple[Any, ...] | None:
         """The layout of a struct: a str, a tuple (tuples), or None."""
@@ -234,15 +255,20 @@ class _Engine:
         self.rules = rules
         n = len(view.leaf_ndim)
         self.layouts: list[str | None] = [None] * n
-        self.decisions: list[tuple[Any, ...] | None] = [None] * n  # Decision fields
-        self.conflicts: list[Conflict] = []
+        # provenance, see Provenance: no object per decision
+        self.kinds: list[str | None] = [None] * n
+        self.decided_by: list[int] = [-1] * n
+        self.equations: list[CompiledEquation | None] = [None] * n
+        self.sequence: list[int] = []
+        # conflicts as recorded: Conflict's fields, with the number of decisions made
+        # so far in place of the existing Decision (made at the end, see infer_view)
+        self.raw_conflicts: list[tuple[int, str, str, int, int, CompiledEquation, str]] = []
         self.unruled: dict[str, int] = {}
         self.leaf_sites: list[list[int]] = []
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
         self.weak: list[tuple[int, int, int]] = []
-        self.order = 0
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
         self.has_weak = bytearray(n)
         self._state: dict[str, Any] = {}
@@ -476,9 +502,10 @@ class _Engine:
                     self.sym_letter[sym] = value[i]
                     self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
-        self.order += 1
-        # a plain tuple: InferenceResult.decisions makes the Decisions when asked
-        self.decisions[leaf] = (value, kind, site, eq, self.order)
+        self.kinds[leaf] = kind
+        self.decided_by[leaf] = site
+        self.equations[leaf] = eq
+        self.sequence.append(leaf)
         for s in self.leaf_sites[leaf]:
             if not self.queued[s]:
                 self.queued[s] = True
@@ -566,9 +593,8 @@ class _Engine:
     def _conflict(
         self, leaf: int, kind: str, proposed: str, site: _Site, eq: CompiledEquation, message: str
     ) -> None:
-        raw = self.decisions[leaf] if leaf >= 0 else None
-        existing = None if raw is None else _new_tuple(Decision, raw)
-        self.conflicts.append(Conflict(leaf, kind, proposed, existing, site.index, eq, message))
+        self.raw_conflicts.append(
+            (leaf, kind, proposed, len(self.sequence), site.index, eq, message))
 
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
@@ -724,9 +750,9 @@ class _Engine:
             site = self.sites[si]
             assert site is not None
             eq = site.rule.equations[k]
-            before = self.order
+            before = len(self.sequence)
             self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=True)
-            if self.order != before:
+            if len(self.sequence) != before:
                 return True
             if self._next_weak() is None:
                 return False
@@ -740,7 +766,18 @@ def infer_view(
     for leaf, lay in sorted((seeds or {}).items()):
         eng._decide(leaf, lay, "seed", -1, None)
     eng.run()
-    return InferenceResult(view, rules, eng.layouts, eng.decisions, eng.conflicts, eng.unruled)
+    provenance = Provenance(eng.kinds, eng.decided_by, eng.equations, eng.sequence)
+    result = InferenceResult(view, rules, eng.layouts, provenance, [], eng.unruled)
+    if eng.raw_conflicts:
+        # the existing decision of a conflict: the leaf's (decisions are never
+        # replaced) if it was made before the conflict
+        decisions = result.decisions
+        for leaf, kind, proposed, made, site, eq, message in eng.raw_conflicts:
+            d = decisions[leaf] if leaf >= 0 else None
+            existing = d if d is not None and d.order <= made else None
+            result.conflicts.append(
+                Conflict(leaf, kind, proposed, existing, site, eq, message))
+    return result
 
 
 def infer_layouts(
