@@ -203,13 +203,15 @@ class _Builder:
     def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
         """The struct an argument expression refers to; records which values it reads."""
         cls = type(e)
+        if cls is _ShapeExpr:
+            return None  # exact types first: isinstance goes through ABCMeta (~0.3 us)
         if cls is not Constant and (cls is _DataflowVar or cls is Var or isinstance(e, Var)):
             vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
             users.append(vid)
             return self.view.values[vid].struct
-        if isinstance(e, Constant):
+        if cls is Constant or isinstance(e, Constant):
             vid = self.view.value_of.get(e.__chandle__())
             if vid is None:
                 val = self.add_value("const", e, func)
