@@ -134,8 +134,8 @@ class SetExprLayout:
                 if missing:
                     raise MissingLayoutError(self.entry_name, missing)
             edits = layout_edits(result)
-            del result
-            out = rewrite_module(mod, edits)
+            del result  # the view lives on in the edits' records, which the rewrite frees
+            out = rewrite_module(mod, edits, release=True)
             del edits
         return out
 

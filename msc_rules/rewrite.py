@@ -108,7 +108,8 @@ def marked(old: Markers | None, key: str, value: str) -> Markers:
 
 
 class _Rebuilder:
-    def __init__(self, edits: SpanEdits) -> None:
+    def __init__(self, edits: SpanEdits, release: bool = False) -> None:
+        self.release = release
         self.records = edits.records or {}
         self.by_value = edits.by_value if edits.records else None
         self.var_edits = edits.vars
@@ -216,11 +217,21 @@ class _Rebuilder:
     def seq(self, e: Any) -> Any:
         blocks = []
         for block in items(e.blocks):
+            h = block.__chandle__()
+            done = self.memo.get(h)  # a block met twice is rebuilt once (and released once)
+            if done is not None:
+                blocks.append(done)
+                continue
             bindings = []
-            got = self.records.get(block.__chandle__())
+            got = self.records.get(h)
             records = items(block.bindings) if got is None else got[1]
+            release = self.release and got is not None
             by_value = self.by_value
-            for r in records:
+            for i, r in enumerate(records):
+                if release:
+                    # this record's last use: freed after this iteration, while its
+                    # objects are still in cache (not all at once, cold, at the end)
+                    records[i] = None
                 # a record of the dependency view saves reading the binding again
                 markers: Markers | None = None
                 if type(r) is _Value:
@@ -240,6 +251,7 @@ class _Rebuilder:
             dataflow = isinstance(block, relax.DataflowBlock)
             cls = relax.DataflowBlock if dataflow else relax.BindingBlock
             blocks.append(cls(bindings, block.span))
+            self.memo[h] = blocks[-1]
         return _with_type(relax.SeqExpr(blocks, self.expr(e.body), e.span), e)
 
     def function(self, f: Any) -> Any:
@@ -248,15 +260,23 @@ class _Rebuilder:
         return relax.Function(params, body, f.ret_ty, f.is_pure, f.attrs, f.span)
 
 
-def rewrite_function(func: Any, edits: SpanEdits) -> Any:
-    """`func` rebuilt with the markers of `edits` written into spans."""
+def rewrite_function(func: Any, edits: SpanEdits, release: bool = False) -> Any:
+    """`func` rebuilt with the markers of `edits` written into spans (see rewrite_module
+    for `release`)."""
     if not edits.vars and not edits.values and not edits.by_value:
         return func
-    return _Rebuilder(edits).function(func)
+    return _Rebuilder(edits, release).function(func)
 
 
-def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRModule:
-    """A copy of `mod` whose functions named in `edits` carry the new markers."""
+def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
+                   release: bool = False) -> tvm.IRModule:
+    """A copy of `mod` whose functions named in `edits` carry the new markers.
+
+    `release=True` empties the edits' records as it goes (each binding's entry is set
+    to None once rebuilt), for a caller that owns them and has dropped the view: the
+    view's reads are then freed one by one while still in cache. The edits cannot be
+    used again afterwards.
+    """
     if not edits:
         return mod
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
@@ -264,7 +284,7 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits]) -> tvm.IRM
     for name, e in edits.items():
         gv, func = funcs[name]
         try:
-            updates[gv] = rewrite_function(func, e)
+            updates[gv] = rewrite_function(func, e, release)
         except RecursionError:
             # The rebuild recurses once per nesting level (local functions, If
             # branches) and needs more frames per level than the dependency view's walk,
