@@ -613,6 +613,10 @@ class _Engine:
         still: list[int] = []
         for k in site.pending:
             eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints = steps[k]
+            if weak and idx is None:
+                st = ports.get(role)
+                if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
+                    continue  # its target is decided (for good): it can never fire
             # ready when every strict read is known (a port of unknown rank counts as
             # known) and, for a purely partial reader, when any partial read is
             ready = True

@@ -135,7 +135,9 @@ class _Rebuilder:
         if not markers:
             return v
         make = _MAKE_DATAFLOW_VAR if type(v) is _DataflowVar else _MAKE_VAR
-        nv = make(v.name, v.ty if ty is None else ty, self.span(v.span, markers))
+        old = v.span
+        span = (self.bare.get(markers) if old is None else None) or self.span(old, markers)
+        nv = make(v.name, v.ty if ty is None else ty, span)
         self.remap[h] = nv
         return nv
 
@@ -207,7 +209,8 @@ class _Rebuilder:
         if markers is None:
             markers = self.value_edits.get(e.__chandle__())
         if markers:
-            span = self.span(e.span, markers)
+            old = e.span  # the common case, a node without a span, inline
+            span = (self.bare.get(markers) if old is None else None) or self.span(old, markers)
         elif op is old_op and all(a is b for a, b in zip(args, old_args)):
             return e
         else:
