@@ -54,6 +54,8 @@ def _identity_rule() -> Rule:
 _LINK = _identity_rule()
 _ABSENT: Any = object()  # a role the call has no argument for, an attribute not read yet
 _new_tuple = tuple.__new__
+# what an equation may raise on odd input: recorded as a conflict, never raised
+_EVAL_ERRORS = (RuleEvaluationError, L.LayoutError, TypeError, ValueError, IndexError)
 
 
 class Decision(NamedTuple):
@@ -274,7 +276,7 @@ class _Engine:
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
-        self._shape_of = view.shape
+        self._shape_of = view.read_shape  # cached here, in _shapes
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.sym_letter: dict[str, str] = {}
@@ -397,10 +399,16 @@ class _Engine:
         st = self.site.ports.get(role)
         if type(st) is not int:
             return None
-        got = self._shapes[st]  # read ~3 times per leaf: a list beats the view's dict
+        got = self._shapes[st]  # _leaf_shape inline: this runs ~2 times per binding
         if got is _ABSENT:
             got = self._shapes[st] = self._shape_of(st)
         return got
+
+    def _leaf_shape(self, leaf: int) -> list[L.Dim] | None:
+        got = self._shapes[leaf]  # read ~3 times per leaf: a list beats the view's dict
+        if got is _ABSENT:
+            got = self._shapes[leaf] = self._shape_of(leaf)
+        return got  # type: ignore[no-any-return]
 
     def nfields(self, role: str) -> int:
         assert self.site is not None
@@ -455,7 +463,7 @@ class _Engine:
     def _symbol_axes(self, leaf: int) -> list[tuple[int, str]]:
         got = self._sym_axes.get(leaf)
         if got is None:
-            dims = self.view.shape(leaf) or []
+            dims = self._leaf_shape(leaf) or []
             got = [(i, d) for i, d in enumerate(dims) if isinstance(d, str)]
             self._sym_axes[leaf] = got
         return got
@@ -572,7 +580,7 @@ class _Engine:
     ) -> bool:
         """True when `value` differs from `old` only where no identity is claimed: in
         letters the equation minted, or on size-1 axes (which have no extent to name)."""
-        dims = self.view.shape(leaf)
+        dims = self._leaf_shape(leaf)
         inherited = self._inherited(site, eq) if eq.mints else None
         for i, (o, v) in enumerate(zip(old, value)):
             if o == v or (dims is not None and i < len(dims) and dims[i] == 1):
@@ -600,12 +608,17 @@ class _Engine:
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
         try:
             return eq.fn(self)
-        except (RuleEvaluationError, L.LayoutError, TypeError, ValueError, IndexError) as err:
-            leaves = _leaves(self._port(site, *eq.target), [])
-            self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
+        except _EVAL_ERRORS as err:
+            self._failed(site, eq, err)
             return None
 
+    def _failed(self, site: _Site, eq: CompiledEquation, err: Exception) -> None:
+        """Record an equation that raised as an "error" conflict."""
+        leaves = _leaves(self._port(site, *eq.target), [])
+        self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
+
     def _examine(self, site: _Site) -> None:
+        self.site = site  # for the Env methods the equations call
         steps = site.plan.steps
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
@@ -660,7 +673,12 @@ class _Engine:
                 value = self._value(ports.get(copy[0]) if copy[1] is None
                                     else self._port(site, copy[0], copy[1]))
             else:
-                value = self._evaluate(site, eq)
+                # _evaluate inline (self.site is this site: set above)
+                try:
+                    value = eq.fn(self)
+                except _EVAL_ERRORS as err:
+                    self._failed(site, eq, err)
+                    value = None
             if value is None:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
