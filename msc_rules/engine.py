@@ -408,7 +408,7 @@ class _Engine:
         got = self._shapes[leaf]  # read ~3 times per leaf: a list beats the view's dict
         if got is _ABSENT:
             got = self._shapes[leaf] = self._shape_of(leaf)
-        return got  # type: ignore[no-any-return]
+        return got
 
     def nfields(self, role: str) -> int:
         assert self.site is not None

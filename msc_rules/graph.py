@@ -109,7 +109,7 @@ class DependencyView:
         got = self._shapes.get(leaf, _UNREAD)
         if got is _UNREAD:
             got = self._shapes[leaf] = self.read_shape(leaf)
-        return got  # type: ignore[no-any-return]
+        return got
 
     def read_shape(self, leaf: int) -> list[Dim] | None:
         """`shape`, for a caller that caches it itself (the engine): always read."""
@@ -128,7 +128,7 @@ class DependencyView:
             dims = self._by_hash.get(key, _UNREAD)
             if dims is _UNREAD:  # (not try/except: raising KeyError costs ~0.3 us)
                 dims = self._by_hash[key] = _dims(values)
-        return dims  # type: ignore[no-any-return]
+        return dims
 
     @property
     def graph(self) -> nx.DiGraph:
