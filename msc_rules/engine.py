@@ -404,6 +404,13 @@ class _Engine:
             got = self._shapes[st] = self._shape_of(st)
         return got
 
+    def field_shape(self, role: str, index: int) -> list[L.Dim] | None:
+        """The shape of field `index` of a tuple port (None when unknown)."""
+        assert self.site is not None
+        st = self.site.ports.get(role)
+        leaf = st[index] if isinstance(st, tuple) and index < len(st) else None
+        return self._leaf_shape(leaf) if isinstance(leaf, int) else None
+
     def _leaf_shape(self, leaf: int) -> list[L.Dim] | None:
         got = self._shapes[leaf]  # read ~3 times per leaf: a list beats the view's dict
         if got is _ABSENT:

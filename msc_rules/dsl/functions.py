@@ -687,21 +687,13 @@ def _einsum_in(env: Env, subscripts: Any, role: str, out_role: str) -> Any:
 
 
 def _field_shapes(env: Any, role: str) -> list[Any] | None:
-    """The shapes of the fields of a tuple port, when the Env can tell.
-
-    The Env protocol has no per-field shape yet (requested: `Env.field_shape(role, i)`);
-    until it does, this reads them from the engine's current site and view when those
-    are there, and otherwise answers None (callers then work from letters alone).
-    """
+    """The shapes of the fields of a tuple port, when the Env can tell (an optional Env
+    method, `field_shape(role, i)`; the engine has it), else None (callers then work
+    from letters alone)."""
     field_shape = getattr(env, "field_shape", None)
     if callable(field_shape):
         return [field_shape(role, i) for i in range(env.nfields(role))]
-    site, view = getattr(env, "site", None), getattr(env, "view", None)
-    ports = getattr(site, "ports", None)
-    st = ports.get(role) if isinstance(ports, dict) else None
-    if not isinstance(st, tuple) or view is None or not hasattr(view, "shape"):
-        return None
-    return [view.shape(x) if isinstance(x, int) else None for x in st]
+    return None
 
 
 @builtin("bcast_fields", 2, port_args=(0,), partial=True, mints=True)
