@@ -248,7 +248,7 @@ class _RulePlan:
              *eq.target, eq.weak, eq.copy_of, eq.mints)
             for eq in eqs)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds),
-                         tuple(eq.target for eq in eqs if eq.weak), steps)
+                         tuple(dict.fromkeys(eq.target for eq in eqs if eq.weak)), steps)
 
 
 class _Engine:
@@ -300,7 +300,8 @@ class _Engine:
         sites, queued, seeded = self.sites, self.queued, self.seeded
         by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         for i, cs in enumerate(self.view.sites):
-            got = by_op.get(cs.op)
+            _, _, op, args, out, call_attrs = cs
+            got = by_op.get(op)
             if got is None:
                 rule = lookup(cs)
                 if rule is None:
@@ -310,20 +311,20 @@ class _Engine:
                 plan = plans.get(id(rule))
                 if plan is None:
                     plan = plans[id(rule)] = _RulePlan.of(rule)
-                if rule is self._rules_by_op.get(cs.op):  # cached: the same for every call
-                    by_op[cs.op] = (rule, plan)
+                if rule is self._rules_by_op.get(op):  # cached: the same for every call
+                    by_op[op] = (rule, plan)
             else:
                 rule, plan = got
-            args, roles = cs.args, rule.roles
+            roles = rule.roles
             # the common arities spelled out: dict(zip()) costs twice as much
             if len(roles) == 1 and args:
-                ports: dict[str, Struct] = {roles[0]: args[0], "out": cs.out}
+                ports: dict[str, Struct] = {roles[0]: args[0], "out": out}
             elif len(roles) == 2 and len(args) >= 2:
-                ports = {roles[0]: args[0], roles[1]: args[1], "out": cs.out}
+                ports = {roles[0]: args[0], roles[1]: args[1], "out": out}
             else:
                 ports = dict(zip(roles, args))
-                ports["out"] = cs.out
-            site = _Site(i, rule, plan, ports, cs.attrs, plan.rest)
+                ports["out"] = out
+            site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             for role, idx in plan.weak_targets:
