@@ -292,3 +292,31 @@ def test_constants_get_layouts() -> None:
     res = msc_rules.infer_layouts(bb.get())
     consts = [res.marker(v.struct) for v in res.view.values if v.kind == "const"]
     assert consts == ["OIHW"]
+
+
+def test_reshape_ids_results_memoised_per_run_match_fresh_evaluation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # reshape_ids keeps each call's result per run (functions._ReshapeMemo.done): the
+    # encoder's head splits and merges repeat per layer. Every layout must be what a run
+    # that evaluates every call afresh gives.
+    from models import bert_like
+
+    from msc_rules.dsl import functions
+
+    mod = bert_like().mod
+    memoised = msc_rules.infer_layouts(mod)
+
+    class Forgetful(dict):  # type: ignore[type-arg]
+        def __setitem__(self, key: object, value: object) -> None:
+            pass
+
+    original_init = functions._ReshapeMemo.__init__
+
+    def fresh_init(self: functions._ReshapeMemo) -> None:
+        original_init(self)
+        self.done = Forgetful()
+
+    monkeypatch.setattr(functions._ReshapeMemo, "__init__", fresh_init)
+    fresh = msc_rules.infer_layouts(mod)
+    assert fresh.layouts == memoised.layouts
+    assert len(fresh.conflicts) == len(memoised.conflicts)
+    assert sum(lay is not None for lay in fresh.layouts) > 100
