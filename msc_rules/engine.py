@@ -131,12 +131,7 @@ class InferenceResult:
 
     def marker(self, struct: Struct) -> str:
         """The marker text for a struct: the layout, comma-joined for a flat tuple."""
-        if isinstance(struct, int):
-            return self.layouts[struct] or ""
-        if isinstance(struct, tuple) and struct and all(isinstance(s, int) for s in struct):
-            got = [self.layouts[s] for s in struct]  # type: ignore[index]
-            return "" if any(g is None for g in got) else ",".join(g or "" for g in got)
-        return ""
+        return marker_text(self.layouts, struct)
 
     def layout_of(self, expr: Any) -> str:
         """The marker text for a param, binding var or constant of the view."""
@@ -155,6 +150,17 @@ class InferenceResult:
         v = self.view.values[self.view.leaf_value[leaf]]
         path = _path_to(v.struct, leaf)
         return f"{v.func}:{v.name}" + "".join(f"[{i}]" for i in path)
+
+
+def marker_text(layouts: list[str | None], struct: Struct) -> str:
+    """The marker text for a struct given the layouts of its leaves: the layout,
+    comma-joined for a flat tuple ("" unless every leaf has one)."""
+    if isinstance(struct, int):
+        return layouts[struct] or ""
+    if isinstance(struct, tuple) and struct and all(isinstance(s, int) for s in struct):
+        got = [layouts[s] for s in struct]  # type: ignore[index]
+        return "" if any(g is None for g in got) else ",".join(g or "" for g in got)
+    return ""
 
 
 def _path_to(struct: Struct, leaf: int) -> list[int]:

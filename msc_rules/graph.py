@@ -92,6 +92,11 @@ class DependencyView:
     functions: list[str] = field(default_factory=list)
     edge_src: list[int] = field(default_factory=list)  # edge i: edge_src[i] -> edge_dst[i]
     edge_dst: list[int] = field(default_factory=list)
+    tops: list[str] = field(default_factory=list)
+    """The global functions walked, in order (`Value.top` is one of them)."""
+    others: list[int] = field(default_factory=list)
+    """Ids of the values that are not a var bound to a call (params, constants, other
+    bindings), in order; every other value is one (and has `Value.args`)."""
     block_records: dict[int, tuple[Any, list[Any]]] = field(default_factory=dict)
     """Per binding block (by handle): the block and what the view read of each binding
     (its Value, or the Binding itself for a local function). The rewrite reuses these
@@ -200,6 +205,7 @@ class _Builder:
         val = Value(vid, kind, expr, func, None, value, self.top)
         view.values.append(val)
         view.value_of[expr.__chandle__()] = vid
+        view.others.append(vid)
         return val
 
     def struct_of(self, e: Any, func: str, users: list[int]) -> Struct:
@@ -379,6 +385,7 @@ class _Builder:
         while self.queue:
             name = self.queue.pop(0)
             self.top = name
+            self.view.tops.append(name)
             try:
                 self.function(name, self.mod[self.globals[name]])
             except RecursionError:

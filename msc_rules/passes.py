@@ -12,7 +12,7 @@ from tvm import relax
 
 from . import span
 from .dsl.ruleset import RuleSet
-from .engine import InferenceResult, infer_layouts
+from .engine import InferenceResult, infer_layouts, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
 from .naming import plan_names
 from .rewrite import Markers, SpanEdits, marked, rewrite_module
@@ -25,43 +25,49 @@ _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.Tup
 def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     """The Layout markers to write, per global function, from an inference result.
 
-    Call bindings get theirs by value id (`SpanEdits.by_value`), with the view's
-    records, so the rebuild reads neither the binding nor a marker dict again.
+    Call bindings get theirs from markers per leaf (`SpanEdits.leaf_markers`), with the
+    view's records, so neither this nor the rebuild reads a binding or a marker dict for
+    them; only the other values (`DependencyView.others`) are visited here.
     """
     view = result.view
-    edits: dict[str, SpanEdits] = {}
-    # a constant object can sit in several functions: mark it wherever it is
-    tops = list(dict.fromkeys(v.top for v in view.values))
-    layouts = result.layouts
-    by_value: list[Markers | None] = [None] * len(view.values)
+    edits = {top: SpanEdits() for top in view.tops}
     # one marker tuple per layout text (each node gets just this one key here, so the
     # general merge of SpanEdits.add_* is not needed)
     markers_of: dict[str, Markers] = {}
-    e = SpanEdits()  # replaced before first use: `top` starts as no function's name
-    top = None
-    for v in view.values:
+
+    def markers(text: str) -> Markers:
+        got = markers_of.get(text)
+        if got is None:
+            got = markers_of[text] = marked(None, span.LAYOUT, text)
+        return got
+
+    layouts = result.layouts
+    leaf_markers = [markers(x) if x else None for x in layouts]
+
+    def struct_markers(struct: Any) -> Markers | None:
+        # (reads the layouts only: the result, and so the view, can go before the rewrite)
+        text = marker_text(layouts, struct)
+        return markers(text) if text else None
+
+    for vid in view.others:
+        v = view.values[vid]
         st = v.struct
-        text = (layouts[st] or "") if type(st) is int else result.marker(st)
+        text = (layouts[st] or "") if type(st) is int else marker_text(layouts, st)
         if not text:
             continue
-        markers = markers_of.get(text)
-        if markers is None:
-            markers = markers_of[text] = marked(None, span.LAYOUT, text)
+        m = markers(text)
         if v.kind == "const":
-            for t in tops:
-                edits.setdefault(t, SpanEdits()).values[v.expr.__chandle__()] = markers
+            # a constant object can sit in several functions: mark it wherever it is
+            for e in edits.values():
+                e.values[v.expr.__chandle__()] = m
             continue
-        if v.top != top:
-            top = v.top
-            e = edits.setdefault(top, SpanEdits())
-        if v.args is not None:  # a call binding: see SpanEdits.by_value
-            by_value[v.id] = markers
-            continue
-        e.vars[v.expr.__chandle__()] = markers
+        e = edits[v.top]
+        e.vars[v.expr.__chandle__()] = m
         if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
-            e.values[v.value.__chandle__()] = markers
+            e.values[v.value.__chandle__()] = m
     for e in edits.values():
-        e.records, e.by_value = view.block_records, by_value
+        e.records, e.leaf_markers, e.struct_markers = (
+            view.block_records, leaf_markers, struct_markers)
     return edits
 
 

@@ -7,7 +7,7 @@ cost near the price of constructing the nodes and leaves the module structurally
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,10 +73,12 @@ class SpanEdits:
     records: Records | None = None
     """`DependencyView.block_records` of a view of the module to rewrite: the rebuild
     reuses what the view read of each binding instead of reading it again."""
-    by_value: list[Markers | None] | None = None
-    """With `records`: the markers of each call binding's var and call, by value id (a
-    list index instead of two handle lookups; entries that are None fall back to the
-    dicts)."""
+    leaf_markers: list[Markers | None] | None = None
+    """With `records`: markers per leaf (tensor) of that view. A call binding's var and
+    call take those of its leaf (a list index instead of two handle lookups, and no pass
+    over the values to make them); None falls back to the dicts."""
+    struct_markers: Callable[[Any], Markers | None] | None = None
+    """With `leaf_markers`: the markers of a call binding whose value is a tuple."""
 
     def add_var(self, var: Any, key: str, value: str) -> None:
         """Write marker `key` on a param or binding var."""
@@ -111,7 +113,8 @@ class _Rebuilder:
     def __init__(self, edits: SpanEdits, release: bool = False) -> None:
         self.release = release
         self.records = edits.records or {}
-        self.by_value = edits.by_value if edits.records else None
+        self.leaf_markers = edits.leaf_markers if edits.records else None
+        self.struct_markers = edits.struct_markers
         self.var_edits = edits.vars
         self.value_edits = edits.values
         self.remap: dict[int, Any] = {}
@@ -229,7 +232,7 @@ class _Rebuilder:
             got = self.records.get(h)
             records = items(block.bindings) if got is None else got[1]
             release = self.release and got is not None
-            by_value = self.by_value
+            leaf_markers, struct_markers = self.leaf_markers, self.struct_markers
             for i, r in enumerate(records):
                 if release:
                     # this record's last use: freed after this iteration, while its
@@ -239,8 +242,12 @@ class _Rebuilder:
                 markers: Markers | None = None
                 if type(r) is _Value:
                     b, var, value, args, op, ty = r.binding, r.expr, r.value, r.args, r.op, r.ty
-                    if by_value is not None:
-                        markers = by_value[r.id]
+                    if leaf_markers is not None and args is not None:  # a call binding
+                        st = r.struct
+                        if type(st) is int:
+                            markers = leaf_markers[st]
+                        elif st is not None and struct_markers is not None:
+                            markers = struct_markers(st)
                 else:
                     b = r
                     var, value, args, op, ty = b.var, b.value, None, None, None
@@ -266,7 +273,7 @@ class _Rebuilder:
 def rewrite_function(func: Any, edits: SpanEdits, release: bool = False) -> Any:
     """`func` rebuilt with the markers of `edits` written into spans (see rewrite_module
     for `release`)."""
-    if not edits.vars and not edits.values and not edits.by_value:
+    if not edits.vars and not edits.values and not edits.leaf_markers:
         return func
     return _Rebuilder(edits, release).function(func)
 
