@@ -292,7 +292,13 @@ class _Builder:
                 view.leaf_value.append(vid)
             else:
                 val.struct = self.new_struct(ty, vid)
-            self.call_site(fname, val, value, args, op)
+            name = _OP_NAMES.get(op.__chandle__()) if type(op) is _Op else None
+            if name is not None and name != "relax.call_dps_packed":
+                # call_site's common case inline: an op seen before
+                view.sites.append(_new_tuple(
+                    CallSite, (vid, value, name, args, val.struct, value.attrs)))
+            else:
+                self.call_site(fname, val, value, args, op)
             if args_users:
                 view.edge_src.extend(args_users)
                 view.edge_dst.extend([vid] * len(args_users))
