@@ -1,0 +1,114 @@
+"""Instructions per binding of each phase of SetExprLayout, counted by callgrind.
+
+Wall time on a shared machine drifts by 5-10% between identical runs, more than most
+single changes to the hot paths gain; instruction counts are exact and repeatable, so
+they settle an A/B comparison (run this before and after a change). They do not see
+cache misses, which is where FFI reads and frees of cold objects spend their time:
+confirm a change with `bench_layout.py` too.
+
+    python benchmarks/count_instructions.py            # a 2k-binding chain
+    python benchmarks/count_instructions.py --size 5000
+
+Needs valgrind. The script re-runs itself under callgrind with instrumentation off,
+switches it on around the phases (imports and the module build are not counted) and
+prints one line per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+PHASES = ("view", "infer", "edits", "rewrite", "free")
+
+
+def child(size: int) -> None:
+    """(Under callgrind) run the phases once, dumping the counters after each."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from synthetic import conv_chain
+
+    import msc_rules
+    from msc_rules.engine import infer_view
+    from msc_rules.graph import build_view
+    from msc_rules.library import default_rules
+    from msc_rules.passes import layout_edits
+    from msc_rules.rewrite import rewrite_module
+
+    mod = conv_chain(size)
+    rules = default_rules()
+    msc_rules.SetExprLayout()(mod)  # warm: rule library loaded, caches filled
+    gc.collect()
+    gc.disable()
+    pid = str(os.getpid())
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, pid], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    control("-i", "on")
+    view = build_view(mod, "main")
+    control("-d", "view")
+    result = infer_view(view, rules)
+    control("-d", "infer")
+    edits = layout_edits(result)
+    control("-d", "edits")
+    del result, view
+    out = rewrite_module(mod, edits, release=True)
+    control("-d", "rewrite")
+    del edits, out
+    control("-d", "free")
+    control("-i", "off")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=2000, help="bindings of the synthetic chain")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.size)
+        return 0
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("count_instructions.py needs valgrind (callgrind)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
+             "--child", "--size", str(args.size)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from synthetic import conv_chain, count_bindings
+
+        bindings = count_bindings(conv_chain(args.size))
+        counts: dict[str, int] = {}
+        for path in glob.glob(out + ".*"):
+            trigger = phase = None
+            total = 0
+            with open(path) as fh:
+                for line in fh:
+                    if line.startswith("desc: Trigger:"):
+                        trigger = line.split()[-1]
+                    elif line.startswith("summary:"):
+                        total = int(line.split()[1])
+            phase = trigger if trigger in PHASES else None
+            if phase is not None:
+                counts[phase] = total
+    print(f"instructions per binding ({bindings} bindings, callgrind)")
+    for phase in PHASES:
+        if phase in counts:
+            print(f"  {phase:8s} {counts[phase] // bindings:8d}")
+    print(f"  {'total':8s} {sum(counts.values()) // bindings:8d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
