@@ -348,7 +348,8 @@ class _Engine:
                 elif st is not None:
                     for leaf in _leaves(st, []):
                         sites_of[leaf].append(i)
-        self.queue.extend(i for i, site in enumerate(sites) if site is not None)
+        # every site, in order (the run loop skips the unruled ones: `sites[i]` is None)
+        self.queue.extend(range(len(sites)))
         self.leaf_sites = sites_of
 
     def _rule_for(self, cs: CallSite) -> Rule | None:
@@ -725,9 +726,11 @@ class _Engine:
         self.seeded = []
 
     def run(self) -> None:
-        for leaf, ndim in enumerate(self.view.leaf_ndim):
-            if ndim == 0:  # a scalar has exactly one layout, the empty one
-                self._decide(leaf, "", "scalar", -1, None)
+        ndims = self.view.leaf_ndim
+        if 0 in ndims:
+            for leaf, ndim in enumerate(ndims):
+                if ndim == 0:  # a scalar has exactly one layout, the empty one
+                    self._decide(leaf, "", "scalar", -1, None)
         self._seed()
         layouts, ndims, has_weak = self.layouts, self.view.leaf_ndim, self.has_weak
         nleaves = len(layouts)
