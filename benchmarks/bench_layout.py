@@ -8,6 +8,11 @@ rule library.
     python benchmarks/bench_layout.py                # 1k, 10k, 100k
     python benchmarks/bench_layout.py --sizes 1000 10000 --convert-layout-max 10000
 
+Times are the best of three runs (ConvertLayout: one run), each with the previous
+run's result freed before the clock starts. The phase columns (view, infer, write) are
+timed on their own, the view and inference kept warm between runs; `pass` is the whole
+pass, timed with the phases' objects gone.
+
 Memory, both "above the module itself" (the input module is built before measuring):
 - `mem B/bind`: peak bytes *Python* allocated while the pass ran (tracemalloc), per
   binding. TVM's C++ heap (the new IR nodes and spans of the output) is not traced.
