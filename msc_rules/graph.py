@@ -95,8 +95,8 @@ class DependencyView:
     tops: list[str] = field(default_factory=list)
     """The global functions walked, in order (`Value.top` is one of them)."""
     others: list[int] = field(default_factory=list)
-    """Ids of the values that are not a var bound to a call (params, constants, other
-    bindings), in order; every other value is one (and has `Value.args`)."""
+    """Ids of the values without `Value.args`, in order: params, constants and the
+    bindings that are not a `VarBinding` of a `Call` (those have `Value.args`)."""
     block_records: dict[int, tuple[Any, list[Any]]] = field(default_factory=dict)
     """Per binding block (by handle): the block and what the view read of each binding
     (its Value, or the Binding itself for a local function). The rewrite reuses these

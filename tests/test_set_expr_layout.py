@@ -124,14 +124,6 @@ def test_input_module_is_not_modified(resnet) -> None:  # type: ignore[no-untype
     assert all(lay == "" for _, lay in markers(m.mod))
 
 
-def run_vm(mod: tvm.IRModule, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-    exe = tvm.compile(mod, target="llvm")
-    vm = relax.VirtualMachine(exe, tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
-    items = out if isinstance(out, (list, tuple)) or hasattr(out, "__len__") else [out]
-    return [np.asarray(o.numpy()) for o in items]
-
-
 def test_releasing_rewrite_writes_the_same_and_frees_the_records(resnet) -> None:  # type: ignore[no-untyped-def]
     # SetExprLayout rewrites with release=True: each record of the view is dropped once
     # its binding is rebuilt. The result must not differ from a plain rewrite.
@@ -144,6 +136,14 @@ def test_releasing_rewrite_writes_the_same_and_frees_the_records(resnet) -> None
     assert markers(released) == markers(kept)
     records = edits["main"].records
     assert records and all(r is None for _, recs in records.values() for r in recs)
+
+
+def run_vm(mod: tvm.IRModule, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    exe = tvm.compile(mod, target="llvm")
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    items = out if isinstance(out, (list, tuple)) or hasattr(out, "__len__") else [out]
+    return [np.asarray(o.numpy()) for o in items]
 
 
 @pytest.mark.parametrize("builder", [tiny_mlp, resnet18_like])
