@@ -67,6 +67,7 @@ def child(size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the phases under callgrind and print instructions per binding of each."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2000, help="bindings of the synthetic chain")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
