@@ -222,6 +222,7 @@ class _Rebuilder:
 
     def seq(self, e: Any) -> Any:
         blocks = []
+        leaf_markers, struct_markers = self.leaf_markers, self.struct_markers
         for block in items(e.blocks):
             h = block.__chandle__()
             done = self.memo.get(h)  # a block met twice is rebuilt once (and released once)
@@ -232,7 +233,6 @@ class _Rebuilder:
             got = self.records.get(h)
             records = items(block.bindings) if got is None else got[1]
             release = self.release and got is not None
-            leaf_markers, struct_markers = self.leaf_markers, self.struct_markers
             for i, r in enumerate(records):
                 if release:
                     # this record's last use: freed after this iteration, while its

@@ -419,7 +419,6 @@ def arity_text(b: Builtin) -> str:
 # Appended for the op library (rules/*.rules). Helpers first, then the builtins.
 
 _ONE_DIM: tuple[int, tuple[str, ...]] = (1, ())
-_ABSENT: Any = object()
 
 
 def _canon(d: Any) -> tuple[int, tuple[str, ...]] | None:
@@ -474,15 +473,13 @@ class _ReshapeMemo:
     def __init__(self) -> None:
         self.split: dict[tuple[str, Any], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
         self.merge: dict[tuple[tuple[str, ...], tuple[Any, ...]], tuple[str, Any]] = {}
-        # _reshape_info by the identity of the shape lists (the engine shares one list
-        # per distinct shape): no tuple conversion and hashing of dims per call. Each
-        # entry holds its two lists, so their ids cannot be reused while it lives.
-        self.info: dict[tuple[str, int, int], tuple[Any, Any, str | None, _Plan]] = {}
-        # The result of a call, by the same key (made only once `info` holds the key, so
-        # its ids are as safe). The same inputs give the same result all run long: the
+        # The result of a call by its layout and the identity of its shape lists (the
+        # engine shares one list per distinct shape): no tuple conversion and hashing
+        # of dims per call. Each entry holds its two lists, so their ids cannot be
+        # reused while it lives. The same inputs give the same result all run long: the
         # memory's entries are set once and never changed, and a call that misses one
         # records exactly the letters it returns, so a later identical call finds them.
-        self.done: dict[tuple[str, int, int], str | None] = {}
+        self.done: dict[tuple[str, int, int], tuple[Any, Any, str | None]] = {}
 
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
         self.split.setdefault((whole, size), (parts, sizes))
@@ -508,15 +505,12 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     if memo is None:
         return _reshape_info(layout, tuple(src), tuple(dst))[0]
     key = (layout, id(src), id(dst))
-    done = memo.done.get(key, _ABSENT)
-    if done is not _ABSENT:
-        return done
-    got = memo.info.get(key)
-    if got is None:
-        got = memo.info[key] = (src, dst, *_reshape_info(layout, tuple(src), tuple(dst)))
-    base, plan = got[2], got[3]
+    done = memo.done.get(key)
+    if done is not None:
+        return done[2]
+    base, plan = _reshape_info(layout, tuple(src), tuple(dst))
     if base is None or not plan:
-        memo.done[key] = base
+        memo.done[key] = (src, dst, base)
         return base
     out = list(base)
     for split, gs, gd, size, sizes in plan:
@@ -534,7 +528,8 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
                 _restore(out, gd, (merged[0],))
             else:
                 memo.record(out[gd[0]], size, parts, sizes)
-    result = memo.done[key] = "".join(out)
+    result = "".join(out)
+    memo.done[key] = (src, dst, result)
     return result
 
 
