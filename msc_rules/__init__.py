@@ -1,14 +1,16 @@
 """msc_rules: stable names and tensor layouts for every expression of a TVM Relax module.
 
 Public API (see README):
-    SetExprLayout, SetExprName, annotate, get_layout, get_name, load_rules, infer_layouts
+    SetExprLayout, SetExprName, annotate, get_layout, get_name, load_rules, infer_layouts,
+    channel_groups, prune, mask_consumers, quant_axes
 """
 
 from __future__ import annotations
 
+from .channels import ChannelGroup, Member, QuantAxes, channel_groups, quant_axes
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
-from .errors import IRError, MissingLayoutError, MscRulesError, RuleFileError
+from .errors import IRError, MissingLayoutError, MscRulesError, PruneError, RuleFileError
 from .naming import NamePlan, plan_names
 from .passes import (
     PIPELINE_NAME,
@@ -18,9 +20,18 @@ from .passes import (
     annotated_pipeline,
     annotation_passes,
 )
+from .prune import mask_consumers, prune
 from .span import get_layout, get_name
 
 __all__ = [
+    "ChannelGroup",
+    "Member",
+    "PruneError",
+    "QuantAxes",
+    "channel_groups",
+    "mask_consumers",
+    "prune",
+    "quant_axes",
     "IRError",
     "InferenceResult",
     "MissingLayoutError",

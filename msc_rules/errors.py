@@ -105,5 +105,12 @@ class RuleEvaluationError(MscRulesError):
     """A rule function was applied to values it cannot take (caught by the engine)."""
 
 
-for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, RuleEvaluationError):
+class PruneError(MscRulesError):
+    """A prune selection that cannot be applied: an unknown group, kept indices out of
+    range, repeated or empty, a group that is not exact or reaches a model input or
+    output, or a weight that cannot be sliced. The module is left unchanged."""
+
+
+for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, RuleEvaluationError,
+             PruneError):
     tvm_ffi.register_error(_cls)

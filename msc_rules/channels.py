@@ -1,0 +1,759 @@
+"""Channel groups: which weight axes must be pruned together, and per-channel quant axes.
+
+The groups come from one walk over the call sites of the inference result's dependency
+view (no second graph walker). Every axis of every tensor is a node; each op ties the
+nodes its semantics keep equal (an elementwise op ties every axis of its input to the
+same axis of its output, a broadcast add ties right-aligned axes of equal extent, a
+permute ties by its axes, a reshape by its running products, a batch norm ties its
+parameters to the data's channel axis, ...). A union-find over these ties gives the
+classes a letter stands for: one logical axis, wherever it flows.
+
+What an op does not tie is what makes groups (the design of Torch-Pruning's DepGraph,
+restated on axes):
+- a producer weight's output-channel axis (conv `O`, a matmul weight's last axis) is
+  tied to the output's channel axis; its input is *not* tied to its output, so a group
+  stops at the next consumer, whose weight's input-channel axis (`I`) joins the group
+  as a consumer member;
+- concat and flatten-like reshapes map a class into a range or blocks of another
+  (`Member.offset`, `Member.block`);
+- ops that mix the values along an axis (a reduction or a softmax over it, a layer
+  norm, a product of two activations contracting it, an op without a channel rule)
+  mark the class, and a group containing such a class is not exact.
+
+A group is the class of a producer, the classes reached from it through concat and
+flatten, and the consumer classes attached to any of them. Letters (the layouts of the
+inference result) are reported with each member; the ties themselves come from the
+ops' attributes and shapes, which are what the letters are meant to encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+
+from .dsl.ruleset import RuleSet
+from .engine import InferenceResult, infer_layouts
+from .ffi import items
+from .graph import CallSite, DependencyView, Struct
+from .layout import Dim, dim_product, reshape_groups
+
+PRODUCER = "producer"
+FOLLOW = "follow"
+ACTIVATION = "activation"
+CONSUMER = "consumer"
+
+_CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"))
+_POOL_OPS = frozenset((
+    "relax.nn.max_pool1d", "relax.nn.max_pool2d", "relax.nn.max_pool3d",
+    "relax.nn.avg_pool1d", "relax.nn.avg_pool2d", "relax.nn.avg_pool3d",
+    "relax.nn.adaptive_avg_pool1d", "relax.nn.adaptive_avg_pool2d",
+    "relax.nn.adaptive_avg_pool3d"))
+_REDUCE_OPS = frozenset(("relax.sum", "relax.mean", "relax.max", "relax.min", "relax.prod",
+                         "relax.std", "relax.variance"))
+_UNARY_OPS = frozenset(("relax.clip", "relax.nn.dropout", "relax.nn.prelu"))
+_WEIGHT_VIEWS = frozenset(("relax.permute_dims", "relax.astype", "relax.wrap_param"))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tensor axis in a group: group channel c is the index range
+    `[offset + c * block, offset + (c + 1) * block)` of `axis` of `tensor`."""
+
+    tensor: str
+    axis: int
+    role: str  # producer | follow | activation | consumer
+    kind: str  # const | param | binding
+    offset: int = 0
+    block: int = 1
+    letter: str = ""  # the layout letter of the axis ("" when the tensor has no layout)
+    leaf: int = field(default=-1, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be pruned together, with the reason when pruning is not exact."""
+
+    id: int
+    size: int
+    members: tuple[Member, ...]
+    exact: bool
+    reasons: tuple[str, ...] = ()
+    touches_io: bool = False
+
+    @property
+    def producers(self) -> tuple[Member, ...]:
+        """The producer weights' output-channel axes."""
+        return tuple(m for m in self.members if m.role == PRODUCER)
+
+    @property
+    def consumers(self) -> tuple[Member, ...]:
+        """The consumer weights' input-channel axes (with their ranges)."""
+        return tuple(m for m in self.members if m.role == CONSUMER)
+
+    def describe(self) -> str:
+        """One line: id, size, producers, and exactness."""
+        prods = ", ".join(sorted({m.tensor for m in self.producers}))
+        state = "exact" if self.exact else "not exact: " + "; ".join(self.reasons)
+        io = " (reaches model input/output)" if self.touches_io else ""
+        return f"group {self.id}: {self.size} channels from {prods}{io}, {state}"
+
+
+@dataclass(frozen=True)
+class QuantAxes:
+    """Per-channel quantization axes: each weight's output-channel axis and each
+    activation's channel axis, keyed by tensor name."""
+
+    weights: dict[str, int]
+    activations: dict[str, int]
+
+
+@dataclass
+class _Edge:
+    src: int  # node
+    dst: int
+    offset: int
+    block: int
+
+
+@dataclass
+class ChannelGraph:
+    """The ties found on a view: union-find classes of axis nodes and what links them.
+    Built once per channel_groups call; `prune` reuses it to find what carries shapes."""
+
+    result: InferenceResult
+    base: list[int]  # leaf -> its first node
+    node_leaf: list[int]
+    parent: list[int]
+    producers: dict[int, int] = field(default_factory=dict)  # weight node -> site
+    consumers: list[tuple[int, int, int]] = field(default_factory=list)  # act, weight, site
+    derived: list[_Edge] = field(default_factory=list)
+    blocked: dict[int, list[str]] = field(default_factory=dict)
+    weight_leaves: set[int] = field(default_factory=set)  # weight params
+    weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
+    io_leaves: set[int] = field(default_factory=set)
+    depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
+
+    @property
+    def view(self) -> DependencyView:
+        """The dependency view the ties were found on."""
+        return self.result.view
+
+    def node(self, leaf: int, axis: int) -> int:
+        """The node of `axis` of `leaf` (negative axes count from the end)."""
+        nd = self.view.leaf_ndim[leaf]
+        return self.base[leaf] + (axis + nd if axis < 0 else axis)
+
+    def find(self, n: int) -> int:
+        """The representative of n's class (with path halving)."""
+        parent = self.parent
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def union(self, a: int, b: int) -> None:
+        """Tie two nodes (the smaller representative wins, so classes are deterministic)."""
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+
+    def block(self, n: int, reason: str) -> None:
+        """Mark a node as mixed by an op (a group containing it is not exact)."""
+        got = self.blocked.setdefault(n, [])
+        if reason not in got:
+            got.append(reason)
+
+    def axis_of(self, n: int) -> tuple[int, int]:
+        """(leaf, axis) of a node."""
+        leaf = self.node_leaf[n]
+        return leaf, n - self.base[leaf]
+
+
+def _leaves(struct: Struct) -> Iterator[int]:
+    if isinstance(struct, int):
+        yield struct
+    elif isinstance(struct, tuple):
+        for s in struct:
+            yield from _leaves(s)
+
+
+def _ints(x: Any) -> list[int] | None:
+    if x is None:
+        return None
+    if isinstance(x, int | tvm.prim.IntImm):
+        return [int(x)]
+    return [int(v) for v in items(x)]
+
+
+def _extent(view: DependencyView, leaf: int, axis: int) -> Dim | None:
+    shape = view.shape(leaf)
+    if shape is None or not 0 <= axis < len(shape):
+        return None
+    return shape[axis]
+
+
+class _Builder:
+    """Walks the view's call sites once and records the ties of each op."""
+
+    def __init__(self, result: InferenceResult, rules: RuleSet) -> None:
+        view = result.view
+        base, node_leaf = [], []
+        for leaf, nd in enumerate(view.leaf_ndim):
+            base.append(len(node_leaf))
+            node_leaf.extend([leaf] * max(nd, 0))
+        self.g = ChannelGraph(result, base, node_leaf, list(range(len(node_leaf))))
+        self.view = view
+        self.rules = rules
+        self.num_input: int | None = None
+        self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
+        for site in view.sites:
+            if site.call is not None:
+                for leaf in _leaves(site.out):
+                    self.site_of.setdefault(leaf, site)
+
+    # -- helpers
+    def ndim(self, leaf: int) -> int:
+        return self.view.leaf_ndim[leaf]
+
+    def ext(self, leaf: int, axis: int) -> Dim | None:
+        return _extent(self.view, leaf, axis)
+
+    def tie_all(self, a: int, b: int) -> None:
+        """Tie every axis of a to the same axis of b (same rank)."""
+        if self.ndim(a) == self.ndim(b) and self.ndim(a) > 0:
+            for i in range(self.ndim(a)):
+                self.g.union(self.g.node(a, i), self.g.node(b, i))
+
+    def block_all(self, leaf: int, reason: str) -> None:
+        for i in range(max(self.ndim(leaf), 0)):
+            self.g.block(self.g.node(leaf, i), reason)
+
+    def is_weight(self, leaf: int, depth: int = 0) -> bool:
+        """A constant, a weight parameter, or a permute/astype of one."""
+        v = self.view.values[self.view.leaf_value[leaf]]
+        if v.kind == "const":
+            return True
+        if v.kind == "param":
+            return leaf in self.g.weight_leaves
+        site = self.site_of.get(leaf)
+        if site is None or site.op not in _WEIGHT_VIEWS or depth > 8:
+            return False
+        arg = site.args[0] if site.args else None
+        return isinstance(arg, int) and self.is_weight(arg, depth + 1)
+
+    def base_node(self, leaf: int, axis: int) -> int:
+        """The node of the constant or parameter that a weight view's axis reads."""
+        for _ in range(8):
+            site = self.site_of.get(leaf)
+            if site is None or site.op not in _WEIGHT_VIEWS or not isinstance(
+                    site.args[0] if site.args else None, int):
+                break
+            src = site.args[0]
+            assert isinstance(src, int)
+            if site.op == "relax.permute_dims":
+                axes = _ints(site.attrs.axes) or list(reversed(range(self.ndim(src))))
+                axis = axes[axis]
+            leaf = src
+        return self.g.node(leaf, axis)
+
+    def tie_broadcast(self, out: int, args: list[int]) -> None:
+        """Right-aligned axes of equal extent are one axis (extent-1 axes broadcast)."""
+        on = self.ndim(out)
+        for a in args:
+            an = self.ndim(a)
+            for i in range(an):
+                j = i + on - an
+                if j < 0:
+                    continue
+                e = self.ext(a, i)
+                if e == 1 or e is None or e != self.ext(out, j):
+                    continue
+                self.g.union(self.g.node(a, i), self.g.node(out, j))
+
+    # -- the walk
+    def run(self) -> ChannelGraph:
+        """Record the ties of every call site and link."""
+        view, g = self.view, self.g
+        self._mark_io()
+        for site in view.sites:
+            if site.op == "<link>":
+                src = site.args[0] if site.args else None
+                for a, b in zip(_leaves(src), _leaves(site.out), strict=False):
+                    self.tie_all(a, b)
+                continue
+            outs = list(_leaves(site.out))
+            args = [a if isinstance(a, int) else None for a in site.args]
+            try:
+                self.site(site, args, outs)
+            except (AttributeError, TypeError, ValueError, IndexError):
+                self.opaque(site, "op " + site.op + " with attributes not understood")
+        for leaf, site in self.site_of.items():
+            if site.op in _WEIGHT_VIEWS and self.is_weight(leaf):
+                g.weight_views.add(leaf)
+        return g
+
+    def _mark_io(self) -> None:
+        """Entry params before `num_input` are model inputs, the rest are weights."""
+        view, g = self.view, self.g
+        params = [v for v in view.values if v.kind == "param" and v.func == view.entry]
+        n_input = len(params) if self.num_input is None else self.num_input
+        for k, v in enumerate(params):
+            for leaf in _leaves(v.struct):
+                (g.io_leaves if k < n_input else g.weight_leaves).add(leaf)
+
+    def opaque(self, site: CallSite, reason: str) -> None:
+        for a in site.args:
+            for leaf in _leaves(a):
+                self.block_all(leaf, reason)
+        for leaf in _leaves(site.out):
+            self.block_all(leaf, reason)
+
+    def site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        op, attrs, g = site.op, site.attrs, self.g
+        rule = self.rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
+        family = rule.family if rule is not None else None
+        if family == "elementwise" or op in _UNARY_OPS:
+            if args and args[0] is not None:
+                for o in outs:
+                    self.tie_all(args[0], o)
+            return
+        if family == "binary" or op == "relax.where":
+            if len(outs) == 1:
+                self.tie_broadcast(outs[0], [a for a in args if a is not None])
+            return
+        if op in _CONV_OPS:
+            self.conv(site, args, outs)
+            return
+        if op == "relax.matmul":
+            self.matmul(site, args, outs)
+            return
+        if op == "relax.permute_dims":
+            data, out = args[0], outs[0]
+            if data is None:
+                return
+            axes = _ints(attrs.axes) or list(reversed(range(self.ndim(data))))
+            for j, i in enumerate(axes):
+                g.union(g.node(data, i), g.node(out, j))
+            return
+        if op in ("relax.reshape", "relax.flatten", "relax.nn.batch_flatten"):
+            self.reshape(site, args[0], outs[0])
+            return
+        if op == "relax.nn.batch_norm":
+            data = args[0]
+            if data is None:
+                return
+            axis = int(attrs.axis) % self.ndim(data)
+            self.tie_all(data, outs[0])
+            for p in args[1:]:
+                if p is not None:
+                    g.union(g.node(p, 0), g.node(data, axis))
+            for o in outs[1:]:
+                g.union(g.node(o, 0), g.node(data, axis))
+            return
+        if op in ("relax.nn.layer_norm", "relax.nn.rms_norm", "relax.nn.group_norm",
+                  "relax.nn.instance_norm"):
+            self.norm(site, args, outs)
+            return
+        if op in ("relax.nn.softmax", "relax.nn.log_softmax"):
+            data = args[0]
+            if data is None:
+                return
+            self.tie_all(data, outs[0])
+            axis = int(attrs.axis) % self.ndim(data)
+            g.block(g.node(data, axis), f"{op.split('.')[-1]} over the axis")
+            return
+        if op in _REDUCE_OPS:
+            self.reduce(site, args[0], outs[0])
+            return
+        if op in _POOL_OPS:
+            data = args[0]
+            if data is None:
+                return
+            lay = str(attrs.layout)
+            out_lay = str(getattr(attrs, "out_layout", lay) or lay)
+            for ch in "NC":
+                if ch in lay and ch in out_lay:
+                    g.union(g.node(data, lay.index(ch)), g.node(outs[0], out_lay.index(ch)))
+            return
+        if op == "relax.concat":
+            self.concat(site, outs[0])
+            return
+        if op in ("relax.expand_dims", "relax.squeeze"):
+            self.squeeze_like(site, args[0], outs[0])
+            return
+        if op in ("relax.strided_slice", "relax.nn.pad"):
+            data = args[0]
+            if data is None:
+                return
+            for i in range(self.ndim(data)):
+                if self.ext(data, i) == self.ext(outs[0], i):
+                    g.union(g.node(data, i), g.node(outs[0], i))
+                else:
+                    g.block(g.node(data, i), f"{op.split('.')[-1]} changes the axis")
+            return
+        if op == "relax.broadcast_to":
+            if args[0] is not None:
+                self.tie_broadcast(outs[0], [args[0]])
+            return
+        if op == "relax.take":
+            self.take(site, args, outs)
+            return
+        if family == "create":
+            return  # new tensors: their axes are tied by their users, if at all
+        self.opaque(site, f"op {op or 'call'} has no channel rule")
+
+    # -- op families
+    def conv(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g, attrs = self.g, site.attrs
+        data, weight = args[0], args[1]
+        out = outs[0]
+        dl, kl = str(attrs.data_layout), str(attrs.kernel_layout)
+        ol = str(attrs.out_layout or dl)
+        groups = int(attrs.groups)
+        if data is None or weight is None or "C" not in dl or "O" not in kl:
+            self.opaque(site, "conv without channel axes")
+            return
+        if "N" in dl and "N" in ol:
+            g.union(g.node(data, dl.index("N")), g.node(out, ol.index("N")))
+        d_c, w_o, w_i, o_c = dl.index("C"), kl.index("O"), kl.index("I"), ol.index("C")
+        if not self.is_weight(weight):
+            self.opaque(site, "conv with a computed weight")
+            return
+        c_in = self.ext(data, d_c)
+        c_out = self.ext(weight, w_o)
+        if groups == 1:
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.producers[g.node(weight, w_o)] = site.value_id
+            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
+        elif groups == c_in and groups == c_out:
+            # depthwise: channel c in, channel c out, weight row c
+            g.union(g.node(data, d_c), g.node(out, o_c))
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.depthwise[weight] = self.view.leaf_value[out]
+        else:
+            reason = f"grouped conv ({groups} groups) ties channels in groups"
+            g.block(g.node(data, d_c), reason)
+            g.block(g.node(out, o_c), reason)
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+
+    def matmul(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g = self.g
+        lhs, rhs, out = args[0], args[1], outs[0]
+        if lhs is None or rhs is None:
+            self.opaque(site, "matmul of non-tensors")
+            return
+        ln, rn, on = self.ndim(lhs), self.ndim(rhs), self.ndim(out)
+        if ln < 2 or rn < 2:
+            self.opaque(site, "matmul with a vector operand")
+            return
+        # batch axes broadcast, right-aligned before the two matrix axes
+        for a, an in ((lhs, ln), (rhs, rn)):
+            for i in range(an - 2):
+                j = i + (on - 2) - (an - 2)
+                e = self.ext(a, i)
+                if j >= 0 and e != 1 and e == self.ext(out, j):
+                    g.union(g.node(a, i), g.node(out, j))
+        g.union(g.node(lhs, ln - 2), g.node(out, on - 2))
+        if self.is_weight(rhs):
+            g.union(g.node(rhs, rn - 1), g.node(out, on - 1))
+            g.producers[self.base_node(rhs, rn - 1)] = site.value_id
+            g.consumers.append((g.node(lhs, ln - 1), g.node(rhs, rn - 2), site.value_id))
+            return
+        g.union(g.node(rhs, rn - 1), g.node(out, on - 1))
+        reason = "contracted by a matmul of two activations"
+        g.block(g.node(lhs, ln - 1), reason)
+        g.block(g.node(rhs, rn - 2), reason)
+
+    def reshape(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        src, dst = self.view.shape(data), self.view.shape(out)
+        plan = None
+        if src is not None and dst is not None:
+            try:
+                plan = reshape_groups(tuple(src), tuple(dst))
+            except ValueError:
+                plan = None
+        if plan is None:
+            self.opaque(site, "reshape whose sizes do not line up")
+            return
+        for s_axes, d_axes in plan:
+            if len(s_axes) == 1 and len(d_axes) == 1:
+                g.union(g.node(data, s_axes[0]), g.node(out, d_axes[0]))
+                continue
+            if len(d_axes) == 1:
+                # merged axes: the outermost maps onto blocks of the merged axis
+                inner = 1
+                for a in s_axes[1:]:
+                    e = self.ext(data, a)
+                    inner = inner * e if isinstance(e, int) and inner else 0
+                if inner:
+                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
+                                           0, inner))
+                else:
+                    g.block(g.node(data, s_axes[0]), "reshape merges it with a symbolic axis")
+                for a in s_axes[1:]:
+                    g.block(g.node(data, a), "reshape merges it as an inner axis")
+                continue
+            reason = "reshape splits it into several axes"
+            for a in s_axes:
+                g.block(g.node(data, a), reason)
+            for d in d_axes:
+                g.block(g.node(out, d), reason)
+
+    def norm(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g, op = self.g, site.op
+        data = args[0]
+        if data is None:
+            return
+        nd = self.ndim(data)
+        self.tie_all(data, outs[0])
+        name = op.split(".")[-1]
+        if op in ("relax.nn.group_norm", "relax.nn.instance_norm"):
+            ch = int(site.attrs.channel_axis) % nd
+            for p in args[1:]:
+                if p is not None:
+                    g.union(g.node(p, 0), g.node(data, ch))
+            if op == "relax.nn.group_norm" and int(site.attrs.num_groups) != 1:
+                g.block(g.node(data, ch), "group_norm normalises over groups of the axis")
+            return
+        axes = [a % nd for a in (_ints(site.attrs.axes) or [])]
+        for a in axes:
+            g.block(g.node(data, a), f"{name} normalises over the axis")
+        for p in args[1:]:
+            if p is None:
+                continue
+            pn = self.ndim(p)
+            for k, a in enumerate(axes[-pn:] if pn <= len(axes) else axes):
+                g.union(g.node(p, k), g.node(data, a))
+
+    def reduce(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        nd = self.ndim(data)
+        axes = _ints(site.attrs.axis)
+        red = set(range(nd)) if axes is None else {a % nd for a in axes}
+        keep = bool(site.attrs.keepdims)
+        j = 0
+        name = site.op.split(".")[-1]
+        for i in range(nd):
+            if i in red:
+                g.block(g.node(data, i), f"{name} over the axis")
+                j += 1 if keep else 0
+                continue
+            g.union(g.node(data, i), g.node(out, j))
+            j += 1
+
+    def concat(self, site: CallSite, out: int) -> None:
+        g = self.g
+        fields = [x for x in _leaves(site.args[0] if site.args else None)]
+        nd = self.ndim(out)
+        axis = int(site.attrs.axis) % nd
+        offset = 0
+        for f in fields:
+            for i in range(nd):
+                if i != axis:
+                    g.union(g.node(f, i), g.node(out, i))
+            e = self.ext(f, axis)
+            if not isinstance(e, int):
+                g.block(g.node(out, axis), "concat of a symbolic extent")
+                return
+            g.derived.append(_Edge(g.node(f, axis), g.node(out, axis), offset, 1))
+            offset += e
+
+    def squeeze_like(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        src = [i for i in range(self.ndim(data)) if self.ext(data, i) != 1]
+        dst = [i for i in range(self.ndim(out)) if self.ext(out, i) != 1]
+        if len(src) == len(dst):
+            for i, j in zip(src, dst, strict=True):
+                g.union(g.node(data, i), g.node(out, j))
+        else:
+            self.opaque(site, f"{site.op} with unmatched axes")
+
+    def take(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g = self.g
+        data, idx, out = args[0], args[1], outs[0]
+        if data is None or idx is None:
+            return
+        nd = self.ndim(data)
+        axis = int(site.attrs.axis) % nd if site.attrs.axis is not None else 0
+        k = self.ndim(idx)
+        for i in range(nd):
+            if i == axis:
+                continue
+            j = i if i < axis else i + k - 1
+            g.union(g.node(data, i), g.node(out, j))
+        for i in range(k):
+            g.union(g.node(idx, i), g.node(out, axis + i))
+        if self.is_weight(data) and axis == 0 and nd == 2:
+            g.producers[g.node(data, 1)] = site.value_id  # an embedding table's feature axis
+
+
+def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
+                  rules: RuleSet | None = None) -> ChannelGraph:
+    """Infer layouts and record the channel ties of every call site of `entry_name`."""
+    result = infer_layouts(mod, rules, entry_name)
+    b = _Builder(result, result.rules)
+    func = mod[entry_name]
+    if func.attrs is not None and "num_input" in func.attrs:
+        b.num_input = int(func.attrs["num_input"])
+    g = b.run()
+    ret = func.body.body
+    vid = result.view.value_id(ret)
+    if vid is not None:
+        g.io_leaves.update(_leaves(result.view.values[vid].struct))
+    return g
+
+
+class _Namer:
+    def __init__(self, mod: tvm.IRModule, result: InferenceResult, entry: str) -> None:
+        from .naming import plan_names
+
+        plan = plan_names(mod, result.rules, entry)
+        self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+        self.view = result.view
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, leaf: int) -> str:
+        got = self.cache.get(leaf)
+        if got is not None:
+            return got
+        view = self.view
+        v = view.values[view.leaf_value[leaf]]
+        name = ""
+        if v.kind == "const":
+            name = self.by_handle.get(v.expr.__chandle__(), "")
+        elif v.kind == "binding" and v.value is not None:
+            name = self.by_handle.get(v.value.__chandle__(), "")
+        if not name:
+            name = v.name if v.kind != "const" else f"const{v.id}"
+        if isinstance(v.struct, tuple):
+            path = [i for i, x in enumerate(v.struct) if leaf in set(_leaves(x))]
+            name += "".join(f"[{i}]" for i in path)
+        self.cache[leaf] = name
+        return name
+
+
+def _kind(view: DependencyView, leaf: int) -> str:
+    return str(view.values[view.leaf_value[leaf]].kind)
+
+
+def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
+    """The groups of a channel graph: one per class holding a producer weight axis."""
+    view, result = g.view, g.result
+    classes: dict[int, list[int]] = {}
+    for n in range(len(g.parent)):
+        classes.setdefault(g.find(n), []).append(n)
+    consumers_of: dict[int, list[int]] = {}
+    for act, w, _ in g.consumers:
+        consumers_of.setdefault(g.find(act), []).append(g.find(w))
+    derived_of: dict[int, list[_Edge]] = {}
+    derived_into: set[int] = set()
+    for e in g.derived:
+        derived_of.setdefault(g.find(e.src), []).append(e)
+        derived_into.add(g.find(e.dst))
+    producer_roots = sorted({g.find(n) for n in g.producers})
+    producer_set = set(g.producers)
+    root_set = set(producer_roots)
+
+    groups: list[ChannelGroup] = []
+    for root in producer_roots:
+        leaf0, ax0 = g.axis_of(root)
+        size = _extent(view, leaf0, ax0)
+        reasons: list[str] = []
+        if not isinstance(size, int):
+            continue
+        members: dict[tuple[int, int, int, int], Member] = {}
+        io = False
+        stack: list[tuple[int, int, int, bool]] = [(root, 0, 1, False)]
+        seen: set[tuple[int, int, int]] = set()
+        if root in derived_into:
+            reasons.append("its channels are also fed through a concat or flatten")
+        while stack:
+            cls, off, blk, is_consumer = stack.pop()
+            if (cls, off, blk) in seen:
+                continue
+            seen.add((cls, off, blk))
+            for n in classes[cls]:
+                leaf, axis = g.axis_of(n)
+                kind = _kind(view, leaf)
+                if kind == "binding":
+                    role = ACTIVATION
+                elif is_consumer:
+                    role = CONSUMER
+                elif n in producer_set:
+                    role = PRODUCER
+                else:
+                    role = FOLLOW
+                if leaf in g.io_leaves:
+                    io = True
+                if not is_consumer:
+                    for r in g.blocked.get(n, ()):
+                        text = f"{r} ({names(leaf)} axis {axis})"
+                        if text not in reasons:
+                            reasons.append(text)
+                e = _extent(view, leaf, axis)
+                if cls == root and e != size:
+                    reasons.append(f"extent {e} of {names(leaf)} axis {axis} differs")
+                lay = result.layouts[leaf] or ""
+                key = (leaf, axis, off, blk)
+                if key not in members:
+                    members[key] = Member(names(leaf), axis, role, kind, off, blk,
+                                          lay[axis] if axis < len(lay) else "", leaf)
+            if is_consumer:
+                continue
+            for w in consumers_of.get(cls, ()):
+                stack.append((w, off, blk, True))
+            for e in derived_of.get(cls, ()):
+                dst = g.find(e.dst)
+                if dst in root_set:
+                    reasons.append("a concat or flatten mixes it with another producer's "
+                                   "channels")
+                stack.append((dst, e.offset + off * e.block, blk * e.block, False))
+        ordered = sorted(members.values(),
+                         key=lambda m: (_ROLE_ORDER[m.role], m.leaf, m.axis, m.offset))
+        groups.append(ChannelGroup(len(groups), size, tuple(ordered), not reasons,
+                                   tuple(reasons), io))
+    return groups
+
+
+_ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}
+
+
+def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
+                   rules: RuleSet | None = None) -> list[ChannelGroup]:
+    """The channel groups of `entry_name` (see the module docstring), in program order
+    of their first producer."""
+    g = channel_graph(mod, entry_name, rules)
+    return build_groups(g, _Namer(mod, g.result, entry_name))
+
+
+def quant_axes(mod: tvm.IRModule, entry_name: str = "main",
+               rules: RuleSet | None = None) -> QuantAxes:
+    """Per-channel quantization axes: each producer weight's output-channel axis and
+    each activation's channel axis (the axis in a producer's class), by tensor name."""
+    g = channel_graph(mod, entry_name, rules)
+    names = _Namer(mod, g.result, entry_name)
+    view = g.view
+    weights: dict[str, int] = {}
+    for n in sorted(g.producers):
+        leaf, axis = g.axis_of(n)
+        if _kind(view, leaf) != "binding":
+            weights[names(leaf)] = axis
+    roots = {g.find(n) for n in g.producers}
+    acts: dict[str, int] = {}
+    for n in range(len(g.parent)):
+        leaf, axis = g.axis_of(n)
+        if _kind(view, leaf) == "binding" and g.find(n) in roots and leaf not in g.weight_views:
+            acts.setdefault(names(leaf), axis)
+    return QuantAxes(weights, acts)

@@ -1,0 +1,228 @@
+"""Prune channel groups: slice every weight member, rewrite what carries the shapes.
+
+`prune(mod, {group_id: kept_indices})` keeps the listed channels of each chosen group:
+constants of the group are sliced along their member axes, reshapes whose output axis
+is a member get the new extent, depthwise convs get the new group count, and the
+module is re-normalised (types of the activations follow from the ops). Names and
+layout markers in spans survive: calls and constants keep their spans.
+
+`mask_consumers` builds the numeric oracle's reference: the original module with the
+consumers' input slices of the removed channels set to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .channels import (
+    CONSUMER,
+    ChannelGraph,
+    ChannelGroup,
+    Member,
+    _Namer,
+    build_groups,
+    channel_graph,
+)
+from .dsl.ruleset import RuleSet
+from .errors import PruneError
+
+Selection = Mapping[int, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What a prune changes: removed indices per (leaf, axis), by kind of change."""
+
+    removed: dict[tuple[int, int], frozenset[int]]
+    groups: tuple[ChannelGroup, ...]
+
+
+def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:
+    return [m.offset + c * m.block + j for c in removed for j in range(m.block)]
+
+
+def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
+                    allow_io: bool = False) -> dict[int, list[int]]:
+    """Validate a selection; return the removed channels per group id."""
+    by_id = {gr.id: gr for gr in groups}
+    out: dict[int, list[int]] = {}
+    for gid, kept in selection.items():
+        gr = by_id.get(gid)
+        if gr is None:
+            raise PruneError(f"unknown group id {gid} (groups: 0..{len(groups) - 1})")
+        keep = [int(k) for k in kept]
+        if not keep:
+            raise PruneError(f"group {gid}: the kept set is empty")
+        if len(set(keep)) != len(keep):
+            dup = sorted({k for k in keep if keep.count(k) > 1})
+            raise PruneError(f"group {gid}: kept indices repeated: {dup}")
+        bad = [k for k in keep if not 0 <= k < gr.size]
+        if bad:
+            raise PruneError(f"group {gid}: kept indices out of range 0..{gr.size - 1}: {bad}")
+        if not gr.exact:
+            raise PruneError(f"group {gid} is not exact: {'; '.join(gr.reasons)}")
+        if gr.touches_io and not allow_io:
+            raise PruneError(f"group {gid} reaches a model input or output "
+                             "(pass allow_io=True to prune it anyway)")
+        kept_set = set(keep)
+        out[gid] = [c for c in range(gr.size) if c not in kept_set]
+    return out
+
+
+def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[int]],
+               consumers_only: bool = False) -> dict[tuple[int, int], set[int]]:
+    """Removed indices per (leaf, axis) over the chosen groups' members."""
+    by_id = {gr.id: gr for gr in groups}
+    cut: dict[tuple[int, int], set[int]] = {}
+    for gid, rem in removed.items():
+        for m in by_id[gid].members:
+            if consumers_only and m.role != CONSUMER:
+                continue
+            cut.setdefault((m.leaf, m.axis), set()).update(_removed_indices(m, rem))
+    return cut
+
+
+@mutator
+class _Rewriter(PyExprMutator):  # type: ignore[misc]
+    """Replaces constants, reshape shapes and conv group counts by handle."""
+
+    def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
+                 shapes: dict[int, list[int]], conv_groups: dict[int, int]) -> None:
+        super().__init__(mod)
+        self.consts = consts
+        self.shapes = shapes
+        self.conv_groups = conv_groups
+
+    def visit_constant_(self, op: Any) -> Any:
+        """A sliced constant, or the original."""
+        return self.consts.get(op.__chandle__(), op)
+
+    def visit_call_(self, op: Any) -> Any:
+        """Rebuild calls that read sliced constants or carry pruned extents, then let
+        the default visit remap their vars and infer their types."""
+        # (constants reach here as arguments: the mutator has no hook for TVM 0.27's
+        # GenericConst, so they are swapped before the default visit)
+        h = op.__chandle__()
+        args = list(op.args)
+        new_args = [self.consts.get(a.__chandle__(), a) for a in args]
+        changed = any(x is not a for x, a in zip(new_args, args, strict=True))
+        attrs = op.attrs
+        if h in self.shapes and isinstance(args[1], relax.ShapeExpr):
+            vals = list(args[1].values)
+            for axis, extent in enumerate(self.shapes[h]):
+                if extent >= 0:
+                    vals[axis] = extent
+            new_args[1] = relax.ShapeExpr(vals)
+            changed = True
+        if h in self.conv_groups:
+            a = op.attrs
+            conv = getattr(relax.op.nn, str(op.op.name).split(".")[-1])
+            rebuilt = conv(new_args[0], new_args[1], strides=a.strides, padding=a.padding,
+                           dilation=a.dilation, groups=self.conv_groups[h],
+                           data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+                           out_layout=a.out_layout, out_dtype=a.out_dtype)
+            attrs = rebuilt.attrs
+            changed = True
+        if changed:
+            op = relax.Call(op.op, new_args, attrs, op.ty_args, op.span)
+        return super().visit_call_(op)
+
+    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """Rewrite every Relax function of the module."""
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        out: tvm.IRModule = self.builder_.get()
+        return out
+
+
+def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
+           zero: bool, names: Any) -> tvm.IRModule:
+    view = g.view
+    per_leaf: dict[int, dict[int, set[int]]] = {}
+    for (leaf, axis), idx in cut.items():
+        per_leaf.setdefault(leaf, {})[axis] = idx
+    consts: dict[int, Any] = {}
+    shapes: dict[int, list[int]] = {}
+    conv_groups: dict[int, int] = {}
+    site_of = {s.value_id: s for s in view.sites if s.call is not None}
+    for leaf, axes in sorted(per_leaf.items()):
+        v = view.values[view.leaf_value[leaf]]
+        if v.kind == "param":
+            if leaf in g.io_leaves:
+                continue  # a model input: its caller passes the pruned tensor
+            raise PruneError(f"weight '{names(leaf)}' is a function parameter: bind the "
+                             "parameters (from_exported_program keeps them as constants "
+                             "by default) before pruning")
+        if v.kind == "const":
+            arr = v.expr.value.numpy()
+            if zero:
+                arr = arr.copy()
+                for axis, idx in axes.items():
+                    sl: list[Any] = [slice(None)] * arr.ndim
+                    sl[axis] = sorted(idx)
+                    arr[tuple(sl)] = 0
+            else:
+                for axis, idx in sorted(axes.items()):
+                    arr = np.delete(arr, sorted(idx), axis=axis)
+            data = tvm.runtime.tensor(np.ascontiguousarray(arr))
+            ty = relax.const(arr).ty
+            consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
+            continue
+        if zero:
+            continue
+        site = site_of.get(v.id)
+        if site is None:
+            continue
+        if site.op in ("relax.reshape",):
+            dims = view.shape(leaf) or []
+            new = [-1] * len(dims)
+            for axis, idx in axes.items():
+                e = dims[axis]
+                if not isinstance(e, int):
+                    raise PruneError(f"reshape '{names(leaf)}' has a symbolic extent on "
+                                     f"axis {axis}")
+                new[axis] = e - len(idx)
+            shapes[site.call.__chandle__()] = new
+        elif site.op in ("relax.broadcast_to", "relax.full", "relax.zeros", "relax.ones"):
+            raise PruneError(f"'{names(leaf)}' ({site.op}) carries a pruned extent in its "
+                             "shape argument")
+    for weight, vid in g.depthwise.items():
+        axes = per_leaf.get(weight)
+        if axes and not zero:
+            site = site_of[vid]
+            dims = view.shape(weight) or []
+            o = str(site.attrs.kernel_layout).index("O")
+            e = dims[o]
+            if isinstance(e, int):
+                conv_groups[site.call.__chandle__()] = e - len(axes.get(o, ()))
+    return _Rewriter(mod, consts, shapes, conv_groups).run(mod)
+
+
+def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
+          entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+    """Keep `selection[group_id]` channels of each chosen group; a new module that
+    builds and runs (the input module is unchanged)."""
+    g = channel_graph(mod, entry_name, rules)
+    names = _Namer(mod, g.result, entry_name)
+    groups = build_groups(g, names)
+    removed = check_selection(groups, selection, allow_io)
+    return _apply(g, mod, plan_prune(groups, removed), False, names)
+
+
+def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
+                   entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+    """The original module with the consumers' input slices of the channels *not* kept
+    set to zero: the reference a prune of the same selection must match exactly."""
+    g = channel_graph(mod, entry_name, rules)
+    names = _Namer(mod, g.result, entry_name)
+    groups = build_groups(g, names)
+    removed = check_selection(groups, selection, allow_io)
+    return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)
