@@ -317,7 +317,7 @@ class _Builder:
         op, attrs, g = site.op, site.attrs, self.g
         rule = self.rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
         family = rule.family if rule is not None else None
-        if family == "elementwise" or op in _UNARY_OPS:
+        if family in ("elementwise", "like") or op in _UNARY_OPS:
             if args and args[0] is not None:
                 for o in outs:
                     self.tie_all(args[0], o)
@@ -440,6 +440,7 @@ class _Builder:
             g.block(g.node(data, d_c), reason)
             g.block(g.node(out, o_c), reason)
             g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.producers[g.node(weight, w_o)] = site.value_id
 
     def matmul(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         g = self.g

@@ -1,0 +1,119 @@
+"""Small torch models for the channel-group tests, imported with from_exported_program
+(static shapes, weights bound as constants), each with a random input."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import torch
+import tvm
+from tvm.relax.frontend.torch import from_exported_program
+
+
+class ConvBiasNet(torch.nn.Module):
+    """Conv biases, batch norm, a residual add, flatten into a linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(8, 6, 1)
+        self.fc = torch.nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.c1(x)))
+        y = y + self.c2(y)
+        y = torch.relu(self.c3(y))
+        return self.fc(torch.flatten(y, 1))
+
+
+class DenseNet(torch.nn.Module):
+    """DenseNet-like: each layer's output is concatenated onto its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.l1 = torch.nn.Sequential(torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                      torch.nn.Conv2d(8, 4, 3, padding=1))
+        self.l2 = torch.nn.Sequential(torch.nn.BatchNorm2d(12), torch.nn.ReLU(),
+                                      torch.nn.Conv2d(12, 4, 3, padding=1))
+        self.trans = torch.nn.Conv2d(16, 6, 1)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([x, self.l1(x)], 1)
+        x = torch.cat([x, self.l2(x)], 1)
+        x = torch.relu(self.trans(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+def export(model: torch.nn.Module, x: torch.Tensor) -> tvm.IRModule:
+    """torch.export + from_exported_program (weights bound as constants)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(model.eval(), (x,), strict=False)
+        return from_exported_program(ep)
+
+
+@functools.cache
+def conv_bias_net() -> tuple[tvm.IRModule, np.ndarray]:
+    """ConvBiasNet on [2, 3, 4, 4]."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    return export(_randomize_bn(ConvBiasNet()), x), x.numpy()
+
+
+@functools.cache
+def dense_net() -> tuple[tvm.IRModule, np.ndarray]:
+    """DenseNet on [2, 3, 6, 6]."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6)
+    return export(_randomize_bn(DenseNet()), x), x.numpy()
+
+
+class DepthwiseNet(torch.nn.Module):
+    """MobileNet-like: expand 1x1, depthwise 3x3, squeeze-excite, project 1x1, residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.expand = torch.nn.Conv2d(4, 8, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.se1 = torch.nn.Conv2d(8, 2, 1)
+        self.se2 = torch.nn.Conv2d(2, 8, 1)
+        self.project = torch.nn.Conv2d(8, 4, 1, bias=False)
+        self.grouped = torch.nn.Conv2d(4, 4, 1, groups=2, bias=False)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.nn.functional.relu6(self.bn(self.expand(x)))
+        y = torch.nn.functional.hardswish(self.dw(y))
+        s = torch.sigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
+        y = x + self.project(y * s)
+        return self.fc(self.grouped(y).mean((2, 3)))
+
+
+@functools.cache
+def depthwise_net() -> tuple[tvm.IRModule, np.ndarray]:
+    """DepthwiseNet on [2, 3, 4, 4]."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    return export(_randomize_bn(DepthwiseNet()), x), x.numpy()
