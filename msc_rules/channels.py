@@ -28,6 +28,7 @@ ops' attributes and shapes, which are what the letters are meant to encode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,9 @@ class QuantAxes:
 
 @dataclass
 class _Edge:
+    """Index i of src's axis is the range [offset + i * block, ... + block) of dst's;
+    a negative block -k: dst's index is src's index // k (a reshape splitting src)."""
+
     src: int  # node
     dst: int
     offset: int
@@ -135,6 +139,9 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
+    class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
+    # class of an axis merged by a reshape -> the nodes (and extents) merged into it
+    composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
 
     @property
     def view(self) -> DependencyView:
@@ -155,12 +162,24 @@ class ChannelGraph:
         return n
 
     def union(self, a: int, b: int) -> None:
-        """Tie two nodes (the smaller representative wins, so classes are deterministic)."""
+        """Tie two nodes (the smaller representative wins, so classes are deterministic);
+        the class keeps a known extent and a merged axis's factors."""
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             if rb < ra:
                 ra, rb = rb, ra
             self.parent[rb] = ra
+            ext = self.class_ext.pop(rb, None)
+            if ext is not None:
+                self.class_ext.setdefault(ra, ext)
+            comp = self.composite.pop(rb, None)
+            if comp is not None:
+                mine = self.composite.setdefault(ra, comp)
+                if mine is not comp and [e for _, e in mine] == [e for _, e in comp]:
+                    # two merged axes tied (a batched matmul's batch axis): so are
+                    # the axes merged into them
+                    for (x, _), (y, _) in zip(mine, comp, strict=True):
+                        self.union(x, y)
 
     def block(self, n: int, reason: str) -> None:
         """Mark a node as mixed by an op (a group containing it is not exact)."""
@@ -221,7 +240,19 @@ class _Builder:
         return self.view.leaf_ndim[leaf]
 
     def ext(self, leaf: int, axis: int) -> Dim | None:
-        return _extent(self.view, leaf, axis)
+        """The axis's extent; for a tensor of unknown shape, the extent known for its
+        class (ties are recorded in program order, so its producer's are already in)."""
+        e = _extent(self.view, leaf, axis)
+        if e is None and 0 <= axis < self.ndim(leaf):
+            e = self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
+        return e
+
+    def note_ext(self, leaf: int) -> None:
+        shape = self.view.shape(leaf)
+        if shape is not None:
+            for i, e in enumerate(shape):
+                r = self.g.find(self.g.node(leaf, i))
+                self.g.class_ext.setdefault(r, e)
 
     def tie_all(self, a: int, b: int) -> None:
         """Tie every axis of a to the same axis of b (same rank)."""
@@ -270,8 +301,10 @@ class _Builder:
                 j = i + on - an
                 if j < 0:
                     continue
-                e = self.ext(a, i)
-                if e == 1 or e is None or e != self.ext(out, j):
+                e, eo = self.ext(a, i), self.ext(out, j)
+                # (an operand's extent other than 1 is the output's: broadcasting
+                # keeps it, so an output of unknown shape still ties)
+                if e == 1 or e is None or (eo is not None and e != eo):
                     continue
                 self.g.union(self.g.node(a, i), self.g.node(out, j))
 
@@ -288,14 +321,36 @@ class _Builder:
                 continue
             outs = list(_leaves(site.out))
             args = [a if isinstance(a, int) else None for a in site.args]
+            for leaf in outs:
+                self.note_ext(leaf)
+            for a in args:
+                if a is not None:
+                    self.note_ext(a)
             try:
                 self.site(site, args, outs)
             except (AttributeError, TypeError, ValueError, IndexError):
                 self.opaque(site, "op " + site.op + " with attributes not understood")
+        self.check_composites()
         for leaf, site in self.site_of.items():
             if site.op in _WEIGHT_VIEWS and self.is_weight(leaf):
                 g.weight_views.add(leaf)
         return g
+
+    def check_composites(self) -> None:
+        """A merged axis that reaches anything but ties (a weight, a concat or flatten,
+        a model output, a mixing op) mixes the axes merged into it: block the inner
+        ones (the outermost one already maps onto blocks of it)."""
+        g = self.g
+        risky = {g.find(a) for a, _, _ in g.consumers}
+        risky.update(g.find(e.src) for e in g.derived)
+        risky.update(g.find(n) for n in g.blocked)
+        for leaf in g.io_leaves:
+            risky.update(g.find(g.node(leaf, i)) for i in range(max(self.ndim(leaf), 0)))
+        for root, comp in g.composite.items():
+            if g.find(root) in risky:
+                name = self.view.values[self.view.leaf_value[g.axis_of(root)[0]]].name
+                for n, _ in comp[1:]:
+                    g.block(n, f"a reshape merges it as an inner axis (into {name})")
 
     def _mark_io(self) -> None:
         """Entry params before `num_input` are model inputs, the rest are weights."""
@@ -475,6 +530,9 @@ class _Builder:
         if data is None:
             return
         src, dst = self.view.shape(data), self.view.shape(out)
+        if src is None:
+            known = [self.ext(data, i) for i in range(self.ndim(data))]
+            src = None if None in known else known
         plan = None
         if src is not None and dst is not None:
             try:
@@ -489,7 +547,8 @@ class _Builder:
                 g.union(g.node(data, s_axes[0]), g.node(out, d_axes[0]))
                 continue
             if len(d_axes) == 1:
-                # merged axes: the outermost maps onto blocks of the merged axis
+                # merged axes: the outermost maps onto blocks of the merged axis; the
+                # inner ones are remembered, in case a later reshape splits them back
                 inner = 1
                 for a in s_axes[1:]:
                     e = self.ext(data, a)
@@ -499,9 +558,27 @@ class _Builder:
                                            0, inner))
                 else:
                     g.block(g.node(data, s_axes[0]), "reshape merges it with a symbolic axis")
-                for a in s_axes[1:]:
-                    g.block(g.node(data, a), "reshape merges it as an inner axis")
+                g.composite.setdefault(g.find(g.node(out, d_axes[0])), [
+                    (g.node(data, a), self.ext(data, a)) for a in s_axes])
                 continue
+            if len(s_axes) == 1:
+                comp = g.composite.get(g.find(g.node(data, s_axes[0])))
+                if comp is not None and [e for _, e in comp] == [
+                        self.ext(out, d) for d in d_axes]:
+                    # the split undoes an earlier merge: the same axes come back
+                    for (n, _), d in zip(comp, d_axes, strict=True):
+                        g.union(n, g.node(out, d))
+                    continue
+                # one axis split into (outer, inner...): the outer axis counts blocks
+                # of the inner size (attention heads of head_dim channels)
+                inner = 1
+                for d in d_axes[1:]:
+                    e = self.ext(out, d)
+                    inner = inner * e if isinstance(e, int) and inner else 0
+                if inner:
+                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
+                                           0, -inner))
+                    continue
             reason = "reshape splits it into several axes"
             for a in s_axes:
                 g.block(g.node(data, a), reason)
@@ -649,83 +726,189 @@ def _kind(view: DependencyView, leaf: int) -> str:
     return str(view.values[view.leaf_value[leaf]].kind)
 
 
-def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
-    """The groups of a channel graph: one per class holding a producer weight axis."""
-    view, result = g.view, g.result
-    classes: dict[int, list[int]] = {}
-    for n in range(len(g.parent)):
-        classes.setdefault(g.find(n), []).append(n)
-    consumers_of: dict[int, list[int]] = {}
-    for act, w, _ in g.consumers:
-        consumers_of.setdefault(g.find(act), []).append(g.find(w))
-    derived_of: dict[int, list[_Edge]] = {}
-    derived_into: set[int] = set()
-    for e in g.derived:
-        derived_of.setdefault(g.find(e.src), []).append(e)
-        derived_into.add(g.find(e.dst))
-    producer_roots = sorted({g.find(n) for n in g.producers})
-    producer_set = set(g.producers)
-    root_set = set(producer_roots)
+@dataclass
+class _Walk:
+    """What one producer class reaches, with its channel unit (whole heads: the head
+    size; otherwise 1): visits are (class, offset, block, through a consumer)."""
 
-    groups: list[ChannelGroup] = []
-    for root in producer_roots:
-        leaf0, ax0 = g.axis_of(root)
-        size = _extent(view, leaf0, ax0)
-        reasons: list[str] = []
-        if not isinstance(size, int):
-            continue
-        members: dict[tuple[int, int, int, int], Member] = {}
-        io = False
-        stack: list[tuple[int, int, int, bool]] = [(root, 0, 1, False)]
-        seen: set[tuple[int, int, int]] = set()
-        if root in derived_into:
-            reasons.append("its channels are also fed through a concat or flatten")
+    root: int
+    unit: int
+    size: int
+    visits: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    coarsen: int = 1  # > 1: walk again with unit * coarsen
+
+
+class _Grouper:
+    """Walks each producer class over the derived edges and consumer attachments, then
+    merges the walks that reach the same channels (attention heads: q, k and v; GQA:
+    a kv head and its query heads)."""
+
+    def __init__(self, g: ChannelGraph, names: Any) -> None:
+        self.g, self.names = g, names
+        self.classes: dict[int, list[int]] = {}
+        for n in range(len(g.parent)):
+            self.classes.setdefault(g.find(n), []).append(n)
+        self.consumers_of: dict[int, list[int]] = {}
+        for act, w, _ in g.consumers:
+            self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
+        self.derived_of: dict[int, list[_Edge]] = {}
+        for e in g.derived:
+            self.derived_of.setdefault(g.find(e.src), []).append(e)
+        self.roots = sorted({g.find(n) for n in g.producers})
+
+    def extent(self, cls: int) -> int | None:
+        for n in self.classes[cls]:
+            e = _extent(self.g.view, *self.g.axis_of(n))
+            if isinstance(e, int):
+                return e
+        return None
+
+    def walk(self, root: int, unit: int) -> _Walk | None:
+        ext = self.extent(root)
+        if ext is None or ext % unit:
+            return None
+        w = _Walk(root, unit, ext // unit)
+        stack = [(root, 0, unit, False)]
+        seen: set[tuple[int, int, int, bool]] = set()
         while stack:
-            cls, off, blk, is_consumer = stack.pop()
-            if (cls, off, blk) in seen:
+            item = stack.pop()
+            if item in seen:
                 continue
-            seen.add((cls, off, blk))
-            for n in classes[cls]:
-                leaf, axis = g.axis_of(n)
-                kind = _kind(view, leaf)
-                if kind == "binding":
-                    role = ACTIVATION
-                elif is_consumer:
-                    role = CONSUMER
-                elif n in producer_set:
-                    role = PRODUCER
-                else:
-                    role = FOLLOW
-                if leaf in g.io_leaves:
-                    io = True
-                if not is_consumer:
-                    for r in g.blocked.get(n, ()):
-                        text = f"{r} ({names(leaf)} axis {axis})"
-                        if text not in reasons:
-                            reasons.append(text)
-                e = _extent(view, leaf, axis)
-                if cls == root and e != size:
-                    reasons.append(f"extent {e} of {names(leaf)} axis {axis} differs")
-                lay = result.layouts[leaf] or ""
-                key = (leaf, axis, off, blk)
-                if key not in members:
-                    members[key] = Member(names(leaf), axis, role, kind, off, blk,
-                                          lay[axis] if axis < len(lay) else "", leaf)
-            if is_consumer:
+            seen.add(item)
+            w.visits.append(item)
+            cls, off, blk, consumer = item
+            if consumer:
                 continue
-            for w in consumers_of.get(cls, ()):
-                stack.append((w, off, blk, True))
-            for e in derived_of.get(cls, ()):
-                dst = g.find(e.dst)
-                if dst in root_set:
-                    reasons.append("a concat or flatten mixes it with another producer's "
-                                   "channels")
-                stack.append((dst, e.offset + off * e.block, blk * e.block, False))
-        ordered = sorted(members.values(),
-                         key=lambda m: (_ROLE_ORDER[m.role], m.leaf, m.axis, m.offset))
-        groups.append(ChannelGroup(len(groups), size, tuple(ordered), not reasons,
-                                   tuple(reasons), io))
-    return groups
+            for c in self.consumers_of.get(cls, ()):
+                stack.append((c, off, blk, True))
+            for e in self.derived_of.get(cls, ()):
+                dst = self.g.find(e.dst)
+                if e.block > 0:
+                    stack.append((dst, e.offset + off * e.block, blk * e.block, False))
+                    continue
+                split = -e.block  # a reshape splitting the axis into (outer, split)
+                if blk % split:
+                    w.coarsen = max(w.coarsen, split // math.gcd(blk, split))
+                    continue
+                if off % split:
+                    w.reasons.append("a reshape splits it off a block boundary")
+                    continue
+                stack.append((dst, off // split, blk // split, False))
+        return w
+
+    def run(self) -> list[ChannelGroup]:
+        units = dict.fromkeys(self.roots, 1)
+        for _ in range(8):
+            walks: dict[int, _Walk] = {}
+            for r in self.roots:
+                w = self.walk(r, units[r])
+                while w is not None and w.coarsen > 1:
+                    units[r] *= w.coarsen
+                    w = self.walk(r, units[r])
+                if w is not None:
+                    walks[r] = w
+            merged, changed = self.merge(walks, units)
+            if not changed:
+                break
+        return self.groups(walks, merged)
+
+    def merge(self, walks: dict[int, _Walk],
+              units: dict[int, int]) -> tuple[dict[int, int], bool]:
+        """Union the walks that cover the same range of a class, coarsening the finer
+        one to the coarser block; returns root -> group leader, and whether a unit
+        changed (the walks are then redone)."""
+        leader = {r: r for r in walks}
+
+        def find(r: int) -> int:
+            while leader[r] != r:
+                r = leader[r]
+            return r
+
+        spans: dict[int, list[tuple[int, int, int, int]]] = {}
+        for r, w in walks.items():
+            for cls, off, blk, _ in w.visits:
+                spans.setdefault(cls, []).append((off, off + w.size * blk, blk, r))
+        need: dict[int, int] = {}
+        for cls in sorted(spans):
+            items_ = sorted(set(spans[cls]))
+            for k, (lo, hi, blk, r) in enumerate(items_):
+                for lo2, hi2, blk2, r2 in items_[k + 1:]:
+                    if lo2 >= hi or r2 == r:
+                        continue
+                    if (lo, hi) == (lo2, hi2) and (blk % blk2 == 0 or blk2 % blk == 0):
+                        if blk != blk2:
+                            fine = r if blk < blk2 else r2
+                            need[fine] = math.lcm(need.get(fine, 1),
+                                                  max(blk, blk2) // min(blk, blk2))
+                        a, b = find(r), find(r2)
+                        if a != b:
+                            leader[max(a, b)] = min(a, b)
+                    else:
+                        for x in (r, r2):
+                            walks[x].reasons.append(
+                                "channel ranges of two groups overlap in "
+                                + self.names(self.g.axis_of(self.classes[cls][0])[0]))
+        for r, k in need.items():
+            units[r] *= k
+        return {r: find(r) for r in walks}, bool(need)
+
+    def groups(self, walks: dict[int, _Walk], merged: dict[int, int]) -> list[ChannelGroup]:
+        g, view, result = self.g, self.g.view, self.g.result
+        by_leader: dict[int, list[_Walk]] = {}
+        for r in sorted(walks):
+            by_leader.setdefault(merged[r], []).append(walks[r])
+        producer_set = set(g.producers)
+        out: list[ChannelGroup] = []
+        for lead in sorted(by_leader):
+            ws = by_leader[lead]
+            size = ws[0].size
+            reasons: list[str] = []
+            members: dict[tuple[int, int, int, int], Member] = {}
+            io = has_consumer = False
+            for w in ws:
+                for r in w.reasons:
+                    if r not in reasons:
+                        reasons.append(r)
+                if w.size != size:
+                    reasons.append(f"tied producers differ in size ({w.size} and {size})")
+                for cls, off, blk, consumer in w.visits:
+                    has_consumer = has_consumer or consumer
+                    for n in self.classes[cls]:
+                        leaf, axis = g.axis_of(n)
+                        kind = _kind(view, leaf)
+                        if kind == "binding":
+                            role = ACTIVATION
+                        elif consumer:
+                            role = CONSUMER
+                        elif n in producer_set:
+                            role = PRODUCER
+                        else:
+                            role = FOLLOW
+                        io = io or leaf in g.io_leaves
+                        if not consumer:
+                            for reason in g.blocked.get(n, ()):
+                                text = f"{reason} ({self.names(leaf)} axis {axis})"
+                                if text not in reasons:
+                                    reasons.append(text)
+                        key = (leaf, axis, off, blk)
+                        if key not in members:
+                            lay = result.layouts[leaf] or ""
+                            members[key] = Member(self.names(leaf), axis, role, kind, off,
+                                                  blk, lay[axis] if axis < len(lay) else "",
+                                                  leaf)
+            if not has_consumer and not io:
+                reasons.append("its channels reach no consumer weight")
+            ordered = sorted(members.values(),
+                             key=lambda m: (_ROLE_ORDER[m.role], m.leaf, m.axis, m.offset))
+            out.append(ChannelGroup(len(out), size, tuple(ordered), not reasons,
+                                    tuple(reasons), io))
+        return out
+
+
+def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
+    """The groups of a channel graph (see _Grouper), in order of their first class."""
+    return _Grouper(g, names).run()
 
 
 _ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}

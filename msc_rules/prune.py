@@ -32,6 +32,7 @@ from .channels import (
 )
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
+from .layout import reshape_groups
 
 Selection = Mapping[int, Sequence[int]]
 
@@ -94,7 +95,7 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
     """Replaces constants, reshape shapes and conv group counts by handle."""
 
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
-                 shapes: dict[int, list[int]], conv_groups: dict[int, int]) -> None:
+                 shapes: dict[int, list[Any]], conv_groups: dict[int, int]) -> None:
         super().__init__(mod)
         self.consts = consts
         self.shapes = shapes
@@ -117,7 +118,7 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         if h in self.shapes and isinstance(args[1], relax.ShapeExpr):
             vals = list(args[1].values)
             for axis, extent in enumerate(self.shapes[h]):
-                if extent >= 0:
+                if extent is not None:
                     vals[axis] = extent
             new_args[1] = relax.ShapeExpr(vals)
             changed = True
@@ -143,6 +144,41 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         return out
 
 
+def _new_shape(view: Any, site: Any, data: int | None,
+               cut: dict[int, dict[int, set[int]]]) -> list[Any] | None:
+    """The shape argument of a reshape or broadcast_to whose input or output lost
+    channels: an output axis that is a member loses its removed count; a reshape's
+    axis merged from inputs that lost some is the product of the inputs' new extents."""
+    out = site.out
+    old = list(site.call.args[1].values)
+    new: list[Any] = [None] * len(old)
+    out_cut = cut.get(out, {})
+    for axis, idx in out_cut.items():
+        new[axis] = int(old[axis]) - len(idx)
+    in_cut = cut.get(data, {}) if data is not None else {}
+    if site.op != "relax.reshape" or not in_cut:
+        return new
+    in_ty = view.leaf_type[data]
+    in_vals = list(in_ty.shape.values) if getattr(in_ty, "shape", None) is not None else None
+    src, dst = view.shape(data), view.shape(out)
+    if in_vals is None or src is None or dst is None:
+        raise PruneError("a reshape of a tensor of unknown shape merges pruned channels")
+    plan = reshape_groups(tuple(src), tuple(dst))
+    if plan is None:
+        raise PruneError("a reshape of pruned channels whose sizes do not line up")
+    for s_axes, d_axes in plan:
+        if len(d_axes) != 1 or new[d_axes[0]] is not None:
+            continue
+        if not any(a in in_cut for a in s_axes):
+            continue
+        prod: Any = 1
+        for a in s_axes:
+            v = int(in_vals[a]) - len(in_cut[a]) if a in in_cut else in_vals[a]
+            prod = prod * v
+        new[d_axes[0]] = prod
+    return new
+
+
 def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
            zero: bool, names: Any) -> tvm.IRModule:
     view = g.view
@@ -150,7 +186,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     for (leaf, axis), idx in cut.items():
         per_leaf.setdefault(leaf, {})[axis] = idx
     consts: dict[int, Any] = {}
-    shapes: dict[int, list[int]] = {}
+    shapes: dict[int, list[Any]] = {}
     conv_groups: dict[int, int] = {}
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
@@ -181,19 +217,18 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
         site = site_of.get(v.id)
         if site is None:
             continue
-        if site.op in ("relax.reshape",):
-            dims = view.shape(leaf) or []
-            new = [-1] * len(dims)
-            for axis, idx in axes.items():
-                e = dims[axis]
-                if not isinstance(e, int):
-                    raise PruneError(f"reshape '{names(leaf)}' has a symbolic extent on "
-                                     f"axis {axis}")
-                new[axis] = e - len(idx)
-            shapes[site.call.__chandle__()] = new
-        elif site.op in ("relax.broadcast_to", "relax.full", "relax.zeros", "relax.ones"):
+        if site.op in ("relax.full", "relax.zeros", "relax.ones"):
             raise PruneError(f"'{names(leaf)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
+    if not zero:
+        for site in view.sites:
+            if site.op in ("relax.reshape", "relax.broadcast_to") and isinstance(
+                    site.out, int):
+                data = site.args[0] if isinstance(site.args[0], int) else None
+                if site.out in per_leaf or data in per_leaf:
+                    new = _new_shape(view, site, data, per_leaf)
+                    if new is not None:
+                        shapes[site.call.__chandle__()] = new
     for weight, vid in g.depthwise.items():
         axes = per_leaf.get(weight)
         if axes and not zero:
