@@ -117,3 +117,68 @@ def depthwise_net() -> tuple[tvm.IRModule, np.ndarray]:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 4)
     return export(_randomize_bn(DepthwiseNet()), x), x.numpy()
+
+
+class GQADecoder(torch.nn.Module):
+    """Llama-like block: RMSNorm, grouped-query attention (4 query heads, 2 kv heads,
+    RoPE, causal mask), SiLU-gated MLP, residuals, an lm head."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2,
+                 hidden: int = 48, vocab: int = 16) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.hd = heads, kv_heads, dim // heads
+        self.embed = torch.nn.Embedding(vocab, dim)
+        self.n1 = torch.nn.Parameter(torch.rand(dim) + 0.5)
+        self.n2 = torch.nn.Parameter(torch.rand(dim) + 0.5)
+        self.q = torch.nn.Linear(dim, heads * self.hd, bias=False)
+        self.k = torch.nn.Linear(dim, kv_heads * self.hd, bias=False)
+        self.v = torch.nn.Linear(dim, kv_heads * self.hd, bias=False)
+        self.o = torch.nn.Linear(heads * self.hd, dim, bias=False)
+        self.gate = torch.nn.Linear(dim, hidden, bias=False)
+        self.up = torch.nn.Linear(dim, hidden, bias=False)
+        self.down = torch.nn.Linear(hidden, dim, bias=False)
+        self.head = torch.nn.Linear(dim, vocab, bias=False)
+        pos = torch.arange(8.0)[:, None] * torch.rand(self.hd // 2)[None, :]
+        self.register_buffer("cos", torch.cat([pos, pos], -1).cos())
+        self.register_buffer("sin", torch.cat([pos, pos], -1).sin())
+        self.register_buffer("mask", torch.triu(torch.full((8, 8), -1e9), 1))
+
+    @staticmethod
+    def _norm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+    def _rope(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rot = torch.cat([-x[..., half:], x[..., :half]], -1)
+        return x * self.cos + rot * self.sin
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        b, s, _ = x.shape
+        return x.reshape(b, s, n, self.hd).transpose(1, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, _ = x.shape
+        h = self._norm(x, self.n1)
+        q = self._rope(self._heads(self.q(h), self.heads))
+        k = self._rope(self._heads(self.k(h), self.kv_heads))
+        v = self._heads(self.v(h), self.kv_heads)
+        rep = self.heads // self.kv_heads
+        k = k[:, :, None].expand(b, self.kv_heads, rep, s, self.hd).reshape(b, self.heads, s,
+                                                                             self.hd)
+        v = v[:, :, None].expand(b, self.kv_heads, rep, s, self.hd).reshape(b, self.heads, s,
+                                                                             self.hd)
+        att = torch.softmax(q @ k.transpose(-1, -2) / self.hd ** 0.5 + self.mask, -1)
+        y = (att @ v).transpose(1, 2).reshape(b, s, -1)
+        x = x + self.o(y)
+        h = self._norm(x, self.n2)
+        x = x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
+        return self.head(self._norm(x, self.n2))
+
+
+@functools.cache
+def gqa_decoder() -> tuple[tvm.IRModule, np.ndarray]:
+    """GQADecoder on ids [2, 8]."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 16, (2, 8))
+    return export(GQADecoder(), ids), ids.numpy()

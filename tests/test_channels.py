@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from tvm_ffi import structural_hash
-from channel_models import conv_bias_net, dense_net, depthwise_net
-from models import resnet18_like, tiny_mlp
+from channel_models import conv_bias_net, dense_net, depthwise_net, gqa_decoder
+from models import bert_like, llama_like, resnet18_like, tiny_mlp
 
 import msc_rules
 from msc_rules.channels import ACTIVATION, CONSUMER, FOLLOW, PRODUCER
@@ -108,6 +108,36 @@ def test_groups_are_deterministic_and_leave_the_module_alone() -> None:
     assert a == b
     assert structural_hash(mod) == before
     assert len(a) == 7 and sum(g.exact and not g.touches_io for g in a) == 6
+
+
+def test_attention_heads_are_pruned_whole_with_q_k_v_tied() -> None:
+    groups = msc_rules.channel_groups(bert_like().mod)
+    heads = [g for g in groups if len(g.producers) == 3]
+    assert len(heads) == 2  # one per layer
+    for g in heads:
+        assert g.size == 2 and g.exact  # 2 heads of 16 channels
+        assert {m.block for m in g.producers} == {16}
+        (out,) = g.consumers
+        assert (out.axis, out.block) == (1, 16)
+    ffn = [g for g in groups if g.size == 64]
+    assert len(ffn) == 2 and all(g.exact for g in ffn)
+    hidden = groups[0]
+    assert hidden.size == 32 and not hidden.exact and hidden.touches_io
+    assert any("layer_norm normalises over the axis" in r for r in hidden.reasons)
+
+
+@pytest.mark.parametrize("model", ["llama_like", "gqa_decoder"])
+def test_grouped_query_attention_ties_a_kv_head_to_its_query_heads(model: str) -> None:
+    mod = llama_like().mod if model == "llama_like" else gqa_decoder()[0]
+    groups = msc_rules.channel_groups(mod)
+    g = next(g for g in groups if len(g.producers) == 3 and g.producers[0].block > 1)
+    q, k, v = g.producers  # in program order
+    assert g.size == 2 and g.exact  # 2 kv heads
+    assert k.block == v.block == q.block // 2  # each kv head has 2 query heads
+    (o,) = g.consumers
+    assert o.block == q.block
+    hidden = next(g for g in groups if any(m.tensor == "take.data" for m in g.producers))
+    assert not hidden.exact and any("mean over the axis" in r for r in hidden.reasons)
 
 
 def test_quant_axes() -> None:

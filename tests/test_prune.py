@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from channel_models import conv_bias_net, dense_net, depthwise_net
-from models import resnet18_like, tiny_mlp
+from channel_models import conv_bias_net, dense_net, depthwise_net, gqa_decoder
+from models import bert_like, resnet18_like, tiny_mlp
 from prune_oracle import check, half_selection, run
 from tvm_ffi import structural_hash
 
@@ -24,6 +24,12 @@ def _mlp() -> tuple[object, list[np.ndarray]]:
     return m.mod, list(m.example_inputs)
 
 
+def _bert() -> tuple[object, list[np.ndarray]]:
+    # static shapes: TVM 0.27 cannot legalize the dynamic import's add of unknown shape
+    m = bert_like(dynamic=False)
+    return m.mod, list(m.example_inputs)
+
+
 def _small(builder: Callable[[], tuple[object, np.ndarray]]) -> Callable[[], object]:
     def get() -> tuple[object, list[np.ndarray]]:
         mod, x = builder()
@@ -37,6 +43,8 @@ MODELS = {
     "conv_bias_net": _small(conv_bias_net),
     "dense_net": _small(dense_net),
     "depthwise_net": _small(depthwise_net),
+    "bert_like": _bert,
+    "gqa_decoder": _small(gqa_decoder),
 }
 
 
@@ -53,9 +61,15 @@ def test_prune_matches_masked_consumers(name: str) -> None:
     worst, masked = check(mod, inputs, sel)
     assert worst <= 1e-4
     assert structural_hash(mod) == before
-    # the masked reference really differs from the original: channels were removed
-    original = run(mod, inputs)
-    assert max(float(np.abs(a - b).max()) for a, b in zip(original, masked, strict=True)) > 0
+    # channels really went: the pruned module holds fewer weights
+    assert _weights(msc_rules.prune(mod, sel)) < _weights(mod)
+
+
+def _weights(mod: object) -> int:
+    from msc_rules.engine import infer_layouts
+
+    view = infer_layouts(mod).view
+    return sum(int(np.prod(v.expr.value.shape)) for v in view.values if v.kind == "const")
 
 
 def test_prune_slices_weights_and_keeps_names() -> None:
