@@ -39,7 +39,7 @@ from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts
 from .ffi import items
 from .graph import CallSite, DependencyView, Struct
-from .layout import Dim, dim_product, reshape_groups
+from .layout import Dim, reshape_groups
 
 PRODUCER = "producer"
 FOLLOW = "follow"
@@ -221,7 +221,8 @@ class _Builder:
 
     def __init__(self, result: InferenceResult, rules: RuleSet) -> None:
         view = result.view
-        base, node_leaf = [], []
+        base: list[int] = []
+        node_leaf: list[int] = []
         for leaf, nd in enumerate(view.leaf_ndim):
             base.append(len(node_leaf))
             node_leaf.extend([leaf] * max(nd, 0))
@@ -323,9 +324,9 @@ class _Builder:
             args = [a if isinstance(a, int) else None for a in site.args]
             for leaf in outs:
                 self.note_ext(leaf)
-            for a in args:
-                if a is not None:
-                    self.note_ext(a)
+            for arg in args:
+                if arg is not None:
+                    self.note_ext(arg)
             try:
                 self.site(site, args, outs)
             except (AttributeError, TypeError, ValueError, IndexError):
@@ -532,7 +533,7 @@ class _Builder:
         src, dst = self.view.shape(data), self.view.shape(out)
         if src is None:
             known = [self.ext(data, i) for i in range(self.ndim(data))]
-            src = None if None in known else known
+            src = None if None in known else [k for k in known if k is not None]
         plan = None
         if src is not None and dst is not None:
             try:
@@ -867,9 +868,9 @@ class _Grouper:
             members: dict[tuple[int, int, int, int], Member] = {}
             io = has_consumer = False
             for w in ws:
-                for r in w.reasons:
-                    if r not in reasons:
-                        reasons.append(r)
+                for why in w.reasons:
+                    if why not in reasons:
+                        reasons.append(why)
                 if w.size != size:
                     reasons.append(f"tied producers differ in size ({w.size} and {size})")
                 for cls, off, blk, consumer in w.visits:

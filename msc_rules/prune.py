@@ -230,14 +230,14 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     if new is not None:
                         shapes[site.call.__chandle__()] = new
     for weight, vid in g.depthwise.items():
-        axes = per_leaf.get(weight)
-        if axes and not zero:
+        cut_w = per_leaf.get(weight)
+        if cut_w and not zero:
             site = site_of[vid]
             dims = view.shape(weight) or []
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
             if isinstance(e, int):
-                conv_groups[site.call.__chandle__()] = e - len(axes.get(o, ()))
+                conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
     return _Rewriter(mod, consts, shapes, conv_groups).run(mod)
 
 

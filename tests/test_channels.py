@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tvm_ffi import structural_hash
 from channel_models import conv_bias_net, dense_net, depthwise_net, gqa_decoder
 from models import bert_like, llama_like, resnet18_like, tiny_mlp
+from tvm_ffi import structural_hash
 
 import msc_rules
 from msc_rules.channels import ACTIVATION, CONSUMER, FOLLOW, PRODUCER

@@ -58,7 +58,7 @@ def test_prune_matches_masked_consumers(name: str) -> None:
     for g in groups:
         assert g.id in sel or g.touches_io or (not g.exact and g.reasons)
     before = structural_hash(mod)
-    worst, masked = check(mod, inputs, sel)
+    worst, _ = check(mod, inputs, sel)
     assert worst <= 1e-4
     assert structural_hash(mod) == before
     # channels really went: the pruned module holds fewer weights
