@@ -192,6 +192,55 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
     return L.broadcast_layout([env.layout(r) for r in roles], shapes, out_shape)  # type: ignore[arg-type]
 
 
+@builtin("tie", 2, port_args=(0, 1), type_ports=(1,), partial=True)
+def _tie(env: Env, out: str, operand: str) -> str | None:
+    """tie(out, x): a broadcast operand's layout from the output's (its last letters),
+    when x's static shape broadcasts to the output's: every axis of x's extent is that
+    output axis. None when the shapes do not prove it."""
+    lay, shape, out_shape = env.layout(out), env.shape(operand), env.shape(out)
+    if type(lay) is not str or shape is None or out_shape is None:
+        return None
+    n, m = len(shape), len(out_shape)
+    if n > m or len(lay) != m:
+        return None
+    for d, e in zip(shape, out_shape[m - n :]):
+        if d != 1 and d != e:
+            return None
+    want = lay[m - n :]
+    have = env.layout(operand)
+    if type(have) is str and have != want and len(have) == n:
+        for i, (h, w) in enumerate(zip(have, want)):
+            # the letter names another output axis, one this operand is stretched along
+            # (or lacks): the same axis twice, which no layout can say
+            q = lay.find(h)
+            if h != w and shape[i] != 1 and q >= 0 and (q < m - n or shape[q - m + n] == 1):
+                raise RuleEvaluationError(
+                    f"axis '{h}' is broadcast against itself: {operand} '{have}' puts it on "
+                    f"output axis {m - n + i}, the output '{lay}' has it on axis "
+                    f"{q}; one letter cannot name both (a causal mask "
+                    f"compares positions with themselves)")
+    return want
+
+
+@builtin("borrow", 2, port_args=(0, 1), type_ports=(0,), partial=True, mints=True)
+def _borrow(env: Env, target: str, other: str) -> str | None:
+    """borrow(x, y): x's layout from y's where their right-aligned extents match (not 1),
+    fresh letters elsewhere; none when no axis matches (a scalar or an unrelated
+    operand lends nothing)."""
+    lay, shape, own = env.layout(other), env.shape(other), env.shape(target)
+    if not isinstance(lay, str) or shape is None or own is None or len(lay) != len(shape):
+        return None
+    n, m = len(own), len(shape)
+    chars: list[str | None] = [None] * n
+    for i in range(n):
+        j = i - (n - m)
+        if 0 <= j < m and own[i] != 1 and own[i] == shape[j] and lay[j] not in chars:
+            chars[i] = lay[j]
+    if all(c is None for c in chars):
+        return None
+    return _fill_mints(chars, lay)
+
+
 # ---- the layout algebra -------------------------------------------------------------
 
 
