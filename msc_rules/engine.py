@@ -281,9 +281,9 @@ class _Engine:
         self._shape_of = view.read_shape  # cached here, in _shapes
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
-        self.sym_letter: dict[str, str] = {}
-        self.letter_sym: dict[str, str] = {}
-        self._sym_axes: dict[int, list[tuple[int, str]]] = {}
+        self.sym_letter: dict[L.Dim, str] = {}
+        self.letter_sym: dict[str, L.Dim] = {}
+        self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
         self.track_symbols = any(
             isinstance(d, str)
             for v in view.values
@@ -463,11 +463,14 @@ class _Engine:
         return None
 
     # ---- decisions
-    def _symbol_axes(self, leaf: int) -> list[tuple[int, str]]:
+    def _symbol_axes(self, leaf: int) -> list[tuple[int, L.Dim]]:
         got = self._sym_axes.get(leaf)
         if got is None:
             dims = self._leaf_shape(leaf) or []
-            got = [(i, d) for i, d in enumerate(dims) if isinstance(d, str)]
+            # a symbol, or a product with one (batch*seq flattened for a linear layer)
+            got = [(i, d) for i, d in enumerate(dims)
+                   if isinstance(d, str) or (isinstance(d, tuple)
+                                             and any(isinstance(f, str) for f in d))]
             self._sym_axes[leaf] = got
         return got
 

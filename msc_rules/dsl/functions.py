@@ -294,9 +294,10 @@ def _initial(n: Any) -> str:
     return L.initial(int(n))
 
 
-@builtin("default_layout", 1)
+@builtin("default_layout", 1, mints=True)
 def _default_layout(n: Any) -> str:
-    """MSC's assumed layout for rank n (NC, NCD, NCHW, ...)."""
+    """MSC's assumed layout for rank n (NC, NCD, NCHW, ...). Its letters are assumed,
+    not read from a neighbour: symbolic axes take their symbol's letter instead."""
     return L.default_layout(int(n))
 
 
