@@ -535,7 +535,8 @@ class _Engine:
                     and value[i] not in self.letter_sym
                 ):
                     self.sym_letter[sym] = value[i]
-                    self.letter_sym[value[i]] = sym
+                    if type(sym) is str:  # a product reuses its letter, owns none
+                        self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
         self.kinds[leaf] = kind
         self.decided_by[leaf] = site

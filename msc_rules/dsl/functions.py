@@ -531,15 +531,43 @@ class _ReshapeMemo:
         # records exactly the letters it returns, so a later identical call finds them.
         self.done: dict[tuple[str, int, int], tuple[Any, Any, str | None]] = {}
 
+        # letter -> the letters split from it or merged into it (see `related`)
+        self.parts: dict[str, set[str]] = {}
+
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
         self.split.setdefault((whole, size), (parts, sizes))
         self.merge.setdefault((parts, sizes), (whole, size))
+        self.parts.setdefault(whole, set()).update(parts)
+
+    def related(self, letters: str) -> str:
+        """`letters` and every letter a reshape of this run merged into one of them or
+        split from one, transitively: the letters a later reshape may give back."""
+        seen = dict.fromkeys(letters)
+        stack = list(letters)
+        while stack:
+            for c in self.parts.get(stack.pop(), ()):
+                if c not in seen:
+                    seen[c] = None
+                    stack.append(c)
+        return "".join(seen)
 
 
 def _memo_of(env: Any) -> _ReshapeMemo | None:
     """The reshape memory of one inference run (kept by the engine's per-run state)."""
     state = getattr(env, "run_state", None)
     return state("reshape_memo", _ReshapeMemo) if state is not None else None
+
+
+@builtin("fresh_beside", 2, port_args=(0,), partial=True, mints=True)
+def _fresh_beside(env: Env, role: str, n: Any) -> str | None:
+    """`n` fresh letters not used by a port's layout, nor by the letters a reshape of
+    this run merged into it (a table looked up by flattened indices must not take the
+    letters the indices had before they were flattened)."""
+    layout = env.layout(role)
+    if not isinstance(layout, str):
+        return None
+    memo = _memo_of(env)
+    return L.fresh_letters(memo.related(layout) if memo is not None else layout, int(n))
 
 
 @builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True)
