@@ -223,10 +223,10 @@ class _Site:
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-              str, int | None, bool, tuple[str, int | None] | None, bool]
+              str, int | None, bool, tuple[str, int | None] | None, bool, bool]
 """An equation as _examine reads it: the equation, its strict reads of whole ports and of
 tuple fields, the partial reads that make it ready (those of a purely partial reader),
-target role and field, weak, the port it copies, whether it mints letters."""
+target role and field, weak, the port it copies, whether it mints letters, late."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ class _RulePlan:
              tuple(r for r, i in eq.strict_reads if i is None),
              tuple((r, i) for r, i in eq.strict_reads if i is not None),
              eq.partial_reads if not eq.strict_reads else (),
-             *eq.target, eq.weak, eq.copy_of, eq.mints)
+             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late)
             for eq in eqs)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps)
 
@@ -273,6 +273,11 @@ class _Engine:
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
+        # sites with a late equation ready (CompiledEquation.late), examined with
+        # `late_ok` once the queue is empty
+        self.late: deque[int] = deque()
+        self.late_queued: set[int] = set()
+        self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
         self._state: dict[str, Any] = {}
@@ -653,7 +658,7 @@ class _Engine:
         track = self.track_symbols
         still: list[int] = []
         for k in site.pending:
-            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints = steps[k]
+            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late = steps[k]
             if weak and idx is None:
                 st = ports.get(role)
                 if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
@@ -684,6 +689,12 @@ class _Engine:
                         break
             if not ready:
                 still.append(k)
+                continue
+            if late and not self.late_ok:
+                still.append(k)
+                if site.index not in self.late_queued:
+                    self.late_queued.add(site.index)
+                    self.late.append(site.index)
                 continue
             target = ports.get(role) if idx is None else self._port(site, role, idx)
             if weak:
@@ -755,6 +766,15 @@ class _Engine:
                 site = self.sites[i]
                 if site is not None and site.pending:
                     self._examine(site)
+            if self.late:
+                i = self.late.popleft()
+                self.late_queued.discard(i)
+                site = self.sites[i]
+                assert site is not None
+                self.late_ok = True
+                self._examine(site)
+                self.late_ok = False
+                continue
             # a weak default anywhere goes before initial letters anywhere: it may reach
             # an unknown tensor through the strong equations in between (a matmul's `IO`
             # reaches a weight constant through the permute_dims before it)

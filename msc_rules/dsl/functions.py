@@ -58,6 +58,9 @@ class Builtin:
     none_ok: bool
     mints: bool
     doc: str
+    late: bool = False
+    """An equation that is a call of this builtin fires only when no other strong
+    equation can (see CompiledEquation.late)."""
     inline: str = ""
     """Python source the compiler writes instead of a call, `{0}`, `{1}`, ... standing
     for the arguments' sources (`env` first for port builtins); for trivial builtins
@@ -76,6 +79,7 @@ def builtin(
     partial: bool = False,
     none_ok: bool = False,
     mints: bool = False,
+    late: bool = False,
     inline: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
@@ -83,14 +87,16 @@ def builtin(
     `mints` marks builtins that create fresh letters: fresh letters claim no axis
     identity, so a disagreement in them alone is not a conflict. `inline` is source
     the compiler may write instead of calling `impl` (see Builtin.inline); it must
-    compute what `impl` does.
+    compute what `impl` does. `late` marks builtins whose equations yield to every
+    other strong equation (see CompiledEquation.late).
     """
     lo, hi = (nargs, nargs) if isinstance(nargs, int) else nargs
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
-            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, inline
+            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, late,
+            inline,
         )
         return impl
 
@@ -192,11 +198,12 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
     return L.broadcast_layout([env.layout(r) for r in roles], shapes, out_shape)  # type: ignore[arg-type]
 
 
-@builtin("tie", 2, port_args=(0, 1), type_ports=(1,), partial=True)
+@builtin("tie", 2, port_args=(0, 1), type_ports=(1,), partial=True, late=True)
 def _tie(env: Env, out: str, operand: str) -> str | None:
     """tie(out, x): a broadcast operand's layout from the output's (its last letters),
     when x's static shape broadcasts to the output's: every axis of x's extent is that
-    output axis. None when the shapes do not prove it."""
+    output axis. None when the shapes do not prove it. Late: the operand's own chain
+    goes first, so that an axis broadcast against itself is reported as such."""
     lay, shape, out_shape = env.layout(out), env.shape(operand), env.shape(out)
     if type(lay) is not str or shape is None or out_shape is None:
         return None
