@@ -2,13 +2,13 @@
 
 Order of decisions (documented priority):
 1. strong equations, whenever every port they read is known (forward or backward);
-2. when nothing strong can fire, one tensor is decided, the earliest in program
-   order (graph inputs first) among: targets of a weak default (`?=`) that can be
-   evaluated now, and unknown tensors that no rule gives a weak default. The first
-   get their weak default; the second initial letters (A, B, C, ...). Tensors waiting
-   for a weak default get initial letters only when nothing else is left. This keeps
-   a weak default deep in the graph from pre-empting letters that a stalled strong
-   path would have brought (a pooler's matmul must not decide the hidden states).
+2. when nothing strong can fire, the weak default (`?=`) that can be evaluated now
+   and whose target comes earliest in program order (graph inputs first);
+3. only when no weak default anywhere can be evaluated, initial letters (A, B, C, ...)
+   for the earliest unknown tensor, avoiding the letters of the tensors it meets.
+Initial letters are the last resort for the whole graph: a weak default may reach an
+unknown tensor through the strong equations of the ops in between (a matmul's `IO`
+reaches the weight constant before a permute_dims), so it goes first wherever it is.
 After each such step, strong propagation resumes.
 
 Symbolic dims tie letters together: once an axis of symbolic size `n` gets a letter,
@@ -223,21 +223,19 @@ class _Site:
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-              str, int | None, bool, tuple[str, int | None] | None, bool]
+              str, int | None, bool, tuple[str, int | None] | None, bool, bool]
 """An equation as _examine reads it: the equation, its strict reads of whole ports and of
 tuple fields, the partial reads that make it ready (those of a purely partial reader),
-target role and field, weak, the port it copies, whether it mints letters."""
+target role and field, weak, the port it copies, whether it mints letters, late."""
 
 
 @dataclass(frozen=True, slots=True)
 class _RulePlan:
     """What the engine needs of a rule before it runs: which equations are attribute
-    seeds (they read no port), which are not, the targets of weak defaults, and each
-    equation as _examine reads it."""
+    seeds (they read no port), which are not, and each equation as _examine reads it."""
 
     seeds: tuple[int, ...]
     rest: tuple[int, ...]
-    weak_targets: tuple[tuple[str, int | None], ...]
     steps: tuple[_Step, ...]
 
     @staticmethod
@@ -251,10 +249,9 @@ class _RulePlan:
              tuple(r for r, i in eq.strict_reads if i is None),
              tuple((r, i) for r, i in eq.strict_reads if i is not None),
              eq.partial_reads if not eq.strict_reads else (),
-             *eq.target, eq.weak, eq.copy_of, eq.mints)
+             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late)
             for eq in eqs)
-        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds),
-                         tuple(dict.fromkeys(eq.target for eq in eqs if eq.weak)), steps)
+        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps)
 
 
 class _Engine:
@@ -276,18 +273,22 @@ class _Engine:
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
+        # sites with a late equation ready (CompiledEquation.late), examined with
+        # `late_ok` once the queue is empty
+        self.late: deque[int] = deque()
+        self.late_queued: set[int] = set()
+        self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
-        self.has_weak = bytearray(n)
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
         self._shape_of = view.read_shape  # cached here, in _shapes
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
-        self.sym_letter: dict[str, str] = {}
-        self.letter_sym: dict[str, str] = {}
-        self._sym_axes: dict[int, list[tuple[int, str]]] = {}
+        self.sym_letter: dict[L.Dim, str] = {}
+        self.letter_sym: dict[str, L.Dim] = {}
+        self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
         self.track_symbols = any(
             isinstance(d, str)
             for v in view.values
@@ -300,7 +301,6 @@ class _Engine:
     # ---- setup
     def _make_sites(self) -> None:
         sites_of: list[list[int]] = [[] for _ in self.layouts]
-        has_weak = self.has_weak
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
         sites, queued, seeded = self.sites, self.queued, self.seeded
@@ -333,13 +333,6 @@ class _Engine:
             site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))
-            for role, idx in plan.weak_targets:
-                st = ports.get(role) if idx is None else self._port(site, role, idx)
-                if type(st) is int:
-                    has_weak[st] = 1
-                else:
-                    for leaf in _leaves(st, []):
-                        has_weak[leaf] = 1
             sites.append(site)
             queued.append(True)
             for st in ports.values():
@@ -475,11 +468,14 @@ class _Engine:
         return None
 
     # ---- decisions
-    def _symbol_axes(self, leaf: int) -> list[tuple[int, str]]:
+    def _symbol_axes(self, leaf: int) -> list[tuple[int, L.Dim]]:
         got = self._sym_axes.get(leaf)
         if got is None:
             dims = self._leaf_shape(leaf) or []
-            got = [(i, d) for i, d in enumerate(dims) if isinstance(d, str)]
+            # a symbol, or a product with one (batch*seq flattened for a linear layer)
+            got = [(i, d) for i, d in enumerate(dims)
+                   if isinstance(d, str) or (isinstance(d, tuple)
+                                             and any(isinstance(f, str) for f in d))]
             self._sym_axes[leaf] = got
         return got
 
@@ -509,8 +505,29 @@ class _Engine:
                 letter = self.sym_letter.get(sym)
                 if letter and letter not in letters:
                     letters[i] = letter
-        pool = (c for c in L.initial(26) if c not in letters and c not in self.letter_sym)
+        # letters of the tensors it meets are theirs: a table guessed after its indices
+        # must not name its axes with the indices' letters
+        avoid = self._met_letters(leaf) | self.letter_sym.keys()
+        free = [c for c in L.initial(26) if c not in letters and c not in avoid]
+        if len(free) < letters.count(None):  # more axes than letters left: met ones too
+            free = [c for c in L.initial(26) if c not in letters and c not in self.letter_sym]
+        pool = iter(free)
         return "".join(x if x is not None else next(pool) for x in letters)
+
+    def _met_letters(self, leaf: int) -> set[str]:
+        """The letters of the known tensors at the call sites where `leaf` is a port."""
+        met: set[str] = set()
+        layouts = self.layouts
+        for si in self.leaf_sites[leaf]:
+            site = self.sites[si]
+            if site is None:
+                continue
+            for st in site.ports.values():
+                for x in ([st] if type(st) is int else _leaves(st, [])):
+                    lay = layouts[x]
+                    if lay:
+                        met.update(lay)
+        return met
 
     def _decide(
         self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
@@ -523,7 +540,8 @@ class _Engine:
                     and value[i] not in self.letter_sym
                 ):
                     self.sym_letter[sym] = value[i]
-                    self.letter_sym[value[i]] = sym
+                    if type(sym) is str:  # a product reuses its letter, owns none
+                        self.letter_sym[value[i]] = sym
         self.layouts[leaf] = value
         self.kinds[leaf] = kind
         self.decided_by[leaf] = site
@@ -640,7 +658,7 @@ class _Engine:
         track = self.track_symbols
         still: list[int] = []
         for k in site.pending:
-            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints = steps[k]
+            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late = steps[k]
             if weak and idx is None:
                 st = ports.get(role)
                 if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
@@ -671,6 +689,12 @@ class _Engine:
                         break
             if not ready:
                 still.append(k)
+                continue
+            if late and not self.late_ok:
+                still.append(k)
+                if site.index not in self.late_queued:
+                    self.late_queued.add(site.index)
+                    self.late.append(site.index)
                 continue
             target = ports.get(role) if idx is None else self._port(site, role, idx)
             if weak:
@@ -732,10 +756,9 @@ class _Engine:
                 if ndim == 0:  # a scalar has exactly one layout, the empty one
                     self._decide(leaf, "", "scalar", -1, None)
         self._seed()
-        layouts, ndims, has_weak = self.layouts, self.view.leaf_ndim, self.has_weak
+        layouts = self.layouts
         nleaves = len(layouts)
-        free = 0  # earliest unknown leaf no weak default targets
-        last = 0  # earliest unknown leaf of any kind
+        last = 0  # earliest unknown leaf
         while True:
             while self.queue:
                 i = self.queue.popleft()
@@ -743,17 +766,19 @@ class _Engine:
                 site = self.sites[i]
                 if site is not None and site.pending:
                     self._examine(site)
-            while free < nleaves and (
-                layouts[free] is not None or ndims[free] < 0 or has_weak[free]
-            ):
-                free += 1
-            weak_leaf = self._next_weak()
-            if weak_leaf is not None and (free >= nleaves or weak_leaf < free):
-                if self._fire_weak():
-                    continue
-                weak_leaf = None
-            if free < nleaves:
-                self._decide(free, self._initial(free), "fallback", -1, None)
+            if self.late:
+                i = self.late.popleft()
+                self.late_queued.discard(i)
+                site = self.sites[i]
+                assert site is not None
+                self.late_ok = True
+                self._examine(site)
+                self.late_ok = False
+                continue
+            # a weak default anywhere goes before initial letters anywhere: it may reach
+            # an unknown tensor through the strong equations in between (a matmul's `IO`
+            # reaches a weight constant through the permute_dims before it)
+            if self._next_weak() is not None and self._fire_weak():
                 continue
             while last < nleaves and (layouts[last] is not None or ndims[last] < 0):
                 last += 1

@@ -143,8 +143,10 @@ def drop(layout: Layout, axes: Axes = None) -> Layout:
 def fresh_letters(in_use: str, count: int) -> str:
     """Return ``count`` new letters by MSC's rule, each new letter becoming in use.
 
-    If the letters in use are exactly the first k of ``NCHWD`` (k < 5) the next is the
-    (k+1)-th of that list; otherwise it is the smallest letter from ``A`` not in use.
+    If the letters in use are exactly the first k of ``NCHWD`` (1 <= k < 5) the next is
+    the (k+1)-th of that list (``NC`` grows into ``NCHW``); otherwise it is the smallest
+    letter from ``A`` not in use. Nothing in use is no evidence of a batch or an image,
+    so letters from nothing start at ``A``.
     """
     if any(c not in _LETTERS for c in in_use):
         raise LayoutError(f"letters in use {in_use!r} must be letters A-Z")
@@ -153,7 +155,7 @@ def fresh_letters(in_use: str, count: int) -> str:
     used, out = set(in_use), list[str]()
     for _ in range(count):
         k = len(used)
-        if k < len(_MSC_ORDER) and used == set(_MSC_ORDER[:k]):
+        if 1 <= k < len(_MSC_ORDER) and used == set(_MSC_ORDER[:k]):
             letter = _MSC_ORDER[k]
         else:
             free = [c for c in _LETTERS if c not in used]

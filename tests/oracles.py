@@ -45,11 +45,16 @@ def symbol_letter(result: msc_rules.InferenceResult, sym: str) -> str:
 def symbol_violations(result: msc_rules.InferenceResult, sym: str) -> list[str]:
     """Tensors whose axes of size exactly `sym` do not carry the input's letter for it.
 
-    A tensor with the symbol on one axis must carry the letter there. A tensor with it on
-    several axes (attention scores [b, h, s, s]) can carry a letter only once, so exactly
-    one of those axes must carry it.
+    A tensor with the symbol on several axes (attention scores [b, h, s, s]) can carry a
+    letter only once, so exactly one of those axes must carry it; its other axes of that
+    size are other logical axes (the keys against the queries) with letters of their
+    own. A tensor with the symbol on one axis must carry the input's letter there, or
+    one of those other axes' letters: an attention mask is broadcast along the keys, so
+    by broadcasting its axis is the scores' key axis, not the queries'.
     """
     letter = symbol_letter(result, sym)
+    others: set[str] = set()
+    single: list[tuple[str, list[int], str, int]] = []
     bad = []
     for place, leaf in leaves_of(result):
         dims = result.view.shape(leaf)
@@ -57,6 +62,13 @@ def symbol_violations(result: msc_rules.InferenceResult, sym: str) -> list[str]:
         if not dims or not lay:
             continue
         axes = [i for i, d in enumerate(dims) if d == sym]
-        if axes and sum(lay[i] == letter for i in axes) != 1:
+        if len(axes) > 1:
+            if sum(lay[i] == letter for i in axes) != 1:
+                bad.append(f"{place}: dims {dims}, layout {lay}, '{sym}' should be '{letter}'")
+            others.update(lay[i] for i in axes if lay[i] != letter)
+        elif axes:
+            single.append((place, dims, lay, axes[0]))
+    for place, dims, lay, i in single:
+        if lay[i] != letter and lay[i] not in others:
             bad.append(f"{place}: dims {dims}, layout {lay}, '{sym}' should be '{letter}'")
     return bad

@@ -38,6 +38,10 @@ class CompiledEquation:
     text: str
     mints: bool = False
     copy_of: PortKey | None = None  # set when the right side is a bare port read
+    late: bool = False
+    """A strong equation that fires only when no other strong equation can: a
+    broadcast's `tie` yields to the operand's own chain (both are identity claims,
+    and the chain's is the one the operand's op makes)."""
 
 
     @property
@@ -305,6 +309,11 @@ def _mints(e: ast.Expr) -> bool:
     return False
 
 
+def _late(e: ast.Expr) -> bool:
+    b = BUILTINS.get(e.func) if isinstance(e, ast.Call) else None
+    return b is not None and b.late
+
+
 def _copy_of(e: ast.Expr) -> PortKey | None:
     """The port an equation copies unchanged (`out = data`, `data = out[0]`), if any:
     the engine reads it directly instead of calling the closure."""
@@ -342,6 +351,7 @@ def compile_equations(
                     eq.text,
                     _mints(eq.expr),
                     _copy_of(eq.expr),
+                    _late(eq.expr) and not eq.weak,
                 )
             )
     return out, errors

@@ -58,6 +58,9 @@ class Builtin:
     none_ok: bool
     mints: bool
     doc: str
+    late: bool = False
+    """An equation that is a call of this builtin fires only when no other strong
+    equation can (see CompiledEquation.late)."""
     inline: str = ""
     """Python source the compiler writes instead of a call, `{0}`, `{1}`, ... standing
     for the arguments' sources (`env` first for port builtins); for trivial builtins
@@ -76,6 +79,7 @@ def builtin(
     partial: bool = False,
     none_ok: bool = False,
     mints: bool = False,
+    late: bool = False,
     inline: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
@@ -83,14 +87,16 @@ def builtin(
     `mints` marks builtins that create fresh letters: fresh letters claim no axis
     identity, so a disagreement in them alone is not a conflict. `inline` is source
     the compiler may write instead of calling `impl` (see Builtin.inline); it must
-    compute what `impl` does.
+    compute what `impl` does. `late` marks builtins whose equations yield to every
+    other strong equation (see CompiledEquation.late).
     """
     lo, hi = (nargs, nargs) if isinstance(nargs, int) else nargs
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
-            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, inline
+            name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, late,
+            inline,
         )
         return impl
 
@@ -192,6 +198,56 @@ def _broadcast(env: Env, out: str, *roles: str) -> str | None:
     return L.broadcast_layout([env.layout(r) for r in roles], shapes, out_shape)  # type: ignore[arg-type]
 
 
+@builtin("tie", 2, port_args=(0, 1), type_ports=(1,), partial=True, late=True)
+def _tie(env: Env, out: str, operand: str) -> str | None:
+    """tie(out, x): a broadcast operand's layout from the output's (its last letters),
+    when x's static shape broadcasts to the output's: every axis of x's extent is that
+    output axis. None when the shapes do not prove it. Late: the operand's own chain
+    goes first, so that an axis broadcast against itself is reported as such."""
+    lay, shape, out_shape = env.layout(out), env.shape(operand), env.shape(out)
+    if type(lay) is not str or shape is None or out_shape is None:
+        return None
+    n, m = len(shape), len(out_shape)
+    if n > m or len(lay) != m:
+        return None
+    for d, e in zip(shape, out_shape[m - n :]):
+        if d != 1 and d != e:
+            return None
+    want = lay[m - n :]
+    have = env.layout(operand)
+    if type(have) is str and have != want and len(have) == n:
+        for i, (h, w) in enumerate(zip(have, want)):
+            # the letter names another output axis, one this operand is stretched along
+            # (or lacks): the same axis twice, which no layout can say
+            q = lay.find(h)
+            if h != w and shape[i] != 1 and q >= 0 and (q < m - n or shape[q - m + n] == 1):
+                raise RuleEvaluationError(
+                    f"axis '{h}' is broadcast against itself: {operand} '{have}' puts it on "
+                    f"output axis {m - n + i}, the output '{lay}' has it on axis "
+                    f"{q}; one letter cannot name both (a causal mask "
+                    f"compares positions with themselves)")
+    return want
+
+
+@builtin("borrow", 2, port_args=(0, 1), type_ports=(0,), partial=True, mints=True)
+def _borrow(env: Env, target: str, other: str) -> str | None:
+    """borrow(x, y): x's layout from y's where their right-aligned extents match (not 1),
+    fresh letters elsewhere; none when no axis matches (a scalar or an unrelated
+    operand lends nothing)."""
+    lay, shape, own = env.layout(other), env.shape(other), env.shape(target)
+    if not isinstance(lay, str) or shape is None or own is None or len(lay) != len(shape):
+        return None
+    n, m = len(own), len(shape)
+    chars: list[str | None] = [None] * n
+    for i in range(n):
+        j = i - (n - m)
+        if 0 <= j < m and own[i] != 1 and own[i] == shape[j] and lay[j] not in chars:
+            chars[i] = lay[j]
+    if all(c is None for c in chars):
+        return None
+    return _fill_mints(chars, lay)
+
+
 # ---- the layout algebra -------------------------------------------------------------
 
 
@@ -245,9 +301,10 @@ def _initial(n: Any) -> str:
     return L.initial(int(n))
 
 
-@builtin("default_layout", 1)
+@builtin("default_layout", 1, mints=True)
 def _default_layout(n: Any) -> str:
-    """MSC's assumed layout for rank n (NC, NCD, NCHW, ...)."""
+    """MSC's assumed layout for rank n (NC, NCD, NCHW, ...). Its letters are assumed,
+    not read from a neighbour: symbolic axes take their symbol's letter instead."""
     return L.default_layout(int(n))
 
 
@@ -481,15 +538,43 @@ class _ReshapeMemo:
         # records exactly the letters it returns, so a later identical call finds them.
         self.done: dict[tuple[str, int, int], tuple[Any, Any, str | None]] = {}
 
+        # letter -> the letters split from it or merged into it (see `related`)
+        self.parts: dict[str, set[str]] = {}
+
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
         self.split.setdefault((whole, size), (parts, sizes))
         self.merge.setdefault((parts, sizes), (whole, size))
+        self.parts.setdefault(whole, set()).update(parts)
+
+    def related(self, letters: str) -> str:
+        """`letters` and every letter a reshape of this run merged into one of them or
+        split from one, transitively: the letters a later reshape may give back."""
+        seen = dict.fromkeys(letters)
+        stack = list(letters)
+        while stack:
+            for c in self.parts.get(stack.pop(), ()):
+                if c not in seen:
+                    seen[c] = None
+                    stack.append(c)
+        return "".join(seen)
 
 
 def _memo_of(env: Any) -> _ReshapeMemo | None:
     """The reshape memory of one inference run (kept by the engine's per-run state)."""
     state = getattr(env, "run_state", None)
     return state("reshape_memo", _ReshapeMemo) if state is not None else None
+
+
+@builtin("fresh_beside", 2, port_args=(0,), partial=True, mints=True)
+def _fresh_beside(env: Env, role: str, n: Any) -> str | None:
+    """`n` fresh letters not used by a port's layout, nor by the letters a reshape of
+    this run merged into it (a table looked up by flattened indices must not take the
+    letters the indices had before they were flattened)."""
+    layout = env.layout(role)
+    if not isinstance(layout, str):
+        return None
+    memo = _memo_of(env)
+    return L.fresh_letters(memo.related(layout) if memo is not None else layout, int(n))
 
 
 @builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True)
