@@ -182,3 +182,33 @@ def gqa_decoder() -> tuple[tvm.IRModule, np.ndarray]:
     torch.manual_seed(0)
     ids = torch.randint(0, 16, (2, 8))
     return export(GQADecoder(), ids), ids.numpy()
+
+
+def onnx_import(model: torch.nn.Module, x: torch.Tensor) -> tvm.IRModule:
+    """torch.onnx.export (static shapes) + relax.frontend.onnx.from_onnx."""
+    from models import _onnx_export
+    from tvm.relax.frontend.onnx import from_onnx
+
+    proto = _onnx_export(model.eval(), x, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return from_onnx(proto, keep_params_in_input=False)
+
+
+ONNX_MODELS = {
+    "conv_bias_net": (ConvBiasNet, (2, 3, 4, 4)),
+    "dense_net": (DenseNet, (2, 3, 6, 6)),
+    "depthwise_net": (DepthwiseNet, (2, 3, 4, 4)),
+}
+
+
+@functools.cache
+def onnx_model(name: str) -> tuple[tvm.IRModule, np.ndarray]:
+    """One of the small CNNs (or the GQA decoder) through ONNX."""
+    torch.manual_seed(0)
+    if name == "gqa_decoder":
+        ids = torch.randint(0, 16, (2, 8))
+        return onnx_import(GQADecoder(), ids), ids.numpy()
+    cls, shape = ONNX_MODELS[name]
+    x = torch.randn(*shape)
+    return onnx_import(_randomize_bn(cls()), x), x.numpy()
