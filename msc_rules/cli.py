@@ -250,6 +250,64 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    """List the channel groups of a model."""
+    from .channel_report import render_groups
+    from .channels import channel_groups
+
+    progress = Progress(args.quiet)
+    try:
+        mod = _load(args.model, progress)
+        progress.stage("finding channel groups")
+        groups = channel_groups(mod, args.entry, _rules(args))
+    finally:
+        progress.done()
+    _emit(render_groups(groups, args.model, args.format), args.output)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune every exact group by the L1-norm magnitude criterion; write the module."""
+    import tvm
+
+    from .channel_report import PruneSummary, count_macs, count_params, magnitude_selection
+    from .channels import _Namer, build_groups, channel_graph
+    from .prune import _apply, check_selection, plan_prune
+
+    progress = Progress(args.quiet)
+    try:
+        rules = _rules(args)
+        mod = _load(args.model, progress)
+        progress.stage("finding channel groups")
+        g = channel_graph(mod, args.entry, rules)
+        names = _Namer(mod, g.result, args.entry)
+        groups = build_groups(g, names)
+        sel = magnitude_selection(g.view, groups, args.ratio, args.allow_io)
+        progress.stage(f"pruning {len(sel)} groups")
+        removed = check_selection(groups, sel, args.allow_io)
+        pruned = _apply(g, mod, plan_prune(groups, removed), False, names)
+        progress.stage("counting")
+        skipped = [f"group {gr.id}: " + ("; ".join(gr.reasons) if not gr.exact
+                                         else "reaches a model input or output")
+                   for gr in groups if gr.id not in sel and (
+                       not gr.exact or (gr.touches_io and not args.allow_io))]
+        summary = PruneSummary(
+            args.model, args.ratio, len(groups),
+            {gid: (groups[gid].size, len(kept)) for gid, kept in sel.items()},
+            count_params(mod, args.entry), count_params(pruned, args.entry),
+            count_macs(mod, args.entry), count_macs(pruned, args.entry), args.output or "",
+            skipped)
+        if args.output:
+            progress.stage(f"writing {args.output}")
+            Path(args.output).write_text(tvm.ir.save_json(pruned), encoding="utf-8")
+    finally:
+        progress.done()
+    _emit(summary.render(args.format))
+    if args.output:
+        _note(f"wrote the pruned module to {args.output}")
+    return 0
+
+
 def _example_diagnostic(outcome: Any, lines: dict[str, list[str]]) -> Diagnostic:
     pos = outcome.example.pos
     if pos.file not in lines:
@@ -407,6 +465,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-consts", action="store_true", help="leave constants (weights) out")
     g.add_argument("--title", help="the title (default: the model file name)")
     g.set_defaults(func=cmd_graph)
+
+    ch = sub.add_parser("channels", parents=[common], help="list the channel groups",
+                        description="The channel groups: the weight axes that must be pruned "
+                                    "together (producers' output channels, follow params, "
+                                    "consumers' input channels), each with its size, its "
+                                    "unit (whole heads), whether it reaches a model input or "
+                                    "output, and whether pruning it is exact (and why not).")
+    ch.add_argument("model", metavar="MODEL", help=model_help)
+    ch.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    ch.add_argument("-o", "--output", metavar="FILE", help="write the listing here")
+    ch.set_defaults(func=cmd_channels)
+
+    pr = sub.add_parser("prune", parents=[common], help="prune channels by weight magnitude",
+                        description="Prune every exact channel group that stays inside the "
+                                    "model: keep the channels whose producers' weights have "
+                                    "the largest L1 norm; print parameters and MACs before "
+                                    "and after; write the pruned module as JSON with -o.")
+    pr.add_argument("model", metavar="MODEL", help=model_help)
+    pr.add_argument("--ratio", type=float, default=0.5,
+                    help="the share of each group's channels to remove (default 0.5)")
+    pr.add_argument("-o", "--output", metavar="OUT", help="write the pruned module here")
+    pr.add_argument("--allow-io", action="store_true",
+                    help="also prune groups that reach a model input or output")
+    pr.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    pr.set_defaults(func=cmd_prune)
 
     k = sub.add_parser("check", parents=[common], help="lint rule files and run their examples",
                        description="Parse and compile rule files layered over the library; print "
