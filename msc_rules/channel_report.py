@@ -160,3 +160,19 @@ class PruneSummary:
         if self.skipped:
             lines += ["", "not pruned:"] + [f"  {s}" for s in self.skipped]
         return "\n".join(lines)
+
+
+def prune_by_magnitude(mod: tvm.IRModule, ratio: float, allow_io: bool = False,
+                       entry_name: str = "main", rules: Any = None
+                       ) -> tuple[tvm.IRModule, list[ChannelGroup], dict[int, list[int]]]:
+    """Prune every exact group by the L1 criterion (see magnitude_selection); returns
+    the pruned module, the groups of the original and the kept channels per group."""
+    from .channels import _Namer, build_groups, channel_graph
+    from .prune import _apply, check_selection, plan_prune
+
+    g = channel_graph(mod, entry_name, rules)
+    names = _Namer(mod, g.result, entry_name)
+    groups = build_groups(g, names)
+    sel = magnitude_selection(g.view, groups, ratio, allow_io)
+    removed = check_selection(groups, sel, allow_io)
+    return _apply(g, mod, plan_prune(groups, removed), False, names), groups, sel

@@ -270,22 +270,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Prune every exact group by the L1-norm magnitude criterion; write the module."""
     import tvm
 
-    from .channel_report import PruneSummary, count_macs, count_params, magnitude_selection
-    from .channels import _Namer, build_groups, channel_graph
-    from .prune import _apply, check_selection, plan_prune
+    from .channel_report import PruneSummary, count_macs, count_params, prune_by_magnitude
 
     progress = Progress(args.quiet)
     try:
         rules = _rules(args)
         mod = _load(args.model, progress)
-        progress.stage("finding channel groups")
-        g = channel_graph(mod, args.entry, rules)
-        names = _Namer(mod, g.result, args.entry)
-        groups = build_groups(g, names)
-        sel = magnitude_selection(g.view, groups, args.ratio, args.allow_io)
-        progress.stage(f"pruning {len(sel)} groups")
-        removed = check_selection(groups, sel, args.allow_io)
-        pruned = _apply(g, mod, plan_prune(groups, removed), False, names)
+        progress.stage("pruning")
+        pruned, groups, sel = prune_by_magnitude(mod, args.ratio, args.allow_io, args.entry,
+                                                 rules)
         progress.stage("counting")
         skipped = [f"group {gr.id}: " + ("; ".join(gr.reasons) if not gr.exact
                                          else "reaches a model input or output")
