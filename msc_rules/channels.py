@@ -695,11 +695,17 @@ def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
 
 
 class _Namer:
-    def __init__(self, mod: tvm.IRModule, result: InferenceResult, entry: str) -> None:
+    """Tensor names for members: the names SetExprName would write (`planned`), or
+    variable names (cheaper: for a prune, whose groups are chosen by id)."""
+
+    def __init__(self, mod: tvm.IRModule, result: InferenceResult, entry: str,
+                 planned: bool = True) -> None:
         from .naming import plan_names
 
-        plan = plan_names(mod, result.rules, entry)
-        self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+        self.by_handle: dict[int, str] = {}
+        if planned:
+            plan = plan_names(mod, result.rules, entry)
+            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
         self.view = result.view
         self.cache: dict[int, str] = {}
 

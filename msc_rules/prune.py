@@ -246,7 +246,7 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
     """Keep `selection[group_id]` channels of each chosen group; a new module that
     builds and runs (the input module is unchanged)."""
     g = channel_graph(mod, entry_name, rules)
-    names = _Namer(mod, g.result, entry_name)
+    names = _Namer(mod, g.result, entry_name, planned=False)
     groups = build_groups(g, names)
     removed = check_selection(groups, selection, allow_io)
     return _apply(g, mod, plan_prune(groups, removed), False, names)
@@ -257,7 +257,7 @@ def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = Fal
     """The original module with the consumers' input slices of the channels *not* kept
     set to zero: the reference a prune of the same selection must match exactly."""
     g = channel_graph(mod, entry_name, rules)
-    names = _Namer(mod, g.result, entry_name)
+    names = _Namer(mod, g.result, entry_name, planned=False)
     groups = build_groups(g, names)
     removed = check_selection(groups, selection, allow_io)
     return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)
