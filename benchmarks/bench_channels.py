@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import conv_chain, count_bindings  # noqa: E402
+from synthetic import conv_chain, count_bindings
 
-import msc_rules  # noqa: E402
+import msc_rules
 
 
 def best(fn: Callable[[], Any], repeat: int) -> float:
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         mod = conv_chain(n)
         nb = count_bindings(mod)
-        t_ann = best(lambda: msc_rules.annotate(mod), args.repeat)  # noqa: B023
+        t_ann = best(lambda: msc_rules.annotate(mod), args.repeat)
         groups = msc_rules.channel_groups(mod)
-        t_grp = best(lambda: msc_rules.channel_groups(mod), args.repeat)  # noqa: B023
+        t_grp = best(lambda: msc_rules.channel_groups(mod), args.repeat)
         sel = {g.id: list(range(0, g.size, 2)) for g in groups
                if g.exact and not g.touches_io}
-        t_pr = best(lambda: msc_rules.prune(mod, sel), args.repeat)  # noqa: B023
+        t_pr = best(lambda: msc_rules.prune(mod, sel), args.repeat)
         both = t_grp + t_pr
         print(f"| {nb} | {t_ann * 1e3:.0f} | {t_grp * 1e3:.0f} | {t_pr * 1e3:.0f} | "
               f"{both / t_ann:.2f} | {len(groups)} ({len(sel)} pruned) | "
