@@ -63,8 +63,14 @@ def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def export(model: torch.nn.Module, x: torch.Tensor) -> tvm.IRModule:
+TORCH_MODELS: dict[str, torch.nn.Module] = {}
+"""The torch models the builders imported, by builder name (for Torch-Pruning)."""
+
+
+def export(model: torch.nn.Module, x: torch.Tensor, name: str = "") -> tvm.IRModule:
     """torch.export + from_exported_program (weights bound as constants)."""
+    if name:
+        TORCH_MODELS[name] = model
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         ep = torch.export.export(model.eval(), (x,), strict=False)
@@ -76,7 +82,7 @@ def conv_bias_net() -> tuple[tvm.IRModule, np.ndarray]:
     """ConvBiasNet on [2, 3, 4, 4]."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 4)
-    return export(_randomize_bn(ConvBiasNet()), x), x.numpy()
+    return export(_randomize_bn(ConvBiasNet()), x, "conv_bias_net"), x.numpy()
 
 
 @functools.cache
@@ -84,7 +90,7 @@ def dense_net() -> tuple[tvm.IRModule, np.ndarray]:
     """DenseNet on [2, 3, 6, 6]."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 6, 6)
-    return export(_randomize_bn(DenseNet()), x), x.numpy()
+    return export(_randomize_bn(DenseNet()), x, "dense_net"), x.numpy()
 
 
 class DepthwiseNet(torch.nn.Module):
@@ -116,7 +122,7 @@ def depthwise_net() -> tuple[tvm.IRModule, np.ndarray]:
     """DepthwiseNet on [2, 3, 4, 4]."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 4)
-    return export(_randomize_bn(DepthwiseNet()), x), x.numpy()
+    return export(_randomize_bn(DepthwiseNet()), x, "depthwise_net"), x.numpy()
 
 
 class GQADecoder(torch.nn.Module):
