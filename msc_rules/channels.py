@@ -40,6 +40,7 @@ from .engine import InferenceResult, infer_layouts
 from .ffi import items
 from .graph import CallSite, DependencyView, Struct
 from .layout import Dim, reshape_groups
+from .util import paused_gc
 
 PRODUCER = "producer"
 FOLLOW = "follow"
@@ -925,15 +926,20 @@ def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
                    rules: RuleSet | None = None) -> list[ChannelGroup]:
     """The channel groups of `entry_name` (see the module docstring), in program order
     of their first producer."""
-    g = channel_graph(mod, entry_name, rules)
-    return build_groups(g, _Namer(mod, g.result, entry_name))
+    with paused_gc():
+        g = channel_graph(mod, entry_name, rules)
+        return build_groups(g, _Namer(mod, g.result, entry_name))
 
 
 def quant_axes(mod: tvm.IRModule, entry_name: str = "main",
                rules: RuleSet | None = None) -> QuantAxes:
     """Per-channel quantization axes: each producer weight's output-channel axis and
     each activation's channel axis (the axis in a producer's class), by tensor name."""
-    g = channel_graph(mod, entry_name, rules)
+    with paused_gc():
+        return _quant_axes(channel_graph(mod, entry_name, rules), mod, entry_name)
+
+
+def _quant_axes(g: ChannelGraph, mod: tvm.IRModule, entry_name: str) -> QuantAxes:
     names = _Namer(mod, g.result, entry_name)
     view = g.view
     weights: dict[str, int] = {}

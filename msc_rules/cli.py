@@ -240,12 +240,19 @@ def cmd_graph(args: argparse.Namespace) -> int:
         analysis = _analyze(args, progress)
         progress.stage("laying out the graph")
         title = args.title or f"{Path(args.model).name} ({args.entry})"
-        g = graph_data(analysis, title, consts=not args.no_consts)
+        groups = None
+        if args.color_by == "group":
+            from .channels import channel_groups
+
+            progress.stage("finding channel groups")
+            groups = channel_groups(analysis.mod, args.entry, _rules(args))
+        g = graph_data(analysis, title, consts=not args.no_consts, groups=groups)
         progress.stage(f"writing {args.output}")
         kind = write_graph(g, args.output, args.format)
     finally:
         progress.done()
-    _note(f"wrote {kind} graph of {len(g.nodes)} tensors ({len(g.colors)} layouts, "
+    coloured = "groups" if args.color_by == "group" else "layouts"
+    _note(f"wrote {kind} graph of {len(g.nodes)} tensors ({len(g.colors)} {coloured}, "
           f"{g.conflicts} conflicts) to {args.output}")
     return 0
 
@@ -457,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the format the suffix implies")
     g.add_argument("--no-consts", action="store_true", help="leave constants (weights) out")
     g.add_argument("--title", help="the title (default: the model file name)")
+    g.add_argument("--color-by", choices=("layout", "group"), default="layout",
+                   help="colour tensors by layout (default) or by channel group")
     g.set_defaults(func=cmd_graph)
 
     ch = sub.add_parser("channels", parents=[common], help="list the channel groups",

@@ -33,6 +33,7 @@ from .channels import (
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .layout import reshape_groups
+from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
 
@@ -245,19 +246,21 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
           entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
     """Keep `selection[group_id]` channels of each chosen group; a new module that
     builds and runs (the input module is unchanged)."""
-    g = channel_graph(mod, entry_name, rules)
-    names = _Namer(mod, g.result, entry_name, planned=False)
-    groups = build_groups(g, names)
-    removed = check_selection(groups, selection, allow_io)
-    return _apply(g, mod, plan_prune(groups, removed), False, names)
+    with paused_gc():
+        g = channel_graph(mod, entry_name, rules)
+        names = _Namer(mod, g.result, entry_name, planned=False)
+        groups = build_groups(g, names)
+        removed = check_selection(groups, selection, allow_io)
+        return _apply(g, mod, plan_prune(groups, removed), False, names)
 
 
 def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
                    entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
     """The original module with the consumers' input slices of the channels *not* kept
     set to zero: the reference a prune of the same selection must match exactly."""
-    g = channel_graph(mod, entry_name, rules)
-    names = _Namer(mod, g.result, entry_name, planned=False)
-    groups = build_groups(g, names)
-    removed = check_selection(groups, selection, allow_io)
-    return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)
+    with paused_gc():
+        g = channel_graph(mod, entry_name, rules)
+        names = _Namer(mod, g.result, entry_name, planned=False)
+        groups = build_groups(g, names)
+        removed = check_selection(groups, selection, allow_io)
+        return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)

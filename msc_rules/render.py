@@ -16,6 +16,7 @@ from __future__ import annotations
 import colorsys
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class GNode:
     decision: str = ""
     guessed: bool = False
     conflicts: list[str] = field(default_factory=list)
+    key: str = ""  # the colour key when not the layout (a channel group)
     # placement
     layer: int = 0
     x: float = 0.0
@@ -101,8 +103,10 @@ def _decision_text(analysis: Analysis, leaf: int) -> str:
             f"{short_path(eq.pos.file)}:{eq.pos.line}]")
 
 
-def graph_data(analysis: Analysis, title: str = "", consts: bool = True) -> GraphData:
-    """The nodes and edges of the drawing, with layouts, decisions and conflicts."""
+def graph_data(analysis: Analysis, title: str = "", consts: bool = True,
+               groups: Sequence[Any] | None = None) -> GraphData:
+    """The nodes and edges of the drawing, with layouts, decisions and conflicts;
+    coloured by layout, or with `groups` (channel groups of the same module) by group."""
     r = analysis.result
     view = analysis.view
     names = analysis.names
@@ -135,11 +139,34 @@ def graph_data(analysis: Analysis, title: str = "", consts: bool = True) -> Grap
             if a != b and a in nodes and b in nodes and (a, b) not in seen:
                 seen.add((a, b))
                 edges.append(GEdge(a, b, link=True))
-    layouts = sorted({n.layout for n in nodes.values() if n.layout})
-    colors = {lay: _color(i) for i, lay in enumerate(layouts)}
+    if groups is not None:
+        _group_keys(nodes, view, groups)
+        keys = sorted({n.key for n in nodes.values() if n.key},
+                      key=lambda k: [int(t) for t in k.split()[1].split("+")])
+        colors = {k: _color(i) for i, k in enumerate(keys)}
+    else:
+        layouts = sorted({n.layout for n in nodes.values() if n.layout})
+        colors = {lay: _color(i) for i, lay in enumerate(layouts)}
     g = GraphData(title, list(nodes.values()), edges, colors, len(r.conflicts))
     _place(g)
     return g
+
+
+def _group_keys(nodes: dict[int, GNode], view: Any, groups: Sequence[Any]) -> None:
+    """Key each node by the groups its tensor's channel axis belongs to ("group 3", or
+    "group 1+2" for a concat of two groups); leaves of the groups' view number alike."""
+    of: dict[int, list[int]] = {}
+    for g in groups:
+        for m in g.members:
+            # (a weight is coloured by the group of its output channels, not its inputs')
+            if 0 <= m.leaf < len(view.leaf_value) and m.role != "consumer":
+                ids = of.setdefault(view.leaf_value[m.leaf], [])
+                if g.id not in ids:
+                    ids.append(g.id)
+    for vid, ids in of.items():
+        n = nodes.get(vid)
+        if n is not None:
+            n.key = "group " + "+".join(str(i) for i in sorted(ids))
 
 
 def _color(i: int) -> str:
@@ -268,7 +295,7 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
     out.append("</g>")
     out.append('<g class="nodes">')
     for n in g.nodes:
-        fill = g.colors.get(n.layout, "#f2f2f2")
+        fill = g.colors.get(n.key or n.layout, "#f2f2f2")
         stroke, width, dash = _darker(fill), 1.2, ""
         if n.guessed:
             dash = ' stroke-dasharray="4,3"'
@@ -278,7 +305,9 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
         cls = "node conflict" if n.conflicts else "node"
         out.append(
             f'<g class="{cls}" id="n{n.id}" data-name="{_e(n.name)}" data-op="{_e(n.op)}" '
-            f'data-shape="{_e(n.shape)}" data-layout="{_e(n.layout)}" data-kind="{n.kind}" '
+            f'data-shape="{_e(n.shape)}" data-layout="{_e(n.layout)}" '
+            f'data-key="{_e(n.key or n.layout)}" '
+            f'data-kind="{n.kind}" '
             f'data-func="{_e(n.func)}" data-decision="{_e(n.decision)}" '
             f'data-conflicts="{_e(json.dumps(n.conflicts))}" '
             f'transform="translate({n.x:.1f},{n.y:.1f})">')
@@ -324,7 +353,7 @@ def to_dot(g: GraphData) -> str:
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
              '  edge [color="#999999"];']
     for n in g.nodes:
-        fill = g.colors.get(n.layout, "#f2f2f2")
+        fill = g.colors.get(n.key or n.layout, "#f2f2f2")
         attrs = [f"label={q(n.name + chr(10) + (n.layout or '?') + ' · ' + _short(n.op))}",
                  f"fillcolor={q(fill)}", f"tooltip={q(_tooltip(n))}"]
         style = ["rounded", "filled"]
@@ -455,7 +484,7 @@ _JS = """
   Array.prototype.forEach.call(document.querySelectorAll('.legend-row'), function (row) {
     row.addEventListener('click', function () {
       var lay = row.dataset.layout;
-      highlight(function (g) { return g.dataset.layout === lay; });
+      highlight(function (g) { return g.dataset.key === lay; });
     });
   });
   Array.prototype.forEach.call(document.querySelectorAll('.conflict-item'), function (it) {
@@ -475,7 +504,8 @@ def to_html(g: GraphData) -> str:
     legend = "\n".join(
         f'<div class="legend-row" data-layout="{_e(lay)}"><span class="swatch" '
         f'style="background:{col}"></span>{_e(lay)} '
-        f'<span style="color:#777">({sum(1 for n in g.nodes if n.layout == lay)})</span></div>'
+        f'<span style="color:#777">({sum(1 for n in g.nodes if (n.key or n.layout) == lay)})'
+        f'</span></div>'
         for lay, col in g.colors.items())
     conflict_rows = "\n".join(
         f'<div class="conflict-item" data-node="n{n.id}"><b>{_e(n.name)}</b>: {_e(c)}</div>'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,13 @@ def test_macs_count_convs_and_matmuls() -> None:
     mod, _ = conv_bias_net()
     # per sample: c1 8*16*27, c2 8*16*72, c3 6*16*8, fc 5*96 (batch 2 here)
     assert count_macs(mod) == 2 * (8 * 16 * 27 + 8 * 16 * 72 + 6 * 16 * 8 + 5 * 96)
+
+
+def test_graph_colours_tensors_by_group(tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    assert cli.main(["graph", "cnn", "--color-by", "group", "-o", str(out), "-q"]) == 0
+    svg = out.read_text()
+    keys = set(re.findall(r'data-key="(group [0-9+]+)"', svg))
+    assert {"group 0", "group 1", "group 2", "group 3"} <= keys
+    # the stem conv's weight is coloured by its output channels' group
+    assert re.search(r'data-name="conv2d.weight"[^>]*data-key="group 0"', svg)
