@@ -433,9 +433,11 @@ class _Builder:
                 return
             lay = str(attrs.layout)
             out_lay = str(getattr(attrs, "out_layout", lay) or lay)
-            for ch in "NC":
-                if ch in lay and ch in out_lay:
-                    g.union(g.node(data, lay.index(ch)), g.node(outs[0], out_lay.index(ch)))
+            for i, ch in enumerate(lay):
+                if ch in "NC" and ch in out_lay:
+                    g.union(g.node(data, i), g.node(outs[0], out_lay.index(ch)))
+                else:
+                    g.block(g.node(data, i), f"{op.split('.')[-1]} pools over the axis")
             return
         if op == "relax.concat":
             self.concat(site, outs[0])
@@ -478,6 +480,9 @@ class _Builder:
         if "N" in dl and "N" in ol:
             g.union(g.node(data, dl.index("N")), g.node(out, ol.index("N")))
         d_c, w_o, w_i, o_c = dl.index("C"), kl.index("O"), kl.index("I"), ol.index("C")
+        for i, ch in enumerate(dl):
+            if ch not in "NC":
+                g.block(g.node(data, i), "a conv window slides over the axis")
         if not self.is_weight(weight):
             self.opaque(site, "conv with a computed weight")
             return
@@ -670,6 +675,7 @@ class _Builder:
         k = self.ndim(idx)
         for i in range(nd):
             if i == axis:
+                g.block(g.node(data, i), "take gathers along the axis")
                 continue
             j = i if i < axis else i + k - 1
             g.union(g.node(data, i), g.node(out, j))
