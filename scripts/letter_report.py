@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import letter_models as lm  # noqa: E402
-import letter_props as lp  # noqa: E402
+import letter_models as lm
+import letter_props as lp
 
-from msc_rules import infer_layouts  # noqa: E402
+from msc_rules import infer_layouts
 
 
 def main(argv: list[str] | None = None) -> int:
