@@ -216,16 +216,20 @@ def test_annotate_cnn_ties_biases_and_gives_linear_weights_roles() -> None:
     rows = _annotate_rows(_cli("annotate", "cnn"))
     assert rows["matmul.weight"][1] == "OI", rows["matmul.weight"]
     assert rows["matmul.weight.permute_dims"][1] == "IO", rows["matmul.weight.permute_dims"]
-    biases = [n[: -len(".rhs")] for n in rows if n.endswith(".rhs")
-              and f"{n}.reshape" in rows and rows[n][0].count(",") == 0]
-    assert len(biases) >= 3, sorted(rows)  # the three conv biases of the bundled cnn
-    for add in biases:
+    # rank-1 operands of an add: the conv biases (reshaped to [1,C,1,1]) and the linear's
+    biases = [n for n in rows if n.endswith((".lhs", ".rhs"))
+              and re.fullmatch(r"\[\d+\] \w+", rows[n][0])]
+    assert len(biases) >= 4, sorted(rows)  # three conv biases and the linear's
+    for bias in biases:
+        add = bias.rsplit(".", 1)[0]
         out = rows[add][1]
-        assert len(out) == 4, (add, out)
-        channel = out[1]
-        assert rows[f"{add}.rhs"][1] == channel, (add, rows[f"{add}.rhs"], out)
-        reshaped = rows[f"{add}.rhs.reshape"][1]
-        assert reshaped[1] == channel and len(set(reshaped)) == 4, (add, reshaped, out)
+        reshaped = rows.get(f"{bias}.reshape")
+        channel = out[1] if reshaped else out[-1]
+        assert rows[bias][1] == channel, (bias, rows[bias], add, out)
+        if reshaped:
+            assert len(out) == 4, (add, out)
+            lay = reshaped[1]
+            assert lay[1] == channel and len(set(lay)) == 4, (bias, reshaped, out)
 
 
 def test_explain_initial_letters_lists_the_rules_considered(tmp_path: Path) -> None:
