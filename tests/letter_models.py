@@ -39,7 +39,9 @@ __all__ = [
     "ROUTES",
     "LetterModel",
     "RouteUnsupported",
+    "MaskedScatter",
     "build",
+    "fx_import",
     "torch_model",
 ]
 
@@ -320,6 +322,14 @@ class EmbeddingLookup(nn.Module):
         return self.emb(ids)
 
 
+class MaskedScatter(nn.Module):
+    """``x.masked_scatter(mask, src)``: from_fx imports it as a cumsum, subtract, take,
+    where chain (from_exported_program on TVM 0.27 does not support it)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        return x.masked_scatter(mask, src)
+
+
 def _randomize_bn(model: nn.Module) -> nn.Module:
     # default running stats (0, 1) and affine (1, 0) invite folding into no-ops
     for m in model.modules():
@@ -394,6 +404,12 @@ def _fx(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tvm.IRModule:
     info = [(tuple(x.shape), str(x.dtype).removeprefix("torch.")) for x in inputs]
     mod = from_fx(gm, info)
     return relax.transform.FoldConstant()(mod)
+
+
+def fx_import(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tvm.IRModule:
+    """`model` through the ``fx`` route (symbolic_trace, from_fx, FoldConstant)."""
+    with _quiet():
+        return _fx(model, inputs)
 
 
 def _ep(model: nn.Module, inputs: tuple[torch.Tensor, ...], params: bool) -> tvm.IRModule:

@@ -59,7 +59,7 @@ __all__ = [
     "weight_uses",
 ]
 
-SELF_BROADCAST = re.compile(r"against itself", re.IGNORECASE)
+SELF_BROADCAST = re.compile(r"\b(against|with) itself\b", re.IGNORECASE)
 """What a recorded conflict's message says for an axis broadcast against itself."""
 
 BROADCAST_OPS = frozenset(f"relax.{n}" for n in (

@@ -19,6 +19,7 @@ from pathlib import Path
 import letter_models as lm
 import letter_props as lp
 import pytest
+import torch
 import tvm
 
 from msc_rules import InferenceResult, cli, infer_layouts
@@ -192,6 +193,38 @@ def test_embedding_output_is_indices_plus_a_new_letter(route: str) -> None:
     assert lo[:2] == li and lo[2] not in li, f"indices {li}, output {lo}"
     assert not set(lt) & set(li), f"table {lt} shares a letter with the indices {li}"
     assert lt[1] == lo[2], f"table {lt}, output {lo}: the embedding axis is the table's"
+
+
+def _scatter(x: tuple[int, ...], src: tuple[int, ...]) -> InferenceResult:
+    torch.manual_seed(0)
+    inputs = (torch.randn(x), torch.rand(x) > 0.5, torch.randn(src))
+    return infer_layouts(lm.fx_import(lm.MaskedScatter(), inputs))
+
+
+def test_masked_scatter_source_keeps_its_own_letters() -> None:
+    r = _scatter((2, 5), (3, 5))
+    x, _, src = (r.view.values[i].struct for i in range(3))
+    assert isinstance(x, int) and isinstance(src, int)
+    lx, ls = r.layouts[x], r.layouts[src]
+    assert lx and ls, (lx, ls)
+    # letters chosen apart never merge: a source letter the input also has can only name
+    # the same axis of the same extent (the source's 3 rows are not the input's 2 rows,
+    # nor are its 5 columns the input's rows)
+    sx, ss = r.view.shape(x), r.view.shape(src)
+    assert sx is not None and ss is not None
+    for j, letter in enumerate(ls):
+        k = lx.find(letter)
+        assert k < 0 or (k == j and sx[k] == ss[j]), (
+            f"source {ls} {ss} axis {j} shares {letter!r} with the input {lx} {sx}")
+    out = r.view.sites[-1].out
+    assert isinstance(out, int) and r.layouts[out] == lx, (lx, r.layouts[out])
+
+
+def test_one_dimensional_chain_claims_no_semantics() -> None:
+    r = _scatter((6,), (6,))
+    claimed = {r.leaf_place(i): lay for i, lay in enumerate(r.layouts)
+               if lay and set(lay) & set("NCHWD")}
+    assert not claimed, f"no conv, pool, norm or layout attribute, yet: {claimed}"
 
 
 def _cli(*args: str | Path) -> str:
