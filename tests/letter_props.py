@@ -2,7 +2,7 @@
 
 ``property_violations(result)`` checks what follows from an op's semantics alone:
 
-- *unique*: no letter twice in one layout;
+- *unique*: no letter twice in one layout (and *rank*: one letter per axis);
 - *broadcast*: for a broadcasting op, an operand axis (right-aligned) whose extent equals
   the output axis's extent and is not 1 is the same axis, so it carries the output's
   letter;
@@ -185,6 +185,9 @@ def property_violations(result: InferenceResult) -> list[str]:
     for leaf, lay in enumerate(result.layouts):
         if lay is not None and len(set(lay)) != len(lay):
             out.append(f"unique: {ctx.leaf_place(leaf)} has a letter twice: {lay}")
+        ndim = result.view.leaf_ndim[leaf]
+        if lay is not None and ndim >= 0 and len(lay) != ndim:
+            out.append(f"rank: {ctx.leaf_place(leaf)} of rank {ndim} has layout {lay!r}")
     exempt = self_broadcast_sites(result)
     for i, cs in enumerate(result.view.sites):
         if cs.call is None or not isinstance(cs.out, int):
@@ -205,7 +208,7 @@ def property_violations(result: InferenceResult) -> list[str]:
 def _broadcast(ctx: _Ctx, i: int, cs: Any) -> Iterator[str]:
     o = cs.out
     lo, so = ctx.layout(o), ctx.shape(o)
-    if lo is None or so is None:
+    if lo is None or so is None or len(lo) != len(so):
         return
     for k, arg in enumerate(cs.args):
         if not isinstance(arg, int):
@@ -245,6 +248,8 @@ def _matmul(ctx: _Ctx, i: int, cs: Any) -> Iterator[str]:
     if None in (la, lo, sa, so) or len(la) < 2 or len(lo) < 2:  # type: ignore[arg-type]
         return
     assert la is not None and lo is not None and sa is not None and so is not None
+    if len(la) != len(sa) or len(lo) != len(so):
+        return  # reported by the rank property
     # the M axis, then batch axes right-aligned
     if la[-2] != lo[-2]:
         yield (f"matmul: {ctx.place(i)} M axis is {la[-2]!r} in the left operand {la} "
@@ -404,7 +409,7 @@ def _bias_role(ctx: _Ctx, i: int, cs: Any) -> Iterator[tuple[WeightUse, list[str
     o = cs.out
     lo, so = ctx.layout(o), ctx.shape(o)
     operands = [a for a in cs.args[:2] if isinstance(a, int)]
-    if len(operands) != 2 or so is None:
+    if len(operands) != 2 or so is None or (lo is not None and len(lo) != len(so)):
         return
     for k, arg in enumerate(operands):
         other = operands[1 - k]
