@@ -434,7 +434,7 @@ def _bias_role(ctx: _Ctx, i: int, cs: Any) -> Iterator[tuple[WeightUse, list[str
         want = lo[axis] if lo is not None else None
         bad: list[str] = []
         if want is None or la is None or len(la) != len(sa) or la[j] != want:
-            bad.append(f"bias: {ctx.place(i)} operand {k} {ctx.leaf_place(arg)} [{sa}] is "
+            bad.append(f"bias: {ctx.place(i)} operand {k} {ctx.leaf_place(arg)} {sa} is "
                        f"{la} but the output {lo} has {want!r} on axis {axis}")
         if src != arg and (src_letter is None or src_letter != want):
             bad.append(f"bias: {ctx.place(i)} weight {ctx.leaf_place(src)} is {ls}, "
