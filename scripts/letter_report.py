@@ -2,8 +2,9 @@
 
 Usage: PYTHONPATH=. python scripts/letter_report.py [-n N] [--dump MODEL:ROUTE] [MODEL ...]
 
-Prints a table of violation counts (properties, roles, recorded conflicts, of which
-self-broadcast) per model and route, then the first N violations of each combination.
+Prints a table of counts per model and route (property and role violations, recorded
+conflicts other than self-broadcast ones, self-broadcast conflicts), then the first N
+of each kind per combination.
 `--dump MODEL:ROUTE` prints every call site with its layouts instead.
 """
 
@@ -47,18 +48,22 @@ def main(argv: list[str] | None = None) -> int:
             r = infer_layouts(m.mod)
             props = lp.property_violations(r)
             roles = lp.role_violations(r, m.num_input)
-            selfb = len(lp.self_broadcast_sites(r))
-            rows.append((name, route, str(len(props)), str(len(roles)), str(len(r.conflicts)),
+            others = lp.other_conflicts(r)
+            selfb = len(r.conflicts) - len(others)
+            rows.append((name, route, str(len(props)), str(len(roles)), str(len(others)),
                          str(selfb), ""))
-            if props or roles:
-                details.append((f"{name}/{route}", props[: args.n] + roles[: args.n]))
+            if props or roles or others:
+                details.append((f"{name}/{route}",
+                                props[: args.n] + roles[: args.n] + others[: args.n]))
     head = ("model", "route", "props", "roles", "conflicts", "self-bcast", "note")
+    # conflicts: recorded conflicts other than self-broadcast ones (those are counted apart)
     widths = [max(len(str(x[c])) for x in [head, *rows]) for c in range(len(head))]
     for row in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     total_p = sum(int(r[2]) for r in rows if r[2].isdigit())
     total_r = sum(int(r[3]) for r in rows if r[3].isdigit())
-    print(f"\ntotal: {total_p} property, {total_r} role violations "
+    total_c = sum(int(r[4]) for r in rows if r[4].isdigit())
+    print(f"\ntotal: {total_p} property, {total_r} role violations, {total_c} conflicts "
           f"({time.perf_counter() - start:.1f} s)")
     for label, items in details:
         print(f"\n{label}:")

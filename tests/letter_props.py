@@ -11,7 +11,8 @@
   (where the left operand's extent is the output's: a stretched size-1 batch axis is the
   right operand's);
 - *concat*: every axis but the concat axis is tied across the inputs and the output;
-- *unary*: an elementwise unary op's output has its input's layout.
+- *unary*: an elementwise unary op's output has its input's layout;
+- *expand_dims* / *squeeze*: the axes kept keep their letters.
 
 ``role_violations(result, num_input)`` checks the weight roles:
 
@@ -29,9 +30,10 @@ A *weight* is a constant, or a parameter of the entry function past its ``num_in
 leading inputs. Each violation is a readable string naming the binding
 (``function:var``), the op, and the layouts involved.
 
-Exemption, explicit: a binding whose site has a recorded conflict saying it broadcasts an
-axis against itself (``pos[:, None] <= pos[None, :]``: identity letters cannot express
-it, see issue 11) is exempt from the broadcast property; ``SELF_BROADCAST`` is the
+Exemption, explicit: a binding whose site has a recorded conflict saying an axis is
+broadcast against itself (``pos[:, None] <= pos[None, :]``: identity letters cannot
+express it, see issue 11) is exempt from the properties (the engine may record it at
+the comparison or at one of the expand_dims feeding it); ``SELF_BROADCAST`` is the
 pattern the conflict message must match.
 """
 
@@ -53,6 +55,7 @@ __all__ = [
     "UNARY_OPS",
     "WeightUse",
     "dump",
+    "other_conflicts",
     "property_violations",
     "role_violations",
     "self_broadcast_sites",
@@ -167,6 +170,13 @@ def self_broadcast_sites(result: InferenceResult) -> set[int]:
     return {c.site for c in result.conflicts if SELF_BROADCAST.search(c.message)}
 
 
+def other_conflicts(result: InferenceResult) -> list[str]:
+    """The recorded conflicts that are not self-broadcast ones, as readable strings."""
+    return [f"conflict: {result.site_name(c.site)} ({result.view.sites[c.site].op}) on "
+            f"{result.leaf_place(c.leaf)}: {c.message}"
+            for c in result.conflicts if not SELF_BROADCAST.search(c.message)]
+
+
 def _leaves(st: Struct) -> Iterator[int]:
     if isinstance(st, int):
         yield st
@@ -192,7 +202,9 @@ def property_violations(result: InferenceResult) -> list[str]:
     for i, cs in enumerate(result.view.sites):
         if cs.call is None or not isinstance(cs.out, int):
             continue
-        if cs.op in BROADCAST_OPS and i not in exempt:
+        if i in exempt:
+            continue
+        if cs.op in BROADCAST_OPS:
             out.extend(_broadcast(ctx, i, cs))
         elif cs.op == "relax.permute_dims":
             out.extend(_permute(ctx, i, cs))
@@ -202,6 +214,8 @@ def property_violations(result: InferenceResult) -> list[str]:
             out.extend(_concat(ctx, i, cs))
         elif cs.op in UNARY_OPS:
             out.extend(_unary(ctx, i, cs))
+        elif cs.op in ("relax.expand_dims", "relax.squeeze"):
+            out.extend(_unit_axes(ctx, i, cs))
     return out
 
 
@@ -275,6 +289,28 @@ def _concat(ctx: _Ctx, i: int, cs: Any) -> Iterator[str]:
             if j != axis and x != y:
                 yield (f"concat: {ctx.place(i)} input {k} axis {j} is {x!r} in {li} but "
                        f"{y!r} in the output {lo}")
+
+
+def _unit_axes(ctx: _Ctx, i: int, cs: Any) -> Iterator[str]:
+    src = cs.args[0] if cs.args else None
+    if not isinstance(src, int):
+        return
+    li, lo = ctx.layout(src), ctx.layout(cs.out)
+    si = ctx.shape(src)
+    if li is None or lo is None or si is None or len(li) != len(si):
+        return
+    axes = _ints(_attr(cs, "axis"))
+    if cs.op == "relax.expand_dims":
+        added = {a % len(lo) for a in axes or []}
+        kept = "".join(c for j, c in enumerate(lo) if j not in added)
+        if kept != li:
+            yield f"expand_dims: {ctx.place(i)} input {li}, output {lo} (axes {axes})"
+    else:
+        gone = ({a % len(li) for a in axes} if axes is not None
+                else {j for j, d in enumerate(si) if d == 1})
+        kept = "".join(c for j, c in enumerate(li) if j not in gone)
+        if kept != lo:
+            yield f"squeeze: {ctx.place(i)} input {li}, output {lo} (axes {axes})"
 
 
 def _unary(ctx: _Ctx, i: int, cs: Any) -> Iterator[str]:

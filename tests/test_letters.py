@@ -63,6 +63,15 @@ def test_op_semantics_hold_on_every_binding(name: str, route: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "route"), COMBOS)
+def test_only_self_broadcast_conflicts(name: str, route: str) -> None:
+    # a strong tie that lost to an earlier decision (Swin's shortcut add in issue 11) is
+    # a disagreement the layouts keep; only an axis broadcast against itself may remain
+    _, r = _infer(name, route)
+    found = lp.other_conflicts(r)
+    assert not found, _report("conflict", found)
+
+
+@pytest.mark.parametrize(("name", "route"), COMBOS)
 def test_every_weight_carries_its_role(name: str, route: str) -> None:
     m, r = _infer(name, route)
     found = lp.role_violations(r, m.num_input)
