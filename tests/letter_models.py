@@ -26,7 +26,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -372,7 +372,7 @@ def torch_model(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 
 @contextlib.contextmanager
-def _quiet() -> contextlib.AbstractContextManager[None]:  # type: ignore[misc]
+def _quiet() -> Iterator[None]:
     reg = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = reg.level
     reg.setLevel(logging.ERROR)
