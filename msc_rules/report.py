@@ -557,6 +557,9 @@ class Step:
     position: str = ""
     reads: list[Read] = field(default_factory=list)
     note: str = ""
+    considered: list[str] = field(default_factory=list)
+    """For initial letters: each rule that could have decided the tensor, and why it
+    did not (it waited for a tensor decided later, or it gave nothing)."""
 
 
 @dataclass
@@ -628,8 +631,14 @@ def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[s
                      else "no rule decided this tensor")
         return base, []
     if d.equation is None:
-        base.note = ("seeded before propagation" if d.kind == "seed" else
-                     "no rule reached it: initial letters, given to the earliest unknown tensor")
+        if d.kind == "seed":
+            base.note = "seeded before propagation"
+        elif d.kind == "fallback":
+            base.considered = _considered(analysis, leaf, d.order)
+            base.note = ("initial letters (guessed): no rule could decide it when nothing "
+                         "else was left, so the earliest unknown tensor got them; "
+                         + ("the rules considered:" if base.considered else
+                            "no call uses or defines it"))
         return base, []
     cs = r.view.sites[d.site]
     ports = _site_ports(r, cs)
@@ -643,6 +652,38 @@ def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[s
         base.note = ("a weak default that reads no other tensor" if d.kind == "weak" else
                      "reads no other tensor: from the call's attributes or constants")
     return base, reads
+
+
+def _considered(analysis: Analysis, leaf: int, order: int) -> list[str]:
+    """Why no rule decided `leaf` before it got initial letters (at decision `order`):
+    per call site where it is a port, each equation defining that port and what it
+    lacked."""
+    r = analysis.result
+    out: list[str] = []
+    for cs in r.view.sites:
+        ports = _site_ports(r, cs)
+        roles = [role for role, st in ports.items() if leaf in _leaves(st)]
+        if not roles:
+            continue
+        where = f"{_op_label(cs.op)} at {analysis.names.value_name[cs.value_id]}"
+        if cs.op == "<link>":
+            out.append(f"{where}: an identity link; its other side was unknown too")
+            continue
+        rule = _site_rule(r.rules, cs.op)
+        if rule is None:
+            out.append(f"{where}: the op has no rule")
+            continue
+        for role in roles:
+            eqs = [eq for eq in rule.equations if eq.target[0] == role]
+            if not eqs:
+                out.append(f"{where}: no equation of its rule defines {role}")
+            for eq in eqs:
+                later = sorted({port for port, x in _reads(r, eq, ports)
+                                if (dx := r.decisions[x]) is None or dx.order > order})
+                why = (f"waited for {', '.join(later)} (decided after it)" if later else
+                       "gave nothing (no evidence for this tensor)")
+                out.append(f"{where}: `{_eq_text(eq.text)}` ({_pos(eq.pos)}) {why}")
+    return out
 
 
 def explain(analysis: Analysis, query: str, max_steps: int = 0, tree: bool = False) -> Explanation:
@@ -907,6 +948,8 @@ def _render_explanation(rep: Explanation, md: bool) -> str:
                 + (f" (#{rd.step})" if rd.step is not None else "") for rd in s.reads))
         if s.note:
             out.append(f"{ind}{s.note}")
+        sub = "    - " if md else "     "
+        out += [f"{sub}{c}" for c in s.considered]
     if rep.truncated:
         out.append("... (more steps: raise --max-steps)")
     out.append("")
