@@ -59,7 +59,12 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
         gr = by_id.get(gid)
         if gr is None:
             raise PruneError(f"unknown group id {gid} (groups: 0..{len(groups) - 1})")
-        keep = [int(k) for k in kept]
+        try:
+            keep = [int(k) for k in kept]
+        except (TypeError, ValueError):
+            raise PruneError(f"group {gid}: kept indices must be integers") from None
+        if any(k != x for k, x in zip(keep, kept, strict=True)):
+            raise PruneError(f"group {gid}: kept indices must be integers")
         if not keep:
             raise PruneError(f"group {gid}: the kept set is empty")
         if len(set(keep)) != len(keep):

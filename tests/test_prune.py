@@ -100,12 +100,14 @@ def test_pruned_groups_are_the_same_groups_smaller() -> None:
     ({1: [0, 0]}, "repeated: [0]"),
     ({1: [0, 6]}, "out of range 0..5"),
     ({2: [0]}, "reaches a model input or output"),
+    ({1: [0.5]}, "must be integers"),
+    ({1: "ab"}, "must be integers"),
 ])
-def test_bad_selections_are_refused(selection: dict[int, list[int]], message: str) -> None:
+def test_bad_selections_are_refused(selection: dict[int, object], message: str) -> None:
     mod, _ = conv_bias_net()
     before = structural_hash(mod)
     with pytest.raises(msc_rules.PruneError) as err:
-        msc_rules.prune(mod, selection)
+        msc_rules.prune(mod, selection)  # type: ignore[arg-type]
     assert message in str(err.value)
     assert structural_hash(mod) == before
 
