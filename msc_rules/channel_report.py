@@ -167,7 +167,8 @@ def prune_by_magnitude(mod: tvm.IRModule, ratio: float, allow_io: bool = False,
                        ) -> tuple[tvm.IRModule, list[ChannelGroup], dict[int, list[int]]]:
     """Prune every exact group by the L1 criterion (see magnitude_selection); returns
     the pruned module, the groups of the original and the kept channels per group."""
-    from .channels import _Namer, build_groups, channel_graph
+    from .channel_graph import channel_graph
+    from .channels import _Namer, build_groups
     from .prune import _apply, check_selection, plan_prune
 
     g = channel_graph(mod, entry_name, rules)

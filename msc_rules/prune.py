@@ -13,7 +13,6 @@ consumers' input slices of the removed channels set to zero.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,29 +20,14 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .channels import (
-    CONSUMER,
-    ChannelGraph,
-    ChannelGroup,
-    Member,
-    _Namer,
-    build_groups,
-    channel_graph,
-)
+from .channel_graph import ChannelGraph, channel_graph
+from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .layout import reshape_groups
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
-
-
-@dataclass(frozen=True)
-class PrunePlan:
-    """What a prune changes: removed indices per (leaf, axis), by kind of change."""
-
-    removed: dict[tuple[int, int], frozenset[int]]
-    groups: tuple[ChannelGroup, ...]
 
 
 def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:

@@ -1,0 +1,630 @@
+"""The channel ties of a module: one walk over the inference result's call sites.
+
+Every axis of every tensor is a node; each op ties the nodes its semantics keep equal
+(an elementwise op ties every axis of its input to the same axis of its output, a
+broadcast add ties right-aligned axes of equal extent, a permute ties by its axes, a
+reshape by its running products, a batch norm ties its parameters to the data's
+channel axis, ...). A union-find over these ties gives the classes a letter stands
+for: one logical axis, wherever it flows. What an op does not tie is recorded beside:
+producer weight axes, consumer attachments (a weight's input-channel axis), derived
+edges (concat ranges, flatten blocks, head splits) and blocked nodes (an op mixes the
+values along the axis). `channels.py` makes groups of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+
+from .dsl.ruleset import RuleSet
+from .engine import InferenceResult, infer_layouts
+from .ffi import items
+from .graph import CallSite, DependencyView, Struct
+from .layout import Dim, reshape_groups
+
+_CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"))
+_POOL_OPS = frozenset((
+    "relax.nn.max_pool1d", "relax.nn.max_pool2d", "relax.nn.max_pool3d",
+    "relax.nn.avg_pool1d", "relax.nn.avg_pool2d", "relax.nn.avg_pool3d",
+    "relax.nn.adaptive_avg_pool1d", "relax.nn.adaptive_avg_pool2d",
+    "relax.nn.adaptive_avg_pool3d"))
+_REDUCE_OPS = frozenset(("relax.sum", "relax.mean", "relax.max", "relax.min", "relax.prod",
+                         "relax.std", "relax.variance"))
+_UNARY_OPS = frozenset(("relax.clip", "relax.nn.dropout", "relax.nn.prelu"))
+_WEIGHT_VIEWS = frozenset(("relax.permute_dims", "relax.astype", "relax.wrap_param"))
+
+
+@dataclass
+class _Edge:
+    """Index i of src's axis is the range [offset + i * block, ... + block) of dst's;
+    a negative block -k: dst's index is src's index // k (a reshape splitting src)."""
+
+    src: int  # node
+    dst: int
+    offset: int
+    block: int
+
+
+@dataclass
+class ChannelGraph:
+    """The ties found on a view: union-find classes of axis nodes and what links them.
+    Built once per channel_groups call; `prune` reuses it to find what carries shapes."""
+
+    result: InferenceResult
+    base: list[int]  # leaf -> its first node
+    node_leaf: list[int]
+    parent: list[int]
+    producers: dict[int, int] = field(default_factory=dict)  # weight node -> site
+    consumers: list[tuple[int, int, int]] = field(default_factory=list)  # act, weight, site
+    derived: list[_Edge] = field(default_factory=list)
+    blocked: dict[int, list[str]] = field(default_factory=dict)
+    weight_leaves: set[int] = field(default_factory=set)  # weight params
+    weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
+    io_leaves: set[int] = field(default_factory=set)
+    depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
+    class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
+    # class of an axis merged by a reshape -> the nodes (and extents) merged into it
+    composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
+
+    @property
+    def view(self) -> DependencyView:
+        """The dependency view the ties were found on."""
+        return self.result.view
+
+    def node(self, leaf: int, axis: int) -> int:
+        """The node of `axis` of `leaf` (negative axes count from the end)."""
+        nd = self.view.leaf_ndim[leaf]
+        return self.base[leaf] + (axis + nd if axis < 0 else axis)
+
+    def find(self, n: int) -> int:
+        """The representative of n's class (with path halving)."""
+        parent = self.parent
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def union(self, a: int, b: int) -> None:
+        """Tie two nodes (the smaller representative wins, so classes are deterministic);
+        the class keeps a known extent and a merged axis's factors."""
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+            ext = self.class_ext.pop(rb, None)
+            if ext is not None:
+                self.class_ext.setdefault(ra, ext)
+            comp = self.composite.pop(rb, None)
+            if comp is not None:
+                mine = self.composite.setdefault(ra, comp)
+                if mine is not comp and [e for _, e in mine] == [e for _, e in comp]:
+                    # two merged axes tied (a batched matmul's batch axis): so are
+                    # the axes merged into them
+                    for (x, _), (y, _) in zip(mine, comp, strict=True):
+                        self.union(x, y)
+
+    def block(self, n: int, reason: str) -> None:
+        """Mark a node as mixed by an op (a group containing it is not exact)."""
+        got = self.blocked.setdefault(n, [])
+        if reason not in got:
+            got.append(reason)
+
+    def axis_of(self, n: int) -> tuple[int, int]:
+        """(leaf, axis) of a node."""
+        leaf = self.node_leaf[n]
+        return leaf, n - self.base[leaf]
+
+
+def _leaves(struct: Struct) -> Iterator[int]:
+    if isinstance(struct, int):
+        yield struct
+    elif isinstance(struct, tuple):
+        for s in struct:
+            yield from _leaves(s)
+
+
+def _ints(x: Any) -> list[int] | None:
+    if x is None:
+        return None
+    if isinstance(x, int | tvm.prim.IntImm):
+        return [int(x)]
+    return [int(v) for v in items(x)]
+
+
+def _extent(view: DependencyView, leaf: int, axis: int) -> Dim | None:
+    shape = view.shape(leaf)
+    if shape is None or not 0 <= axis < len(shape):
+        return None
+    return shape[axis]
+
+
+class _Builder:
+    """Walks the view's call sites once and records the ties of each op."""
+
+    def __init__(self, result: InferenceResult, rules: RuleSet) -> None:
+        view = result.view
+        base: list[int] = []
+        node_leaf: list[int] = []
+        for leaf, nd in enumerate(view.leaf_ndim):
+            base.append(len(node_leaf))
+            node_leaf.extend([leaf] * max(nd, 0))
+        self.g = ChannelGraph(result, base, node_leaf, list(range(len(node_leaf))))
+        self.view = view
+        self.rules = rules
+        self.num_input: int | None = None
+        self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
+        for site in view.sites:
+            if site.call is not None:
+                for leaf in _leaves(site.out):
+                    self.site_of.setdefault(leaf, site)
+
+    # -- helpers
+    def ndim(self, leaf: int) -> int:
+        return self.view.leaf_ndim[leaf]
+
+    def ext(self, leaf: int, axis: int) -> Dim | None:
+        """The axis's extent; for a tensor of unknown shape, the extent known for its
+        class (ties are recorded in program order, so its producer's are already in)."""
+        e = _extent(self.view, leaf, axis)
+        if e is None and 0 <= axis < self.ndim(leaf):
+            e = self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
+        return e
+
+    def note_ext(self, leaf: int) -> None:
+        shape = self.view.shape(leaf)
+        if shape is not None:
+            for i, e in enumerate(shape):
+                r = self.g.find(self.g.node(leaf, i))
+                self.g.class_ext.setdefault(r, e)
+
+    def tie_all(self, a: int, b: int) -> None:
+        """Tie every axis of a to the same axis of b (same rank)."""
+        if self.ndim(a) == self.ndim(b) and self.ndim(a) > 0:
+            for i in range(self.ndim(a)):
+                self.g.union(self.g.node(a, i), self.g.node(b, i))
+
+    def block_all(self, leaf: int, reason: str) -> None:
+        for i in range(max(self.ndim(leaf), 0)):
+            self.g.block(self.g.node(leaf, i), reason)
+
+    def is_weight(self, leaf: int, depth: int = 0) -> bool:
+        """A constant, a weight parameter, or a permute/astype of one."""
+        v = self.view.values[self.view.leaf_value[leaf]]
+        if v.kind == "const":
+            return True
+        if v.kind == "param":
+            return leaf in self.g.weight_leaves
+        site = self.site_of.get(leaf)
+        if site is None or site.op not in _WEIGHT_VIEWS or depth > 8:
+            return False
+        arg = site.args[0] if site.args else None
+        return isinstance(arg, int) and self.is_weight(arg, depth + 1)
+
+    def base_node(self, leaf: int, axis: int) -> int:
+        """The node of the constant or parameter that a weight view's axis reads."""
+        for _ in range(8):
+            site = self.site_of.get(leaf)
+            if site is None or site.op not in _WEIGHT_VIEWS or not isinstance(
+                    site.args[0] if site.args else None, int):
+                break
+            src = site.args[0]
+            assert isinstance(src, int)
+            if site.op == "relax.permute_dims":
+                axes = _ints(site.attrs.axes) or list(reversed(range(self.ndim(src))))
+                axis = axes[axis]
+            leaf = src
+        return self.g.node(leaf, axis)
+
+    def tie_broadcast(self, out: int, args: list[int]) -> None:
+        """Right-aligned axes of equal extent are one axis (extent-1 axes broadcast)."""
+        on = self.ndim(out)
+        for a in args:
+            an = self.ndim(a)
+            for i in range(an):
+                j = i + on - an
+                if j < 0:
+                    continue
+                e, eo = self.ext(a, i), self.ext(out, j)
+                # (an operand's extent other than 1 is the output's: broadcasting
+                # keeps it, so an output of unknown shape still ties)
+                if e == 1 or e is None or (eo is not None and e != eo):
+                    continue
+                self.g.union(self.g.node(a, i), self.g.node(out, j))
+
+    # -- the walk
+    def run(self) -> ChannelGraph:
+        """Record the ties of every call site and link."""
+        view, g = self.view, self.g
+        self._mark_io()
+        for site in view.sites:
+            if site.op == "<link>":
+                src = site.args[0] if site.args else None
+                for a, b in zip(_leaves(src), _leaves(site.out), strict=False):
+                    self.tie_all(a, b)
+                continue
+            outs = list(_leaves(site.out))
+            args = [a if isinstance(a, int) else None for a in site.args]
+            for leaf in outs:
+                self.note_ext(leaf)
+            for arg in args:
+                if arg is not None:
+                    self.note_ext(arg)
+            try:
+                self.site(site, args, outs)
+            except (AttributeError, TypeError, ValueError, IndexError):
+                self.opaque(site, "op " + site.op + " with attributes not understood")
+        self.check_composites()
+        for leaf, site in self.site_of.items():
+            if site.op in _WEIGHT_VIEWS and self.is_weight(leaf):
+                g.weight_views.add(leaf)
+        return g
+
+    def check_composites(self) -> None:
+        """A merged axis that reaches anything but ties (a weight, a concat or flatten,
+        a model output, a mixing op) mixes the axes merged into it: block the inner
+        ones (the outermost one already maps onto blocks of it)."""
+        g = self.g
+        risky = {g.find(a) for a, _, _ in g.consumers}
+        risky.update(g.find(e.src) for e in g.derived)
+        risky.update(g.find(n) for n in g.blocked)
+        for leaf in g.io_leaves:
+            risky.update(g.find(g.node(leaf, i)) for i in range(max(self.ndim(leaf), 0)))
+        for root, comp in g.composite.items():
+            if g.find(root) in risky:
+                name = self.view.values[self.view.leaf_value[g.axis_of(root)[0]]].name
+                for n, _ in comp[1:]:
+                    g.block(n, f"a reshape merges it as an inner axis (into {name})")
+
+    def _mark_io(self) -> None:
+        """Entry params before `num_input` are model inputs, the rest are weights."""
+        view, g = self.view, self.g
+        params = [v for v in view.values if v.kind == "param" and v.func == view.entry]
+        n_input = len(params) if self.num_input is None else self.num_input
+        for k, v in enumerate(params):
+            for leaf in _leaves(v.struct):
+                (g.io_leaves if k < n_input else g.weight_leaves).add(leaf)
+
+    def opaque(self, site: CallSite, reason: str) -> None:
+        for a in site.args:
+            for leaf in _leaves(a):
+                self.block_all(leaf, reason)
+        for leaf in _leaves(site.out):
+            self.block_all(leaf, reason)
+
+    def site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        op, attrs, g = site.op, site.attrs, self.g
+        rule = self.rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
+        family = rule.family if rule is not None else None
+        if family in ("elementwise", "like") or op in _UNARY_OPS:
+            if args and args[0] is not None:
+                for o in outs:
+                    self.tie_all(args[0], o)
+                if op == "relax.nn.prelu" and len(args) > 1 and args[1] is not None:
+                    # alpha: one slope per channel, a follow parameter
+                    axis = int(attrs.axis) % self.ndim(args[0])
+                    g.union(g.node(args[1], 0), g.node(args[0], axis))
+            return
+        if family == "binary" or op == "relax.where":
+            if len(outs) == 1:
+                self.tie_broadcast(outs[0], [a for a in args if a is not None])
+            return
+        if op in _CONV_OPS:
+            self.conv(site, args, outs)
+            return
+        if op == "relax.matmul":
+            self.matmul(site, args, outs)
+            return
+        if op == "relax.permute_dims":
+            data, out = args[0], outs[0]
+            if data is None:
+                return
+            axes = _ints(attrs.axes) or list(reversed(range(self.ndim(data))))
+            for j, i in enumerate(axes):
+                g.union(g.node(data, i), g.node(out, j))
+            return
+        if op in ("relax.reshape", "relax.flatten", "relax.nn.batch_flatten"):
+            self.reshape(site, args[0], outs[0])
+            return
+        if op == "relax.nn.batch_norm":
+            data = args[0]
+            if data is None:
+                return
+            axis = int(attrs.axis) % self.ndim(data)
+            self.tie_all(data, outs[0])
+            for p in args[1:]:
+                if p is not None:
+                    g.union(g.node(p, 0), g.node(data, axis))
+            for o in outs[1:]:
+                g.union(g.node(o, 0), g.node(data, axis))
+            return
+        if op in ("relax.nn.layer_norm", "relax.nn.rms_norm", "relax.nn.group_norm",
+                  "relax.nn.instance_norm"):
+            self.norm(site, args, outs)
+            return
+        if op in ("relax.nn.softmax", "relax.nn.log_softmax"):
+            data = args[0]
+            if data is None:
+                return
+            self.tie_all(data, outs[0])
+            axis = int(attrs.axis) % self.ndim(data)
+            g.block(g.node(data, axis), f"{op.split('.')[-1]} over the axis")
+            return
+        if op in _REDUCE_OPS:
+            self.reduce(site, args[0], outs[0])
+            return
+        if op in _POOL_OPS:
+            data = args[0]
+            if data is None:
+                return
+            lay = str(attrs.layout)
+            out_lay = str(getattr(attrs, "out_layout", lay) or lay)
+            for i, ch in enumerate(lay):
+                if ch in "NC" and ch in out_lay:
+                    g.union(g.node(data, i), g.node(outs[0], out_lay.index(ch)))
+                else:
+                    g.block(g.node(data, i), f"{op.split('.')[-1]} pools over the axis")
+            return
+        if op == "relax.concat":
+            self.concat(site, outs[0])
+            return
+        if op in ("relax.expand_dims", "relax.squeeze"):
+            self.squeeze_like(site, args[0], outs[0])
+            return
+        if op in ("relax.strided_slice", "relax.nn.pad"):
+            data = args[0]
+            if data is None:
+                return
+            for i in range(self.ndim(data)):
+                if self.ext(data, i) == self.ext(outs[0], i):
+                    g.union(g.node(data, i), g.node(outs[0], i))
+                else:
+                    g.block(g.node(data, i), f"{op.split('.')[-1]} changes the axis")
+            return
+        if op == "relax.broadcast_to":
+            if args[0] is not None:
+                self.tie_broadcast(outs[0], [args[0]])
+            return
+        if op == "relax.take":
+            self.take(site, args, outs)
+            return
+        if family == "create":
+            return  # new tensors: their axes are tied by their users, if at all
+        self.opaque(site, f"op {op or 'call'} has no channel rule")
+
+    # -- op families
+    def conv(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g, attrs = self.g, site.attrs
+        data, weight = args[0], args[1]
+        out = outs[0]
+        dl, kl = str(attrs.data_layout), str(attrs.kernel_layout)
+        ol = str(attrs.out_layout or dl)
+        groups = int(attrs.groups)
+        if data is None or weight is None or "C" not in dl or "O" not in kl:
+            self.opaque(site, "conv without channel axes")
+            return
+        if "N" in dl and "N" in ol:
+            g.union(g.node(data, dl.index("N")), g.node(out, ol.index("N")))
+        d_c, w_o, w_i, o_c = dl.index("C"), kl.index("O"), kl.index("I"), ol.index("C")
+        for i, ch in enumerate(dl):
+            if ch not in "NC":
+                g.block(g.node(data, i), "a conv window slides over the axis")
+        if not self.is_weight(weight):
+            self.opaque(site, "conv with a computed weight")
+            return
+        c_in = self.ext(data, d_c)
+        c_out = self.ext(weight, w_o)
+        if groups == 1:
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.producers[g.node(weight, w_o)] = site.value_id
+            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
+        elif groups == c_in and groups == c_out:
+            # depthwise: channel c in, channel c out, weight row c
+            g.union(g.node(data, d_c), g.node(out, o_c))
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.depthwise[weight] = self.view.leaf_value[out]
+        else:
+            reason = f"grouped conv ({groups} groups) ties channels in groups"
+            g.block(g.node(data, d_c), reason)
+            g.block(g.node(out, o_c), reason)
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.producers[g.node(weight, w_o)] = site.value_id
+
+    def matmul(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g = self.g
+        lhs, rhs, out = args[0], args[1], outs[0]
+        if lhs is None or rhs is None:
+            self.opaque(site, "matmul of non-tensors")
+            return
+        ln, rn, on = self.ndim(lhs), self.ndim(rhs), self.ndim(out)
+        if ln < 2 or rn < 2:
+            self.opaque(site, "matmul with a vector operand")
+            return
+        # batch axes broadcast, right-aligned before the two matrix axes
+        for a, an in ((lhs, ln), (rhs, rn)):
+            for i in range(an - 2):
+                j = i + (on - 2) - (an - 2)
+                e = self.ext(a, i)
+                if j >= 0 and e != 1 and e == self.ext(out, j):
+                    g.union(g.node(a, i), g.node(out, j))
+        g.union(g.node(lhs, ln - 2), g.node(out, on - 2))
+        if self.is_weight(rhs):
+            g.union(g.node(rhs, rn - 1), g.node(out, on - 1))
+            g.producers[self.base_node(rhs, rn - 1)] = site.value_id
+            g.consumers.append((g.node(lhs, ln - 1), g.node(rhs, rn - 2), site.value_id))
+            return
+        g.union(g.node(rhs, rn - 1), g.node(out, on - 1))
+        reason = "contracted by a matmul of two activations"
+        g.block(g.node(lhs, ln - 1), reason)
+        g.block(g.node(rhs, rn - 2), reason)
+
+    def reshape(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        src, dst = self.view.shape(data), self.view.shape(out)
+        if src is None:
+            known = [self.ext(data, i) for i in range(self.ndim(data))]
+            src = None if None in known else [k for k in known if k is not None]
+        plan = None
+        if src is not None and dst is not None:
+            try:
+                plan = reshape_groups(tuple(src), tuple(dst))
+            except ValueError:
+                plan = None
+        if plan is None:
+            self.opaque(site, "reshape whose sizes do not line up")
+            return
+        for s_axes, d_axes in plan:
+            if len(s_axes) == 1 and len(d_axes) == 1:
+                g.union(g.node(data, s_axes[0]), g.node(out, d_axes[0]))
+                continue
+            if len(d_axes) == 1:
+                # merged axes: the outermost maps onto blocks of the merged axis; the
+                # inner ones are remembered, in case a later reshape splits them back
+                inner = 1
+                for a in s_axes[1:]:
+                    e = self.ext(data, a)
+                    inner = inner * e if isinstance(e, int) and inner else 0
+                if inner:
+                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
+                                           0, inner))
+                else:
+                    g.block(g.node(data, s_axes[0]), "reshape merges it with a symbolic axis")
+                g.composite.setdefault(g.find(g.node(out, d_axes[0])), [
+                    (g.node(data, a), self.ext(data, a)) for a in s_axes])
+                continue
+            if len(s_axes) == 1:
+                comp = g.composite.get(g.find(g.node(data, s_axes[0])))
+                if comp is not None and [e for _, e in comp] == [
+                        self.ext(out, d) for d in d_axes]:
+                    # the split undoes an earlier merge: the same axes come back
+                    for (n, _), d in zip(comp, d_axes, strict=True):
+                        g.union(n, g.node(out, d))
+                    continue
+                # one axis split into (outer, inner...): the outer axis counts blocks
+                # of the inner size (attention heads of head_dim channels)
+                inner = 1
+                for d in d_axes[1:]:
+                    e = self.ext(out, d)
+                    inner = inner * e if isinstance(e, int) and inner else 0
+                if inner:
+                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
+                                           0, -inner))
+                    continue
+            reason = "reshape splits it into several axes"
+            for a in s_axes:
+                g.block(g.node(data, a), reason)
+            for d in d_axes:
+                g.block(g.node(out, d), reason)
+
+    def norm(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g, op = self.g, site.op
+        data = args[0]
+        if data is None:
+            return
+        nd = self.ndim(data)
+        self.tie_all(data, outs[0])
+        name = op.split(".")[-1]
+        if op in ("relax.nn.group_norm", "relax.nn.instance_norm"):
+            ch = int(site.attrs.channel_axis) % nd
+            for p in args[1:]:
+                if p is not None:
+                    g.union(g.node(p, 0), g.node(data, ch))
+            if op == "relax.nn.group_norm" and int(site.attrs.num_groups) != 1:
+                g.block(g.node(data, ch), "group_norm normalises over groups of the axis")
+            return
+        axes = [a % nd for a in (_ints(site.attrs.axes) or [])]
+        for a in axes:
+            g.block(g.node(data, a), f"{name} normalises over the axis")
+        for p in args[1:]:
+            if p is None:
+                continue
+            pn = self.ndim(p)
+            for k, a in enumerate(axes[-pn:] if pn <= len(axes) else axes):
+                g.union(g.node(p, k), g.node(data, a))
+
+    def reduce(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        nd = self.ndim(data)
+        axes = _ints(site.attrs.axis)
+        red = set(range(nd)) if axes is None else {a % nd for a in axes}
+        keep = bool(site.attrs.keepdims)
+        j = 0
+        name = site.op.split(".")[-1]
+        for i in range(nd):
+            if i in red:
+                g.block(g.node(data, i), f"{name} over the axis")
+                j += 1 if keep else 0
+                continue
+            g.union(g.node(data, i), g.node(out, j))
+            j += 1
+
+    def concat(self, site: CallSite, out: int) -> None:
+        g = self.g
+        fields = [x for x in _leaves(site.args[0] if site.args else None)]
+        nd = self.ndim(out)
+        axis = int(site.attrs.axis) % nd
+        offset = 0
+        for f in fields:
+            for i in range(nd):
+                if i != axis:
+                    g.union(g.node(f, i), g.node(out, i))
+            e = self.ext(f, axis)
+            if not isinstance(e, int):
+                g.block(g.node(out, axis), "concat of a symbolic extent")
+                return
+            g.derived.append(_Edge(g.node(f, axis), g.node(out, axis), offset, 1))
+            offset += e
+
+    def squeeze_like(self, site: CallSite, data: int | None, out: int) -> None:
+        g = self.g
+        if data is None:
+            return
+        src = [i for i in range(self.ndim(data)) if self.ext(data, i) != 1]
+        dst = [i for i in range(self.ndim(out)) if self.ext(out, i) != 1]
+        if len(src) == len(dst):
+            for i, j in zip(src, dst, strict=True):
+                g.union(g.node(data, i), g.node(out, j))
+        else:
+            self.opaque(site, f"{site.op} with unmatched axes")
+
+    def take(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        g = self.g
+        data, idx, out = args[0], args[1], outs[0]
+        if data is None or idx is None:
+            return
+        nd = self.ndim(data)
+        axis = int(site.attrs.axis) % nd if site.attrs.axis is not None else 0
+        k = self.ndim(idx)
+        for i in range(nd):
+            if i == axis:
+                g.block(g.node(data, i), "take gathers along the axis")
+                continue
+            j = i if i < axis else i + k - 1
+            g.union(g.node(data, i), g.node(out, j))
+        for i in range(k):
+            g.union(g.node(idx, i), g.node(out, axis + i))
+        if self.is_weight(data) and axis == 0 and nd == 2:
+            g.producers[g.node(data, 1)] = site.value_id  # an embedding table's feature axis
+
+
+def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
+                  rules: RuleSet | None = None) -> ChannelGraph:
+    """Infer layouts and record the channel ties of every call site of `entry_name`."""
+    result = infer_layouts(mod, rules, entry_name)
+    b = _Builder(result, result.rules)
+    func = mod[entry_name]
+    if func.attrs is not None and "num_input" in func.attrs:
+        b.num_input = int(func.attrs["num_input"])
+    g = b.run()
+    ret = func.body.body
+    vid = result.view.value_id(ret)
+    if vid is not None:
+        g.io_leaves.update(_leaves(result.view.values[vid].struct))
+    return g
