@@ -280,8 +280,8 @@ class _Grouper:
                     for n in self.classes[cls]:
                         leaf, axis = g.axis_of(n)
                         kind = _kind(view, leaf)
-                        if kind == "binding":
-                            role = ACTIVATION
+                        if kind == "binding" or leaf in g.io_leaves:
+                            role = ACTIVATION  # (a model input is an activation)
                         elif consumer:
                             role = CONSUMER
                         elif n in producer_set:

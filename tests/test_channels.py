@@ -81,6 +81,17 @@ def test_groups_reaching_model_io_are_marked() -> None:
     assert _roles(groups[1], CONSUMER) == {("matmul_1.weight", 1)}
 
 
+def test_weight_parameters_are_members_and_inputs_are_activations() -> None:
+    m = tiny_mlp(bind_params=False)
+    groups = msc_rules.channel_groups(m.mod)
+    assert _roles(groups[1], PRODUCER) == {("p_fc1_weight", 0)}
+    assert _roles(groups[1], FOLLOW) == {("p_fc1_bias", 0)}
+    assert _roles(groups[1], CONSUMER) == {("p_fc2_weight", 1)}
+    assert ("x", 1) in _roles(groups[0], ACTIVATION)
+    with pytest.raises(msc_rules.PruneError, match="function parameter: bind"):
+        msc_rules.prune(m.mod, {1: [0, 1]})
+
+
 def test_reduction_over_the_channel_axis_makes_a_group_inexact() -> None:
     import torch
     from channel_models import export
