@@ -41,7 +41,6 @@ from .guesses import (
     find_guesses,
     leaves_of,
     site_ports,
-    site_rule,
 )
 
 FORMATS = ("text", "json", "markdown")
@@ -217,10 +216,6 @@ def short_path(file: str) -> str:
     except ValueError:
         return file
     return file if rel.startswith("..") else rel
-
-
-_site_ports = site_ports
-_site_rule = site_rule
 
 
 def _op_label(op: str) -> str:
@@ -419,6 +414,7 @@ class TensorIssue:
     place: str
     layout: str
     reason: str
+    derived: bool = False  # guessed: derived only from guesses, not initial letters
 
 
 @dataclass
@@ -473,7 +469,7 @@ class ModelCoverage:
     @property
     def totals(self) -> dict[str, int]:
         """Headline counts."""
-        initial = sum(1 for g in self.guessed if g.reason.startswith("initial"))
+        initial = sum(1 for g in self.guessed if not g.derived)
         return {
             "tensors": self.tensors,
             "with_layout": self.tensors - len(self.without_layout),
@@ -583,7 +579,7 @@ def model_coverage(analysis: Analysis, model: str = "",
                                        "no rule decided it"))
         elif g.guessed[leaf]:
             guessed.append(TensorIssue(names.leaf_name(leaf), r.leaf_place(leaf), d.layout,
-                                       describe(r, leaf, g)))
+                                       describe(r, leaf, g), not g.direct[leaf]))
     return ModelCoverage(
         model=model,
         entry=analysis.entry,
@@ -676,10 +672,6 @@ def find_tensor(analysis: Analysis, query: str) -> tuple[str, list[int]]:
                       f"or its callees{hint}")
 
 
-def _reads(result: InferenceResult, eq: Any, ports: dict[str, Struct]) -> list[tuple[str, int]]:
-    return equation_reads(eq, ports)
-
-
 def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[str, int]]]:
     r = analysis.result
     names = analysis.names
@@ -695,8 +687,8 @@ def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[s
                      "no rule reached it: initial letters, given to the earliest unknown tensor")
         return base, []
     cs = r.view.sites[d.site]
-    ports = _site_ports(r, cs)
-    reads = _reads(r, d.equation, ports)
+    ports = site_ports(r, cs)
+    reads = equation_reads(d.equation, ports)
     base.op = _op_label(cs.op)
     base.site = names.value_name[cs.value_id]
     base.port = d.equation.target_text
@@ -766,8 +758,8 @@ def touching_conflicts(analysis: Analysis, leaves: set[int]) -> list[ConflictInf
     for c in r.conflicts:
         hit = c.leaf in leaves
         if not hit and c.site >= 0:
-            ports = _site_ports(r, r.view.sites[c.site])
-            hit = any(x in leaves for _, x in _reads(r, c.equation, ports))
+            ports = site_ports(r, r.view.sites[c.site])
+            hit = any(x in leaves for _, x in equation_reads(c.equation, ports))
         if hit:
             out.append(conflict_info(analysis, c))
     return out
