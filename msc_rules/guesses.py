@@ -4,15 +4,17 @@ weights are among them.
 A leaf's layout is **guessed** when
 - the engine gave it initial letters (provenance kind `fallback`: no seed, rule or
   weak default reached it), or
-- an equation (strong or weak) decided it from other tensors' layouts and every
-  tensor of rank >= 1 it read was guessed itself: the letters a permute_dims, reshape
-  or elementwise op moves from a guess are still a guess.
+- a strong equation decided it from other tensors' layouts and every tensor of rank
+  >= 1 it read was guessed itself: the letters a permute_dims, reshape or elementwise
+  op moves from a guess are still a guess.
 
-An equation that reads no layout (attribute seeds such as a conv's `kernel_layout`,
-a weak default's role letters `O`/`IO`) is evidence, and so is a seed. One evidenced
-read is enough for a derived layout not to count as guessed (a broadcast of a guessed
-bias against an `NCHW` activation takes its letters from the activation). A scalar's
-empty layout is never a guess.
+Evidence: a seed, a strong equation that reads no layout (attribute seeds such as a
+conv's `kernel_layout`), and every weak default. A weak default is the rule's claim of
+a role (`O`, `IO`, a bias on the last axis) even where it copies letters from a
+guessed neighbour (a matmul's weight `IO` after the data's batch letters). One
+evidenced read is enough for a derived layout not to count as guessed (a broadcast of
+a guessed bias against an `NCHW` activation takes its letters from the activation).
+A scalar's empty layout is never a guess.
 
 A **weight** is a constant, or a parameter that is not a model input, reaching an
 argument of a weight consumer (`is_weight_consumer`: a convolution, `relax.matmul` or a
@@ -136,8 +138,8 @@ def guessed_leaves(result: InferenceResult) -> tuple[list[bool], list[bool]]:
         if d.kind == "fallback":
             guessed[leaf] = direct[leaf] = True
             continue
-        if d.equation is None or d.kind not in ("rule", "weak"):
-            continue
+        if d.equation is None or d.kind != "rule":
+            continue  # seeds, scalars and weak defaults are evidence
         ports = ports_of.get(d.site)
         if ports is None:
             ports = ports_of[d.site] = site_ports(result, view.sites[d.site])

@@ -132,6 +132,29 @@ def test_the_library_matmul_gives_a_bare_weight_evidence() -> None:
     assert _guessed_names(linear_module(transposed=False)) == {"matmul.weight": False}
 
 
+def test_weak_role_letters_are_evidence_even_after_a_guessed_input() -> None:
+    # token ids get initial letters (nothing gives them a layout); the embedding and
+    # the matmul's data follow them, yet the matmul's weak `IO` on its weight is the
+    # rule's claim of roles, not a guess
+    bb = relax.BlockBuilder()
+    ids = relax.Var("ids", relax.TensorType((2, 8), "int64"))
+    with bb.function("main", [ids]):
+        with bb.dataflow():
+            e = bb.emit(relax.op.take(_const(100, 16), ids, axis=0))
+            y = bb.emit(relax.op.matmul(e, _const(16, 32)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    from msc_rules.library import default_rules
+
+    analysis = analyze(bb.get(), default_rules())
+    g = find_guesses(analysis.result, analysis.mod)
+    by_name = {analysis.names.leaf_name(x): x for x in range(len(g.guessed))}
+    assert g.direct[by_name["ids"]]
+    weight = by_name["matmul.weight"]
+    assert analysis.result.layouts[weight] == "IO" and not g.guessed[weight]
+    assert weight in g.weights and guessed_weights(analysis, g) == []
+
+
 def test_a_weight_derived_from_a_guessed_input_is_guessed(tmp_path: Path) -> None:
     rules = _rules(tmp_path, WEIGHT_FROM_DATA)
     analysis = analyze(linear_module(transposed=False), rules)
