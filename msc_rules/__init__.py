@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
-from .errors import IRError, MissingLayoutError, MscRulesError, RuleFileError
+from .errors import GuessedWeightError, IRError, MissingLayoutError, MscRulesError, RuleFileError
 from .naming import NamePlan, plan_names
 from .passes import (
     PIPELINE_NAME,
@@ -21,6 +21,7 @@ from .passes import (
 from .span import get_layout, get_name
 
 __all__ = [
+    "GuessedWeightError",
     "IRError",
     "InferenceResult",
     "MissingLayoutError",
