@@ -690,13 +690,17 @@ class _Engine:
             if not ready:
                 still.append(k)
                 continue
-            if late and not self.late_ok:
+            target = ports.get(role) if idx is None else self._port(site, role, idx)
+            if late and not self.late_ok and (
+                (layouts[target] is None and ndims[target] >= 0) if type(target) is int
+                else not self._known(target)
+            ):
+                # it would decide an unknown tensor: first the tensor's own chain
                 still.append(k)
                 if site.index not in self.late_queued:
                     self.late_queued.add(site.index)
                     self.late.append(site.index)
                 continue
-            target = ports.get(role) if idx is None else self._port(site, role, idx)
             if weak:
                 if type(target) is int:
                     if layouts[target] is None and ndims[target] >= 0:
