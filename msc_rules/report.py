@@ -41,6 +41,7 @@ from .guesses import (
     find_guesses,
     leaves_of,
     site_ports,
+    site_rule,
 )
 
 FORMATS = ("text", "json", "markdown")
@@ -716,15 +717,15 @@ def _considered(analysis: Analysis, leaf: int, order: int) -> list[str]:
     r = analysis.result
     out: list[str] = []
     for cs in r.view.sites:
-        ports = _site_ports(r, cs)
-        roles = [role for role, st in ports.items() if leaf in _leaves(st)]
+        ports = site_ports(r, cs)
+        roles = [role for role, st in ports.items() if leaf in leaves_of(st)]
         if not roles:
             continue
         where = f"{_op_label(cs.op)} at {analysis.names.value_name[cs.value_id]}"
         if cs.op == "<link>":
             out.append(f"{where}: an identity link; its other side was unknown too")
             continue
-        rule = _site_rule(r.rules, cs.op)
+        rule = site_rule(r.rules, cs.op)
         if rule is None:
             out.append(f"{where}: the op has no rule")
             continue
@@ -733,7 +734,7 @@ def _considered(analysis: Analysis, leaf: int, order: int) -> list[str]:
             if not eqs:
                 out.append(f"{where}: no equation of its rule defines {role}")
             for eq in eqs:
-                later = sorted({port for port, x in _reads(r, eq, ports)
+                later = sorted({port for port, x in equation_reads(eq, ports)
                                 if (dx := r.decisions[x]) is None or dx.order > order})
                 why = (f"waited for {', '.join(later)} (decided after it)" if later else
                        "gave nothing (no evidence for this tensor)")
