@@ -10,7 +10,14 @@ from __future__ import annotations
 from .channels import ChannelGroup, Member, QuantAxes, channel_groups, quant_axes
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
-from .errors import IRError, MissingLayoutError, MscRulesError, PruneError, RuleFileError
+from .errors import (
+    GuessedWeightError,
+    IRError,
+    MissingLayoutError,
+    MscRulesError,
+    PruneError,
+    RuleFileError,
+)
 from .naming import NamePlan, plan_names
 from .passes import (
     PIPELINE_NAME,
@@ -25,19 +32,16 @@ from .span import get_layout, get_name
 
 __all__ = [
     "ChannelGroup",
-    "Member",
-    "PruneError",
-    "QuantAxes",
-    "channel_groups",
-    "mask_consumers",
-    "prune",
-    "quant_axes",
+    "GuessedWeightError",
     "IRError",
     "InferenceResult",
+    "Member",
     "MissingLayoutError",
     "MscRulesError",
     "NamePlan",
     "PIPELINE_NAME",
+    "PruneError",
+    "QuantAxes",
     "RuleFileError",
     "RuleSet",
     "SetExprLayout",
@@ -45,9 +49,13 @@ __all__ = [
     "annotate",
     "annotated_pipeline",
     "annotation_passes",
+    "channel_groups",
     "get_layout",
     "get_name",
     "infer_layouts",
     "load_rules",
+    "mask_consumers",
     "plan_names",
+    "prune",
+    "quant_axes",
 ]

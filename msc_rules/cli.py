@@ -1,6 +1,6 @@
 """The `msc-rules` command: annotate, coverage, explain, graph, check.
 
-    msc-rules annotate [MODEL] [-o OUT.json] [--format table|json|markdown]
+    msc-rules annotate [MODEL] [-o OUT.json] [--format table|json|markdown] [--strict]
     msc-rules coverage [MODEL] [--format text|json|markdown] [--fail-under PERCENT]
     msc-rules explain MODEL TENSOR_NAME [--tree] [--max-steps N]
     msc-rules graph MODEL -o FILE.html|.svg|.dot
@@ -12,14 +12,14 @@ Every command takes `--rules FILE` (repeatable: user rule files layered over the
 library) and `--entry NAME` (the Relax function to start from, default `main`).
 
 Exit status: 0 success; 1 a reported failure (rule errors, failed examples, coverage
-under the bar, unknown tensor, bad model); 2 a usage error; 3 an internal error.
+under the bar or a guessed weight, unknown tensor, bad model); 2 a usage error; 3 an
+internal error.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import sys
 import time
@@ -113,40 +113,39 @@ def _analyze(args: argparse.Namespace, progress: Progress) -> Any:
     return analyze(mod, rules, args.entry, progress.stage)
 
 
-def _annotate(mod: Any, rules: Any, entry: str, strict: bool) -> tuple[Any, bool]:
-    """Names then layouts; returns (module, whether names were written).
+def _annotate(mod: Any, rules: Any, entry: str, strict: bool, allow_guessed: bool = False,
+              progress: Progress | None = None) -> tuple[Any, bool, Any]:
+    """Names then layouts, from one inference; returns (annotated module, whether names
+    were written, the Guesses of that inference).
 
     Errors are raised before any pass runs (TVM turns an exception raised inside a
     pass into a plain RuntimeError): a bad entry, and with `strict` any binding the
-    rules leave without a layout.
+    rules leave without a layout, then (unless `allow_guessed`) any weight whose layout
+    is guessed.
     """
-    import msc_rules
+    from .errors import GuessedWeightError, MissingLayoutError
+    from .guesses import find_guesses
+    from .passes import missing_layouts, write_layouts
+    from .report import analyze, guessed_weights
 
-    from .report import check_entry, name_pass
-
-    check_entry(mod, entry)
+    analysis = analyze(mod, rules, entry, progress.stage if progress else None)
+    guesses = find_guesses(analysis.result, analysis.mod)
     if strict:
-        from .engine import infer_layouts
-        from .errors import MissingLayoutError
-        from .passes import missing_layouts
-
-        missing = missing_layouts(infer_layouts(mod, rules, entry))
+        missing = missing_layouts(analysis.result)
         if missing:
             raise MissingLayoutError(entry, missing)
-    annotate = getattr(msc_rules, "annotate", None)
-    if annotate is not None:
-        params = inspect.signature(annotate).parameters
-        if "rules" in params and "entry_name" in params:
-            return annotate(mod, rules=rules, entry_name=entry), True
+        weights = [] if allow_guessed else guessed_weights(analysis, guesses)
+        if weights:
+            raise GuessedWeightError(entry, [w.text() for w in weights])
+    if progress:
+        progress.stage("writing layouts")
+    return write_layouts(analysis.mod, analysis.result), analysis.named, guesses
 
-    named = False
-    set_name = name_pass(rules, entry)
-    if set_name is not None:
-        mod = set_name(mod)
-        named = True
-    set_layout: Any = msc_rules.SetExprLayout
-    mod = set_layout(entry_name=entry, rules=rules)(mod)
-    return mod, named
+
+def _guessed_weights_note(weights: Sequence[Any]) -> None:
+    listed = "; ".join(w.text() for w in weights[:20]) + (" ..." if len(weights) > 20 else "")
+    _note(f"{len(weights)} weight(s) have a guessed layout: {listed} "
+          "(--allow-guessed accepts them)")
 
 
 def _emit(text: str, out: str | None = None) -> None:
@@ -180,9 +179,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     try:
         rules = _rules(args)
         mod = _load(spec, progress)
-        progress.stage("annotating")
-        annotated, named = _annotate(mod, rules, args.entry, args.strict)
-        table = tensor_rows(annotated, args.entry, spec)
+        annotated, named, guesses = _annotate(mod, rules, args.entry, args.strict,
+                                              args.allow_guessed, progress)
+        table = tensor_rows(annotated, args.entry, spec, guesses)
         if args.output:
             progress.stage(f"writing {args.output}")
             Path(args.output).write_text(tvm.ir.save_json(annotated), encoding="utf-8")
@@ -211,10 +210,17 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     _emit(render(rep, args.format), args.output)
-    if args.fail_under is not None and rep.percent + 1e-9 < args.fail_under:
+    if args.fail_under is None:
+        return 0
+    failed = False
+    if rep.percent + 1e-9 < args.fail_under:
         _note(f"coverage {rep.percent:.1f}% is under --fail-under {args.fail_under:g}%")
-        return 1
-    return 0
+        failed = True
+    weights = getattr(rep, "guessed_weights", [])
+    if weights and not args.allow_guessed:
+        _guessed_weights_note(weights)
+        failed = True
+    return 1 if failed else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -418,7 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     a.add_argument("--strict", action="store_true",
                    help="fail when a binding is left without a layout "
-                        "(SetExprLayout(allow_missing=False))")
+                        "(SetExprLayout(allow_missing=False)) or a weight's layout is "
+                        "guessed (initial letters, or derived only from them)")
+    a.add_argument("--allow-guessed", action="store_true",
+                   help="with --strict: accept weights with guessed layouts")
     a.set_defaults(func=cmd_annotate)
 
     c = sub.add_parser("coverage", parents=[common], help="what the rules decide",
@@ -433,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="FILE", help="write the report here")
     c.add_argument("--fail-under", type=_percent, metavar="PERCENT",
                    help="exit 1 when coverage is under PERCENT (library: ops ruled or "
-                        "ignored; model: call bindings whose op is ruled or ignored)")
+                        "ignored; model: call bindings whose op is ruled or ignored) or, "
+                        "for a model, when a weight's layout is guessed")
+    c.add_argument("--allow-guessed", action="store_true",
+                   help="with --fail-under: accept weights with guessed layouts")
     c.set_defaults(func=cmd_coverage)
 
     e = sub.add_parser("explain", parents=[common], help="why a tensor has its layout",

@@ -286,6 +286,7 @@ class _Engine:
         self._shape_of = view.read_shape  # cached here, in _shapes
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
+        self.guessed: set[str] = set()  # letters initial letters gave so far
         self.sym_letter: dict[L.Dim, str] = {}
         self.letter_sym: dict[str, L.Dim] = {}
         self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
@@ -505,14 +506,20 @@ class _Engine:
                 letter = self.sym_letter.get(sym)
                 if letter and letter not in letters:
                     letters[i] = letter
-        # letters of the tensors it meets are theirs: a table guessed after its indices
-        # must not name its axes with the indices' letters
-        avoid = self._met_letters(leaf) | self.letter_sym.keys()
-        free = [c for c in L.initial(26) if c not in letters and c not in avoid]
-        if len(free) < letters.count(None):  # more axes than letters left: met ones too
-            free = [c for c in L.initial(26) if c not in letters and c not in self.letter_sym]
+        # letters of the tensors it meets are theirs (a table guessed after its indices
+        # must not name its axes with the indices' letters), and so are the letters of
+        # earlier guesses: two guesses are chosen apart and claim no shared axis
+        need = letters.count(None)
+        owned = self.letter_sym.keys()
+        for avoid in (self._met_letters(leaf) | self.guessed | owned,
+                      self._met_letters(leaf) | owned, owned):
+            free = [c for c in L.initial(26) if c not in letters and c not in avoid]
+            if len(free) >= need:  # else fewer letters are left than axes: relax
+                break
         pool = iter(free)
-        return "".join(x if x is not None else next(pool) for x in letters)
+        chosen = "".join(x if x is not None else next(pool) for x in letters)
+        self.guessed.update(chosen)
+        return chosen
 
     def _met_letters(self, leaf: int) -> set[str]:
         """The letters of the known tensors at the call sites where `leaf` is a port."""
@@ -690,13 +697,17 @@ class _Engine:
             if not ready:
                 still.append(k)
                 continue
-            if late and not self.late_ok:
+            target = ports.get(role) if idx is None else self._port(site, role, idx)
+            if late and not self.late_ok and (
+                (layouts[target] is None and ndims[target] >= 0) if type(target) is int
+                else not self._known(target)
+            ):
+                # it would decide an unknown tensor: first the tensor's own chain
                 still.append(k)
                 if site.index not in self.late_queued:
                     self.late_queued.add(site.index)
                     self.late.append(site.index)
                 continue
-            target = ports.get(role) if idx is None else self._port(site, role, idx)
             if weak:
                 if type(target) is int:
                     if layouts[target] is None and ndims[target] >= 0:

@@ -101,6 +101,23 @@ class MissingLayoutError(IRError):
         self.binding = bindings[0] if bindings else ""
 
 
+class GuessedWeightError(IRError):
+    """Weights (constants or parameters reaching a conv, matmul or norm) whose layout is
+    guessed: initial letters, or letters derived only from guesses (`annotate --strict`)."""
+
+    def __init__(self, function: str, weights: list[str] | None = None) -> None:
+        if weights is None:  # rebuilt from its message by TVM
+            self.weights: list[str] = []
+            self.function = self.binding = ""
+            MscRulesError.__init__(self, function)
+            return
+        self.weights = list(weights)
+        listed = "; ".join(weights[:20]) + (" ..." if len(weights) > 20 else "")
+        super().__init__(
+            f"{len(weights)} weight(s) have a guessed layout, no rule gave evidence: {listed}",
+            function=function)
+
+
 class RuleEvaluationError(MscRulesError):
     """A rule function was applied to values it cannot take (caught by the engine)."""
 
@@ -111,6 +128,6 @@ class PruneError(MscRulesError):
     output, or a weight that cannot be sliced. The module is left unchanged."""
 
 
-for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, RuleEvaluationError,
-             PruneError):
+for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, GuessedWeightError,
+             RuleEvaluationError, PruneError):
     tvm_ffi.register_error(_cls)

@@ -75,7 +75,9 @@ Weights seen through views
     what it is, and both stay unique. A constant that only views ever use (a
     transposed weight returned as output) is named after its first view, which then
     gets an ordinary name (`permute_dims_4.data`). A constant bound to a variable
-    (`c = R.const(..)`) is treated like one used inline.
+    (`c = R.const(..)`) is treated like one used inline. After `FoldConstant` the views
+    are gone and the folded constant is new and unnamed; naming the folded module
+    names it like any constant, after its consumer (`matmul.weight`, `add.rhs`).
 
 Calls to other functions
     A call of a global function, or of a local function, is named after the

@@ -71,6 +71,13 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     return edits
 
 
+def write_layouts(mod: tvm.IRModule, result: InferenceResult) -> tvm.IRModule:
+    """`mod` with the Layout markers of `result`, an inference made on `mod` itself
+    (what SetExprLayout writes, for a caller that already has the result)."""
+    with paused_gc():
+        return rewrite_module(mod, layout_edits(result))
+
+
 def missing_layouts(result: InferenceResult) -> list[str]:
     """Bindings and constants left without a layout, or computed by an op without a rule."""
     missing: list[str] = []
@@ -238,4 +245,4 @@ _register_pipeline()
 
 
 __all__ = ["PIPELINE_NAME", "SetExprLayout", "SetExprName", "annotate", "annotated_pipeline",
-           "annotation_passes", "layout_edits", "missing_layouts"]
+           "annotation_passes", "layout_edits", "missing_layouts", "write_layouts"]

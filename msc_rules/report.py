@@ -4,11 +4,16 @@
   (rule file:line with forward/backward equation counts, ignored with a reason, or
   undecided) and whether TVM has a built-in FRelaxInferLayout for it.
 - `model_coverage(analysis)`: the ops a module uses, bindings per op, ops without rules,
-  tensors left without a layout (or only guessed), and conflicts.
+  tensors left without a layout, guessed layouts and guessed weights (per op and in
+  total; definitions in guesses.py), and conflicts.
 - `explain(analysis, name)`: the chain of decisions that gave one tensor its layout,
   and every conflict touching it.
 - `tensor_rows(mod, entry)`: one row per tensor of an annotated module (name, op,
-  shape, layout), read back from the span markers.
+  shape, layout, guessed), read back from the span markers.
+
+One definition of "tensor" for every report: a tensor-typed leaf of the dependency
+view. A tuple counts its fields, an alias (`lv = R.const(...)`, `y = x`, `t[0]`) is
+not a second tensor, and a scalar (rank 0) has the empty layout and is not missing.
 
 Every report is a dataclass with `to_dict()` (the JSON form); `render(report, fmt)`
 turns one into text, JSON or Markdown.
@@ -28,7 +33,16 @@ from . import span
 from .dsl.ruleset import Rule, RuleSet
 from .engine import Conflict, Decision, InferenceResult, infer_view
 from .errors import MscRulesError
-from .graph import CallSite, DependencyView, Struct, build_view
+from .graph import DependencyView, Struct, build_view
+from .guesses import (
+    Guesses,
+    describe,
+    equation_reads,
+    find_guesses,
+    leaves_of,
+    site_ports,
+    site_rule,
+)
 
 FORMATS = ("text", "json", "markdown")
 
@@ -203,27 +217,6 @@ def short_path(file: str) -> str:
     except ValueError:
         return file
     return file if rel.startswith("..") else rel
-
-
-def _site_ports(result: InferenceResult, cs: CallSite) -> dict[str, Struct]:
-    """The ports (role -> struct) of a call site, as the engine binds them."""
-    roles: tuple[str, ...] = ()
-    if cs.op == "<link>":
-        roles = ("data",)
-    else:
-        rule = _site_rule(result.rules, cs.op)
-        if rule is not None:
-            roles = rule.roles
-    ports: dict[str, Struct] = {"out": cs.out}
-    for role, st in zip(roles, cs.args, strict=False):
-        ports[role] = st
-    return ports
-
-
-def _site_rule(rules: RuleSet, op: str) -> Rule | None:
-    if op.startswith("plugin:"):
-        return rules.plugin(op[len("plugin:"):])
-    return rules.lookup(op) if op and op != "<link>" else None
 
 
 def _op_label(op: str) -> str:
@@ -410,6 +403,8 @@ class ModelOp:
     bindings: int
     status: str  # "ruled" | "ignored" | "undecided" | "plugin" | "unruled plugin" | "opaque"
     where: str = ""
+    guessed: int = 0  # output tensors of its bindings whose layout is guessed
+    guessed_weights: int = 0  # guessed weights its bindings read
 
 
 @dataclass
@@ -420,11 +415,34 @@ class TensorIssue:
     place: str
     layout: str
     reason: str
+    derived: bool = False  # guessed: derived only from guesses, not initial letters
+
+
+@dataclass
+class GuessedWeight:
+    """A weight (constant or non-input parameter reaching a conv, matmul or norm) whose
+    layout is guessed."""
+
+    tensor: str
+    place: str
+    layout: str
+    consumers: list[str]  # "<consumer name> (<op> <role>)"
+    reason: str
+
+    def text(self) -> str:
+        """One line: name, place, layout and the first consumer."""
+        used = f", read by {self.consumers[0]}" if self.consumers else ""
+        return f"{self.tensor} ({self.place}) '{self.layout}'{used}"
 
 
 @dataclass
 class ModelCoverage:
-    """What the rules decide on one module."""
+    """What the rules decide on one module.
+
+    `tensors` counts every tensor-typed leaf of the dependency view (a tuple counts its
+    fields; an alias such as `lv = R.const(...)` or `t[0]` is not a second tensor);
+    scalars have the empty layout and are not missing. `annotate` counts the same set.
+    """
 
     model: str
     entry: str
@@ -435,6 +453,9 @@ class ModelCoverage:
     without_layout: list[TensorIssue]
     guessed: list[TensorIssue]
     conflicts: list[ConflictInfo]
+    guessed_weights: list[GuessedWeight] = field(default_factory=list)
+    scalars: int = 0
+    weights: int = 0
 
     @property
     def covered_bindings(self) -> int:
@@ -449,14 +470,21 @@ class ModelCoverage:
     @property
     def totals(self) -> dict[str, int]:
         """Headline counts."""
+        initial = sum(1 for g in self.guessed if not g.derived)
         return {
             "tensors": self.tensors,
+            "with_layout": self.tensors - len(self.without_layout),
+            "scalars": self.scalars,
             "bindings": self.bindings,
             "covered_bindings": self.covered_bindings,
             "ops": len(self.ops),
             "unruled_ops": len(self.unruled),
             "without_layout": len(self.without_layout),
             "guessed": len(self.guessed),
+            "guessed_initial_letters": initial,
+            "guessed_derived": len(self.guessed) - initial,
+            "weights": self.weights,
+            "guessed_weights": len(self.guessed_weights),
             "conflicts": len(self.conflicts),
         }
 
@@ -472,49 +500,87 @@ class ModelCoverage:
             "unruled": dict(self.unruled),
             "without_layout": [asdict(t) for t in self.without_layout],
             "guessed": [asdict(t) for t in self.guessed],
+            "guessed_weights": [asdict(t) for t in self.guessed_weights],
             "conflicts": [asdict(c) for c in self.conflicts],
         }
 
 
-def model_coverage(analysis: Analysis, model: str = "") -> ModelCoverage:
-    """Ops used, bindings per op, unruled ops, tensors without layouts, and conflicts."""
+def _use_label(analysis: Analysis, site: int, role: str) -> str:
+    """`<consumer name> (<op> <role>)`, e.g. `matmul (relax.matmul weight)`."""
+    cs = analysis.view.sites[site]
+    return f"{analysis.names.value_name[cs.value_id]} ({cs.op}{' ' + role if role else ''})"
+
+
+def guessed_weights(analysis: Analysis, guesses: Guesses | None = None) -> list[GuessedWeight]:
+    """The weights of the analysed module whose layout is guessed, in leaf order."""
+    r = analysis.result
+    g = guesses if guesses is not None else find_guesses(r, analysis.mod)
+    out: list[GuessedWeight] = []
+    for leaf in g.guessed_weights:
+        consumers = [_use_label(analysis, u.site, u.role) for u in g.weights[leaf]]
+        out.append(GuessedWeight(analysis.names.leaf_name(leaf), r.leaf_place(leaf),
+                                 r.layouts[leaf] or "", list(dict.fromkeys(consumers)),
+                                 describe(r, leaf, g)))
+    return out
+
+
+def model_coverage(analysis: Analysis, model: str = "",
+                   guesses: Guesses | None = None) -> ModelCoverage:
+    """Ops used, bindings per op, unruled ops, tensors without layouts or with guessed
+    ones (guessed weights apart), and conflicts."""
     r = analysis.result
     rules = r.rules
+    g = guesses if guesses is not None else find_guesses(r, analysis.mod)
     counts: dict[str, int] = {}
+    op_guessed: dict[str, int] = {}
+    op_weights: dict[str, int] = {}
+    guessed_weight_set = set(g.guessed_weights)
     for cs in r.view.sites:
         if cs.op == "<link>" or cs.call is None:
             continue
         key = cs.op or "<opaque call>"
         counts[key] = counts.get(key, 0) + 1
+        if r.view.values[cs.value_id].struct is not None:
+            own = [x for x in leaves_of(cs.out) if r.view.leaf_value[x] == cs.value_id]
+            op_guessed[key] = op_guessed.get(key, 0) + sum(g.guessed[x] for x in own)
+    for leaf in guessed_weight_set:
+        for op in dict.fromkeys(r.view.sites[u.site].op for u in g.weights[leaf]):
+            op_weights[op] = op_weights.get(op, 0) + 1
     ops: list[ModelOp] = []
     for op in sorted(counts):
         n = counts[op]
         if op.startswith("plugin:"):
             rule = rules.plugin(op[len("plugin:"):])
-            ops.append(ModelOp(op, n, "plugin" if rule else "unruled plugin",
-                               _pos(rule.pos) if rule else ""))
+            entry = ModelOp(op, n, "plugin" if rule else "unruled plugin",
+                            _pos(rule.pos) if rule else "")
         elif op == "<opaque call>":
-            ops.append(ModelOp(op, n, "opaque"))
+            entry = ModelOp(op, n, "opaque")
         else:
             status = rules.status(op)
             rule = rules.lookup(op)
             ign = rules.ignored(op)
             where = _pos(rule.pos) if rule else (ign.reason if ign else "")
-            ops.append(ModelOp(op, n, status, where))
+            entry = ModelOp(op, n, status, where)
+        entry.guessed = op_guessed.get(op, 0)
+        entry.guessed_weights = op_weights.get(op, 0)
+        ops.append(entry)
     without: list[TensorIssue] = []
     guessed: list[TensorIssue] = []
     names = analysis.names
+    scalars = 0
     for leaf, ndim in enumerate(r.view.leaf_ndim):
         d = r.decisions[leaf]
+        if ndim == 0:
+            scalars += 1
         if ndim < 0:
             without.append(TensorIssue(names.leaf_name(leaf), r.leaf_place(leaf), "",
                                        "rank unknown"))
         elif d is None:
             without.append(TensorIssue(names.leaf_name(leaf), r.leaf_place(leaf), "",
                                        "no rule decided it"))
-        elif d.kind == "fallback":
+        elif g.guessed[leaf]:
             guessed.append(TensorIssue(names.leaf_name(leaf), r.leaf_place(leaf), d.layout,
-                                       "initial letters: no rule or default reached it"))
+                                       describe(r, leaf, g), not g.direct[leaf]))
     return ModelCoverage(
         model=model,
         entry=analysis.entry,
@@ -525,6 +591,9 @@ def model_coverage(analysis: Analysis, model: str = "") -> ModelCoverage:
         without_layout=without,
         guessed=guessed,
         conflicts=[conflict_info(analysis, c) for c in r.conflicts],
+        guessed_weights=guessed_weights(analysis, g),
+        scalars=scalars,
+        weights=len(g.weights),
     )
 
 
@@ -607,19 +676,6 @@ def find_tensor(analysis: Analysis, query: str) -> tuple[str, list[int]]:
                       f"or its callees{hint}")
 
 
-def _reads(result: InferenceResult, eq: Any, ports: dict[str, Struct]) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for role, idx in eq.strict_reads:
-        st = ports.get(role)
-        if idx is not None:
-            st = st[idx] if isinstance(st, tuple) and idx < len(st) else None
-        text = role if idx is None else f"{role}[{idx}]"
-        out.extend((text, leaf) for leaf in _leaves(st))
-    for role in eq.partial_reads:
-        out.extend((role, leaf) for leaf in _leaves(ports.get(role)))
-    return out
-
-
 def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[str, int]]]:
     r = analysis.result
     names = analysis.names
@@ -641,8 +697,8 @@ def _step(analysis: Analysis, index: int, leaf: int) -> tuple[Step, list[tuple[s
                             "no call uses or defines it"))
         return base, []
     cs = r.view.sites[d.site]
-    ports = _site_ports(r, cs)
-    reads = _reads(r, d.equation, ports)
+    ports = site_ports(r, cs)
+    reads = equation_reads(d.equation, ports)
     base.op = _op_label(cs.op)
     base.site = names.value_name[cs.value_id]
     base.port = d.equation.target_text
@@ -661,15 +717,15 @@ def _considered(analysis: Analysis, leaf: int, order: int) -> list[str]:
     r = analysis.result
     out: list[str] = []
     for cs in r.view.sites:
-        ports = _site_ports(r, cs)
-        roles = [role for role, st in ports.items() if leaf in _leaves(st)]
+        ports = site_ports(r, cs)
+        roles = [role for role, st in ports.items() if leaf in leaves_of(st)]
         if not roles:
             continue
         where = f"{_op_label(cs.op)} at {analysis.names.value_name[cs.value_id]}"
         if cs.op == "<link>":
             out.append(f"{where}: an identity link; its other side was unknown too")
             continue
-        rule = _site_rule(r.rules, cs.op)
+        rule = site_rule(r.rules, cs.op)
         if rule is None:
             out.append(f"{where}: the op has no rule")
             continue
@@ -678,7 +734,7 @@ def _considered(analysis: Analysis, leaf: int, order: int) -> list[str]:
             if not eqs:
                 out.append(f"{where}: no equation of its rule defines {role}")
             for eq in eqs:
-                later = sorted({port for port, x in _reads(r, eq, ports)
+                later = sorted({port for port, x in equation_reads(eq, ports)
                                 if (dx := r.decisions[x]) is None or dx.order > order})
                 why = (f"waited for {', '.join(later)} (decided after it)" if later else
                        "gave nothing (no evidence for this tensor)")
@@ -744,8 +800,8 @@ def touching_conflicts(analysis: Analysis, leaves: set[int]) -> list[ConflictInf
     for c in r.conflicts:
         hit = c.leaf in leaves
         if not hit and c.site >= 0:
-            ports = _site_ports(r, r.view.sites[c.site])
-            hit = any(x in leaves for _, x in _reads(r, c.equation, ports))
+            ports = site_ports(r, r.view.sites[c.site])
+            hit = any(x in leaves for _, x in equation_reads(c.equation, ports))
         if hit:
             out.append(conflict_info(analysis, c))
     return out
@@ -756,7 +812,8 @@ def touching_conflicts(analysis: Analysis, leaves: set[int]) -> list[ConflictInf
 
 @dataclass
 class TensorRow:
-    """One tensor of an annotated module, read back from its markers."""
+    """One tensor (a leaf of the dependency view) of an annotated module, read back from
+    its markers; a tuple field is `<owner name>.<i>`."""
 
     name: str
     op: str
@@ -764,21 +821,55 @@ class TensorRow:
     layout: str
     function: str
     var: str
+    ndim: int = -1
+    guessed: bool = False  # the layout is guessed (initial letters, or derived only from them)
+    weight: bool = False  # a constant or non-input parameter reaching a conv, matmul or norm
+
+    @property
+    def has_layout(self) -> bool:
+        """A layout is known: letters, or the empty layout of a scalar."""
+        return bool(self.layout) or self.ndim == 0
 
 
 @dataclass
 class TensorTable:
-    """The rows `msc-rules annotate` prints."""
+    """The rows `msc-rules annotate` prints: one per tensor-typed leaf of the view, the
+    set `coverage` counts."""
 
     model: str
     entry: str
     rows: list[TensorRow]
     output: str = ""
 
+    @property
+    def totals(self) -> dict[str, int]:
+        """Headline counts (the same definitions as ModelCoverage.totals)."""
+        with_layout = sum(r.has_layout for r in self.rows)
+        return {
+            "tensors": len(self.rows),
+            "with_layout": with_layout,
+            "scalars": sum(r.ndim == 0 for r in self.rows),
+            "without_layout": len(self.rows) - with_layout,
+            "guessed": sum(r.guessed for r in self.rows),
+            "weights": sum(r.weight for r in self.rows),
+            "guessed_weights": sum(r.guessed and r.weight for r in self.rows),
+        }
+
+    @property
+    def guessed_by_op(self) -> dict[str, int]:
+        """Guessed tensors per op of the row (`const` and `param` for those)."""
+        out: dict[str, int] = {}
+        for r in self.rows:
+            if r.guessed:
+                out[r.op] = out.get(r.op, 0) + 1
+        return dict(sorted(out.items()))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
         return {"kind": "tensors", "model": self.model, "entry": self.entry,
-                "output": self.output, "tensors": [asdict(r) for r in self.rows]}
+                "output": self.output, "totals": self.totals,
+                "guessed_by_op": self.guessed_by_op,
+                "tensors": [asdict(r) for r in self.rows]}
 
 
 def _value_op(v: Any) -> str:
@@ -803,19 +894,41 @@ def _value_op(v: Any) -> str:
     return type(val).__name__
 
 
-def tensor_rows(mod: tvm.IRModule, entry: str = "main", model: str = "") -> TensorTable:
-    """One row per tensor-valued param, constant and binding, read from the span markers."""
+def _leaf_marker(v: Any, leaf: int) -> str:
+    """The layout the markers give one leaf of a value (a field of a flat tuple's marker)."""
+    text = span.get_layout(v.value) if v.kind == "binding" and isinstance(
+        v.value, tvm.ir.Node) else ""
+    text = text or span.get_layout(v.expr)
+    if isinstance(v.struct, int):
+        return text
+    flat = v.struct if isinstance(v.struct, tuple) else ()
+    if not text or not all(isinstance(x, int) for x in flat):
+        return ""  # nested tuples carry no marker
+    parts = text.split(",")
+    return parts[flat.index(leaf)] if len(parts) == len(flat) and leaf in flat else ""
+
+
+def tensor_rows(mod: tvm.IRModule, entry: str = "main", model: str = "",
+                guesses: Guesses | None = None) -> TensorTable:
+    """One row per tensor-typed leaf of the view (params, constants, binding results,
+    tuple fields; aliases are not repeated), read from the span markers.
+
+    `guesses` (from `find_guesses` on the inference that wrote the markers, whose view
+    has the same leaves) fills the `guessed` and `weight` columns.
+    """
     view = build_view(mod, entry)
     names = Names(view)
+    if guesses is not None and len(guesses.guessed) != len(view.leaf_ndim):
+        raise ReportError("the guesses were computed on a different module")
     rows: list[TensorRow] = []
-    for v in view.values:
-        if v.struct is None:
-            continue
-        layout = span.get_layout(v.value) if v.kind == "binding" and isinstance(
-            v.value, tvm.ir.Node) else ""
-        layout = layout or span.get_layout(v.expr)
-        rows.append(TensorRow(names.value_name[v.id], _value_op(v), _shape_text(v.expr.ty),
-                              layout, v.func, v.name if v.kind != "const" else ""))
+    for leaf, owner in enumerate(view.leaf_value):
+        v = view.values[owner]
+        rows.append(TensorRow(
+            names.leaf_name(leaf), _value_op(v), _shape_text(view.leaf_type[leaf]),
+            _leaf_marker(v, leaf), v.func, v.name if v.kind != "const" else "",
+            int(view.leaf_ndim[leaf]),
+            bool(guesses and guesses.guessed[leaf]),
+            bool(guesses and leaf in guesses.weights)))
     return TensorTable(model, entry, rows)
 
 
@@ -885,8 +998,10 @@ def _render_model(rep: ModelCoverage, md: bool) -> str:
     head = "# " if md else ""
     sub = "## " if md else ""
     out = [f"{head}Rule coverage of {rep.model or 'the model'} (entry {rep.entry})", ""]
-    out.append(_grid(md, ["op", "bindings", "status", "rule / reason"],
-                     ((o.op, o.bindings, o.status, o.where) for o in rep.ops)))
+    out.append(_grid(md, ["op", "bindings", "status", "rule / reason", "guessed",
+                          "guessed weights"],
+                     ((o.op, o.bindings, o.status, o.where, o.guessed or "",
+                       o.guessed_weights or "") for o in rep.ops)))
     out.append("")
     if rep.unruled:
         out.append(f"{sub}ops without rules: " + ", ".join(
@@ -899,10 +1014,20 @@ def _render_model(rep: ModelCoverage, md: bool) -> str:
         out.append(_grid(md, ["tensor", "place", "why"],
                          ((x.tensor, x.place, x.reason) for x in rep.without_layout)))
     out.append("")
-    out.append(f"{sub}tensors with guessed (initial-letter) layouts: {len(rep.guessed)}")
+    out.append(f"{sub}weights with guessed layouts: {len(rep.guessed_weights)}"
+               + (" (annotate --strict and coverage --fail-under fail on these)"
+                  if rep.guessed_weights else ""))
+    if rep.guessed_weights:
+        out.append(_grid(md, ["weight", "place", "layout", "read by", "why"],
+                         ((x.tensor, x.place, x.layout, "; ".join(x.consumers), x.reason)
+                          for x in rep.guessed_weights)))
+    out.append("")
+    out.append(f"{sub}tensors with guessed layouts: {len(rep.guessed)} "
+               f"({t['guessed_initial_letters']} initial letters, "
+               f"{t['guessed_derived']} derived only from guesses)")
     if rep.guessed:
-        out.append(_grid(md, ["tensor", "place", "layout"],
-                         ((x.tensor, x.place, x.layout) for x in rep.guessed)))
+        out.append(_grid(md, ["tensor", "place", "layout", "why"],
+                         ((x.tensor, x.place, x.layout, x.reason) for x in rep.guessed)))
     out.append("")
     out.append(f"{sub}conflicts: {len(rep.conflicts)}")
     if rep.conflicts:
@@ -910,9 +1035,8 @@ def _render_model(rep: ModelCoverage, md: bool) -> str:
             (c.tensor, c.kind, c.proposed, c.existing, c.equation, c.position, c.message)
             for c in rep.conflicts)))
     out += ["", (f"{t['bindings']} call bindings, {t['covered_bindings']} with a rule or "
-                 f"ignore ({rep.percent:.1f}%); {t['tensors']} tensors, "
-                 f"{t['without_layout']} without a layout, {t['guessed']} guessed, "
-                 f"{t['conflicts']} conflicts")]
+                 f"ignore ({rep.percent:.1f}%); " + _tensor_summary(t)
+                 + f", {t['conflicts']} conflicts")]
     return "\n".join(out)
 
 
@@ -958,11 +1082,25 @@ def _render_explanation(rep: Explanation, md: bool) -> str:
     return "\n".join(out)
 
 
+def _tensor_summary(t: dict[str, int]) -> str:
+    """The tensor counts both `annotate` and `coverage` print, in the same words."""
+    return (f"{t['tensors']} tensors, {t['with_layout']} with a layout ({t['scalars']} "
+            f"scalars), {t['without_layout']} without, {t['guessed']} guessed, "
+            f"{t['guessed_weights']} guessed weights")
+
+
+def _guess_mark(r: TensorRow) -> str:
+    return ("weight" if r.weight else "yes") if r.guessed else ""
+
+
 def _render_tensors(rep: TensorTable, md: bool) -> str:
-    rows = ((r.name, r.op, r.shape, r.layout) for r in rep.rows)
-    text = _grid(md, ["name", "op", "shape", "layout"], rows)
-    with_layout = sum(1 for r in rep.rows if r.layout)
-    return text + f"\n\n{len(rep.rows)} tensors, {with_layout} with a layout"
+    rows = ((r.name, r.op, r.shape, r.layout, _guess_mark(r)) for r in rep.rows)
+    text = _grid(md, ["name", "op", "shape", "layout", "guessed"], rows)
+    out = [text, "", _tensor_summary(rep.totals)]
+    by_op = rep.guessed_by_op
+    if by_op:
+        out.append("guessed by op: " + ", ".join(f"{op} {n}" for op, n in by_op.items()))
+    return "\n".join(out)
 
 
 Report = LibraryCoverage | ModelCoverage | Explanation | TensorTable
@@ -985,9 +1123,9 @@ def render(rep: Report, fmt: str = "text") -> str:
 
 
 __all__ = [
-    "Analysis", "ConflictInfo", "Explanation", "FORMATS", "LibraryCoverage", "ModelCoverage",
-    "ModelOp", "Names", "OpStatus", "Read", "ReportError", "Step", "TensorIssue", "TensorRow",
-    "TensorTable", "analyze", "explain", "find_tensor", "library_coverage", "model_coverage",
-    "registered_relax_ops", "render", "tensor_rows", "touching_conflicts",
-    "tvm_has_infer_layout",
+    "Analysis", "ConflictInfo", "Explanation", "FORMATS", "GuessedWeight", "LibraryCoverage",
+    "ModelCoverage", "ModelOp", "Names", "OpStatus", "Read", "ReportError", "Step",
+    "TensorIssue", "TensorRow", "TensorTable", "analyze", "explain", "find_tensor",
+    "guessed_weights", "library_coverage", "model_coverage", "registered_relax_ops", "render",
+    "tensor_rows", "touching_conflicts", "tvm_has_infer_layout",
 ]

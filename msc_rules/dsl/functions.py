@@ -208,8 +208,8 @@ def _tie(env: Env, out: str, operand: str) -> str | None:
     if type(lay) is not str or shape is None or out_shape is None:
         return None
     n, m = len(shape), len(out_shape)
-    if n > m or len(lay) != m:
-        return None
+    if n > m or len(lay) != m or shape == out_shape:
+        return None  # (an operand of the output's shape is the output: rules say so first)
     for d, e in zip(shape, out_shape[m - n :]):
         if d != 1 and d != e:
             return None
