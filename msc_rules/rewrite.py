@@ -7,6 +7,7 @@ cost near the price of constructing the nodes and leaves the module structurally
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from tvm import relax
 from tvm.ir import _ffi_api as _ir_ffi
 from tvm.relax import _ffi_api as _relax_ffi
 
+from . import native as _native
 from .errors import IRError
 from .ffi import items
 from .graph import Value as _Value
@@ -278,6 +280,129 @@ def rewrite_function(func: Any, edits: SpanEdits, release: bool = False) -> Any:
     return _Rebuilder(edits, release).function(func)
 
 
+fallbacks: list[tuple[str, str]] = []
+"""(function, reason) for every function the native rebuild handed back to Python (the
+last 100): what the tests check to know the native path really ran."""
+
+
+class _Flat:
+    """The edits of one function as the native rebuild takes them: distinct marker
+    sets, and (handle, set index) pairs for vars and for other nodes (a later pair for
+    the same handle wins, as markers from `SpanEdits.leaf_markers` win over the dicts)."""
+
+    __slots__ = ("sets", "set_of", "var_keys", "var_sets", "value_keys", "value_sets")
+
+    def __init__(self) -> None:
+        self.sets: list[Markers] = []
+        self.set_of: dict[Markers, int] = {}
+        self.var_keys: list[int] = []
+        self.var_sets: list[int] = []
+        self.value_keys: list[int] = []
+        self.value_sets: list[int] = []
+
+    def index(self, markers: Markers) -> int:
+        got = self.set_of.get(markers)
+        if got is None:
+            got = self.set_of[markers] = len(self.sets)
+            self.sets.append(markers)
+        return got
+
+    def add(self, keys: list[int], sets: list[int], entries: Mapping[int, Markers]) -> None:
+        index = self.index
+        keys.extend(entries)
+        sets.extend([index(m) for m in entries.values()])
+
+    def native_args(self) -> tuple[bytes, bytes, bytes, bytes, str] | None:
+        """The arguments of the native `rebuild` after the function (None when a marker
+        holds one of the separator characters: the Python rebuild takes those)."""
+        parts = ["\x1e".join(f"{k}\x1f{v}" for k, v in m) for m in self.sets]
+        text = "\x1d".join(parts)
+        if text.count("\x1f") != sum(len(m) for m in self.sets) or text.count("\x1d") != max(
+                len(parts) - 1, 0) or text.count("\x1e") != sum(len(m) - 1 for m in self.sets):
+            return None
+        return (array("q", self.var_keys).tobytes(), array("i", self.var_sets).tobytes(),
+                array("q", self.value_keys).tobytes(), array("i", self.value_sets).tobytes(),
+                text)
+
+    def edits(self) -> SpanEdits:
+        """The same edits for the Python rebuild."""
+        sets = self.sets
+        return SpanEdits(vars={k: sets[i] for k, i in zip(self.var_keys, self.var_sets)},
+                         values={k: sets[i] for k, i in zip(self.value_keys, self.value_sets)})
+
+
+def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
+    """Every function's edits as flat (handle, marker set) pairs (see `_Flat`).
+
+    Markers per leaf (`SpanEdits.leaf_markers`) become pairs on each call binding's var
+    and call, in one pass over the shared records for all functions (`Value.top` says
+    whose), releasing each record once read if `release`.
+    """
+    flat = {name: _Flat() for name in edits}
+    for name, e in edits.items():
+        f = flat[name]
+        f.add(f.var_keys, f.var_sets, e.vars)
+        f.add(f.value_keys, f.value_sets, e.values)
+    walked: set[int] = set()
+    for e in edits.values():
+        records, leaf_markers = e.records, e.leaf_markers
+        if not records or leaf_markers is None or id(records) in walked:
+            continue
+        walked.add(id(records))
+        struct_markers = e.struct_markers
+        for _block, recs in records.values():
+            for i, r in enumerate(recs):
+                if release:
+                    recs[i] = None
+                if type(r) is not _Value or r.args is None:
+                    continue
+                st = r.struct
+                if type(st) is int:
+                    m = leaf_markers[st]
+                elif st is not None and struct_markers is not None:
+                    m = struct_markers(st)
+                else:
+                    m = None
+                if not m:
+                    continue
+                f = flat.get(r.top)
+                if f is None:
+                    continue
+                k = f.index(m)
+                f.var_keys.append(r.expr.__chandle__())
+                f.var_sets.append(k)
+                f.value_keys.append(r.value.__chandle__())
+                f.value_sets.append(k)
+    return flat
+
+
+def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
+                    release: bool) -> dict[Any, Any]:
+    """The rebuilt functions, by the native rebuild where it can (see rewrite_module)."""
+    funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
+    updates: dict[Any, Any] = {}
+    for name, f in _flatten(edits, release).items():
+        gv, func = funcs[name]
+        if not f.var_keys and not f.value_keys:
+            continue
+        args = f.native_args()
+        new = None
+        if args is not None:
+            try:
+                new = native.rebuild(func, *args)
+            except Exception as err:  # a node it does not know: this function goes to Python
+                fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
+                new = None
+        if new is None:
+            try:
+                new = _Rebuilder(f.edits()).function(func)
+            except RecursionError:
+                raise IRError("module nests too deeply to rewrite", function=name) from None
+        updates[gv] = new
+    del fallbacks[:-100]
+    return updates
+
+
 def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
                    release: bool = False) -> tvm.IRModule:
     """A copy of `mod` whose functions named in `edits` carry the new markers.
@@ -286,11 +411,20 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
     to None once rebuilt), for a caller that owns them and has dropped the view: the
     view's reads are then freed one by one while still in cache. The edits cannot be
     used again afterwards.
+
+    The native rebuild (msc_rules/native) does the work when it is available
+    (MSC_RULES_NATIVE); a function it cannot rebuild is rebuilt here, in Python, with
+    the same markers.
     """
     if not edits:
         return mod
+    native = _native.get()
+    if native is not None:
+        updates = _rewrite_native(native, mod, edits, release)
+        return tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()},
+                            attrs=mod.attrs, global_infos=mod.global_infos)
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
-    updates: dict[Any, Any] = {}
+    updates = {}
     for name, e in edits.items():
         gv, func = funcs[name]
         try:
