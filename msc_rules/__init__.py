@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
-from .errors import IRError, MissingLayoutError, MscRulesError, RuleFileError
+from .errors import IRError, MissingLayoutError, MscRulesError, NativeBuildError, RuleFileError
 from .naming import NamePlan, plan_names
 from .passes import (
     PIPELINE_NAME,
@@ -26,6 +26,7 @@ __all__ = [
     "MissingLayoutError",
     "MscRulesError",
     "NamePlan",
+    "NativeBuildError",
     "PIPELINE_NAME",
     "RuleFileError",
     "RuleSet",

@@ -290,7 +290,7 @@ class _Flat:
     sets, and (handle, set index) pairs for vars and for other nodes (a later pair for
     the same handle wins, as markers from `SpanEdits.leaf_markers` win over the dicts)."""
 
-    __slots__ = ("sets", "set_of", "var_keys", "var_sets", "value_keys", "value_sets")
+    __slots__ = ("set_of", "sets", "value_keys", "value_sets", "var_keys", "var_sets")
 
     def __init__(self) -> None:
         self.sets: list[Markers] = []
@@ -365,15 +365,38 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
                     m = None
                 if not m:
                     continue
-                f = flat.get(r.top)
-                if f is None:
+                into = flat.get(r.top)
+                if into is None:
                     continue
-                k = f.index(m)
-                f.var_keys.append(r.expr.__chandle__())
-                f.var_sets.append(k)
-                f.value_keys.append(r.value.__chandle__())
-                f.value_sets.append(k)
+                k = into.index(m)
+                into.var_keys.append(r.expr.__chandle__())
+                into.var_sets.append(k)
+                into.value_keys.append(r.value.__chandle__())
+                into.value_sets.append(k)
     return flat
+
+
+def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, SpanEdits]:
+    """One set of edits writing all of `maps`, each node's markers in the order of the
+    maps: rewriting with it writes what rewriting with each map in turn would (a key
+    set again replaces its marker in place). Markers per leaf become plain entries.
+    `release` as for rewrite_module (the maps' records are emptied)."""
+    out: dict[str, SpanEdits] = {}
+    for edits in maps:
+        for name, f in _flatten(edits, release).items():
+            target = out.get(name)
+            if target is None:
+                target = out[name] = SpanEdits()
+            own = f.edits()  # within one map, a later entry replaces an earlier one
+            for mine, theirs in ((target.vars, own.vars), (target.values, own.values)):
+                for h, m in theirs.items():
+                    old = mine.get(h)
+                    if old is not None:
+                        for k, v in m:
+                            old = marked(old, k, v)
+                        m = old
+                    mine[h] = m
+    return out
 
 
 def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdits],

@@ -24,14 +24,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..errors import MscRulesError
+from ..errors import MscRulesError, NativeBuildError
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
-
-
-class NativeBuildError(MscRulesError):
-    """The native walk could not be built or loaded (with MSC_RULES_NATIVE=1)."""
-
 
 _lock = threading.Lock()
 _module: Any = None
