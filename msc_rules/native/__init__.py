@@ -109,6 +109,10 @@ def _build() -> Any:
         module = tvm_ffi.load_module(str(target))
         if module.version() != 1:
             raise NativeBuildError(f"{target} is not this version of the native walk")
+        # Keep the GIL during a rebuild: it interns span text in TVM's global SourceName
+        # table, which the Python rebuild only ever reaches with the GIL held, so two
+        # threads' passes never touch it at once either way.
+        module.rebuild.release_gil = False
     except NativeBuildError:
         raise
     except Exception as err:  # a library from a broken build or another ABI
