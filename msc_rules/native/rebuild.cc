@@ -20,7 +20,6 @@
 
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -69,19 +68,21 @@ struct Field {
   bool direct = false;
 
   Field() = default;
-  Field(const char* type_key, const char* name)
+  Field(const char* type_key, const char* name, bool object = true)
       : info(FindField(type_key, name)),
         direct(info->size == sizeof(void*) &&
-               info->field_static_type_index >= ffi::TypeIndex::kTVMFFIStaticObjectBegin) {}
+               info->field_static_type_index >= ffi::TypeIndex::kTVMFFIStaticObjectBegin) {
+    if (object && !direct) {
+      TVM_FFI_THROW(RuntimeError) << "field " << name << " of " << type_key
+                                  << " does not hold an object reference";
+    }
+  }
 
-  ObjectRef Get(const Object* obj) const {
-    const char* addr = reinterpret_cast<const char*>(obj) + info->offset;
-    if (direct) return *reinterpret_cast<const ObjectRef*>(addr);
-    Any out;
-    TVM_FFI_CHECK_SAFE_CALL(
-        info->getter(const_cast<char*>(addr), reinterpret_cast<TVMFFIAny*>(&out)));
-    if (out == nullptr) return ObjectRef(nullptr);
-    return out.cast<ObjectRef>();
+  // The field as an object reference, without touching its reference count (only for
+  // fields that hold one: checked when the field is looked up with `object = true`).
+  const ObjectRef& Get(const Object* obj) const {
+    return *reinterpret_cast<const ObjectRef*>(reinterpret_cast<const char*>(obj) +
+                                               info->offset);
   }
 
   Array<ObjectRef> GetArray(const Object* obj) const {
@@ -154,11 +155,11 @@ struct Types {
     match_cast_var = Field("relax.expr.MatchCast", "var");
     match_cast_value = Field("relax.expr.MatchCast", "value");
     span_source = Field("ir.Span", "source_name");
-    span_line = Field("ir.Span", "line");
-    span_column = Field("ir.Span", "column");
-    span_end_line = Field("ir.Span", "end_line");
-    span_end_column = Field("ir.Span", "end_column");
-    source_name_name = Field("ir.SourceName", "name");
+    span_line = Field("ir.Span", "line", false);
+    span_column = Field("ir.Span", "column", false);
+    span_end_line = Field("ir.Span", "end_line", false);
+    span_end_column = Field("ir.Span", "end_column", false);
+    source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
     make_source_name = Function::GetGlobalRequired("ir.SourceName");
     for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
@@ -191,6 +192,68 @@ const Types& GetTypes() {
   static Types types;  // thread-safe initialisation (C++11)
   return types;
 }
+
+// An open-addressing hash map keyed by node address: one allocation for the whole
+// table instead of one per entry (std::unordered_map's), which the rebuild did per
+// binding several times.
+template <typename V>
+class PtrMap {
+ public:
+  explicit PtrMap(size_t expected = 0) { Reset(expected * 2 + 16); }
+
+  const V* Find(const Object* key) const {
+    for (size_t i = Slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == nullptr) return nullptr;
+    }
+  }
+
+  void Put(const Object* key, V value) {
+    if ((size_ + 1) * 2 > keys_.size()) Grow();
+    for (size_t i = Slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) {
+        values_[i] = std::move(value);
+        return;
+      }
+      if (keys_[i] == nullptr) {
+        keys_[i] = key;
+        values_[i] = std::move(value);
+        ++size_;
+        return;
+      }
+    }
+  }
+
+ private:
+  size_t Slot(const Object* key) const {
+    uint64_t h = (reinterpret_cast<uint64_t>(key) >> 4) * 0x9E3779B97F4A7C15ull;
+    return static_cast<size_t>(h >> 20) & mask_;
+  }
+
+  void Reset(size_t capacity) {
+    size_t cap = 16;
+    while (cap < capacity) cap <<= 1;
+    keys_.assign(cap, nullptr);
+    values_.clear();
+    values_.resize(cap);
+    mask_ = cap - 1;
+    size_ = 0;
+  }
+
+  void Grow() {
+    std::vector<const Object*> keys = std::move(keys_);
+    std::vector<V> values = std::move(values_);
+    Reset(keys.size() * 2);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] != nullptr) Put(keys[i], std::move(values[i]));
+    }
+  }
+
+  std::vector<const Object*> keys_;
+  std::vector<V> values_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
 
 using Markers = std::vector<std::pair<std::string, std::string>>;
 
@@ -231,8 +294,8 @@ constexpr int kMaxDepth = 2000;  // nesting levels before handing the function t
 
 class Rebuilder {
  public:
-  Rebuilder(const Types& t, const std::unordered_map<const Object*, int32_t>& vars,
-            const std::unordered_map<const Object*, int32_t>& values,
+  Rebuilder(const Types& t, const PtrMap<int32_t>& vars,
+            const PtrMap<int32_t>& values,
             const std::vector<Markers>& sets)
       : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
         bare_done_(sets.size(), false) {}
@@ -284,8 +347,8 @@ class Rebuilder {
   }
 
   int32_t ValueSet(const Object* e) const {
-    auto it = values_.find(e);
-    return it == values_.end() ? -1 : it->second;
+    const int32_t* set = values_.Find(e);
+    return set == nullptr ? -1 : *set;
   }
 
   ObjectRef Marked(const ObjectRef& e, int32_t set) {
@@ -295,10 +358,10 @@ class Rebuilder {
   }
 
   ObjectRef VarDef(const ObjectRef& v) {
-    auto it = vars_.find(v.get());
-    if (it == vars_.end()) return v;
-    ObjectRef nv = Marked(v, it->second);
-    remap_[v.get()] = nv;
+    const int32_t* set = vars_.Find(v.get());
+    if (set == nullptr) return v;
+    ObjectRef nv = Marked(v, *set);
+    remap_.Put(v.get(), nv);
     return nv;
   }
 
@@ -306,16 +369,16 @@ class Rebuilder {
     if (!e.defined()) return e;
     int32_t ti = e->type_index();
     if (ti == t_.var || ti == t_.dataflow_var) {
-      auto it = remap_.find(e.get());
-      return it == remap_.end() ? e : it->second;
+      const ObjectRef* got = remap_.Find(e.get());
+      return got == nullptr ? e : *got;
     }
     if (ti == t_.call) return Call(e);
     if (ti == t_.constant) {
-      auto it = memo_.find(e.get());
-      if (it != memo_.end()) return it->second;
+      const ObjectRef* got = memo_.Find(e.get());
+      if (got != nullptr) return *got;
       int32_t set = ValueSet(e.get());
       ObjectRef out = set < 0 ? e : Marked(e, set);
-      memo_[e.get()] = out;
+      memo_.Put(e.get(), out);
       return out;
     }
     if (ti == t_.shape) {
@@ -394,9 +457,9 @@ class Rebuilder {
     Array<ObjectRef> blocks;
     blocks.reserve(old_blocks.size());
     for (const ObjectRef& block : old_blocks) {
-      auto done = memo_.find(block.get());  // a block met twice is rebuilt once
-      if (done != memo_.end()) {
-        blocks.push_back(done->second);
+      const ObjectRef* done = memo_.Find(block.get());  // a block met twice is rebuilt once
+      if (done != nullptr) {
+        blocks.push_back(*done);
         continue;
       }
       int32_t bti = block->type_index();
@@ -411,7 +474,7 @@ class Rebuilder {
       for (const ObjectRef& b : old_bindings) bindings.push_back(Binding(b));
       ObjectRef out = t_.Copy(block);
       t_.block_bindings.Set(out.get(), bindings);
-      memo_[block.get()] = out;
+      memo_.Put(block.get(), out);
       blocks.push_back(out);
     }
     ObjectRef body = Expr(t_.seq_body.Get(e.get()));
@@ -444,13 +507,13 @@ class Rebuilder {
   }
 
   const Types& t_;
-  const std::unordered_map<const Object*, int32_t>& vars_;
-  const std::unordered_map<const Object*, int32_t>& values_;
+  const PtrMap<int32_t>& vars_;
+  const PtrMap<int32_t>& values_;
   const std::vector<Markers>& sets_;
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
-  std::unordered_map<const Object*, ObjectRef> remap_;
-  std::unordered_map<const Object*, ObjectRef> memo_;
+  PtrMap<ObjectRef> remap_;
+  PtrMap<ObjectRef> memo_;
   int depth_ = 0;
 };
 
@@ -481,14 +544,13 @@ std::vector<Markers> ParseSets(const std::string& text) {
 }
 
 // handles (int64, native order) and set indices (int32) -> map
-std::unordered_map<const Object*, int32_t> ParseKeys(const ffi::Bytes& keys,
+PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys,
                                                      const ffi::Bytes& sets, size_t n_sets) {
   size_t n = keys.size() / sizeof(int64_t);
   if (keys.size() % sizeof(int64_t) != 0 || sets.size() != n * sizeof(int32_t)) {
     TVM_FFI_THROW(ValueError) << "handles and marker sets differ in length";
   }
-  std::unordered_map<const Object*, int32_t> out;
-  out.reserve(n * 2);
+  PtrMap<int32_t> out(n);
   for (size_t i = 0; i < n; ++i) {
     int64_t handle;
     int32_t set;
@@ -497,7 +559,7 @@ std::unordered_map<const Object*, int32_t> ParseKeys(const ffi::Bytes& keys,
     if (set < 0 || static_cast<size_t>(set) >= n_sets) {
       TVM_FFI_THROW(ValueError) << "marker set index out of range";
     }
-    out[reinterpret_cast<const Object*>(handle)] = set;
+    out.Put(reinterpret_cast<const Object*>(handle), set);
   }
   return out;
 }
