@@ -351,6 +351,8 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
         walked.add(id(records))
         struct_markers = e.struct_markers
         for _block, recs in records.values():
+            top: str | None = None
+            into: _Flat | None = None
             for i, r in enumerate(recs):
                 if release:
                     recs[i] = None
@@ -365,14 +367,22 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
                     m = None
                 if not m:
                     continue
-                into = flat.get(r.top)
+                if r.top is not top:  # (the bindings of a block share one function)
+                    top = r.top
+                    into = flat.get(top)
+                    if into is not None:
+                        set_of, index = into.set_of, into.index
+                        var_keys, var_sets = into.var_keys.append, into.var_sets.append
+                        value_keys, value_sets = into.value_keys.append, into.value_sets.append
                 if into is None:
                     continue
-                k = into.index(m)
-                into.var_keys.append(r.expr.__chandle__())
-                into.var_sets.append(k)
-                into.value_keys.append(r.value.__chandle__())
-                into.value_sets.append(k)
+                k = set_of.get(m)
+                if k is None:
+                    k = index(m)
+                var_keys(r.expr.__chandle__())
+                var_sets(k)
+                value_keys(r.value.__chandle__())
+                value_sets(k)
     return flat
 
 
