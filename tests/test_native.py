@@ -273,3 +273,13 @@ def test_a_build_goes_to_the_cache_and_is_reused(fresh_loader: Path) -> None:
     native._module = None
     assert native.load().version() == 1
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def test_an_unwritable_cache_is_a_build_error(fresh_loader: Path, set_mode: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = fresh_loader / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MSC_RULES_CACHE", str(blocker))
+    set_mode("1")
+    with pytest.raises(native.NativeBuildError, match="cannot write the cache folder"):
+        native.load()

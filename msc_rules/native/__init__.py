@@ -85,11 +85,14 @@ def _build() -> Any:
     folder = cache_dir()
     target = folder / "msc_rules_native.so"
     if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        # built under a temporary name and renamed: a process that races us, or one
-        # killed mid-build, never leaves a half-written library under the real name
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # built under a temporary name and renamed: a process that races us, or one
+            # killed mid-build, never leaves a half-written library under the real name
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+        except OSError as err:
+            raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
         start = time.perf_counter()
         try:
             done = subprocess.run(_command(Path(tmp)), capture_output=True, text=True,
