@@ -315,10 +315,12 @@ class _Flat:
     def native_args(self) -> tuple[bytes, bytes, bytes, bytes, str] | None:
         """The arguments of the native `rebuild` after the function (None when a marker
         holds one of the separator characters: the Python rebuild takes those)."""
-        parts = ["\x1e".join(f"{k}\x1f{v}" for k, v in m) for m in self.sets]
-        text = "\x1d".join(parts)
-        if text.count("\x1f") != sum(len(m) for m in self.sets) or text.count("\x1d") != max(
-                len(parts) - 1, 0) or text.count("\x1e") != sum(len(m) - 1 for m in self.sets):
+        sets = self.sets
+        pair, join = "\x1f".join, "\x1e".join
+        text = "\x1d".join([join(map(pair, m)) for m in sets])
+        n_pairs = sum(map(len, sets))
+        if (text.count("\x1f") != n_pairs or text.count("\x1e") != n_pairs - len(sets)
+                or text.count("\x1d") != max(len(sets) - 1, 0)):
             return None
         return (array("q", self.var_keys).tobytes(), array("i", self.var_sets).tobytes(),
                 array("q", self.value_keys).tobytes(), array("i", self.value_sets).tobytes(),
@@ -393,20 +395,35 @@ def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, 
     `release` as for rewrite_module (the maps' records are emptied)."""
     out: dict[str, SpanEdits] = {}
     for edits in maps:
-        for name, f in _flatten(edits, release).items():
+        layer: dict[str, tuple[dict[int, Markers], dict[int, Markers]]]
+        if all(e.leaf_markers is None or not e.records for e in edits.values()):
+            layer = {name: (e.vars, e.values) for name, e in edits.items()}
+        else:  # within one map, a later entry replaces an earlier one
+            layer = {}
+            for name, f in _flatten(edits, release).items():
+                get = f.sets.__getitem__
+                layer[name] = (dict(zip(f.var_keys, map(get, f.var_sets))),
+                               dict(zip(f.value_keys, map(get, f.value_sets))))
+        for name, theirs in layer.items():
             target = out.get(name)
             if target is None:
-                target = out[name] = SpanEdits()
-            own = f.edits()  # within one map, a later entry replaces an earlier one
-            for mine, theirs in ((target.vars, own.vars), (target.values, own.values)):
-                for h, m in theirs.items():
+                out[name] = SpanEdits(vars=dict(theirs[0]), values=dict(theirs[1]))
+                continue
+            for mine, entries in zip((target.vars, target.values), theirs):
+                for h, m in entries.items():
                     old = mine.get(h)
-                    if old is not None:
-                        for k, v in m:
-                            old = marked(old, k, v)
-                        m = old
-                    mine[h] = m
+                    mine[h] = m if old is None else _merged(old, m)
     return out
+
+
+def _merged(old: Markers, new: Markers) -> Markers:
+    """`old` with every marker of `new` set in turn (see `marked`)."""
+    if len(new) == 1 and all(k != new[0][0] for k, _ in old):
+        return (*old, new[0])  # the common case: a new key appended (not interned:
+        # these sets are mostly unique, names included)
+    for k, v in new:
+        old = marked(old, k, v)
+    return old
 
 
 def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdits],

@@ -20,6 +20,7 @@
 
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -255,38 +256,51 @@ class PtrMap {
   size_t size_ = 0;
 };
 
-using Markers = std::vector<std::pair<std::string, std::string>>;
+// A marker set: (key, value) pairs, viewing the marker text passed in (alive for the
+// whole call).
+using Pair = std::pair<std::string_view, std::string_view>;
+struct Markers {
+  const Pair* begin_;
+  const Pair* end_;
+  const Pair* begin() const { return begin_; }
+  const Pair* end() const { return end_; }
+};
 
-const char* Legacy(const std::string& key) {
+const char* Legacy(std::string_view key) {
   if (key == "Name") return "name";
   if (key == "Layout") return "layout";
   if (key == "SharedRef") return "master";
   return nullptr;
 }
 
-// span.set_marker_text: replace the first `<key>..</key>` (or its legacy key) in place,
-// else append. Python's regex `<key>(.*?)</key>` (re.S) matches at the first `<key>`
-// that has a `</key>` after it, ending at the first such `</key>`.
-std::string SetMarker(const std::string& text, const std::string& key, const std::string& value) {
-  if (value.empty()) return text;
-  std::string marker = "<" + key + ">" + value + "</" + key + ">";
-  if (text.find('<') != std::string::npos) {
-    for (const char* k : {key.c_str(), Legacy(key)}) {
-      if (k == nullptr) continue;
-      std::string open = std::string("<") + k + ">";
-      std::string close = std::string("</") + k + ">";
-      size_t start = text.find(open);
+// span.set_marker_text on `text`, in place: replace the first `<key>..</key>` (or its
+// legacy key) with the marker, else append it. Python's regex `<key>(.*?)</key>` (re.S)
+// matches at the first `<key>` that has a `</key>` after it, ending at the first such
+// `</key>`.
+void SetMarker(std::string* text, std::string_view key, std::string_view value) {
+  if (value.empty()) return;
+  std::string marker;
+  marker.reserve(key.size() * 2 + value.size() + 5);
+  marker.append("<").append(key).append(">").append(value).append("</").append(key).append(">");
+  if (text->find('<') != std::string::npos) {
+    const char* legacy = Legacy(key);
+    for (std::string_view k : {key, legacy ? std::string_view(legacy) : std::string_view()}) {
+      if (k.empty()) continue;
+      std::string open = std::string("<").append(k).append(">");
+      std::string close = std::string("</").append(k).append(">");
+      size_t start = text->find(open);
       if (start == std::string::npos) continue;
-      size_t end = text.find(close, start + open.size());
+      size_t end = text->find(close, start + open.size());
       if (end == std::string::npos) continue;
-      return text.substr(0, start) + marker + text.substr(end + close.size());
+      text->replace(start, end + close.size() - start, marker);
+      return;
     }
   }
-  return text + marker;
+  text->append(marker);
 }
 
 std::string Apply(std::string text, const Markers& markers) {
-  for (const auto& kv : markers) text = SetMarker(text, kv.first, kv.second);
+  for (const Pair& kv : markers) SetMarker(&text, kv.first, kv.second);
   return text;
 }
 
@@ -517,30 +531,28 @@ class Rebuilder {
   int depth_ = 0;
 };
 
-// Marker sets, encoded as "key\x1fvalue\x1ekey\x1fvalue" joined by "\x1d".
-std::vector<Markers> ParseSets(const std::string& text) {
-  std::vector<Markers> sets;
-  if (text.empty()) return sets;
-  size_t pos = 0;
-  while (true) {
-    size_t end = text.find('\x1d', pos);
-    std::string set = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-    Markers markers;
-    size_t p = 0;
-    while (p <= set.size()) {
-      size_t q = set.find('\x1e', p);
-      std::string pair = set.substr(p, q == std::string::npos ? std::string::npos : q - p);
+// Marker sets, encoded as "key\x1fvalue\x1ekey\x1fvalue" joined by "\x1d": all pairs
+// in `pairs` (views of `text`), set i made of pairs [starts[i], starts[i + 1]).
+void ParseSets(std::string_view text, std::vector<Pair>* pairs, std::vector<Markers>* sets) {
+  std::vector<size_t> starts;
+  if (!text.empty()) {
+    size_t pos = 0;
+    starts.push_back(0);
+    while (true) {
+      size_t end = text.find_first_of("\x1d\x1e", pos);
+      std::string_view pair = text.substr(pos, end == std::string_view::npos ? end : end - pos);
       size_t sep = pair.find('\x1f');
-      if (sep == std::string::npos) TVM_FFI_THROW(ValueError) << "bad marker set";
-      markers.emplace_back(pair.substr(0, sep), pair.substr(sep + 1));
-      if (q == std::string::npos) break;
-      p = q + 1;
+      if (sep == std::string_view::npos) TVM_FFI_THROW(ValueError) << "bad marker set";
+      pairs->emplace_back(pair.substr(0, sep), pair.substr(sep + 1));
+      if (end == std::string_view::npos) break;
+      if (text[end] == '\x1d') starts.push_back(pairs->size());
+      pos = end + 1;
     }
-    sets.push_back(std::move(markers));
-    if (end == std::string::npos) break;
-    pos = end + 1;
   }
-  return sets;
+  starts.push_back(pairs->size());
+  for (size_t i = 0; i + 1 < starts.size(); ++i) {
+    sets->push_back(Markers{pairs->data() + starts[i], pairs->data() + starts[i + 1]});
+  }
 }
 
 // handles (int64, native order) and set indices (int32) -> map
@@ -570,7 +582,9 @@ ObjectRef Rebuild(ObjectRef func, ffi::Bytes var_keys, ffi::Bytes var_sets,
   if (func->type_index() != t.function) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function, got " << func->GetTypeKey();
   }
-  std::vector<Markers> sets = ParseSets(std::string(marker_sets));
+  std::vector<Pair> pairs;
+  std::vector<Markers> sets;
+  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets);
   auto vars = ParseKeys(var_keys, var_sets, sets.size());
   auto values = ParseKeys(value_keys, value_sets, sets.size());
   Rebuilder rebuilder(t, vars, values, sets);
