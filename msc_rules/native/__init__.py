@@ -37,7 +37,7 @@ build_seconds: float | None = None
 
 
 def mode() -> str:
-    """"0", "1" or "" (auto), from MSC_RULES_NATIVE."""
+    """The path MSC_RULES_NATIVE asks for: "0", "1" or "" (unset: native if it builds)."""
     value = os.environ.get("MSC_RULES_NATIVE", "").strip()
     if value not in ("", "0", "1"):
         raise MscRulesError(f"MSC_RULES_NATIVE must be 0, 1 or unset, not {value!r}")
