@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
-from .errors import GuessedWeightError, IRError, MissingLayoutError, MscRulesError, RuleFileError
+from .errors import (
+    GuessedWeightError,
+    IRError,
+    MissingLayoutError,
+    MscRulesError,
+    NativeBuildError,
+    RuleFileError,
+)
 from .naming import NamePlan, plan_names
 from .passes import (
     PIPELINE_NAME,
@@ -27,6 +34,7 @@ __all__ = [
     "MissingLayoutError",
     "MscRulesError",
     "NamePlan",
+    "NativeBuildError",
     "PIPELINE_NAME",
     "RuleFileError",
     "RuleSet",

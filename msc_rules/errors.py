@@ -122,6 +122,10 @@ class RuleEvaluationError(MscRulesError):
     """A rule function was applied to values it cannot take (caught by the engine)."""
 
 
+class NativeBuildError(MscRulesError):
+    """The native walk could not be built or loaded while MSC_RULES_NATIVE=1 asked for it."""
+
+
 for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, GuessedWeightError,
-             RuleEvaluationError):
+             RuleEvaluationError, NativeBuildError):
     tvm_ffi.register_error(_cls)
