@@ -7,6 +7,12 @@ rule library.
 
     python benchmarks/bench_layout.py                # 1k, 10k, 100k
     python benchmarks/bench_layout.py --sizes 1000 10000 --convert-layout-max 10000
+    python benchmarks/bench_layout.py --compare-only     # native vs Python fallback only
+
+First a comparison of the two rebuilds (msc_rules/native): annotate and SetExprLayout
+with the native rebuild and with the Python fallback against Normalize, and the time
+the first use takes to build the native library. The main table then runs with the
+rebuild MSC_RULES_NATIVE selects (unset: native if it builds).
 
 Times are the best of three runs (ConvertLayout: one run), each with the previous
 run's result freed before the clock starts. The phase columns (view, infer, write) are
@@ -31,6 +37,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -50,17 +57,20 @@ from msc_rules.passes import layout_edits
 from msc_rules.rewrite import rewrite_module
 from msc_rules.util import paused_gc
 
+CLOCK: Callable[[], float] = time.perf_counter
+"""The clock of `timed`: wall time, or this process's CPU time with --cpu-time."""
+
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
-    """Best wall time of `repeat` runs, and the last result."""
+    """Best time of `repeat` runs (by CLOCK), and the last result."""
     best, out = float("inf"), None
     for _ in range(repeat):
         # the previous run's result is freed before the clock starts: freeing an output
         # module is the caller's work, not the timed pass's (for every pass timed here)
         out = None
-        t = time.perf_counter()
+        t = CLOCK()
         out = fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, CLOCK() - t)
     return best, out
 
 
@@ -172,6 +182,79 @@ def library_load_ms() -> tuple[float, float]:
     return cold * 1e3, warm * 1e3
 
 
+_BUILD_ONCE = (
+    "import time\nfrom msc_rules import native\n"
+    "t = time.perf_counter(); native.load(); print(time.perf_counter() - t)"
+)
+
+
+def native_build_seconds() -> tuple[float, float]:
+    """(first use with an empty cache: compile and load, first use with the library
+    cached: load only), each in a fresh interpreter (imports done before timing)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "MSC_RULES_CACHE": cache}
+
+        def first_use() -> float:
+            run = subprocess.run([sys.executable, "-c", _BUILD_ONCE], capture_output=True,
+                                 text=True, check=True, env=env)
+            return float(run.stdout.strip().splitlines()[-1])
+
+        return first_use(), first_use()
+
+
+def _with_native(mode: str, fn: Callable[[], Any], reps: int) -> float:
+    """Best time of `fn` with MSC_RULES_NATIVE=mode."""
+    old = os.environ.get("MSC_RULES_NATIVE")
+    os.environ["MSC_RULES_NATIVE"] = mode
+    try:
+        return timed(fn, reps)[0]
+    finally:
+        if old is None:
+            del os.environ["MSC_RULES_NATIVE"]
+        else:
+            os.environ["MSC_RULES_NATIVE"] = old
+
+
+def compare_paths(sizes: list[int]) -> None:
+    """Print annotate and SetExprLayout, native and Python fallback, against Normalize
+    (and annotate as it was before one rebuild wrote both markers: SetExprName then
+    SetExprLayout, Python)."""
+    built, cached = native_build_seconds()
+    print(f"native walk: first use {built:.1f} s with an empty cache (compile + load), "
+          f"{1e3 * cached:.0f} ms cached; target < 10 s")
+    print()
+    head = (f"{'bindings':>9} {'Norm':>6} {'layout py':>9} {'layout cc':>9} "
+            f"{'annot py':>8} {'annot cc':>8} {'2-pass py':>9} "
+            f"{'lay py/N':>8} {'lay cc/N':>8} {'ann py/N':>8} {'ann cc/N':>8}")
+    clock = "CPU" if CLOCK is time.process_time else "wall"
+    print(f"microseconds per binding (best of 3, {clock} time): py = Python fallback "
+          "(MSC_RULES_NATIVE=0), "
+          "cc = native rebuild (=1)")
+    print(head)
+    print("-" * len(head))
+    times: dict[int, float] = {}
+    for n in sizes:
+        mod = conv_chain(n)
+        nb = count_bindings(mod)
+        t_norm, _ = timed(lambda: tvm.relax.transform.Normalize()(mod), 3)
+        lay = {m: _with_native(m, lambda: msc_rules.SetExprLayout()(mod), 3) for m in "01"}
+        ann = {m: _with_native(m, lambda: msc_rules.annotate(mod), 3) for m in "01"}
+        two = _with_native(
+            "0", lambda: msc_rules.SetExprLayout()(msc_rules.SetExprName()(mod)), 3)
+        times[n] = ann["1"]
+        us = [1e6 * t / nb for t in (t_norm, lay["0"], lay["1"], ann["0"], ann["1"], two)]
+        print(f"{nb:9d} {us[0]:6.1f} {us[1]:9.1f} {us[2]:9.1f} {us[3]:8.1f} {us[4]:8.1f} "
+              f"{us[5]:9.1f} {lay['0'] / t_norm:7.1f}x {lay['1'] / t_norm:7.1f}x "
+              f"{ann['0'] / t_norm:7.1f}x {ann['1'] / t_norm:7.1f}x")
+    ordered = sorted(times)
+    if len(ordered) >= 2:
+        a, b = ordered[-2], ordered[-1]
+        print(f"\nannotate (native) growth: {b // a}x bindings cost "
+              f"{times[b] / times[a]:.1f}x time")
+    print("targets (issue 13): annotate within 3x of Normalize at 100k, SetExprLayout "
+          "within 2x; the Python fallback no slower than before (2-pass py)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -183,10 +266,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc column")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS column")
+    ap.add_argument("--no-compare", action="store_true",
+                    help="skip the native / Python fallback comparison")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="print only the native / Python fallback comparison")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by this process's CPU time, not wall time (a busy machine)")
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
         rss_child(args.rss_child)
+        return 0
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+        print("times are CPU time of this process (--cpu-time), not wall time")
+    if not args.no_compare:
+        compare_paths(args.sizes)
+        print()
+    if args.compare_only:
         return 0
 
     cold, warm = library_load_ms()

@@ -9,6 +9,10 @@ confirm a change with `bench_layout.py` too.
     python benchmarks/count_instructions.py            # a 2k-binding chain
     python benchmarks/count_instructions.py --size 5000
 
+The rewrite phase runs the rebuild `MSC_RULES_NATIVE` selects (msc_rules/native;
+unset: the native one if it builds): set it to 0 or 1 on both sides of an A/B
+comparison.
+
 Needs valgrind. The script re-runs itself under callgrind with instrumentation off,
 switches it on around the phases (imports and the module build are not counted) and
 prints one line per phase.

@@ -15,6 +15,7 @@ from .errors import (
     IRError,
     MissingLayoutError,
     MscRulesError,
+    NativeBuildError,
     PruneError,
     RuleFileError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MissingLayoutError",
     "MscRulesError",
     "NamePlan",
+    "NativeBuildError",
     "PIPELINE_NAME",
     "PruneError",
     "QuantAxes",

@@ -128,6 +128,10 @@ class PruneError(MscRulesError):
     output, or a weight that cannot be sliced. The module is left unchanged."""
 
 
+class NativeBuildError(MscRulesError):
+    """The native walk could not be built or loaded while MSC_RULES_NATIVE=1 asked for it."""
+
+
 for _cls in (MscRulesError, RuleFileError, IRError, MissingLayoutError, GuessedWeightError,
-             RuleEvaluationError, PruneError):
+             RuleEvaluationError, NativeBuildError, PruneError):
     tvm_ffi.register_error(_cls)

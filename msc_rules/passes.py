@@ -15,7 +15,7 @@ from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
 from .naming import plan_names
-from .rewrite import Markers, SpanEdits, marked, rewrite_module
+from .rewrite import Markers, SpanEdits, combine, marked, rewrite_module
 from .util import paused_gc
 
 _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
@@ -182,10 +182,22 @@ class SetExprName:
 
 def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
              entry_name: str = "main") -> tvm.IRModule:
-    """Names, then layouts: both markers end up side by side on one span."""
-    for annotation in annotation_passes(rules, entry_name):
-        mod = annotation(mod)
-    return mod
+    """Names, then layouts: both markers end up side by side on one span.
+
+    The markers of SetExprName then SetExprLayout, written in one rebuild: the layouts
+    are inferred on the input module (names do not change them) and each node gets its
+    Name (and SharedRef) markers, then its Layout marker.
+    """
+    with paused_gc():
+        names = plan_names(mod, rules, entry_name, "", None).edits()
+        result = infer_layouts(mod, rules, entry_name)
+        layouts = layout_edits(result)
+        del result  # the view lives on in the edits' records, which combine frees
+        edits = combine(names, layouts, release=True)
+        del names, layouts
+        out = rewrite_module(mod, edits)
+        del edits
+    return out
 
 
 def annotation_passes(rules: RuleSet | None = None, entry_name: str = "main",

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .guesses import leaves_of as _leaves
 from .report import (
     Analysis,
-    _leaves,
     _op_label,
     _shape_text,
     _value_op,

@@ -54,14 +54,6 @@ class ReportError(MscRulesError):
 # --------------------------------------------------------------------------- names
 
 
-def _leaves(struct: Struct) -> list[int]:
-    if isinstance(struct, int):
-        return [struct]
-    if isinstance(struct, tuple):
-        return [x for s in struct for x in _leaves(s)]
-    return []
-
-
 def _path_to(struct: Struct, leaf: int) -> list[int] | None:
     if struct == leaf:
         return []
@@ -113,7 +105,7 @@ class Names:
         """
         exact: dict[int, tuple[str, list[int]]] = {}
         for vid, v in enumerate(self.view.values):
-            leaves = _leaves(v.struct)
+            leaves = leaves_of(v.struct)
             if not leaves:
                 continue
             place = f"{v.func}:{v.name}"

@@ -7,6 +7,7 @@ cost near the price of constructing the nodes and leaves the module structurally
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from tvm import relax
 from tvm.ir import _ffi_api as _ir_ffi
 from tvm.relax import _ffi_api as _relax_ffi
 
+from . import native as _native
 from .errors import IRError
 from .ffi import items
 from .graph import Value as _Value
@@ -278,6 +280,179 @@ def rewrite_function(func: Any, edits: SpanEdits, release: bool = False) -> Any:
     return _Rebuilder(edits, release).function(func)
 
 
+fallbacks: list[tuple[str, str]] = []
+"""(function, reason) for every function the native rebuild handed back to Python (the
+last 100): what the tests check to know the native path really ran."""
+
+
+class _Flat:
+    """The edits of one function as the native rebuild takes them: distinct marker
+    sets, and (handle, set index) pairs for vars and for other nodes (a later pair for
+    the same handle wins, as markers from `SpanEdits.leaf_markers` win over the dicts)."""
+
+    __slots__ = ("set_of", "sets", "value_keys", "value_sets", "var_keys", "var_sets")
+
+    def __init__(self) -> None:
+        self.sets: list[Markers] = []
+        self.set_of: dict[Markers, int] = {}
+        self.var_keys: list[int] = []
+        self.var_sets: list[int] = []
+        self.value_keys: list[int] = []
+        self.value_sets: list[int] = []
+
+    def index(self, markers: Markers) -> int:
+        got = self.set_of.get(markers)
+        if got is None:
+            got = self.set_of[markers] = len(self.sets)
+            self.sets.append(markers)
+        return got
+
+    def add(self, keys: list[int], sets: list[int], entries: Mapping[int, Markers]) -> None:
+        index = self.index
+        keys.extend(entries)
+        sets.extend([index(m) for m in entries.values()])
+
+    def native_args(self) -> tuple[bytes, bytes, bytes, bytes, str] | None:
+        """The arguments of the native `rebuild` after the function (None when a marker
+        holds one of the separator characters: the Python rebuild takes those)."""
+        sets = self.sets
+        pair, join = "\x1f".join, "\x1e".join
+        text = "\x1d".join([join(map(pair, m)) for m in sets])
+        n_pairs = sum(map(len, sets))
+        if (text.count("\x1f") != n_pairs or text.count("\x1e") != n_pairs - len(sets)
+                or text.count("\x1d") != max(len(sets) - 1, 0)):
+            return None
+        return (array("q", self.var_keys).tobytes(), array("i", self.var_sets).tobytes(),
+                array("q", self.value_keys).tobytes(), array("i", self.value_sets).tobytes(),
+                text)
+
+    def edits(self) -> SpanEdits:
+        """The same edits for the Python rebuild."""
+        sets = self.sets
+        return SpanEdits(vars={k: sets[i] for k, i in zip(self.var_keys, self.var_sets)},
+                         values={k: sets[i] for k, i in zip(self.value_keys, self.value_sets)})
+
+
+def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
+    """Every function's edits as flat (handle, marker set) pairs (see `_Flat`).
+
+    Markers per leaf (`SpanEdits.leaf_markers`) become pairs on each call binding's var
+    and call, in one pass over the shared records for all functions (`Value.top` says
+    whose), releasing each record once read if `release`.
+    """
+    flat = {name: _Flat() for name in edits}
+    for name, e in edits.items():
+        f = flat[name]
+        f.add(f.var_keys, f.var_sets, e.vars)
+        f.add(f.value_keys, f.value_sets, e.values)
+    walked: set[int] = set()
+    for e in edits.values():
+        records, leaf_markers = e.records, e.leaf_markers
+        if not records or leaf_markers is None or id(records) in walked:
+            continue
+        walked.add(id(records))
+        struct_markers = e.struct_markers
+        for _block, recs in records.values():
+            top: str | None = None
+            into: _Flat | None = None
+            for i, r in enumerate(recs):
+                if release:
+                    recs[i] = None
+                if type(r) is not _Value or r.args is None:
+                    continue
+                st = r.struct
+                if type(st) is int:
+                    m = leaf_markers[st]
+                elif st is not None and struct_markers is not None:
+                    m = struct_markers(st)
+                else:
+                    m = None
+                if not m:
+                    continue
+                if r.top is not top:  # (the bindings of a block share one function)
+                    top = r.top
+                    into = flat.get(top)
+                    if into is not None:
+                        set_of, index = into.set_of, into.index
+                        var_keys, var_sets = into.var_keys.append, into.var_sets.append
+                        value_keys, value_sets = into.value_keys.append, into.value_sets.append
+                if into is None:
+                    continue
+                k = set_of.get(m)
+                if k is None:
+                    k = index(m)
+                var_keys(r.expr.__chandle__())
+                var_sets(k)
+                value_keys(r.value.__chandle__())
+                value_sets(k)
+    return flat
+
+
+def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, SpanEdits]:
+    """One set of edits writing all of `maps`, each node's markers in the order of the
+    maps: rewriting with it writes what rewriting with each map in turn would (a key
+    set again replaces its marker in place). Markers per leaf become plain entries.
+    `release` as for rewrite_module (the maps' records are emptied)."""
+    out: dict[str, SpanEdits] = {}
+    for edits in maps:
+        layer: dict[str, tuple[dict[int, Markers], dict[int, Markers]]]
+        if all(e.leaf_markers is None or not e.records for e in edits.values()):
+            layer = {name: (e.vars, e.values) for name, e in edits.items()}
+        else:  # within one map, a later entry replaces an earlier one
+            layer = {}
+            for name, f in _flatten(edits, release).items():
+                get = f.sets.__getitem__
+                layer[name] = (dict(zip(f.var_keys, map(get, f.var_sets))),
+                               dict(zip(f.value_keys, map(get, f.value_sets))))
+        for name, theirs in layer.items():
+            target = out.get(name)
+            if target is None:
+                out[name] = SpanEdits(vars=dict(theirs[0]), values=dict(theirs[1]))
+                continue
+            for mine, entries in zip((target.vars, target.values), theirs):
+                for h, m in entries.items():
+                    old = mine.get(h)
+                    mine[h] = m if old is None else _merged(old, m)
+    return out
+
+
+def _merged(old: Markers, new: Markers) -> Markers:
+    """`old` with every marker of `new` set in turn (see `marked`)."""
+    if len(new) == 1 and all(k != new[0][0] for k, _ in old):
+        return (*old, new[0])  # the common case: a new key appended (not interned:
+        # these sets are mostly unique, names included)
+    for k, v in new:
+        old = marked(old, k, v)
+    return old
+
+
+def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
+                    release: bool) -> dict[Any, Any]:
+    """The rebuilt functions, by the native rebuild where it can (see rewrite_module)."""
+    funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
+    updates: dict[Any, Any] = {}
+    for name, f in _flatten(edits, release).items():
+        gv, func = funcs[name]
+        if not f.var_keys and not f.value_keys:
+            continue
+        args = f.native_args()
+        new = None
+        if args is not None:
+            try:
+                new = native.rebuild(func, *args)
+            except Exception as err:  # a node it does not know: this function goes to Python
+                fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
+                new = None
+        if new is None:
+            try:
+                new = _Rebuilder(f.edits()).function(func)
+            except RecursionError:
+                raise IRError("module nests too deeply to rewrite", function=name) from None
+        updates[gv] = new
+    del fallbacks[:-100]
+    return updates
+
+
 def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
                    release: bool = False) -> tvm.IRModule:
     """A copy of `mod` whose functions named in `edits` carry the new markers.
@@ -286,11 +461,20 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
     to None once rebuilt), for a caller that owns them and has dropped the view: the
     view's reads are then freed one by one while still in cache. The edits cannot be
     used again afterwards.
+
+    The native rebuild (msc_rules/native) does the work when it is available
+    (MSC_RULES_NATIVE); a function it cannot rebuild is rebuilt here, in Python, with
+    the same markers.
     """
     if not edits:
         return mod
+    native = _native.get()
+    if native is not None:
+        updates = _rewrite_native(native, mod, edits, release)
+        return tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()},
+                            attrs=mod.attrs, global_infos=mod.global_infos)
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
-    updates: dict[Any, Any] = {}
+    updates = {}
     for name, e in edits.items():
         gv, func = funcs[name]
         try:

@@ -1,0 +1,159 @@
+"""The native walk: C++ shipped as source, built at first use, with the Python fallback.
+
+`rebuild.cc` is compiled with one plain `c++` command against tvm-ffi's shipped headers
+and `libtvm_ffi.so` (no ninja, no TVM headers) into a cache folder per (msc_rules, tvm,
+tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
+else `~/.cache/msc_rules`. `$CXX` picks the compiler.
+
+`MSC_RULES_NATIVE` chooses the path, read on every call: `0` the Python walk, `1` the
+native one (a build failure raises `NativeBuildError`), unset: native if it builds, else
+the Python walk after one notice line on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..errors import MscRulesError, NativeBuildError
+
+SOURCE = Path(__file__).with_name("rebuild.cc")
+
+_lock = threading.Lock()
+_module: Any = None
+_failure: str | None = None
+_noticed = False
+build_seconds: float | None = None
+"""Wall time of the build this process made (None if it loaded a cached library)."""
+
+
+def mode() -> str:
+    """The path MSC_RULES_NATIVE asks for: "0", "1" or "" (unset: native if it builds)."""
+    value = os.environ.get("MSC_RULES_NATIVE", "").strip()
+    if value not in ("", "0", "1"):
+        raise MscRulesError(f"MSC_RULES_NATIVE must be 0, 1 or unset, not {value!r}")
+    return value
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cache_dir() -> Path:
+    """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
+    and this source."""
+    root = os.environ.get("MSC_RULES_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "msc_rules")
+    import tvm
+    import tvm_ffi
+
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    tag = (f"native-{_version('msc_rules')}-tvm{tvm.__version__}-"
+           f"ffi{tvm_ffi.__version__}-{digest}")
+    return Path(root) / tag
+
+
+def _command(out: Path) -> list[str]:
+    import tvm_ffi.libinfo as libinfo
+
+    lib = Path(libinfo.find_libtvm_ffi())
+    includes = dict.fromkeys((libinfo.find_include_path(), libinfo.find_dlpack_include_path()))
+    cxx = shlex.split(os.environ.get("CXX", "c++"))
+    return [*cxx, "-std=c++17", "-O2", "-fPIC", "-shared",
+            *(f"-I{p}" for p in includes), str(SOURCE), "-o", str(out),
+            f"-L{lib.parent}", "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"]
+
+
+def _build() -> Any:
+    global build_seconds
+    import tvm_ffi
+
+    folder = cache_dir()
+    target = folder / "msc_rules_native.so"
+    if not target.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # built under a temporary name and renamed: a process that races us, or one
+            # killed mid-build, never leaves a half-written library under the real name
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+        except OSError as err:
+            raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(_command(Path(tmp)), capture_output=True, text=True,
+                                  timeout=600, check=False)
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines()
+                raise NativeBuildError(
+                    f"compiling {SOURCE.name} failed: {lines[0] if lines else done.returncode}")
+            os.replace(tmp, target)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise NativeBuildError(f"cannot run the C++ compiler: {err}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        build_seconds = time.perf_counter() - start
+    try:
+        module = tvm_ffi.load_module(str(target))
+        if module.version() != 1:
+            raise NativeBuildError(f"{target} is not this version of the native walk")
+        # Keep the GIL during a rebuild: it interns span text in TVM's global SourceName
+        # table, which the Python rebuild only ever reaches with the GIL held, so two
+        # threads' passes never touch it at once either way.
+        module.rebuild.release_gil = False
+    except NativeBuildError:
+        raise
+    except Exception as err:  # a library from a broken build or another ABI
+        raise NativeBuildError(f"cannot load {target}: {err}") from None
+    return module
+
+
+def load() -> Any:
+    """The native module (built if needed); raises NativeBuildError if it cannot be had."""
+    global _module, _failure
+    with _lock:
+        if _module is not None:
+            return _module
+        if _failure is not None:
+            raise NativeBuildError(_failure)
+        try:
+            _module = _build()
+        except NativeBuildError as err:
+            _failure = str(err)
+            raise
+        return _module
+
+
+def get() -> Any:
+    """The native module to use now, or None for the Python walk (see MSC_RULES_NATIVE)."""
+    global _noticed
+    wanted = mode()
+    if wanted == "0":
+        return None
+    if wanted == "1":
+        return load()
+    try:
+        return load()
+    except NativeBuildError as err:
+        if not _noticed:
+            _noticed = True
+            print(f"msc_rules: using the Python walk ({err})", file=sys.stderr)
+        return None
+
+
+__all__ = ["SOURCE", "NativeBuildError", "build_seconds", "cache_dir", "get", "load", "mode"]

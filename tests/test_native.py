@@ -1,0 +1,285 @@
+"""The native rebuild (msc_rules/native) against the Python one, marker for marker.
+
+Every real model of the suite and random modules (tests/strategies.py) go through
+SetExprLayout, SetExprName and annotate with MSC_RULES_NATIVE=0 and =1; the span text
+of every node must be the same, and annotate (one rebuild) must write what SetExprName
+then SetExprLayout wrote. The loader's choices (env, cache folder, a failing build) and
+the fallback of a function the C++ walk does not know are checked too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tvm
+import tvm_ffi
+from hypothesis import HealthCheck, given, settings
+from models import BUILDERS, SLOW_BUILDERS
+from strategies import relax_modules
+from tvm import relax
+
+import msc_rules
+from msc_rules import native, rewrite
+from msc_rules.rewrite import SpanEdits, rewrite_module
+
+_FOLLOW = ("params", "body", "blocks", "bindings", "var", "value", "args", "fields",
+           "tuple_value", "cond", "true_branch", "false_branch", "op")
+_OPAQUE = ("ir.Op", "ir.GlobalVar", "relax.expr.ExternFunc")
+
+
+def span_texts(mod: tvm.IRModule) -> list[tuple[str, str]]:
+    """(type key, span text) of every node of every Relax function, in a fixed order
+    (functions by name, then depth first through the fields that hold expressions)."""
+    out: list[tuple[str, str]] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, (list, tuple, tvm_ffi.Array)):
+            for x in o:
+                walk(x)
+            return
+        info = getattr(type(o), "__tvm_ffi_type_info__", None)
+        if info is None or info.type_key in _OPAQUE:
+            return
+        sp = getattr(o, "span", None)
+        sn = None if sp is None else sp.source_name
+        out.append((info.type_key, "" if sn is None else str(sn.name)))
+        for f in _FOLLOW:
+            if f == "value" and info.type_key == "ir.GenericConst":
+                continue
+            v = getattr(o, f, None)
+            if v is not None:
+                walk(v)
+
+    for gv in sorted(mod.get_global_vars(), key=lambda g: g.name_hint):
+        func = mod[gv]
+        if isinstance(func, relax.Function):
+            walk(func)
+    return out
+
+
+@pytest.fixture
+def set_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    def choose(value: str) -> None:
+        monkeypatch.setenv("MSC_RULES_NATIVE", value)
+
+    yield choose
+
+
+def _all_ways(mod: tvm.IRModule, set_mode: Any) -> dict[str, list[list[tuple[str, str]]]]:
+    """The span texts after each pass, per path; the outputs are checked to be
+    structurally equal to the input."""
+    got: dict[str, list[list[tuple[str, str]]]] = {}
+    for mode in ("0", "1"):
+        set_mode(mode)
+        outs = [msc_rules.SetExprLayout()(mod), msc_rules.SetExprName()(mod),
+                msc_rules.SetExprLayout()(msc_rules.SetExprName()(mod)),
+                msc_rules.annotate(mod)]
+        for out in outs:
+            tvm.ir.assert_structural_equal(out, mod)
+        got[mode] = [span_texts(out) for out in outs]
+    return got
+
+
+def _params(names: Any) -> list[Any]:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_BUILDERS else n
+            for n in names]
+
+
+@pytest.mark.parametrize("name", _params(BUILDERS))
+def test_real_models_get_the_same_markers_both_ways(name: str, set_mode: Any) -> None:
+    mod = BUILDERS[name]().mod
+    before = len(rewrite.fallbacks)
+    got = _all_ways(mod, set_mode)
+    assert len(rewrite.fallbacks) == before, rewrite.fallbacks[before:]  # native really ran
+    py, cc = got["0"], got["1"]
+    assert py == cc
+    layout, names, both, annotated = py
+    assert annotated == both  # one rebuild writes what the two passes wrote
+    assert any("<Layout>" in t for _, t in layout) and any("<Name>" in t for _, t in names)
+    assert any("<Name>" in t and "<Layout>" in t for _, t in annotated)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow,
+                                                  HealthCheck.data_too_large])
+@given(mod=relax_modules())
+def test_random_modules_get_the_same_markers_both_ways(mod: tvm.IRModule) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        got = _all_ways(mod, lambda v: mp.setenv("MSC_RULES_NATIVE", v))
+    assert got["0"] == got["1"]
+    assert got["0"][3] == got["0"][2]
+
+
+def _odd_modules() -> list[Any]:
+    """The hand-built modules of tests/test_odd_modules.py: MatchCast, If, functions
+    without dataflow blocks, call_tir, call_packed / call_dps_packed, constants shared by
+    functions, recursion, nested local functions, ..."""
+    import test_odd_modules as odd
+
+    mods = [pytest.param(v, id=k) for k, v in sorted(vars(odd).items())
+            if isinstance(v, tvm.IRModule)]
+    mods += [pytest.param(odd.call_tir_module(), id="call_tir_module"),
+             pytest.param(odd.shared_constant_module(), id="shared_constant_module"),
+             pytest.param(odd.nested_local_functions(30), id="nested_local_functions")]
+    return mods
+
+
+@pytest.mark.parametrize("mod", _odd_modules())
+def test_odd_modules_get_the_same_markers_both_ways(mod: tvm.IRModule, set_mode: Any) -> None:
+    before = len(rewrite.fallbacks)
+    got = _all_ways(mod, set_mode)
+    assert len(rewrite.fallbacks) == before, rewrite.fallbacks[before:]
+    assert got["0"] == got["1"]
+    assert got["0"][3] == got["0"][2]
+
+
+def _opaque_module() -> tvm.IRModule:
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 3), "float32"))
+    z = relax.Var("z", relax.TensorType((2, 3), "float32"))
+    blocks = [relax.BindingBlock([
+        relax.VarBinding(y, relax.op.nn.relu(x)),
+        relax.VarBinding(z, tvm.ir.expr.TensorRegion(y, [], y.ty)),
+    ])]
+    func = relax.Function([x], relax.SeqExpr(blocks, z), relax.TensorType((2, 3), "float32"))
+    return tvm.IRModule({"main": func})
+
+
+def test_a_node_the_native_rebuild_does_not_know_sends_its_function_to_python(
+        set_mode: Any) -> None:
+    mod = _opaque_module()
+    y = mod["main"].body.blocks[0].bindings[0].var
+    edits = {"main": SpanEdits()}
+    edits["main"].add_var(y, "Layout", "AB")
+    set_mode("0")
+    expected = span_texts(rewrite_module(mod, edits))
+    set_mode("1")
+    before = len(rewrite.fallbacks)
+    out = rewrite_module(mod, edits)
+    assert rewrite.fallbacks[before:] and rewrite.fallbacks[-1][0] == "main"
+    assert "ir.TensorRegion" in rewrite.fallbacks[-1][1]
+    assert span_texts(out) == expected
+    assert msc_rules.get_layout(out["main"].body.blocks[0].bindings[0].var) == "AB"
+
+
+def test_markers_with_separator_characters_take_the_python_rebuild(set_mode: Any) -> None:
+    mod = _opaque_module()
+    y = mod["main"].body.blocks[0].bindings[0].var
+    edits = {"main": SpanEdits()}
+    edits["main"].add_var(y, "Name", "odd\x1fname")
+    set_mode("1")
+    out = rewrite_module(mod, edits)
+    assert msc_rules.get_name(out["main"].body.blocks[0].bindings[0].var) == "odd\x1fname"
+
+
+def test_the_native_rebuild_rejects_inconsistent_arguments() -> None:
+    mod = _opaque_module()
+    with pytest.raises(Exception, match="out of range"):
+        native.load().rebuild(mod["main"], (0).to_bytes(8, "little"),
+                              (5).to_bytes(4, "little"), b"", b"", "Layout\x1fAB")
+    with pytest.raises(Exception, match=r"relax\.Function"):
+        native.load().rebuild(mod["main"].body, b"", b"", b"", b"", "")
+
+
+def test_existing_span_text_is_kept_and_legacy_markers_replaced(set_mode: Any) -> None:
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    call = relax.op.nn.relu(x)
+    old_span = tvm.ir.Span(tvm.ir.SourceName("model.py<layout>NC</layout><b>1</b>"),
+                           3, 4, 5, 6)
+    call = tvm.ir.expr.Call(call.op, [x], call.attrs, call.ty_args, old_span, ret_ty=call.ty)
+    y = relax.Var("y", relax.TensorType((2, 3), "float32"), old_span)
+    blocks = [relax.BindingBlock([relax.VarBinding(y, call)])]
+    func = relax.Function([x], relax.SeqExpr(blocks, y), relax.TensorType((2, 3), "float32"))
+    mod = tvm.IRModule({"main": func})
+    texts = {}
+    for mode in ("0", "1"):
+        set_mode(mode)
+        out = msc_rules.annotate(mod)
+        texts[mode] = span_texts(out)
+        b = out["main"].body.blocks[0].bindings[0]
+        assert b.value.span.line == 3 and b.value.span.end_column == 6
+    assert texts["0"] == texts["1"]
+    assert ("ir.Call", "model.py<Layout>AB</Layout><b>1</b><Name>relu</Name>") in texts["1"]
+
+
+# ---- the loader ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A loader that has not built or failed yet, caching under tmp_path."""
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_failure", None)
+    monkeypatch.setattr(native, "_noticed", False)
+    monkeypatch.setenv("MSC_RULES_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_mode_zero_never_builds(fresh_loader: Path, set_mode: Any) -> None:
+    set_mode("0")
+    assert native.get() is None
+    assert not list(fresh_loader.iterdir())
+
+
+def test_a_bad_mode_is_a_clear_error(set_mode: Any) -> None:
+    set_mode("yes")
+    with pytest.raises(msc_rules.MscRulesError, match="MSC_RULES_NATIVE"):
+        native.get()
+
+
+def test_the_cache_folder_names_the_versions(fresh_loader: Path) -> None:
+    import tvm_ffi
+
+    folder = native.cache_dir()
+    assert folder.parent == fresh_loader
+    assert tvm.__version__ in folder.name and tvm_ffi.__version__ in folder.name
+    assert folder.name.startswith("native-0.")
+
+
+def test_a_failing_build_falls_back_with_one_notice_line(
+        fresh_loader: Path, set_mode: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    monkeypatch.delenv("MSC_RULES_NATIVE", raising=False)
+    mod = _opaque_module()
+    assert native.get() is None
+    out = msc_rules.SetExprLayout()(mod)
+    assert msc_rules.get_layout(out["main"].params[0]) != ""
+    assert native.get() is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "using the Python walk" in err and "Traceback" not in err
+    set_mode("1")
+    with pytest.raises(native.NativeBuildError, match=r"compiling rebuild\.cc failed"):
+        msc_rules.SetExprLayout()(mod)
+
+
+def test_a_missing_compiler_is_a_build_error(fresh_loader: Path, set_mode: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXX", os.path.join(str(fresh_loader), "no-such-compiler"))
+    set_mode("1")
+    with pytest.raises(native.NativeBuildError, match="cannot run the C\\+\\+ compiler"):
+        native.load()
+
+
+def test_a_build_goes_to_the_cache_and_is_reused(fresh_loader: Path) -> None:
+    module = native.load()
+    assert module.version() == 1
+    built = list(native.cache_dir().glob("*.so"))
+    assert [p.name for p in built] == ["msc_rules_native.so"]
+    stamp = built[0].stat().st_mtime_ns
+    native._module = None
+    assert native.load().version() == 1
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def test_an_unwritable_cache_is_a_build_error(fresh_loader: Path, set_mode: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = fresh_loader / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MSC_RULES_CACHE", str(blocker))
+    set_mode("1")
+    with pytest.raises(native.NativeBuildError, match="cannot write the cache folder"):
+        native.load()
