@@ -183,7 +183,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
         v = view.values[view.leaf_value[leaf]]
         if v.kind == "param":
             if leaf in g.io_leaves:
-                continue  # a model input: its caller passes the pruned tensor
+                raise PruneError(f"the channels reach the model input '{names(leaf)}': "
+                                 "a prune cannot change what callers pass")
             raise PruneError(f"weight '{names(leaf)}' is a function parameter: bind the "
                              "parameters (from_exported_program keeps them as constants "
                              "by default) before pruning")

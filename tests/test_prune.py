@@ -129,6 +129,13 @@ def test_io_groups_prune_with_allow_io() -> None:
     np.testing.assert_allclose(out, full[:, [1, 2]], rtol=1e-5, atol=1e-6)
 
 
+def test_groups_reaching_a_model_input_are_refused_even_with_allow_io() -> None:
+    m = tiny_mlp()
+    g = msc_rules.channel_groups(m.mod)[0]  # x + fc2(...): x's channels
+    with pytest.raises(msc_rules.PruneError, match="reach the model input 'x'"):
+        msc_rules.prune(m.mod, {g.id: [0, 1]}, allow_io=True)
+
+
 def test_missing_entry_is_an_ir_error() -> None:
     mod, _ = conv_bias_net()
     with pytest.raises(msc_rules.IRError, match="entry function 'nope'"):
