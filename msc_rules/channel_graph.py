@@ -25,7 +25,9 @@ from .ffi import items
 from .graph import CallSite, DependencyView, Struct
 from .layout import Dim, reshape_groups
 
-_CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"))
+_CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d",
+                       "relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose",
+                       "relax.nn.conv3d_transpose"))
 _POOL_OPS = frozenset((
     "relax.nn.max_pool1d", "relax.nn.max_pool2d", "relax.nn.max_pool3d",
     "relax.nn.avg_pool1d", "relax.nn.avg_pool2d", "relax.nn.avg_pool3d",
@@ -356,7 +358,7 @@ class _Builder:
         if op in _REDUCE_OPS:
             self.reduce(site, args[0], outs[0])
             return
-        if op in _POOL_OPS:
+        if op in _POOL_OPS or op in ("relax.image.resize2d", "relax.image.resize3d"):
             data = args[0]
             if data is None:
                 return
@@ -366,7 +368,7 @@ class _Builder:
                 if ch in "NC" and ch in out_lay:
                     g.union(g.node(data, i), g.node(outs[0], out_lay.index(ch)))
                 else:
-                    g.block(g.node(data, i), f"{op.split('.')[-1]} pools over the axis")
+                    g.block(g.node(data, i), f"{op.split('.')[-1]} mixes along the axis")
             return
         if op == "relax.concat":
             self.concat(site, outs[0])
@@ -421,7 +423,7 @@ class _Builder:
             g.union(g.node(weight, w_o), g.node(out, o_c))
             g.producers[g.node(weight, w_o)] = site.value_id
             g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
-        elif groups == c_in and groups == c_out:
+        elif groups == c_in and groups == c_out and not site.op.endswith("_transpose"):
             # depthwise: channel c in, channel c out, weight row c
             g.union(g.node(data, d_c), g.node(out, o_c))
             g.union(g.node(weight, w_o), g.node(out, o_c))

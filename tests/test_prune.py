@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from channel_models import conv_bias_net, dense_net, depthwise_net, gqa_decoder
-from models import bert_like, resnet18_like, tiny_mlp
+from models import bert_like, resnet18_like, tiny_mlp, unet_like
 from prune_oracle import check, half_selection, run
 from tvm_ffi import structural_hash
 
@@ -30,6 +30,11 @@ def _bert() -> tuple[object, list[np.ndarray]]:
     return m.mod, list(m.example_inputs)
 
 
+def _unet() -> tuple[object, list[np.ndarray]]:
+    m = unet_like(dynamic=False)  # skip concats, conv2d_transpose, resize2d
+    return m.mod, list(m.example_inputs)
+
+
 def _small(builder: Callable[[], tuple[object, np.ndarray]]) -> Callable[[], object]:
     def get() -> tuple[object, list[np.ndarray]]:
         mod, x = builder()
@@ -45,6 +50,7 @@ MODELS = {
     "depthwise_net": _small(depthwise_net),
     "bert_like": _bert,
     "gqa_decoder": _small(gqa_decoder),
+    "unet_like": _unet,
 }
 
 
