@@ -32,7 +32,7 @@ NO_DATA_DEFAULT = """\
 override op relax.matmul(data, weight) {
     out    = ndim(data) == ndim(out) ? data : none
     data   = ndim(data) == ndim(out) ? out : none
-    weight ?= ndim(weight) == 1 ? "I" : unique(align_right(prefix(data, max(ndim(data) - 2, 0)), ndim(weight) - 2) + "IO")
+    weight ?= ndim(weight) == 2 ? "IO" : none
 }
 """
 
