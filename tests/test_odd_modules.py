@@ -138,12 +138,13 @@ def test_call_tir_is_opaque_and_its_result_gets_fresh_letters() -> None:
     got = by_name(res)
     assert got["main:x"] == got["main:a"] == "NCHW" and got["main:w"] == "OIHW"
     # call_tir says nothing about its axes (ignore.rules): its result is an unrelated
-    # tensor that gets initial letters, and the permute after it follows from them
-    assert got["main:t"] == "ABCD" and got["main:u"] == got["main:out"] == "ACDB"
+    # tensor that gets initial letters, and the permute after it follows from them.
+    # Two guesses are chosen apart: the bias, guessed first, took `A`.
+    assert got["main:t"] == "BCDE" and got["main:u"] == got["main:out"] == "BDEC"
     assert len(got["main:bias"]) == 1
     assert res.unruled == {} and res.conflicts == []
     out = check_pass(mod, allow_missing=False)  # call_tir is ignored, not missing
-    assert var_markers(out["main"])["t"] == "ABCD"
+    assert var_markers(out["main"])["t"] == "BCDE"
 
 
 @I.ir_module
@@ -166,7 +167,8 @@ def test_call_packed_is_opaque_and_call_dps_packed_dispatches_to_plugins() -> No
     assert got["main:b"] == "ABCD"            # call_packed: opaque, initial letters
     assert got["main:d"] == "ABCD"            # the library's example plugin: out = data
     assert got["main:const#0"] == "D"         # ... bias ?= suffix(data, 1)
-    assert got["main:c"] == got["main:e"] == "AB"  # my_ext has no rule: opaque
+    # my_ext has no rule: opaque, a second guess, chosen apart from the first
+    assert got["main:c"] == got["main:e"] == "EF"
     assert res.unruled == {"<opaque call>": 1, "plugin:my_ext": 1}
     assert res.conflicts == []
     check_pass(Packed)
