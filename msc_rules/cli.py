@@ -87,11 +87,28 @@ def _isatty(stream: Any) -> bool:
 def _rules(args: argparse.Namespace) -> Any:
     from .library import default_rules
 
-    if args.rules:
+    if args.rules or args.no_packs:
         from .dsl.ruleset import load_rules
 
-        return load_rules(*args.rules)
+        return load_rules(*args.rules, packs=False if args.no_packs else None)
     return default_rules()
+
+
+def _import_modules(names: Sequence[str]) -> None:
+    """Import the --import modules (op registrations, ...), the current directory first
+    on the path as `python -m` has it."""
+    import importlib
+
+    from .models import ModelError
+
+    if names and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise ModelError(f"cannot import module '{name}' (--import): "
+                             f"{type(err).__name__}: {_one_line(err)}") from None
 
 
 def _model_label(spec: str | None) -> str:
@@ -266,23 +283,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Lint rule files (layered over the library) and run their example lines."""
     from .dsl.ruleset import compile_check, load_rules
     from .examples import run_example
+    from .lint import file_summaries
 
     files = [*args.rules, *args.files]
     builtin = not args.no_library
+    packs = False if args.no_packs else None
     if not args.files and not builtin:
         _note("nothing to check: give rule files, or drop --no-library")
         return 2
-    diags = compile_check(files, builtin=builtin)
+    diags = compile_check(files, builtin=builtin, packs=packs)
     subject = (f"{len(args.files)} rule file(s)" if args.files else "the rule library")
     if diags:
         for d in diags:
             print(d.format())
         print(f"{len(diags)} error(s) in {subject}")
         return 1
+    for summary in file_summaries(args.files):
+        for line in summary.lines():
+            print(line)
+        for warning in summary.warnings:
+            print(warning.format())
     if args.no_examples:
         print(f"{subject}: no errors (examples not run)")
         return 0
-    rules = load_rules(*files, builtin=builtin)
+    rules = load_rules(*files, builtin=builtin, packs=packs)
     wanted = {str(Path(f).resolve()) for f in args.files}
 
     def mine(ex: Any) -> bool:
@@ -303,8 +327,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for outcome in failed:
         print(_example_diagnostic(outcome, lines).format())
     ok = len(examples) - len(failed)
-    print(f"{subject}: no errors; examples: {ok} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    if failed:
+        print(f"{len(failed)} error(s) in {subject}: {len(failed)} example(s) failed, "
+              f"{ok} passed")
+        return 1
+    print(f"{subject}: no errors; examples: {ok} passed")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -331,15 +359,23 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `msc-rules`."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--rules", metavar="FILE", action="append", default=[],
-                        help="a rule file layered over the library (repeatable)")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--rules", metavar="FILE", action="append", default=[],
+                      help="a rule file layered over the library (repeatable)")
+    base.add_argument("--import", metavar="MODULE", action="append", default=[],
+                      dest="imports",
+                      help="import MODULE first, e.g. one that registers custom ops "
+                           "(repeatable)")
+    base.add_argument("--no-packs", action="store_true",
+                      help="do not read the rule packs of installed packages "
+                           "(also: MSC_RULES_PACKS=0)")
+    base.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress display, even on a terminal")
+    base.add_argument("--debug", action="store_true",
+                      help="show a traceback on internal errors")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--entry", metavar="NAME", default="main",
                         help="the Relax function to start from (default: main)")
-    common.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress display, even on a terminal")
-    common.add_argument("--debug", action="store_true",
-                        help="show a traceback on internal errors")
 
     model_help = ("a TVMScript .py, IRModule .json, .onnx or torch .pt2 file, or a bundled "
                   "example name (cnn, transformer)")
@@ -408,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--title", help="the title (default: the model file name)")
     g.set_defaults(func=cmd_graph)
 
-    k = sub.add_parser("check", parents=[common], help="lint rule files and run their examples",
+    k = sub.add_parser("check", parents=[base], help="lint rule files and run their examples",
                        description="Parse and compile rule files layered over the library; print "
                                    "each problem as file:line:col: error: message with the line "
                                    "and a caret; then run the files' example lines. Without "
@@ -435,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else 2
     debug = bool(args.debug or os.environ.get("MSC_RULES_DEBUG"))
     try:
+        _import_modules(args.imports)
         return int(args.func(args))
     except RuleFileError as err:
         _note(f"error: {len(err.diagnostics)} problem(s) in rule files")

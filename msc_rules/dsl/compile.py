@@ -11,13 +11,14 @@ source text, so equations of the same shape share one compiled code object.
 from __future__ import annotations
 
 import functools
+import linecache
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FunctionType
 from typing import Any, cast
 
-from ..errors import RuleEvaluationError
+from ..errors import Diagnostic, RuleEvaluationError, RuleFileError
 from . import ast
 from .functions import BUILTINS, Env, arity_text
 
@@ -85,6 +86,29 @@ def _getitem(base: Any, idx: Any) -> Any:
         return base[idx]
     except (IndexError, TypeError, KeyError):
         raise RuleEvaluationError(f"cannot index {base!r} with {idx}") from None
+
+
+class _FieldCheck:
+    """Called when `role[index]` reads None: raises a RuleFileError when the port is a
+    tensor (of known rank), where `out[1]` reads tuple field 1 and so never decides
+    anything; a tuple field that is merely unknown reads None."""
+
+    def __init__(self, role: str, index: int, pos: ast.Pos) -> None:
+        self.role = role
+        self.index = index
+        self.pos = pos
+
+    def __call__(self, env: Env) -> None:
+        if env.nfields(self.role) or env.ndim(self.role) < 0:
+            return None
+        r, i = self.role, self.index
+        linecache.checkcache(self.pos.file)
+        source = linecache.getline(self.pos.file, self.pos.line)
+        raise RuleFileError([Diagnostic(
+            self.pos.file, self.pos.line, self.pos.col,
+            f"'{r}' is a tensor here, not a tuple: '{r}[{i}]' reads tuple field {i} and "
+            f"never decides anything; for the letter of axis {i} write "
+            f"letters({r}, {i}, {i + 1})", source)])
 
 
 # CPython rejects source nested more than 200 parentheses deep; a node adds at most
@@ -203,7 +227,12 @@ class _Compiler:
             port = ast.port_ref(e)
             if port is not None and port[1] is not None:
                 self._check_port(port[0], port[2])
-                return f"env.field({src.bind(port[0])}, {src.bind(port[1])})"
+                role, idx = src.bind(port[0]), src.bind(port[1])
+                # a field that reads None is either unknown, or the port is no tuple at
+                # all: the second is a rule-file mistake, reported where it happens
+                v, check = src.temp(), src.bind(_FieldCheck(port[0], port[1], port[2]))
+                return (f"({v} if ({v} := env.field({role}, {idx})) is not None "
+                        f"else {check}(env))")
             base = self.expr(e.base, src, depth)
             index = self.expr(e.index, src, depth)
             return f"{src.bind(_getitem)}({base}, {index})"
@@ -306,10 +335,11 @@ def _mints(e: ast.Expr) -> bool:
 
 
 def _copy_of(e: ast.Expr) -> PortKey | None:
-    """The port an equation copies unchanged (`out = data`, `data = out[0]`), if any:
-    the engine reads it directly instead of calling the closure."""
+    """The port an equation copies unchanged (`out = data`), if any: the engine reads it
+    directly instead of calling the closure. Not a tuple field (`data = out[0]`): the
+    closure checks that the port is a tuple at all (see _FieldCheck)."""
     port = ast.port_ref(e)
-    return None if port is None else (port[0], port[1])
+    return None if port is None or port[1] is not None else (port[0], None)
 
 
 def compile_equations(
