@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from .. import layout as L
 from .compile import compile_equations
@@ -31,6 +31,7 @@ class DocExample:
 
     expr: str
     ports: dict[str, Tensor | tuple[Tensor, ...]] = field(default_factory=dict)
+    """Each port the expression reads: a tensor (layout, shape) or a tuple of them."""
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,6 +90,13 @@ EXAMPLES: dict[str, DocExample] = {
 }
 
 
+Port = Tensor | tuple[Tensor, ...]
+
+
+def _is_tensor(value: Port) -> TypeGuard[Tensor]:
+    return len(value) == 2 and isinstance(value[1], list)
+
+
 class _DocEnv:
     """The Env of one example: its ports, given as layouts and shapes."""
 
@@ -99,19 +107,23 @@ class _DocEnv:
 
     def _tensor(self, role: str) -> Tensor | None:
         value = self.ports.get(role)
-        return value if value is not None and isinstance(value[0], (str, type(None))) \
-            and isinstance(value[1], list) else None  # type: ignore[return-value]
+        return value if value is not None and _is_tensor(value) else None
+
+    def _fields(self, role: str) -> tuple[Tensor, ...]:
+        value = self.ports.get(role)
+        if value is None or _is_tensor(value):
+            return ()
+        return cast(tuple[Tensor, ...], value)
 
     def layout(self, role: str) -> Any:
         t = self._tensor(role)
         if t is not None:
             return t[0]
-        value = self.ports.get(role)
-        return tuple(f[0] for f in value) if value is not None else None  # type: ignore[union-attr]
+        return tuple(f[0] for f in self._fields(role)) if role in self.ports else None
 
     def field(self, role: str, index: int) -> Any:
-        value = self.layout(role)
-        return value[index] if isinstance(value, tuple) and index < len(value) else None
+        fields = self._fields(role)
+        return fields[index][0] if index < len(fields) else None
 
     def ndim(self, role: str) -> int:
         t = self._tensor(role)
@@ -119,17 +131,14 @@ class _DocEnv:
 
     def shape(self, role: str) -> list[L.Dim] | None:
         t = self._tensor(role)
-        return [d if isinstance(d, int) else (d,) for d in t[1]] if t is not None else None
+        return [_dim(d) for d in t[1]] if t is not None else None
 
     def field_shape(self, role: str, index: int) -> list[L.Dim] | None:
-        value = self.ports.get(role)
-        if self._tensor(role) is not None or value is None or index >= len(value):
-            return None
-        return [d if isinstance(d, int) else (d,) for d in value[index][1]]  # type: ignore[index]
+        fields = self._fields(role)
+        return [_dim(d) for d in fields[index][1]] if index < len(fields) else None
 
     def nfields(self, role: str) -> int:
-        value = self.ports.get(role)
-        return len(value) if value is not None and self._tensor(role) is None else 0
+        return len(self._fields(role))
 
     def attr(self, name: str) -> Any:
         return self.attrs.get(name)
@@ -138,11 +147,17 @@ class _DocEnv:
         return self.state.setdefault(key, factory())
 
 
+def _dim(d: Any) -> L.Dim:
+    """A shape entry as layout.Dim: a symbolic name is a one-factor product."""
+    return d if isinstance(d, int) else (d,)
+
+
 def evaluate(example: DocExample) -> Any:
     """What the example's expression returns: it is compiled as the right side of a rule
     equation over the ports it names, then run on them."""
     roles = [r for r in example.ports if r != "out"]
-    text = f"op relax.example({', '.join([*roles, 'result'])}) {{\n    result = {example.expr}\n}}\n"
+    head = f"op relax.example({', '.join([*roles, 'result'])})"
+    text = f"{head} {{\n    result = {example.expr}\n}}\n"
     rf = parse_text(text, "<example>")
     item = rf.items[0]
     assert hasattr(item, "equations")
@@ -159,8 +174,6 @@ def _value_text(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"'
-    if isinstance(v, tuple) and all(isinstance(x, int) for x in v) and len(v) == 1:
-        return v[0]  # type: ignore[no-any-return]
     if isinstance(v, tuple):
         return "(" + ", ".join(_value_text(x) for x in v) + ")"
     if isinstance(v, list):
@@ -174,12 +187,12 @@ def _dim_text(d: Any) -> str:
     return _value_text(d)
 
 
-def _port_text(value: Tensor | tuple[Tensor, ...]) -> str:
-    if isinstance(value[1], list) and not isinstance(value[0], tuple):
-        lay, shape = value  # type: ignore[misc]
+def _port_text(value: Port) -> str:
+    if _is_tensor(value):
+        lay, shape = value
         dims = ", ".join(str(d) for d in shape)
         return f"T[{dims}]" + (f' "{lay}"' if lay else "")
-    return "(" + ", ".join(_port_text(v) for v in value) + ")"  # type: ignore[arg-type]
+    return "(" + ", ".join(_port_text(v) for v in cast(tuple[Tensor, ...], value)) + ")"
 
 
 def signature(b: Builtin) -> str:

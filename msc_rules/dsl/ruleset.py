@@ -254,10 +254,10 @@ def load_rules(
         for path, user in files:
             before = len(loader.errors)
             loader.load(path, user)
-            pack = pack_of.get(path)
-            if pack is not None and len(loader.errors) > before:
+            source = pack_of.get(path)
+            if source is not None and len(loader.errors) > before:
                 loader.errors[before:] = [
-                    replace(d, message=f"{d.message} [{pack.label()}]")
+                    replace(d, message=f"{d.message} [{source.label()}]")
                     for d in loader.errors[before:]
                 ]
         return loader.finish()

@@ -1,0 +1,44 @@
+"""What `check` says beyond errors: ops a file adds or overrides, unregistered ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+
+from msc_rules.lint import file_summaries, registered_ops, summarize
+
+
+def test_summary_lists_adds_and_overrides_and_warns_on_typos(tmp_path: Path) -> None:
+    path = tmp_path / "mine.rules"
+    path.write_text(
+        "op relax.nn.rleu(data) {\n    out = data\n}\n"
+        "override op relax.nn.relu(data) { out = data }\n"
+        "plugin my_kernel(data) { out = data }\n"
+        "override plugin other_kernel(data) { out = data }\n")
+    s = summarize(path)
+    assert s.adds == ["op relax.nn.rleu", "plugin my_kernel"]
+    assert s.overrides == ["op relax.nn.relu", "plugin other_kernel"]
+    (w,) = s.warnings
+    assert (w.line, w.col, w.severity) == (1, 4, "warning")
+    assert "did you mean 'relax.nn.relu'" in w.message
+    assert w.format().startswith(f"{path}:1:4: warning: op 'relax.nn.rleu' is not registered")
+    assert s.lines() == [f"{path}: adds op relax.nn.rleu, plugin my_kernel; "
+                         "overrides op relax.nn.relu, plugin other_kernel"]
+
+
+def test_an_op_registered_by_the_user_is_no_typo(tmp_path: Path) -> None:
+    name = "relax.test_lint.my_registered_op"
+    path = tmp_path / "custom.rules"
+    path.write_text(f"op {name}(data) {{ out = data }}\n")
+    assert summarize(path).warnings
+    tvm.ir.register_op_attr(name, "TOpPattern", 0)
+    assert name in registered_ops()
+    (s,) = file_summaries([path])
+    assert s.warnings == [] and s.adds == [f"op {name}"]
+
+
+def test_a_file_of_examples_only_has_no_summary_line(tmp_path: Path) -> None:
+    path = tmp_path / "ex.rules"
+    path.write_text('example relax.nn.relu(T[2,3] "NC") -> out = "NC"\n')
+    assert summarize(path).lines() == []
