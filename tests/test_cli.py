@@ -711,3 +711,40 @@ def test_entry_point_rule_files_are_loaded(tmp_path: Path, work: Path,
         monkeypatch.undo()
         reset_default_rules()
     assert re.search(r"plugin:my_fused_gelu\s+1\s+plugin\s+\S*kernels\.rules:2:1", out)
+
+
+def test_a_broken_rule_pack_is_named_and_can_be_switched_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from msc_rules.library import reset_default_rules
+
+    rules_file = _fake_distribution(tmp_path)
+    rules_file.write_text("plugin my_fused_gelu(data) {\n    out = data +\n}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_kernels_pkg", raising=False)  # an earlier test's
+    reset_default_rules()
+    try:
+        rc, out, err = call("coverage", "cnn")
+        assert rc == 1 and out == ""
+        assert f"{rules_file}:2:17: error: " in err
+        assert ("[rule pack 'fake_kernels' of distribution 'fake-kernels 1.0'; run without "
+                "packs: --no-packs or MSC_RULES_PACKS=0]") in err
+        ok("coverage", "cnn", "--no-packs")
+        rc, out, _ = call("check", "--no-packs", "--no-examples")
+        assert rc == 0, out
+        monkeypatch.setenv("MSC_RULES_PACKS", "0")
+        reset_default_rules()
+        ok("coverage", "cnn")
+        assert load_rules().plugin("my_fused_gelu") is None
+        monkeypatch.setenv("MSC_RULES_PACKS", "1")
+        assert load_rules(packs=False).plugin("my_fused_gelu") is None
+        # a pack whose entry point cannot even be imported
+        rules_file.write_text(PLUGIN_RULES)
+        (tmp_path / "fake_kernels_pkg" / "__init__.py").write_text("raise ImportError('gone')\n")
+        sys.modules.pop("fake_kernels_pkg", None)
+        reset_default_rules()
+        rc, _, err = call("annotate", "cnn")
+        assert rc == 1
+        assert "cannot load: ImportError: gone [rule pack 'fake_kernels' of distribution" in err
+    finally:
+        monkeypatch.undo()
+        reset_default_rules()
