@@ -116,10 +116,19 @@ def _model_label(spec: str | None) -> str:
 
 
 def _load(spec: str, progress: Progress) -> Any:
-    from .models import load_model
+    import warnings
+
+    from .models import ModelWarning, load_model
 
     progress.stage(f"loading {spec}")
-    return load_model(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ModelWarning)
+        mod = load_model(spec)
+    for w in caught:
+        if issubclass(w.category, ModelWarning):
+            progress.done()
+            _note(f"warning: {w.message}")
+    return mod
 
 
 def _analyze(args: argparse.Namespace, progress: Progress) -> Any:
