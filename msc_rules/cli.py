@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from .errors import Diagnostic, MscRulesError, RuleFileError
 
 PROG = "msc-rules"
+_MAX_NODES = 2000  # render.MAX_NODES, without importing TVM to build the parser
 
 
 # --------------------------------------------------------------------------- progress
@@ -266,12 +267,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
         analysis = _analyze(args, progress)
         progress.stage("laying out the graph")
         title = args.title or f"{Path(args.model).name} ({args.entry})"
-        g = graph_data(analysis, title, consts=not args.no_consts)
+        g = graph_data(analysis, title, consts=not args.no_consts, focus=args.focus,
+                       depth=args.depth, max_nodes=args.max_nodes)
         progress.stage(f"writing {args.output}")
         kind = write_graph(g, args.output, args.format)
     finally:
         progress.done()
-    _note(f"wrote {kind} graph of {len(g.nodes)} tensors ({len(g.colors)} layouts, "
+    drawn = g.part or f"{len(g.nodes)} tensors"
+    _note(f"wrote {kind} graph of {drawn} ({len(g.colors)} layouts, "
           f"{g.conflicts} conflicts) to {args.output}")
     return 0
 
@@ -451,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the format the suffix implies")
     g.add_argument("--no-consts", action="store_true", help="leave constants (weights) out")
     g.add_argument("--title", help="the title (default: the model file name)")
+    g.add_argument("--focus", metavar="NAME",
+                   help="draw only the tensors around this one (a name as explain takes it)")
+    g.add_argument("--depth", type=int, default=3, metavar="K",
+                   help="with --focus: how many uses away from it to draw (default: 3)")
+    g.add_argument("--max-nodes", type=int, default=_MAX_NODES, metavar="N",
+                   help=f"refuse to draw more than N tensors (default: {_MAX_NODES}; 0: no "
+                        "limit): a browser shows a huge drawing as an almost empty page")
     g.set_defaults(func=cmd_graph)
 
     k = sub.add_parser("check", parents=[base], help="lint rule files and run their examples",

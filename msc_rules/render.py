@@ -55,6 +55,7 @@ class GNode:
     decision: str = ""
     guessed: bool = False
     conflicts: list[str] = field(default_factory=list)
+    focus: bool = False  # the tensor a partial drawing is centred on (--focus)
     # placement
     layer: int = 0
     x: float = 0.0
@@ -82,6 +83,8 @@ class GraphData:
     conflicts: int
     width: float = 0.0
     height: float = 0.0
+    part: str = ""
+    """Set when only part of the graph is drawn (--focus): which part."""
 
 
 # --------------------------------------------------------------------------- data
@@ -101,11 +104,67 @@ def _decision_text(analysis: Analysis, leaf: int) -> str:
             f"{short_path(eq.pos.file)}:{eq.pos.line}]")
 
 
-def graph_data(analysis: Analysis, title: str = "", consts: bool = True) -> GraphData:
-    """The nodes and edges of the drawing, with layouts, decisions and conflicts."""
+MAX_NODES = 2000
+"""Past this many tensors a drawing is refused (see graph_data): browsers show a huge
+SVG as an almost empty page, and nobody reads 20k boxes anyway."""
+
+
+def _neighbourhood(analysis: Analysis, focus: str, depth: int) -> set[int]:
+    """The value ids within `depth` uses (either direction) of the tensor `focus`."""
+    from .report import find_tensor
+
+    view = analysis.view
+    _, leaves = find_tensor(analysis, focus)
+    start = {view.leaf_value[x] for x in leaves}
+    adj: dict[int, set[int]] = {}
+    for u, w in view.graph.edges:
+        adj.setdefault(u, set()).add(w)
+        adj.setdefault(w, set()).add(u)
+    for cs in view.sites:  # identity links across calls count as uses too
+        if cs.op != "<link>":
+            continue
+        outs = {view.leaf_value[x] for x in _leaves(cs.out)}
+        ins = {view.leaf_value[x] for st in cs.args for x in _leaves(st)}
+        for a in ins:
+            for b in outs:
+                adj.setdefault(a, set()).add(b)
+                adj.setdefault(b, set()).add(a)
+    seen, frontier = set(start), set(start)
+    for _ in range(depth):
+        frontier = {w for u in frontier for w in adj.get(u, ()) if w not in seen}
+        seen |= frontier
+    return seen
+
+
+def graph_data(analysis: Analysis, title: str = "", consts: bool = True,
+               focus: str | None = None, depth: int = 3,
+               max_nodes: int = MAX_NODES) -> GraphData:
+    """The nodes and edges of the drawing, with layouts, decisions and conflicts.
+
+    With `focus` (a tensor name, as `explain` takes it), only the tensors within
+    `depth` uses of it. More than `max_nodes` tensors (0: no limit) is a ReportError
+    that says how to draw less.
+    """
     r = analysis.result
     view = analysis.view
     names = analysis.names
+    keep = _neighbourhood(analysis, focus, depth) if focus else None
+    total = sum(1 for v in view.values if _leaves(v.struct) and (consts or v.kind != "const"))
+    drawn = total if keep is None else sum(
+        1 for v in view.values
+        if v.id in keep and _leaves(v.struct) and (consts or v.kind != "const"))
+    if max_nodes and drawn > max_nodes:
+        from .report import ReportError
+
+        some = next((names.value_name[v.id] for v in view.values
+                     if v.kind == "binding" and v.id >= len(view.values) // 2), "NAME")
+        where = f" within {depth} steps of '{focus}'" if focus else ""
+        weights = ", leave weights out with --no-consts" if consts else ""
+        raise ReportError(
+            f"the graph has {drawn} tensors{where}, more than a browser draws readably "
+            f"(--max-nodes {max_nodes}): draw the part around one tensor with --focus NAME "
+            f"--depth K (e.g. --focus {some} --depth 4){weights}, "
+            "or raise --max-nodes (0: no limit)")
     by_leaf: dict[int, list[str]] = {}
     for c in r.conflicts:
         info = conflict_info(analysis, c)
@@ -114,7 +173,8 @@ def graph_data(analysis: Analysis, title: str = "", consts: bool = True) -> Grap
     nodes: dict[int, GNode] = {}
     for v in view.values:
         leaves = _leaves(v.struct)
-        if not leaves or (v.kind == "const" and not consts):
+        if not leaves or (v.kind == "const" and not consts) or (keep is not None
+                                                                and v.id not in keep):
             continue
         layout = r.marker(v.struct)
         decs = [_decision_text(analysis, x) for x in leaves]
@@ -137,7 +197,16 @@ def graph_data(analysis: Analysis, title: str = "", consts: bool = True) -> Grap
                 edges.append(GEdge(a, b, link=True))
     layouts = sorted({n.layout for n in nodes.values() if n.layout})
     colors = {lay: _color(i) for i, lay in enumerate(layouts)}
-    g = GraphData(title, list(nodes.values()), edges, colors, len(r.conflicts))
+    if focus:
+        from .report import find_tensor
+
+        for x in find_tensor(analysis, focus)[1]:
+            if view.leaf_value[x] in nodes:
+                nodes[view.leaf_value[x]].focus = True
+    shown = len(r.conflicts) if keep is None else sum(len(n.conflicts) for n in nodes.values())
+    g = GraphData(title, list(nodes.values()), edges, colors, shown)
+    if keep is not None:
+        g.part = f"{len(nodes)} of {total} tensors: within {depth} steps of {focus}"
     _place(g)
     return g
 
@@ -245,7 +314,8 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
     out.append(f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>')
     out.append(f'<text x="{_MARGIN}" y="{_MARGIN}" font-size="16" font-weight="bold">'
                f'{_e(g.title)}</text>')
-    out.append(f'<text x="{_MARGIN}" y="{_MARGIN + 20}" fill="#555">{len(g.nodes)} tensors, '
+    counts = g.part or f"{len(g.nodes)} tensors"
+    out.append(f'<text x="{_MARGIN}" y="{_MARGIN + 20}" fill="#555">{_e(counts)}, '
                f'{len(g.colors)} layouts, {g.conflicts} conflicts</text>')
     out.append('<g class="edges">')
     for e in g.edges:
@@ -275,7 +345,7 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
         if n.conflicts:
             stroke, width = "#d00000", 3.5
         rx = 3 if n.kind == "const" else 14 if n.kind == "param" else 7
-        cls = "node conflict" if n.conflicts else "node"
+        cls = "node" + (" conflict" if n.conflicts else "") + (" focus" if n.focus else "")
         out.append(
             f'<g class="{cls}" id="n{n.id}" data-name="{_e(n.name)}" data-op="{_e(n.op)}" '
             f'data-shape="{_e(n.shape)}" data-layout="{_e(n.layout)}" data-kind="{n.kind}" '
@@ -466,6 +536,9 @@ _JS = """
   });
   document.getElementById('reset').addEventListener('click', function () { clear(); fit(); });
   fit();
+  // a partial drawing (--focus) opens on the tensor it is centred on
+  var centre = svg.querySelector('g.node.focus');
+  if (centre) { focus(centre); show(centre); centre.classList.add('hit'); }
 })();
 """
 
@@ -528,5 +601,5 @@ def write_graph(g: GraphData, path: str | Path, fmt: str | None = None) -> str:
     return kind
 
 
-__all__ = ["FORMATS", "GEdge", "GNode", "GraphData", "graph_data", "to_dot", "to_html",
+__all__ = ["FORMATS", "MAX_NODES", "GEdge", "GNode", "GraphData", "graph_data", "to_dot", "to_html",
            "to_svg", "write_graph"]
