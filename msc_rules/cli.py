@@ -22,64 +22,15 @@ import contextlib
 import inspect
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .errors import Diagnostic, MscRulesError, RuleFileError
+from .progress import Progress, count_bindings
 
 PROG = "msc-rules"
 _MAX_NODES = 2000  # render.MAX_NODES, without importing TVM to build the parser
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Stage messages and a bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = not quiet and _isatty(self.stream)
-        self.last = 0.0
-        self.shown = False
-
-    def stage(self, text: str) -> None:
-        """Show what is being done now."""
-        if self.enabled:
-            self._write(f"{text} ...")
-
-    def bar(self, done: int, total: int, label: str = "") -> None:
-        """A bar `[#####.....] done/total label`, redrawn in place."""
-        if not self.enabled or total <= 0:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.05 and 0 < done < total - 1:
-            return  # redraw at most 20 times a second
-        self.last = now
-        width = 30
-        fill = int(width * done / total)
-        self._write(f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label}")
-
-    def _write(self, text: str) -> None:
-        self.stream.write("\r\033[K" + text[:100])
-        self.stream.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        """Erase the line."""
-        if self.enabled and self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.shown = False
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -129,6 +80,7 @@ def _load(spec: str, progress: Progress) -> Any:
         if issubclass(w.category, ModelWarning):
             progress.done()
             _note(f"warning: {w.message}")
+    progress.measure(f"{count_bindings(mod):,} bindings")
     return mod
 
 
@@ -196,7 +148,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     from .report import render, tensor_rows
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=3 if args.output else 2)
     spec = _model_label(args.model)
     if args.model is None:
         from .models import bundled_examples
@@ -228,7 +180,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     """The rule library's coverage of registered ops, or of one model."""
     from .report import library_coverage, model_coverage, render
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=1 if args.model is None else 4)
     try:
         if args.model is None:
             progress.stage("loading rules")
@@ -248,7 +200,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Why a tensor has its layout."""
     from .report import explain, render
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=4)
     try:
         analysis = _analyze(args, progress)
         rep = explain(analysis, args.tensor, args.max_steps, args.tree)
@@ -262,7 +214,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     """Draw the dataflow graph with names and layouts."""
     from .render import graph_data, write_graph
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=6)
     try:
         analysis = _analyze(args, progress)
         progress.stage("laying out the graph")
@@ -325,11 +277,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return not wanted or str(Path(ex.pos.file).resolve()) in wanted
 
     examples = [ex for ex in rules.examples if mine(ex)]
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=1)
+    progress.stage("running examples")
     failed = []
     try:
         for i, ex in enumerate(examples):
-            progress.bar(i, len(examples), ex.op)
+            progress.items(i, len(examples), f"examples ({ex.op})")
             outcome = run_example(ex, rules)
             if not outcome.ok:
                 failed.append(outcome)

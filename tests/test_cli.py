@@ -637,27 +637,6 @@ def test_main_in_process_and_usage_errors(capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(["coverage", "--fail-under", "120"]) == 2
 
 
-def test_progress_only_on_a_terminal() -> None:
-    import io
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    tty, pipe = Tty(), io.StringIO()
-    for stream in (tty, pipe):
-        p = cli.Progress(stream=stream)
-        p.stage("loading")
-        p.bar(3, 10, "relax.add")
-        p.done()
-    assert "loading ..." in tty.getvalue() and "[#########" in tty.getvalue()
-    assert "3/10 relax.add" in tty.getvalue()
-    assert pipe.getvalue() == ""
-    quiet = Tty()
-    cli.Progress(quiet=True, stream=quiet).stage("x")
-    assert quiet.getvalue() == ""
-
-
 def test_bundled_examples_are_small_and_loadable() -> None:
     examples = bundled_examples()
     assert set(examples) >= {"cnn", "transformer"}
