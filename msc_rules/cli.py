@@ -246,7 +246,7 @@ def _example_diagnostic(outcome: Any, lines: dict[str, list[str]]) -> Diagnostic
 def cmd_check(args: argparse.Namespace) -> int:
     """Lint rule files (layered over the library) and run their example lines."""
     from .dsl.ruleset import compile_check, load_rules
-    from .examples import run_example
+    from .examples import ExampleOutcome, run_example
     from .lint import file_summaries
 
     files = [*args.rules, *args.files]
@@ -279,21 +279,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     examples = [ex for ex in rules.examples if mine(ex)]
     progress = Progress(args.quiet, stages=1)
     progress.stage("running examples")
-    failed = []
+    failed: list[ExampleOutcome | None] = []  # None: the example met a rule mistake
+    # a rule mistake met while running an example (a tuple field of a tensor port) is
+    # an error of the rule file; the other examples still run
+    raised: list[Diagnostic] = []
     try:
         for i, ex in enumerate(examples):
             progress.items(i, len(examples), f"examples ({ex.op})")
-            outcome = run_example(ex, rules)
+            try:
+                outcome = run_example(ex, rules)
+            except RuleFileError as err:
+                raised += [d for d in err.diagnostics if d not in raised]
+                failed.append(None)
+                continue
             if not outcome.ok:
                 failed.append(outcome)
     finally:
         progress.done()
     lines: dict[str, list[str]] = {}
-    for outcome in failed:
-        print(_example_diagnostic(outcome, lines).format())
+    for d in raised:
+        print(d.format())
+    for failure in failed:
+        if failure is not None:
+            print(_example_diagnostic(failure, lines).format())
     ok = len(examples) - len(failed)
     if failed:
-        print(f"{len(failed)} error(s) in {subject}: {len(failed)} example(s) failed, "
+        errors = len(raised) + sum(o is not None for o in failed)
+        print(f"{errors} error(s) in {subject}: {len(failed)} example(s) failed, "
               f"{ok} passed")
         return 1
     print(f"{subject}: no errors; examples: {ok} passed")

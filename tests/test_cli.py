@@ -537,6 +537,27 @@ def test_check_runs_example_lines(work: Path) -> None:
     assert call("check", rules, "--no-examples")[0] == 0
 
 
+def test_check_reports_a_tuple_field_of_a_tensor_met_by_an_example(work: Path) -> None:
+    rules = work / "field_trap.rules"
+    rules.write_text(textwrap.dedent("""\
+        override op relax.nn.relu(data) {
+            out  = data
+            data = out[0]
+        }
+        example relax.nn.relu(T[2,3]) given out = "NC" -> data = "NC"
+        example relax.nn.relu(T[2,3] "NC") -> out = "NC"
+        override op relax.nn.gelu(data) { out = data }
+        example relax.nn.gelu(T[2,3] "NC") -> out = "NC"
+        """))
+    rc, out, _ = call("check", rules)
+    assert rc == 1
+    assert out.count(": error: ") == 1  # one mistake, met by two examples
+    assert (f"{rules}:3:12: error: 'out' is a tensor here, not a tuple: 'out[0]' reads tuple "
+            "field 0 and never decides anything; for the letter of axis 0 write "
+            "letters(out, 0, 1)\n        data = out[0]\n               ^") in out
+    assert out.rstrip().endswith("1 error(s) in 1 rule file(s): 2 example(s) failed, 1 passed")
+
+
 def test_docs_rule_files_pass_check(work: Path) -> None:
     doc = (REPO / "docs" / "extending.md").read_text()
     files = []
