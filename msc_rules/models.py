@@ -107,6 +107,7 @@ def _load_quietly(path: Path, notes: list[str]) -> tuple[tvm.IRModule | None, Ms
 # Printed by TVM's C++ BlockBuilder when a failed parse or import drops it half-built:
 # noise after the error we report.
 _NATIVE_NOISE = ("BlockBuilder destroyed with remaining blocks",)
+_REDRAWN = re.compile(r"\r\x1b\[K[^\r\n]*")
 
 
 @contextlib.contextmanager
@@ -143,7 +144,9 @@ def _quiet_natives() -> Iterator[None]:
             os.close(saved)
             logger.setLevel(level)
             tmp.seek(0)
-            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+            # progress lines drawn meanwhile (redrawn in place) are stale by now
+            text = _REDRAWN.sub("", tmp.read().decode("utf-8", "replace"))
+            kept = [line for line in text.splitlines(True)
                     if not any(noise in line for noise in _NATIVE_NOISE)]
             if kept:
                 sys.stderr.write("".join(kept))

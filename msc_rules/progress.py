@@ -15,6 +15,7 @@ the propagation).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, TextIO
@@ -29,9 +30,7 @@ class Progress:
 
     def __init__(self, quiet: bool = False, stream: TextIO | None = None,
                  stages: int = 0) -> None:
-        import sys
-
-        self.stream = stream or sys.stderr
+        self.stream = stream or _terminal()
         self.enabled = not quiet and _isatty(self.stream)
         self.stages = stages  # the stages the run expects (grows when more come)
         self.index = 0
@@ -132,6 +131,21 @@ class Progress:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
                 self.shown = False
+
+
+def _terminal() -> TextIO:
+    """stderr, through a descriptor of its own when it is a terminal: loading a model
+    redirects descriptor 2 for a while to filter TVM's native warnings (models.py), and
+    the clock must keep moving meanwhile."""
+    import sys
+
+    stream = sys.stderr
+    if not _isatty(stream):
+        return stream
+    try:
+        return os.fdopen(os.dup(stream.fileno()), "w", encoding="utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):
+        return stream
 
 
 def _clock(seconds: float) -> str:
