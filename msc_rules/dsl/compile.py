@@ -11,7 +11,6 @@ source text, so equations of the same shape share one compiled code object.
 from __future__ import annotations
 
 import functools
-import linecache
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from . import ast
 from .functions import BUILTINS, Env, arity_text
 
 Fn = Callable[[Env], Any]
+Source = Callable[[ast.Pos], str]
+"""The text of the rule-file line at a position."""
 PortKey = tuple[str, int | None]
 
 
@@ -93,22 +94,21 @@ class _FieldCheck:
     tensor (of known rank), where `out[1]` reads tuple field 1 and so never decides
     anything; a tuple field that is merely unknown reads None."""
 
-    def __init__(self, role: str, index: int, pos: ast.Pos) -> None:
+    def __init__(self, role: str, index: int, pos: ast.Pos, source: str) -> None:
         self.role = role
         self.index = index
         self.pos = pos
+        self.source = source
 
     def __call__(self, env: Env) -> None:
         if env.nfields(self.role) or env.ndim(self.role) < 0:
             return None
         r, i = self.role, self.index
-        linecache.checkcache(self.pos.file)
-        source = linecache.getline(self.pos.file, self.pos.line)
         raise RuleFileError([Diagnostic(
             self.pos.file, self.pos.line, self.pos.col,
             f"'{r}' is a tensor here, not a tuple: '{r}[{i}]' reads tuple field {i} and "
             f"never decides anything; for the letter of axis {i} write "
-            f"letters({r}, {i}, {i + 1})", source)])
+            f"letters({r}, {i}, {i + 1})", self.source)])
 
 
 # CPython rejects source nested more than 200 parentheses deep; a node adds at most
@@ -160,9 +160,10 @@ def _template(body: str, nvalues: int) -> CodeType:
 class _Compiler:
     """Compiles the equations of one rule body against its roles."""
 
-    def __init__(self, roles: tuple[str, ...]) -> None:
+    def __init__(self, roles: tuple[str, ...], source: Source | None = None) -> None:
         self.ports = set(roles) | {"out"}
         self.roles = roles
+        self.source = source
 
     def _check_port(self, name: str, pos: ast.Pos) -> None:
         if name not in self.ports:
@@ -230,7 +231,8 @@ class _Compiler:
                 role, idx = src.bind(port[0]), src.bind(port[1])
                 # a field that reads None is either unknown, or the port is no tuple at
                 # all: the second is a rule-file mistake, reported where it happens
-                v, check = src.temp(), src.bind(_FieldCheck(port[0], port[1], port[2]))
+                line = self.source(port[2]) if self.source is not None else ""
+                v, check = src.temp(), src.bind(_FieldCheck(port[0], port[1], port[2], line))
                 return (f"({v} if ({v} := env.field({role}, {idx})) is not None "
                         f"else {check}(env))")
             base = self.expr(e.base, src, depth)
@@ -343,10 +345,11 @@ def _copy_of(e: ast.Expr) -> PortKey | None:
 
 
 def compile_equations(
-    roles: tuple[str, ...], equations: tuple[ast.Equation, ...]
+    roles: tuple[str, ...], equations: tuple[ast.Equation, ...], source: Source | None = None
 ) -> tuple[list[CompiledEquation], list[CompileError]]:
-    """Compile a rule body; return the equations and every error found."""
-    comp = _Compiler(roles)
+    """Compile a rule body; return the equations and every error found. `source` gives
+    the text of a line of the rule file, for errors found when the equations run."""
+    comp = _Compiler(roles, source)
     out: list[CompiledEquation] = []
     errors: list[CompileError] = []
     for eq in equations:

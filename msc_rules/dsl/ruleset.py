@@ -104,10 +104,12 @@ class _Loader:
         self.errors: list[Diagnostic] = []
         self.lines: dict[str, tuple[str, ...]] = {}
 
-    def error(self, pos: ast.Pos, message: str) -> None:
+    def source(self, pos: ast.Pos) -> str:
         lines = self.lines.get(pos.file, ())
-        src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
-        self.errors.append(Diagnostic(pos.file, pos.line, pos.col, message, src))
+        return lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+
+    def error(self, pos: ast.Pos, message: str) -> None:
+        self.errors.append(Diagnostic(pos.file, pos.line, pos.col, message, self.source(pos)))
 
     def load(self, path: Path, user: bool) -> None:
         resolved = path.resolve()
@@ -127,7 +129,7 @@ class _Loader:
     def compile(
         self, roles: tuple[str, ...], eqs: tuple[ast.Equation, ...]
     ) -> list[CompiledEquation]:
-        compiled, errors = compile_equations(roles, eqs)
+        compiled, errors = compile_equations(roles, eqs, self.source)
         for err in errors:
             self.error(err.pos, err.message)
         return compiled
