@@ -42,3 +42,18 @@ def test_a_file_of_examples_only_has_no_summary_line(tmp_path: Path) -> None:
     path = tmp_path / "ex.rules"
     path.write_text('example relax.nn.relu(T[2,3] "NC") -> out = "NC"\n')
     assert summarize(path).lines() == []
+
+
+def test_tuple_fields_in_plugin_rules_are_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "plug.rules"
+    path.write_text("plugin my_fused_bias_relu(data, bias) {\n    out  = data\n"
+                    "    data = out\n    bias ?= out[1]\n}\n"
+                    "plugin my_pair(data) {\n    out = (data, data)\n    out[1] = data\n}\n"
+                    "op relax.nn.relu(data) { out = data[0] }\n")
+    s = summarize(path)
+    fields = [w for w in s.warnings if "reads field" in w.message]
+    assert [(w.line, w.col) for w in fields] == [(4, 13), (8, 5)]
+    assert fields[0].message == (
+        "'out[1]' reads field 1 of a tuple: right only if 'out' is a tuple at this plugin's "
+        "calls; for the letter of axis 1 of a tensor write letters(out, 1, 2)")
+    assert fields[0].format().splitlines()[1:] == ["        bias ?= out[1]", " " * 16 + "^"]
