@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import tvm
-
 from msc_rules.lint import file_summaries, registered_ops, summarize
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_summary_lists_adds_and_overrides_and_warns_on_typos(tmp_path: Path) -> None:
@@ -25,17 +28,30 @@ def test_summary_lists_adds_and_overrides_and_warns_on_typos(tmp_path: Path) -> 
     assert w.format().startswith(f"{path}:1:4: warning: op 'relax.nn.rleu' is not registered")
     assert s.lines() == [f"{path}: adds op relax.nn.rleu, plugin my_kernel; "
                          "overrides op relax.nn.relu, plugin other_kernel"]
+    (again,) = file_summaries([path])
+    assert again == s
 
 
 def test_an_op_registered_by_the_user_is_no_typo(tmp_path: Path) -> None:
+    # in a subprocess: an op registered here would stay in this process's registry
     name = "relax.test_lint.my_registered_op"
-    path = tmp_path / "custom.rules"
-    path.write_text(f"op {name}(data) {{ out = data }}\n")
-    assert summarize(path).warnings
-    tvm.ir.register_op_attr(name, "TOpPattern", 0)
-    assert name in registered_ops()
-    (s,) = file_summaries([path])
-    assert s.warnings == [] and s.adds == [f"op {name}"]
+    (tmp_path / "my_lint_ops.py").write_text(
+        f"import tvm\n\ntvm.ir.register_op_attr({name!r}, 'TOpPattern', 0)\n")
+    (tmp_path / "custom.rules").write_text(f"op {name}(data) {{ out = data }}\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+    def check(*extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "msc_rules", "check", "custom.rules", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+
+    assert f"warning: op '{name}' is not registered with TVM" in check()
+    out = check("--import", "my_lint_ops")
+    assert f"custom.rules: adds op {name}" in out and "warning" not in out
+    assert name not in registered_ops()  # nothing leaked into this process
 
 
 def test_a_file_of_examples_only_has_no_summary_line(tmp_path: Path) -> None:
