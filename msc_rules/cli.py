@@ -220,7 +220,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         progress.stage("laying out the graph")
         title = args.title or f"{Path(args.model).name} ({args.entry})"
         g = graph_data(analysis, title, consts=not args.no_consts, focus=args.focus,
-                       depth=args.depth, max_nodes=args.max_nodes)
+                       depth=args.depth, max_nodes=args.max_nodes,
+                       collapse=False if args.no_collapse else None)
         progress.stage(f"writing {args.output}")
         kind = write_graph(g, args.output, args.format)
     finally:
@@ -424,8 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depth", type=int, default=3, metavar="K",
                    help="with --focus: how many uses away from it to draw (default: 3)")
     g.add_argument("--max-nodes", type=int, default=_MAX_NODES, metavar="N",
-                   help=f"refuse to draw more than N tensors (default: {_MAX_NODES}; 0: no "
-                        "limit): a browser shows a huge drawing as an almost empty page")
+                   help=f"past N tensors (default: {_MAX_NODES}; 0: no limit) draw repeated "
+                        "blocks (layers) once, and refuse when that is still too many: a "
+                        "browser shows a huge drawing as an almost empty page")
+    g.add_argument("--no-collapse", action="store_true",
+                   help="never collapse repeated blocks (past --max-nodes: refuse)")
     g.set_defaults(func=cmd_graph)
 
     k = sub.add_parser("check", parents=[base], help="lint rule files and run their examples",

@@ -1,6 +1,7 @@
-"""Drawing big models (msc_rules/render.py): past a threshold a drawing is refused with
-advice, `--focus NAME --depth K` draws the part around one tensor, and headless
-Chromium shows that part of a 20k-binding model with its nodes on screen.
+"""Drawing big models (msc_rules/render.py): past a threshold repeated blocks (layers)
+are drawn once, and a drawing still too big is refused with advice; `--focus NAME
+--depth K` draws the part around one tensor; headless Chromium shows both drawings of
+a 20k-binding model with their nodes on screen.
 
 The screenshot test is skipped when no chromium binary is on PATH (.ci/run installs
 Debian's `chromium`).
@@ -21,7 +22,7 @@ import tvm
 
 from msc_rules import cli
 from msc_rules.library import default_rules
-from msc_rules.render import MAX_NODES, graph_data, to_html
+from msc_rules.render import MAX_NODES, _Repeat, _repeats, graph_data, to_html
 from msc_rules.report import ReportError, analyze
 from msc_rules.util import paused_gc
 
@@ -44,9 +45,34 @@ def big() -> object:
     return analyze(_synthetic(20_000), default_rules())
 
 
+def test_repeated_blocks_are_found() -> None:
+    assert _repeats(list("abcabcabcx")) == [_Repeat(0, 3, 3)]
+    assert _repeats(list("xababy")) == [_Repeat(1, 2, 2)]
+    assert _repeats(list("aaaa")) == [_Repeat(0, 1, 4)]
+    assert _repeats(list("abcd")) == []
+    # the block covering the most wins over a shorter one that starts earlier
+    assert _repeats(list("aabaab" * 3)) == [_Repeat(0, 3, 6)]
+
+
+def test_a_big_graph_collapses_its_repeated_blocks(big: object) -> None:
+    g = graph_data(big)  # type: ignore[arg-type]
+    assert len(g.nodes) <= 20
+    (run,) = [n for n in g.nodes if n.kind == "collapsed"]
+    assert run.name == "2857 more like it" and run.shape == "19,999 bindings"
+    assert "block of 7 binding(s) from conv2d, collapsed" in run.decision
+    by_id = {n.id: n for n in g.nodes}
+    into = [by_id[e.src].name for e in g.edges if e.dst == run.id]
+    out_of = [by_id[e.dst].name for e in g.edges if e.src == run.id]
+    assert into == ["reshape_1"] and out_of == ["gv"]
+    assert re.fullmatch(r"\d+ tensors, \d+ of them in 1 collapsed run\(s\) of repeated blocks",
+                        g.part)
+    html = to_html(g)
+    assert 'data-kind="collapsed"' in html and ">19,999 bindings</text>" in html
+
+
 def test_a_big_graph_is_refused_with_advice(big: object) -> None:
     with pytest.raises(ReportError) as info:
-        graph_data(big)  # type: ignore[arg-type]
+        graph_data(big, collapse=False)  # type: ignore[arg-type]
     text = str(info.value)
     m = re.search(r"the graph has (\d+) tensors, more than a browser draws readably "
                   rf"\(--max-nodes {MAX_NODES}\): draw the part around one tensor with "
@@ -57,6 +83,10 @@ def test_a_big_graph_is_refused_with_advice(big: object) -> None:
     g = graph_data(big, focus=m.group(2), depth=4)  # type: ignore[arg-type]
     assert 5 <= len(g.nodes) <= 40
     assert [n.name for n in g.nodes if n.focus] == [m.group(2)]
+    # collapsed, but still too many for a tiny limit
+    with pytest.raises(ReportError, match=r"the graph has \d+ tensors with repeated blocks "
+                                          r"collapsed, more than .* \(--max-nodes 5\)"):
+        graph_data(big, max_nodes=5)  # type: ignore[arg-type]
 
 
 def test_focus_draws_the_neighbourhood_only(big: object) -> None:
@@ -76,7 +106,11 @@ def test_cli_focus_depth_and_max_nodes(tmp_path: Path, capsys: pytest.CaptureFix
     page = tmp_path / "cnn.html"
     assert cli.main(["graph", "cnn", "-o", str(page), "--max-nodes", "10"]) == 1
     err = capsys.readouterr().err
-    assert "more than a browser draws readably (--max-nodes 10)" in err
+    assert "with repeated blocks collapsed, more than a browser draws readably " in err
+    assert "(--max-nodes 10)" in err
+    assert cli.main(["graph", "cnn", "-o", str(page), "--max-nodes", "10", "--no-collapse"]) == 1
+    err = capsys.readouterr().err
+    assert "tensors, more than a browser draws readably (--max-nodes 10)" in err
     assert cli.main(["graph", "cnn", "-o", str(page), "--focus", "relu", "--depth", "1"]) == 0
     err = capsys.readouterr().err
     assert re.search(r"wrote html graph of \d+ of \d+ tensors: within 1 steps of relu", err)
@@ -148,9 +182,11 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None,
                     reason="headless Chromium not installed (apt-get install chromium)")
-def test_a_focused_drawing_of_a_20k_binding_model_shows_its_nodes(big: object,
-                                                                   tmp_path: Path) -> None:
-    g = graph_data(big, focus="relu_1000", depth=6)  # type: ignore[arg-type]
+@pytest.mark.parametrize("focus", ["relu_1000", None])
+def test_drawings_of_a_20k_binding_model_show_their_nodes(big: object, tmp_path: Path,
+                                                          focus: str | None) -> None:
+    # focused on one relu, or the whole model with its 2857 repeated blocks collapsed
+    g = graph_data(big, focus=focus, depth=6)  # type: ignore[arg-type]
     page = tmp_path / "big.html"
     page.write_text(to_html(g))
     shot = tmp_path / "big.png"
@@ -174,6 +210,7 @@ def test_a_focused_drawing_of_a_20k_binding_model_shows_its_nodes(big: object,
             lay = fills.get((row[4 * x], row[4 * x + 1], row[4 * x + 2]))
             if lay is not None:
                 seen[lay] = seen.get(lay, 0) + 1
-    # the drawing opens on relu_1000 (NCHW); boxes of at least two layouts are in view
+    # the drawing opens on relu_1000 (NCHW), or at the top of the overview; boxes of at
+    # least two layouts are in view
     assert seen.get("NCHW", 0) > 5000, seen
     assert len([lay for lay, count in seen.items() if count > 1000]) >= 2, seen
