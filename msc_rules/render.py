@@ -152,7 +152,8 @@ class _Repeat:
 
 def _repeats(ops: list[str]) -> list[_Repeat]:
     """Runs of a repeated block of ops (the layers of a network), left to right: at each
-    position the block that covers the most bindings wins (the shortest on ties)."""
+    position the block that covers the most bindings wins (the shortest on ties); a run
+    must stand for at least two bindings beyond its first block."""
     where: dict[str, list[int]] = {}
     for i, op in enumerate(ops):
         where.setdefault(op, []).append(i)
@@ -172,7 +173,7 @@ def _repeats(ops: list[str]) -> list[_Repeat]:
                 times += 1
             if times > 1 and times * period > best.times * best.period:
                 best = _Repeat(i, period, times)
-        if best.times > 1:
+        if (best.times - 1) * best.period >= 2:  # one binding saved is not worth a node
             found.append(best)
             i += best.times * best.period
         else:

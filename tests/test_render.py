@@ -50,6 +50,7 @@ def test_repeated_blocks_are_found() -> None:
     assert _repeats(list("xababy")) == [_Repeat(1, 2, 2)]
     assert _repeats(list("aaaa")) == [_Repeat(0, 1, 4)]
     assert _repeats(list("abcd")) == []
+    assert _repeats(list("aab")) == []  # collapsing one binding saves nothing
     # the block covering the most wins over a shorter one that starts earlier
     assert _repeats(list("aabaab" * 3)) == [_Repeat(0, 3, 6)]
 
