@@ -83,6 +83,8 @@ def load_model(spec: str) -> tvm.IRModule:
     # output is still filtered.
     with _quiet_natives():
         mod, error = _load_quietly(path, notes)
+        if error is not None:
+            gc.collect()  # what the failed load left half-built is destroyed here
     for note in notes:
         warnings.warn(note, ModelWarning, stacklevel=2)
     if error is not None:
@@ -116,8 +118,7 @@ def _quiet_natives() -> Iterator[None]:
     a load away from the user, except lines that are not known noise.
 
     The C++ side writes to file descriptor 2 directly, so the descriptor itself is
-    redirected to a temporary file for the load (and the garbage collection that
-    destroys what a failed load left behind), then the kept lines are written back.
+    redirected to a temporary file for the block, then the kept lines are written back.
     """
     logger = logging.getLogger("torch.export")
     level = logger.level
@@ -134,10 +135,7 @@ def _quiet_natives() -> Iterator[None]:
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
-            try:
-                yield
-            finally:
-                gc.collect()
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
