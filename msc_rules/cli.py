@@ -3,13 +3,15 @@
     msc-rules annotate [MODEL] [-o OUT.json] [--format table|json|markdown]
     msc-rules coverage [MODEL] [--format text|json|markdown] [--fail-under PERCENT]
     msc-rules explain MODEL TENSOR_NAME [--tree] [--max-steps N]
-    msc-rules graph MODEL -o FILE.html|.svg|.dot
+    msc-rules graph MODEL -o FILE.html|.svg|.dot [--focus NAME --depth K] [--max-nodes N]
     msc-rules check [RULES...] [--no-examples]
 
 MODEL is a TVMScript .py file, an IRModule .json (tvm.ir.save_json), an .onnx file or
 a torch ExportedProgram .pt2, or the name of a bundled example (`cnn`, `transformer`).
 Every command takes `--rules FILE` (repeatable: user rule files layered over the
-library) and `--entry NAME` (the Relax function to start from, default `main`).
+library), `--import MODULE` (repeatable: imported first, e.g. to register custom ops),
+`--no-packs` (no rule packs of installed packages) and `-q` (no progress line); all
+but `check` take `--entry NAME` (the Relax function to start from, default `main`).
 
 Exit status: 0 success; 1 a reported failure (rule errors, failed examples, coverage
 under the bar, unknown tensor, bad model); 2 a usage error; 3 an internal error.
