@@ -149,7 +149,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     from .report import render, tensor_rows
 
-    progress = Progress(args.quiet, stages=3 if args.output else 2)
+    # loading, naming, the view, inference, writing layouts (and the output file)
+    progress = Progress(args.quiet, stages=6 if args.output else 5)
     spec = _model_label(args.model)
     if args.model is None:
         from .models import bundled_examples

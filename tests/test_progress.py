@@ -117,8 +117,9 @@ def test_the_command_shows_progress_on_a_terminal_only() -> None:
     rc, out, term = _on_a_pty("annotate", "cnn", "--format", "json")
     assert rc == 0 and out.startswith("{")
     frames = _frames(term.replace("\r\n", "\n").split("msc-rules: ")[0])
-    assert frames[0].startswith("[....................] 1/2 loading cnn")
-    assert any("bindings" in f and "2/2 annotating" in f for f in frames), frames
+    assert frames[0].startswith("[....................] 1/5 loading cnn")
+    assert any("bindings" in f and "4/5 inferring layouts" in f for f in frames), frames
+    assert frames[-1].startswith("[################....] 5/5 writing layouts"), frames
     assert "\r\033[K" in term
     rc, out, term = _on_a_pty("annotate", "cnn", "--format", "json", "--quiet")
     assert rc == 0 and out.startswith("{")
