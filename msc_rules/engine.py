@@ -1,7 +1,9 @@
 """Layout propagation: seeds, a worklist to a fixpoint, conflicts and provenance.
 
 Order of decisions (documented priority):
-1. strong equations, whenever every port they read is known (forward or backward);
+1. strong equations, whenever every port they read is known (forward or backward); a
+   *late* one (a broadcast's `tie`, CompiledEquation.late) decides an unknown tensor
+   only when no other strong equation can, so the tensor's own chain speaks first;
 2. when nothing strong can fire, the weak default (`?=`) that can be evaluated now
    and whose target comes earliest in program order (graph inputs first);
 3. only when no weak default anywhere can be evaluated, initial letters (A, B, C, ...)
@@ -11,10 +13,10 @@ unknown tensor through the strong equations of the ops in between (a matmul's `I
 reaches the weight constant before a permute_dims), so it goes first wherever it is.
 After each such step, strong propagation resumes.
 
-Symbolic dims tie letters together: once an axis of symbolic size `n` gets a letter,
-initial letters and freshly minted letters on other axes of size exactly `n` reuse
-it (when the layout does not already hold it), so independent inputs that share a
-batch or sequence symbol share its letter. A decision is never replaced:
+Symbolic dims tie letters together: once an axis of symbolic size `n` (or a product
+with a symbol, batch*seq) gets a letter, initial, assumed and freshly minted letters on
+other axes of size exactly `n` reuse it (when the layout does not already hold it), so
+independent inputs that share a batch or sequence symbol share its letter. A decision is never replaced:
 a strong result that disagrees with an existing layout, or has the wrong rank, is
 recorded as a conflict (both sides, both rules) and dropped. Weak defaults never
 override or conflict: they only fill what is still unknown.
@@ -511,8 +513,8 @@ class _Engine:
         # earlier guesses: two guesses are chosen apart and claim no shared axis
         need = letters.count(None)
         owned = self.letter_sym.keys()
-        for avoid in (self._met_letters(leaf) | self.guessed | owned,
-                      self._met_letters(leaf) | owned, owned):
+        met = self._met_letters(leaf) | owned
+        for avoid in (met | self.guessed, met, owned):
             free = [c for c in L.initial(26) if c not in letters and c not in avoid]
             if len(free) >= need:  # else fewer letters are left than axes: relax
                 break
