@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from xml.etree import ElementTree
 
 import pytest
 import tvm
+from chromium import find_chromium
 from tvm import relax
 
 import msc_rules
@@ -410,15 +410,7 @@ document.body.appendChild(probe);
 </script>"""
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None,
+@pytest.mark.skipif(find_chromium() is None,
                     reason="headless Chromium not installed (apt-get install chromium)")
 def test_graph_html_renders_in_headless_chromium(work: Path) -> None:
     page = work / "transformer.html"
@@ -429,7 +421,7 @@ def test_graph_html_renders_in_headless_chromium(work: Path) -> None:
     assert "https://" not in html and "<script src" not in html and "<link" not in html
     names = set(re.findall(r'<g class="node[^"]*" id="n\d+" data-name="([^"]+)"', html))
     assert {"ids", "layer_norm", "matmul", "softmax"} <= names
-    chrome = _chromium()
+    chrome = find_chromium()
     assert chrome
     # a copy of the page with a probe appended: it types in the search box and records
     # what the page's own script then shows

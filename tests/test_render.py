@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import tvm
+from chromium import find_chromium
 
 from msc_rules import cli
 from msc_rules.library import default_rules
@@ -173,15 +173,7 @@ def _png_rgba(path: Path) -> tuple[int, int, bytes]:
     return width, height, bytes(out)
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None,
+@pytest.mark.skipif(find_chromium() is None,
                     reason="headless Chromium not installed (apt-get install chromium)")
 @pytest.mark.parametrize("focus", ["relu_1000", None])
 def test_drawings_of_a_20k_binding_model_show_their_nodes(big: object, tmp_path: Path,
@@ -191,7 +183,7 @@ def test_drawings_of_a_20k_binding_model_show_their_nodes(big: object, tmp_path:
     page = tmp_path / "big.html"
     page.write_text(to_html(g))
     shot = tmp_path / "big.png"
-    chrome = _chromium()
+    chrome = find_chromium()
     assert chrome
     subprocess.run(
         [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
