@@ -3,13 +3,15 @@
     msc-rules annotate [MODEL] [-o OUT.json] [--format table|json|markdown] [--strict]
     msc-rules coverage [MODEL] [--format text|json|markdown] [--fail-under PERCENT]
     msc-rules explain MODEL TENSOR_NAME [--tree] [--max-steps N]
-    msc-rules graph MODEL -o FILE.html|.svg|.dot
+    msc-rules graph MODEL -o FILE.html|.svg|.dot [--focus NAME --depth K] [--max-nodes N]
     msc-rules check [RULES...] [--no-examples]
 
 MODEL is a TVMScript .py file, an IRModule .json (tvm.ir.save_json), an .onnx file or
 a torch ExportedProgram .pt2, or the name of a bundled example (`cnn`, `transformer`).
 Every command takes `--rules FILE` (repeatable: user rule files layered over the
-library) and `--entry NAME` (the Relax function to start from, default `main`).
+library), `--import MODULE` (repeatable: imported first, e.g. to register custom ops),
+`--no-packs` (no rule packs of installed packages) and `-q` (no progress line); all
+but `check` take `--entry NAME` (the Relax function to start from, default `main`).
 
 Exit status: 0 success; 1 a reported failure (rule errors, failed examples, coverage
 under the bar or a guessed weight, unknown tensor, bad model); 2 a usage error; 3 an
@@ -22,63 +24,15 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .errors import Diagnostic, MscRulesError, RuleFileError
+from .progress import Progress, count_bindings
 
 PROG = "msc-rules"
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Stage messages and a bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = not quiet and _isatty(self.stream)
-        self.last = 0.0
-        self.shown = False
-
-    def stage(self, text: str) -> None:
-        """Show what is being done now."""
-        if self.enabled:
-            self._write(f"{text} ...")
-
-    def bar(self, done: int, total: int, label: str = "") -> None:
-        """A bar `[#####.....] done/total label`, redrawn in place."""
-        if not self.enabled or total <= 0:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.05 and 0 < done < total - 1:
-            return  # redraw at most 20 times a second
-        self.last = now
-        width = 30
-        fill = int(width * done / total)
-        self._write(f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label}")
-
-    def _write(self, text: str) -> None:
-        self.stream.write("\r\033[K" + text[:100])
-        self.stream.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        """Erase the line."""
-        if self.enabled and self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self.shown = False
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+_MAX_NODES = 2000  # render.MAX_NODES, without importing TVM to build the parser
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -87,11 +41,28 @@ def _isatty(stream: Any) -> bool:
 def _rules(args: argparse.Namespace) -> Any:
     from .library import default_rules
 
-    if args.rules:
+    if args.rules or args.no_packs:
         from .dsl.ruleset import load_rules
 
-        return load_rules(*args.rules)
+        return load_rules(*args.rules, packs=False if args.no_packs else None)
     return default_rules()
+
+
+def _import_modules(names: Sequence[str]) -> None:
+    """Import the --import modules (op registrations, ...), the current directory first
+    on the path as `python -m` has it."""
+    import importlib
+
+    from .models import ModelError
+
+    if names and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise ModelError(f"cannot import module '{name}' (--import): "
+                             f"{type(err).__name__}: {_one_line(err)}") from None
 
 
 def _model_label(spec: str | None) -> str:
@@ -99,10 +70,20 @@ def _model_label(spec: str | None) -> str:
 
 
 def _load(spec: str, progress: Progress) -> Any:
-    from .models import load_model
+    import warnings
+
+    from .models import ModelWarning, load_model
 
     progress.stage(f"loading {spec}")
-    return load_model(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ModelWarning)
+        mod = load_model(spec)
+    for w in caught:
+        if issubclass(w.category, ModelWarning):
+            progress.done()
+            _note(f"warning: {w.message}")
+    progress.measure(f"{count_bindings(mod):,} bindings")
+    return mod
 
 
 def _analyze(args: argparse.Namespace, progress: Progress) -> Any:
@@ -168,7 +149,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     from .report import render, tensor_rows
 
-    progress = Progress(args.quiet)
+    # loading, naming, the view, inference, writing layouts (and the output file)
+    progress = Progress(args.quiet, stages=6 if args.output else 5)
     spec = _model_label(args.model)
     if args.model is None:
         from .models import bundled_examples
@@ -200,7 +182,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     """The rule library's coverage of registered ops, or of one model."""
     from .report import library_coverage, model_coverage, render
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=1 if args.model is None else 4)
     try:
         if args.model is None:
             progress.stage("loading rules")
@@ -227,7 +209,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Why a tensor has its layout."""
     from .report import explain, render
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=4)
     try:
         analysis = _analyze(args, progress)
         rep = explain(analysis, args.tensor, args.max_steps, args.tree)
@@ -241,7 +223,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     """Draw the dataflow graph with names and layouts."""
     from .render import graph_data, write_graph
 
-    progress = Progress(args.quiet)
+    progress = Progress(args.quiet, stages=6)
     try:
         analysis = _analyze(args, progress)
         progress.stage("laying out the graph")
@@ -252,13 +234,16 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
             progress.stage("finding channel groups")
             groups = channel_groups(analysis.mod, args.entry, _rules(args))
-        g = graph_data(analysis, title, consts=not args.no_consts, groups=groups)
+        g = graph_data(analysis, title, consts=not args.no_consts, focus=args.focus,
+                       depth=args.depth, max_nodes=args.max_nodes,
+                       collapse=False if args.no_collapse else None, groups=groups)
         progress.stage(f"writing {args.output}")
         kind = write_graph(g, args.output, args.format)
     finally:
         progress.done()
     coloured = "groups" if args.color_by == "group" else "layouts"
-    _note(f"wrote {kind} graph of {len(g.nodes)} tensors ({len(g.colors)} {coloured}, "
+    drawn = g.part or f"{len(g.nodes)} tensors"
+    _note(f"wrote {kind} graph of {drawn} ({len(g.colors)} {coloured}, "
           f"{g.conflicts} conflicts) to {args.output}")
     return 0
 
@@ -329,46 +314,70 @@ def _example_diagnostic(outcome: Any, lines: dict[str, list[str]]) -> Diagnostic
 def cmd_check(args: argparse.Namespace) -> int:
     """Lint rule files (layered over the library) and run their example lines."""
     from .dsl.ruleset import compile_check, load_rules
-    from .examples import run_example
+    from .examples import ExampleOutcome, run_example
+    from .lint import file_summaries
 
     files = [*args.rules, *args.files]
     builtin = not args.no_library
+    packs = False if args.no_packs else None
     if not args.files and not builtin:
         _note("nothing to check: give rule files, or drop --no-library")
         return 2
-    diags = compile_check(files, builtin=builtin)
+    diags = compile_check(files, builtin=builtin, packs=packs)
     subject = (f"{len(args.files)} rule file(s)" if args.files else "the rule library")
     if diags:
         for d in diags:
             print(d.format())
         print(f"{len(diags)} error(s) in {subject}")
         return 1
+    for summary in file_summaries(args.files):
+        for line in summary.lines():
+            print(line)
+        for warning in summary.warnings:
+            print(warning.format())
     if args.no_examples:
         print(f"{subject}: no errors (examples not run)")
         return 0
-    rules = load_rules(*files, builtin=builtin)
+    rules = load_rules(*files, builtin=builtin, packs=packs)
     wanted = {str(Path(f).resolve()) for f in args.files}
 
     def mine(ex: Any) -> bool:
         return not wanted or str(Path(ex.pos.file).resolve()) in wanted
 
     examples = [ex for ex in rules.examples if mine(ex)]
-    progress = Progress(args.quiet)
-    failed = []
+    progress = Progress(args.quiet, stages=1)
+    progress.stage("running examples")
+    failed: list[ExampleOutcome | None] = []  # None: the example met a rule mistake
+    # a rule mistake met while running an example (a tuple field of a tensor port) is
+    # an error of the rule file; the other examples still run
+    raised: list[Diagnostic] = []
     try:
         for i, ex in enumerate(examples):
-            progress.bar(i, len(examples), ex.op)
-            outcome = run_example(ex, rules)
+            progress.items(i, len(examples), f"examples ({ex.op})")
+            try:
+                outcome = run_example(ex, rules)
+            except RuleFileError as err:
+                raised += [d for d in err.diagnostics if d not in raised]
+                failed.append(None)
+                continue
             if not outcome.ok:
                 failed.append(outcome)
     finally:
         progress.done()
     lines: dict[str, list[str]] = {}
-    for outcome in failed:
-        print(_example_diagnostic(outcome, lines).format())
+    for d in raised:
+        print(d.format())
+    for failure in failed:
+        if failure is not None:
+            print(_example_diagnostic(failure, lines).format())
     ok = len(examples) - len(failed)
-    print(f"{subject}: no errors; examples: {ok} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    if failed:
+        errors = len(raised) + sum(o is not None for o in failed)
+        print(f"{errors} error(s) in {subject}: {len(failed)} example(s) failed, "
+              f"{ok} passed")
+        return 1
+    print(f"{subject}: no errors; examples: {ok} passed")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -395,15 +404,23 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `msc-rules`."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--rules", metavar="FILE", action="append", default=[],
-                        help="a rule file layered over the library (repeatable)")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--rules", metavar="FILE", action="append", default=[],
+                      help="a rule file layered over the library (repeatable)")
+    base.add_argument("--import", metavar="MODULE", action="append", default=[],
+                      dest="imports",
+                      help="import MODULE first, e.g. one that registers custom ops "
+                           "(repeatable)")
+    base.add_argument("--no-packs", action="store_true",
+                      help="do not read the rule packs of installed packages "
+                           "(also: MSC_RULES_PACKS=0)")
+    base.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress display, even on a terminal")
+    base.add_argument("--debug", action="store_true",
+                      help="show a traceback on internal errors")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--entry", metavar="NAME", default="main",
                         help="the Relax function to start from (default: main)")
-    common.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress display, even on a terminal")
-    common.add_argument("--debug", action="store_true",
-                        help="show a traceback on internal errors")
 
     model_help = ("a TVMScript .py, IRModule .json, .onnx or torch .pt2 file, or a bundled "
                   "example name (cnn, transformer)")
@@ -476,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the format the suffix implies")
     g.add_argument("--no-consts", action="store_true", help="leave constants (weights) out")
     g.add_argument("--title", help="the title (default: the model file name)")
+    g.add_argument("--focus", metavar="NAME",
+                   help="draw only the tensors around this one (a name as explain takes it)")
+    g.add_argument("--depth", type=int, default=3, metavar="K",
+                   help="with --focus: how many uses away from it to draw (default: 3)")
+    g.add_argument("--max-nodes", type=int, default=_MAX_NODES, metavar="N",
+                   help=f"past N tensors (default: {_MAX_NODES}; 0: no limit) draw repeated "
+                        "blocks (layers) once, and refuse when that is still too many: a "
+                        "browser shows a huge drawing as an almost empty page")
+    g.add_argument("--no-collapse", action="store_true",
+                   help="never collapse repeated blocks (past --max-nodes: refuse)")
     g.add_argument("--color-by", choices=("layout", "group"), default="layout",
                    help="colour tensors by layout (default) or by channel group")
     g.set_defaults(func=cmd_graph)
@@ -505,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     pr.set_defaults(func=cmd_prune)
 
-    k = sub.add_parser("check", parents=[common], help="lint rule files and run their examples",
+    k = sub.add_parser("check", parents=[base], help="lint rule files and run their examples",
                        description="Parse and compile rule files layered over the library; print "
                                    "each problem as file:line:col: error: message with the line "
                                    "and a caret; then run the files' example lines. Without "
@@ -532,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else 2
     debug = bool(args.debug or os.environ.get("MSC_RULES_DEBUG"))
     try:
+        _import_modules(args.imports)
         return int(args.func(args))
     except RuleFileError as err:
         _note(f"error: {len(err.diagnostics)} problem(s) in rule files")

@@ -1,7 +1,9 @@
 """Layout propagation: seeds, a worklist to a fixpoint, conflicts and provenance.
 
 Order of decisions (documented priority):
-1. strong equations, whenever every port they read is known (forward or backward);
+1. strong equations, whenever every port they read is known (forward or backward); a
+   *late* one (a broadcast's `tie`, CompiledEquation.late) decides an unknown tensor
+   only when no other strong equation can, so the tensor's own chain speaks first;
 2. when nothing strong can fire, the weak default (`?=`) that can be evaluated now
    and whose target comes earliest in program order (graph inputs first);
 3. only when no weak default anywhere can be evaluated, initial letters (A, B, C, ...)
@@ -11,11 +13,11 @@ unknown tensor through the strong equations of the ops in between (a matmul's `I
 reaches the weight constant before a permute_dims), so it goes first wherever it is.
 After each such step, strong propagation resumes.
 
-Symbolic dims tie letters together: once an axis of symbolic size `n` gets a letter,
-initial letters and freshly minted letters on other axes of size exactly `n` reuse
-it (when the layout does not already hold it), so independent inputs that share a
-batch or sequence symbol share its letter. A decision is never replaced:
-a strong result that disagrees with an existing layout, or has the wrong rank, is
+Symbolic dims tie letters together: once an axis of symbolic size `n` (or a product
+with a symbol, batch*seq) gets a letter, initial, assumed and freshly minted letters on
+other axes of size exactly `n` reuse it (when the layout does not already hold it), so
+independent inputs that share a batch or sequence symbol share its letter. A decision is
+never replaced: a strong result that disagrees with an existing layout, or has the wrong rank, is
 recorded as a conflict (both sides, both rules) and dropped. Weak defaults never
 override or conflict: they only fill what is still unknown.
 """
@@ -287,6 +289,7 @@ class _Engine:
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.guessed: set[str] = set()  # letters initial letters gave so far
+        self._state["guessed"] = self.guessed  # (reshape_ids mints apart from them)
         self.sym_letter: dict[L.Dim, str] = {}
         self.letter_sym: dict[str, L.Dim] = {}
         self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
@@ -511,8 +514,8 @@ class _Engine:
         # earlier guesses: two guesses are chosen apart and claim no shared axis
         need = letters.count(None)
         owned = self.letter_sym.keys()
-        for avoid in (self._met_letters(leaf) | self.guessed | owned,
-                      self._met_letters(leaf) | owned, owned):
+        met = self._met_letters(leaf) | owned
+        for avoid in (met | self.guessed, met, owned):
             free = [c for c in L.initial(26) if c not in letters and c not in avoid]
             if len(free) >= need:  # else fewer letters are left than axes: relax
                 break
@@ -594,8 +597,12 @@ class _Engine:
             if not weak:
                 self._conflict(st, "invalid", str(value), site, eq, f"{value!r} is not a layout")
             return
-        if self.track_symbols and eq.mints and len(value) == ndim:
-            value = self._symbolize(st, value, self._inherited(site, eq))
+        if eq.mints and len(value) == ndim and (self.track_symbols or self.guessed):
+            inherited = self._inherited(site, eq)
+            if self.track_symbols:
+                value = self._symbolize(st, value, inherited)
+            if self.guessed:
+                value = self._apart(value, inherited)
         if len(value) != ndim:
             if not weak:
                 self._conflict(
@@ -629,6 +636,22 @@ class _Engine:
                 continue
             return False
         return True
+
+    def _apart(self, value: str, inherited: set[str]) -> str:
+        """Re-mint the letters an equation minted that an earlier guess gave (initial
+        letters): both were chosen apart and claim no shared axis. Letters it read, and
+        those a reshape of this run merged into them or split from them (what a reshape
+        gives back), stay."""
+        memo = self._state.get("reshape_memo")
+        keep = set(memo.related("".join(sorted(inherited)))) if memo is not None else inherited
+        chars = list(value)
+        for i, c in enumerate(chars):
+            if c in self.guessed and c not in keep and c not in self.letter_sym:
+                free = [x for x in L.initial(26) if x not in chars and x not in keep
+                        and x not in self.guessed and x not in self.letter_sym]
+                if free:
+                    chars[i] = free[0]
+        return "".join(chars)
 
     def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:
         """The letters of the layouts an equation read (the ones it did not mint)."""
@@ -733,7 +756,9 @@ class _Engine:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
-            if type(target) is int and type(value) is str and not (mints and track):
+            if type(target) is int and type(value) is str and not (
+                mints and (track or self.guessed)
+            ):
                 # the common cases of _apply, inline: a first decision of a valid layout
                 # of the right rank, and a re-derivation of the decided one
                 old = layouts[target]

@@ -45,10 +45,12 @@ class Diagnostic:
     col: int
     message: str
     source_line: str = ""
+    severity: str = "error"
 
     def format(self) -> str:
-        """Render as `file:line:col: error: message`, the line, and a caret."""
-        head = f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+        """Render as `file:line:col: error: message` (or `warning:`), the line, and a
+        caret."""
+        head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
         if not self.source_line:
             return head
         text = self.source_line.rstrip("\n").expandtabs(1)

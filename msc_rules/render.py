@@ -13,6 +13,7 @@ and a small script (pan, zoom, search, details on click); it loads nothing.
 
 from __future__ import annotations
 
+import bisect
 import colorsys
 import html
 import json
@@ -51,11 +52,12 @@ class GNode:
     op: str
     shape: str
     layout: str
-    kind: str  # "param" | "const" | "binding"
+    kind: str  # "param" | "const" | "binding" | "collapsed" (repeated blocks)
     func: str
     decision: str = ""
     guessed: bool = False
     conflicts: list[str] = field(default_factory=list)
+    focus: bool = False  # the tensor a partial drawing is centred on (--focus)
     key: str = ""  # the colour key when not the layout (a channel group)
     # placement
     layer: int = 0
@@ -84,6 +86,8 @@ class GraphData:
     conflicts: int
     width: float = 0.0
     height: float = 0.0
+    part: str = ""
+    """Set when only part of the graph is drawn (--focus): which part."""
 
 
 # --------------------------------------------------------------------------- data
@@ -103,23 +107,170 @@ def _decision_text(analysis: Analysis, leaf: int) -> str:
             f"{short_path(eq.pos.file)}:{eq.pos.line}]")
 
 
+MAX_NODES = 2000
+"""Past this many tensors a drawing is refused (see graph_data): browsers show a huge
+SVG as an almost empty page, and nobody reads 20k boxes anyway."""
+
+
+def _neighbourhood(analysis: Analysis, focus: str, depth: int) -> set[int]:
+    """The value ids within `depth` uses (either direction) of the tensor `focus`."""
+    from .report import find_tensor
+
+    view = analysis.view
+    _, leaves = find_tensor(analysis, focus)
+    start = {view.leaf_value[x] for x in leaves}
+    adj: dict[int, set[int]] = {}
+    for u, w in view.graph.edges:
+        adj.setdefault(u, set()).add(w)
+        adj.setdefault(w, set()).add(u)
+    for cs in view.sites:  # identity links across calls count as uses too
+        if cs.op != "<link>":
+            continue
+        outs = {view.leaf_value[x] for x in _leaves(cs.out)}
+        ins = {view.leaf_value[x] for st in cs.args for x in _leaves(st)}
+        for a in ins:
+            for b in outs:
+                adj.setdefault(a, set()).add(b)
+                adj.setdefault(b, set()).add(a)
+    seen, frontier = set(start), set(start)
+    for _ in range(depth):
+        frontier = {w for u in frontier for w in adj.get(u, ()) if w not in seen}
+        seen |= frontier
+    return seen
+
+
+_MAX_PERIOD = 1000  # the longest repeated block (in bindings) looked for
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    """A block of `period` bindings repeated `times` times in a row, from `start` (an
+    index into the sequence of drawn bindings)."""
+
+    start: int
+    period: int
+    times: int
+
+
+def _repeats(ops: list[str]) -> list[_Repeat]:
+    """Runs of a repeated block of ops (the layers of a network), left to right: at each
+    position the block that covers the most bindings wins (the shortest on ties); a run
+    must stand for at least two bindings beyond its first block."""
+    where: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        where.setdefault(op, []).append(i)
+    found: list[_Repeat] = []
+    i, n = 0, len(ops)
+    while i < n:
+        best = _Repeat(i, 1, 1)
+        # a block starting at i repeats at a later occurrence of ops[i]
+        later = where[ops[i]]
+        k = bisect.bisect_right(later, i)
+        while k < len(later) and later[k] - i <= min(_MAX_PERIOD, (n - i) // 2):
+            period = later[k] - i
+            k += 1
+            times = 1
+            while (i + (times + 1) * period <= n
+                   and ops[i + times * period:i + (times + 1) * period] == ops[i:i + period]):
+                times += 1
+            if times > 1 and times * period > best.times * best.period:
+                best = _Repeat(i, period, times)
+        if (best.times - 1) * best.period >= 2:  # one binding saved is not worth a node
+            found.append(best)
+            i += best.times * best.period
+        else:
+            i += 1
+    return found
+
+
+def _collapse(analysis: Analysis, ids: list[int]) -> tuple[dict[int, int], list[GNode]]:
+    """Collapse repeated blocks among the values `ids` (in program order): every
+    instance after the first becomes one node per run. Returns where each collapsed
+    value went (value id -> the run's node id) and the runs' nodes."""
+    view = analysis.view
+    values = view.values
+    bindings = [i for i in ids if values[i].kind == "binding"]
+    runs = _repeats([_value_op(values[i]) for i in bindings])
+    into: dict[int, int] = {}
+    made: list[GNode] = []
+    for run in runs:
+        gone = bindings[run.start + run.period:run.start + run.times * run.period]
+        # the run's node takes the id of the first value it stands for: unique (that
+        # value is not drawn) and in program order, which the placement ranks by
+        node_id = gone[0]
+        for i in gone:
+            into[i] = node_id
+        first = values[bindings[run.start]]
+        made.append(GNode(
+            node_id, f"{run.times - 1} more like it", "repeats of the block above",
+            f"{len(gone):,} bindings", "", "collapsed", first.func,
+            f"{run.times - 1} more instances of the block of {run.period} binding(s) from "
+            f"{analysis.names.value_name[first.id]}, collapsed"))
+    # a weight or input used only by collapsed bindings goes with them
+    users: dict[int, set[int]] = {}
+    for u, w in view.graph.edges:
+        users.setdefault(u, set()).add(w)
+    for i in ids:
+        if values[i].kind != "binding" and i not in into:
+            targets = {into.get(w, -1) for w in users.get(i, ())}
+            if len(targets) == 1 and -1 not in targets:
+                into[i] = next(iter(targets))
+    return into, made
+
+
 def graph_data(analysis: Analysis, title: str = "", consts: bool = True,
+               focus: str | None = None, depth: int = 3,
+               max_nodes: int = MAX_NODES, collapse: bool | None = None,
                groups: Sequence[Any] | None = None) -> GraphData:
     """The nodes and edges of the drawing, with layouts, decisions and conflicts;
-    coloured by layout, or with `groups` (channel groups of the same module) by group."""
+    coloured by layout, or with `groups` (channel groups of the same module) by group.
+
+    With `focus` (a tensor name, as `explain` takes it), only the tensors within
+    `depth` uses of it. With `collapse` (None: when the whole graph has more than
+    `max_nodes` tensors), repeated blocks of bindings (the layers of a network) are
+    drawn once, their other instances as one node per run. More than `max_nodes`
+    tensors (0: no limit) is a ReportError that says how to draw less.
+    """
     r = analysis.result
     view = analysis.view
     names = analysis.names
+    keep = _neighbourhood(analysis, focus, depth) if focus else None
+    drawable = [v.id for v in view.values
+                if _leaves(v.struct) and (consts or v.kind != "const")
+                and (keep is None or v.id in keep)]
+    total = sum(1 for v in view.values if _leaves(v.struct) and (consts or v.kind != "const"))
+    drawn = len(drawable)
+    if collapse is None:
+        collapse = bool(max_nodes) and drawn > max_nodes and not focus
+    into: dict[int, int] = {}
+    runs: list[GNode] = []
+    if collapse:
+        into, runs = _collapse(analysis, drawable)
+        drawn = drawn - len(into) + len(runs)
+    if max_nodes and drawn > max_nodes:
+        from .report import ReportError
+
+        some = next((names.value_name[v.id] for v in view.values
+                     if v.kind == "binding" and v.id >= len(view.values) // 2), "NAME")
+        where = f" within {depth} steps of '{focus}'" if focus else ""
+        where += " with repeated blocks collapsed" if collapse else ""
+        weights = ", leave weights out with --no-consts" if consts else ""
+        raise ReportError(
+            f"the graph has {drawn} tensors{where}, more than a browser draws readably "
+            f"(--max-nodes {max_nodes}): draw the part around one tensor with --focus NAME "
+            f"--depth K (e.g. --focus {some} --depth 4){weights}, "
+            "or raise --max-nodes (0: no limit)")
     by_leaf: dict[int, list[str]] = {}
     for c in r.conflicts:
         info = conflict_info(analysis, c)
         text = f"{c.kind}: {c.message} — {info.equation} ({info.position})"
         by_leaf.setdefault(c.leaf, []).append(text)
     nodes: dict[int, GNode] = {}
+    wanted = set(drawable) - set(into)
     for v in view.values:
-        leaves = _leaves(v.struct)
-        if not leaves or (v.kind == "const" and not consts):
+        if v.id not in wanted:
             continue
+        leaves = _leaves(v.struct)
         layout = r.marker(v.struct)
         decs = [_decision_text(analysis, x) for x in leaves]
         guessed = any((d := r.decisions[x]) is not None and d.kind == "fallback" for x in leaves)
@@ -128,14 +279,23 @@ def graph_data(analysis: Analysis, title: str = "", consts: bool = True,
         nodes[v.id] = GNode(v.id, names.value_name[v.id], _value_op(v), _shape_text(v.expr.ty),
                             layout, v.kind, v.func, "; ".join(dict.fromkeys(decs)), guessed,
                             conflicts)
-    edges = [GEdge(u, w) for u, w in sorted(view.graph.edges) if u in nodes and w in nodes]
-    seen = {(e.src, e.dst) for e in edges}
+    for run in runs:
+        nodes[run.id] = run
+    edges: list[GEdge] = []
+    seen: set[tuple[int, int]] = set()
+    for u, w in sorted(view.graph.edges):
+        a, b = into.get(u, u), into.get(w, w)
+        if a != b and a in nodes and b in nodes and (a, b) not in seen:
+            seen.add((a, b))
+            edges.append(GEdge(a, b))
     for cs in view.sites:  # identity links: call arguments -> params, result -> call
         outs = _leaves(cs.out)
         if cs.op != "<link>" or not outs:
             continue
         b = view.leaf_value[outs[0]]
+        b = into.get(b, b)
         for a in dict.fromkeys(view.leaf_value[x] for st in cs.args for x in _leaves(st)):
+            a = into.get(a, a)
             if a != b and a in nodes and b in nodes and (a, b) not in seen:
                 seen.add((a, b))
                 edges.append(GEdge(a, b, link=True))
@@ -147,7 +307,19 @@ def graph_data(analysis: Analysis, title: str = "", consts: bool = True,
     else:
         layouts = sorted({n.layout for n in nodes.values() if n.layout})
         colors = {lay: _color(i) for i, lay in enumerate(layouts)}
-    g = GraphData(title, list(nodes.values()), edges, colors, len(r.conflicts))
+    if focus:
+        from .report import find_tensor
+
+        for x in find_tensor(analysis, focus)[1]:
+            if view.leaf_value[x] in nodes:
+                nodes[view.leaf_value[x]].focus = True
+    shown = len(r.conflicts) if keep is None else sum(len(n.conflicts) for n in nodes.values())
+    g = GraphData(title, list(nodes.values()), edges, colors, shown)
+    if keep is not None:
+        g.part = f"{len(nodes)} of {total} tensors: within {depth} steps of {focus}"
+    elif runs:
+        g.part = (f"{total} tensors, {len(into)} of them in {len(runs)} collapsed "
+                  f"run(s) of repeated blocks")
     _place(g)
     return g
 
@@ -221,7 +393,7 @@ def _place(g: GraphData) -> None:
         sweep(preds, layers[1:])
         sweep(succs, layers[-2::-1])
     for n in g.nodes:
-        n.w = max(60.0, _CHAR_W * max(len(n.name), len(n.layout) + len(_short(n.op)) + 3) + 20)
+        n.w = max(60.0, _CHAR_W * max(len(n.name), len(_subtitle(n))) + 20)
     # left to right, each node pulled towards the centre of its producers
     for k, layer in enumerate(layers):
         right: float = _MARGIN - _NODE_GAP
@@ -234,6 +406,11 @@ def _place(g: GraphData) -> None:
             right = n.x + n.w
     g.width = max(n.x + n.w for n in g.nodes) + _MARGIN
     g.height = max(n.y for n in g.nodes) + _NODE_H + _MARGIN
+
+
+def _subtitle(n: GNode) -> str:
+    """The second line of a node's box."""
+    return n.shape if n.kind == "collapsed" else f"{n.layout or '?'} · {_short(n.op)}"
 
 
 def _short(op: str) -> str:
@@ -272,7 +449,8 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
     out.append(f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>')
     out.append(f'<text x="{_MARGIN}" y="{_MARGIN}" font-size="16" font-weight="bold">'
                f'{_e(g.title)}</text>')
-    out.append(f'<text x="{_MARGIN}" y="{_MARGIN + 20}" fill="#555">{len(g.nodes)} tensors, '
+    counts = g.part or f"{len(g.nodes)} tensors"
+    out.append(f'<text x="{_MARGIN}" y="{_MARGIN + 20}" fill="#555">{_e(counts)}, '
                f'{len(g.colors)} layouts, {g.conflicts} conflicts</text>')
     out.append('<g class="edges">')
     for e in g.edges:
@@ -302,12 +480,11 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
         if n.conflicts:
             stroke, width = "#d00000", 3.5
         rx = 3 if n.kind == "const" else 14 if n.kind == "param" else 7
-        cls = "node conflict" if n.conflicts else "node"
+        cls = "node" + (" conflict" if n.conflicts else "") + (" focus" if n.focus else "")
         out.append(
             f'<g class="{cls}" id="n{n.id}" data-name="{_e(n.name)}" data-op="{_e(n.op)}" '
             f'data-shape="{_e(n.shape)}" data-layout="{_e(n.layout)}" '
-            f'data-key="{_e(n.key or n.layout)}" '
-            f'data-kind="{n.kind}" '
+            f'data-key="{_e(n.key or n.layout)}" data-kind="{n.kind}" '
             f'data-func="{_e(n.func)}" data-decision="{_e(n.decision)}" '
             f'data-conflicts="{_e(json.dumps(n.conflicts))}" '
             f'transform="translate({n.x:.1f},{n.y:.1f})">')
@@ -316,7 +493,7 @@ def to_svg(g: GraphData, standalone: bool = True) -> str:
                    f'stroke="{stroke}" stroke-width="{width}"{dash}/>')
         out.append(f'<text class="name" x="{n.w / 2:.1f}" y="15" text-anchor="middle" '
                    f'font-weight="bold">{_e(n.name)}</text>')
-        sub = f"{n.layout or '?'} · {_short(n.op)}"
+        sub = _subtitle(n)
         out.append(f'<text class="layout" x="{n.w / 2:.1f}" y="30" text-anchor="middle" '
                    f'fill="#333">{_e(sub)}</text>')
         if n.conflicts:
@@ -495,6 +672,9 @@ _JS = """
   });
   document.getElementById('reset').addEventListener('click', function () { clear(); fit(); });
   fit();
+  // a partial drawing (--focus) opens on the tensor it is centred on
+  var centre = svg.querySelector('g.node.focus');
+  if (centre) { focus(centre); show(centre); centre.classList.add('hit'); }
 })();
 """
 
@@ -558,5 +738,5 @@ def write_graph(g: GraphData, path: str | Path, fmt: str | None = None) -> str:
     return kind
 
 
-__all__ = ["FORMATS", "GEdge", "GNode", "GraphData", "graph_data", "to_dot", "to_html",
+__all__ = ["FORMATS", "MAX_NODES", "GEdge", "GNode", "GraphData", "graph_data", "to_dot", "to_html",
            "to_svg", "write_graph"]

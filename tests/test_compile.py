@@ -138,3 +138,56 @@ def test_deep_expressions_split_into_functions() -> None:
     env = Recorder({"a": 1}, {"n": 2})
     assert compiled.fn(env) == 2
     assert len(env.log) == 301
+
+
+# ------------------------------------------------------------------- tuple field of a tensor
+
+_TRAP_MODEL = """\
+from tvm.script import ir as I, relax as R
+
+
+@I.ir_module
+class Module:
+    @R.function
+    def main(x: R.Tensor((1, 8, 4, 4), "float32"), b: R.Tensor((8,), "float32")):
+        with R.dataflow():
+            y = R.call_dps_packed("my_fused_bias_relu", (x, b),
+                                  out_ty=R.Tensor((1, 8, 4, 4), "float32"))
+            z = R.nn.relu(y)
+            R.output(z)
+        return z
+"""
+
+
+def _trap_module(tmp_path: Any) -> Any:
+    from msc_rules.models import load_model
+
+    path = tmp_path / "plugin_model.py"
+    path.write_text(_TRAP_MODEL)
+    return load_model(str(path))
+
+
+def test_a_tuple_field_of_a_tensor_port_is_a_rule_file_error_at_its_first_site(
+        tmp_path: Any) -> None:
+    from msc_rules.dsl.ruleset import load_rules
+    from msc_rules.engine import infer_layouts
+    from msc_rules.errors import RuleFileError
+
+    rules_file = tmp_path / "trap.rules"
+    rules_file.write_text("plugin my_fused_bias_relu(data, bias) {\n    out  = data\n"
+                          "    data = out\n    bias ?= out[1]\n}\n")
+    mod = _trap_module(tmp_path)
+    with pytest.raises(RuleFileError) as info:
+        infer_layouts(mod, load_rules(rules_file))
+    (d,) = info.value.diagnostics
+    assert (d.file, d.line, d.col) == (str(rules_file), 4, 13)
+    assert "'out' is a tensor here, not a tuple" in d.message
+    assert "write letters(out, 1, 2)" in d.message
+    assert d.format().splitlines()[1:] == ["        bias ?= out[1]", " " * 16 + "^"]
+    # the advice works: the bias gets the channel letter
+    rules_file.write_text(rules_file.read_text().replace("out[1]", "letters(out, 1, 2)"))
+    result = infer_layouts(mod, load_rules(rules_file))
+    params = mod["main"].params
+    data = result.layout_of(params[0])
+    assert len(data) == 4 and result.layout_of(params[1]) == data[1]
+

@@ -427,7 +427,15 @@ def test_random_rules_never_raise_at_inference_time(text: str, odd_rule_module: 
             event("load error")
             return
     event("loaded")
-    res = msc_rules.infer_layouts(odd_rule_module, rules)
+    try:
+        res = msc_rules.infer_layouts(odd_rule_module, rules)
+    except RuleFileError as err:
+        # the one rule mistake found only where a rule meets a call: a tuple field of a
+        # port that is a tensor there (reported with the rule's position)
+        check_diagnostics(err, str(p), text)
+        assert all("is a tensor here, not a tuple" in d.message for d in err.diagnostics)
+        event("tuple field of a tensor")
+        return
     for leaf, ndim in enumerate(res.view.leaf_ndim):  # whatever the rules say, ranks hold
         lay = res.layouts[leaf]
         assert lay is None or len(lay) == ndim

@@ -225,8 +225,6 @@ def _scatter(x: tuple[int, ...], src: tuple[int, ...]) -> InferenceResult:
     return infer_layouts(lm.fx_import(lm.MaskedScatter(), inputs))
 
 
-@pytest.mark.xfail(strict=True, reason="the source's split of its flattened rows mints "
-                   "letters beside its own layout only, and they meet the input's guess")
 def test_masked_scatter_source_keeps_its_own_letters() -> None:
     r = _scatter((2, 5), (3, 5))
     x, _, src = (r.view.values[i].struct for i in range(3))

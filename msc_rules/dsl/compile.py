@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from types import CodeType, FunctionType
 from typing import Any, cast
 
-from ..errors import RuleEvaluationError
+from ..errors import Diagnostic, RuleEvaluationError, RuleFileError
 from . import ast
 from .functions import BUILTINS, Env, arity_text
 
 Fn = Callable[[Env], Any]
+Source = Callable[[ast.Pos], str]
+"""The text of the rule-file line at a position."""
 PortKey = tuple[str, int | None]
 
 
@@ -91,6 +93,28 @@ def _getitem(base: Any, idx: Any) -> Any:
         raise RuleEvaluationError(f"cannot index {base!r} with {idx}") from None
 
 
+class _FieldCheck:
+    """Called when `role[index]` reads None: raises a RuleFileError when the port is a
+    tensor (of known rank), where `out[1]` reads tuple field 1 and so never decides
+    anything; a tuple field that is merely unknown reads None."""
+
+    def __init__(self, role: str, index: int, pos: ast.Pos, source: str) -> None:
+        self.role = role
+        self.index = index
+        self.pos = pos
+        self.source = source
+
+    def __call__(self, env: Env) -> None:
+        if env.nfields(self.role) or env.ndim(self.role) < 0:
+            return None
+        r, i = self.role, self.index
+        raise RuleFileError([Diagnostic(
+            self.pos.file, self.pos.line, self.pos.col,
+            f"'{r}' is a tensor here, not a tuple: '{r}[{i}]' reads tuple field {i} and "
+            f"never decides anything; for the letter of axis {i} write "
+            f"letters({r}, {i}, {i + 1})", self.source)])
+
+
 # CPython rejects source nested more than 200 parentheses deep; a node adds at most
 # three, so sub-expressions deeper than this become functions of their own.
 _SPLIT_DEPTH = 50
@@ -140,9 +164,10 @@ def _template(body: str, nvalues: int) -> CodeType:
 class _Compiler:
     """Compiles the equations of one rule body against its roles."""
 
-    def __init__(self, roles: tuple[str, ...]) -> None:
+    def __init__(self, roles: tuple[str, ...], source: Source | None = None) -> None:
         self.ports = set(roles) | {"out"}
         self.roles = roles
+        self.source = source
 
     def _check_port(self, name: str, pos: ast.Pos) -> None:
         if name not in self.ports:
@@ -207,7 +232,13 @@ class _Compiler:
             port = ast.port_ref(e)
             if port is not None and port[1] is not None:
                 self._check_port(port[0], port[2])
-                return f"env.field({src.bind(port[0])}, {src.bind(port[1])})"
+                role, idx = src.bind(port[0]), src.bind(port[1])
+                # a field that reads None is either unknown, or the port is no tuple at
+                # all: the second is a rule-file mistake, reported where it happens
+                line = self.source(port[2]) if self.source is not None else ""
+                v, check = src.temp(), src.bind(_FieldCheck(port[0], port[1], port[2], line))
+                return (f"({v} if ({v} := env.field({role}, {idx})) is not None "
+                        f"else {check}(env))")
             base = self.expr(e.base, src, depth)
             index = self.expr(e.index, src, depth)
             return f"{src.bind(_getitem)}({base}, {index})"
@@ -315,17 +346,19 @@ def _late(e: ast.Expr) -> bool:
 
 
 def _copy_of(e: ast.Expr) -> PortKey | None:
-    """The port an equation copies unchanged (`out = data`, `data = out[0]`), if any:
-    the engine reads it directly instead of calling the closure."""
+    """The port an equation copies unchanged (`out = data`), if any: the engine reads it
+    directly instead of calling the closure. Not a tuple field (`data = out[0]`): the
+    closure checks that the port is a tuple at all (see _FieldCheck)."""
     port = ast.port_ref(e)
-    return None if port is None else (port[0], port[1])
+    return None if port is None or port[1] is not None else (port[0], None)
 
 
 def compile_equations(
-    roles: tuple[str, ...], equations: tuple[ast.Equation, ...]
+    roles: tuple[str, ...], equations: tuple[ast.Equation, ...], source: Source | None = None
 ) -> tuple[list[CompiledEquation], list[CompileError]]:
-    """Compile a rule body; return the equations and every error found."""
-    comp = _Compiler(roles)
+    """Compile a rule body; return the equations and every error found. `source` gives
+    the text of a line of the rule file, for errors found when the equations run."""
+    comp = _Compiler(roles, source)
     out: list[CompiledEquation] = []
     errors: list[CompileError] = []
     for eq in equations:

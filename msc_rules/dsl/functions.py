@@ -598,6 +598,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
         memo.done[key] = (src, dst, base)
         return base
     out = list(base)
+    guessed = env.run_state("guessed", set)
     for split, gs, gd, size, sizes in plan:
         if split:  # one axis split into several
             whole = layout[gs[0]]
@@ -605,6 +606,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             if rec is not None and rec[1] == sizes:
                 _restore(out, gd, rec[0])
             else:
+                _apart(out, gd, guessed, layout)
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
         else:  # several axes merged into one
             parts = tuple(layout[i] for i in gs)
@@ -612,6 +614,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             if merged is not None and merged[1] == size:
                 _restore(out, gd, (merged[0],))
             else:
+                _apart(out, gd, guessed, layout)
                 memo.record(out[gd[0]], size, parts, sizes)
     result = "".join(out)
     memo.done[key] = (src, dst, result)
@@ -644,6 +647,19 @@ def _reshape_plan(src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]) -> _Plan:
             plan.append((False, gs, gd, L.dim_product(dst[gd[0]]),
                          tuple(L.dim_product(src[i]) for i in gs)))
     return tuple(plan)
+
+
+def _apart(out: list[str], positions: tuple[int, ...], guessed: set[str], src: str) -> None:
+    """Re-mint the letters at `positions` of `out` (fresh ones of a split or merge of
+    `src`) that an initial-letters guess of this run gave: both were chosen apart."""
+    if not guessed:
+        return
+    for j in positions:
+        if out[j] in guessed:
+            free = [c for c in L.initial(26)
+                    if c not in out and c not in guessed and c not in src]
+            if free:
+                out[j] = free[0]
 
 
 def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...]) -> None:

@@ -8,9 +8,11 @@ compiles every body, and raises one RuleFileError listing every problem found.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import Diagnostic, RuleFileError
 from ..resources import builtin_rule_files
@@ -102,10 +104,12 @@ class _Loader:
         self.errors: list[Diagnostic] = []
         self.lines: dict[str, tuple[str, ...]] = {}
 
-    def error(self, pos: ast.Pos, message: str) -> None:
+    def source(self, pos: ast.Pos) -> str:
         lines = self.lines.get(pos.file, ())
-        src = lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
-        self.errors.append(Diagnostic(pos.file, pos.line, pos.col, message, src))
+        return lines[pos.line - 1] if 0 < pos.line <= len(lines) else ""
+
+    def error(self, pos: ast.Pos, message: str) -> None:
+        self.errors.append(Diagnostic(pos.file, pos.line, pos.col, message, self.source(pos)))
 
     def load(self, path: Path, user: bool) -> None:
         resolved = path.resolve()
@@ -125,7 +129,7 @@ class _Loader:
     def compile(
         self, roles: tuple[str, ...], eqs: tuple[ast.Equation, ...]
     ) -> list[CompiledEquation]:
-        compiled, errors = compile_equations(roles, eqs)
+        compiled, errors = compile_equations(roles, eqs, self.source)
         for err in errors:
             self.error(err.pos, err.message)
         return compiled
@@ -137,7 +141,8 @@ class _Loader:
         if old is not None and not override:
             self.error(
                 pos,
-                f"{what} '{op}' is already defined at {old.pos}; use 'override op' to redefine it",
+                f"{what} '{op}' is already defined at {old.pos}; write 'override {what} "
+                f"{op}(...)' to redefine it",
             )
             return
         if old is None and override:
@@ -211,13 +216,33 @@ class _Loader:
         return self.rs
 
 
-def load_rules(*paths: str | Path, builtin: bool = True) -> RuleSet:
-    """Load the rule library (unless builtin=False) and layer user rule files over it."""
+def packs_enabled() -> bool:
+    """Whether installed rule packs are read: not when MSC_RULES_PACKS is 0 (or off,
+    false, no)."""
+    return os.environ.get("MSC_RULES_PACKS", "1").strip().lower() not in _OFF
+
+
+_OFF = {"0", "off", "false", "no"}
+
+
+def load_rules(
+    *paths: str | Path, builtin: bool = True, packs: bool | None = None
+) -> RuleSet:
+    """Load the rule library (unless builtin=False) and layer user rule files over it.
+
+    With `builtin`, the rule packs of installed packages (entry points `msc_rules.rules`)
+    come after the library, unless `packs` is False (None: see packs_enabled()).
+    """
     loader = _Loader()
     files: list[tuple[Path, bool]] = []
+    pack_of: dict[Path, Pack] = {}
     if builtin:
         files += [(p, False) for p in builtin_rule_files()]
-        files += [(p, False) for p in _entry_point_files()]
+        if packs_enabled() if packs is None else packs:
+            for pack in rule_packs():
+                for f in pack.files:
+                    pack_of.setdefault(f, pack)
+                    files.append((f, False))
     for p in paths:
         pp = Path(p)
         if not _is_file(pp):
@@ -229,7 +254,14 @@ def load_rules(*paths: str | Path, builtin: bool = True) -> RuleSet:
     # that cost five times the load itself.
     with paused_gc():
         for path, user in files:
+            before = len(loader.errors)
             loader.load(path, user)
+            source = pack_of.get(path)
+            if source is not None and len(loader.errors) > before:
+                loader.errors[before:] = [
+                    replace(d, message=f"{d.message} [{source.label()}]")
+                    for d in loader.errors[before:]
+                ]
         return loader.finish()
 
 
@@ -244,19 +276,44 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _entry_point_files() -> list[Path]:
-    """Rule files that installed packages ship through the `msc_rules.rules` entry points."""
+@dataclass(frozen=True)
+class Pack:
+    """A rule pack: the rule files one `msc_rules.rules` entry point ships."""
+
+    name: str
+    distribution: str
+    files: tuple[Path, ...]
+
+    def label(self) -> str:
+        """Where the pack comes from, and how to do without it."""
+        return (f"rule pack '{self.name}' of {self.distribution}; "
+                "run without packs: --no-packs or MSC_RULES_PACKS=0")
+
+
+def _distribution(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return f"the distribution providing '{ep.value}'"
+    return f"distribution '{dist.name} {dist.version}'"
+
+
+def rule_packs() -> list[Pack]:
+    """The rule packs of installed packages (entry-point group `msc_rules.rules`), in
+    entry-point name order."""
     from importlib.metadata import entry_points
 
-    found: list[Path] = []
+    found: list[Pack] = []
     for ep in sorted(entry_points(group="msc_rules.rules"), key=lambda e: e.name):
+        dist = _distribution(ep)
         try:
             target = ep.load()
-        except Exception as err:  # a broken plugin must not take the library down
-            raise RuleFileError(
-                [Diagnostic(f"<entry point {ep.name}>", 1, 1, f"cannot load: {err}")]
-            ) from None
-        found.extend(_as_paths(target() if callable(target) else target))
+            files = _as_paths(target() if callable(target) else target)
+        except Exception as err:  # a broken pack must say which one it is
+            pack = Pack(ep.name, dist, ())
+            raise RuleFileError([Diagnostic(
+                f"<entry point {ep.name} = {ep.value}>", 1, 1,
+                f"cannot load: {type(err).__name__}: {err} [{pack.label()}]")]) from None
+        found.append(Pack(ep.name, dist, tuple(files)))
     return found
 
 
@@ -272,13 +329,16 @@ def _as_paths(value: object) -> list[Path]:
     return []
 
 
-def compile_check(paths: Sequence[str | Path], builtin: bool = True) -> list[Diagnostic]:
+def compile_check(
+    paths: Sequence[str | Path], builtin: bool = True, packs: bool | None = None
+) -> list[Diagnostic]:
     """Every diagnostic for `paths` layered over the library (empty when clean)."""
     try:
-        load_rules(*paths, builtin=builtin)
+        load_rules(*paths, builtin=builtin, packs=packs)
     except RuleFileError as err:
         return err.diagnostics
     return []
 
 
-__all__ = ["CompileError", "IgnoreEntry", "Rule", "RuleSet", "compile_check", "load_rules"]
+__all__ = ["CompileError", "IgnoreEntry", "Pack", "Rule", "RuleSet", "compile_check", "load_rules",
+           "packs_enabled", "rule_packs"]
