@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import torch
 import tvm
+from models import _randomize_bn
 from tvm.relax.frontend.torch import from_exported_program
 
 
@@ -49,18 +50,6 @@ class DenseNet(torch.nn.Module):
         x = torch.cat([x, self.l2(x)], 1)
         x = torch.relu(self.trans(x))
         return self.fc(x.mean((2, 3)))
-
-
-def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
 
 
 TORCH_MODELS: dict[str, torch.nn.Module] = {}
