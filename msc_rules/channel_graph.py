@@ -13,7 +13,7 @@ values along the axis). `channels.py` makes groups of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,16 @@ class _Builder:
         if e is None and 0 <= axis < self.ndim(leaf):
             e = self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
         return e
+
+    def static_size(self, leaf: int, axes: Sequence[int]) -> int:
+        """The product of the extents of `axes` (1 for none), 0 when one is not static."""
+        size = 1
+        for a in axes:
+            e = self.ext(leaf, a)
+            if not isinstance(e, int):
+                return 0
+            size *= e
+        return size
 
     def note_ext(self, leaf: int) -> None:
         shape = self.view.shape(leaf)
@@ -487,10 +497,7 @@ class _Builder:
             if len(d_axes) == 1:
                 # merged axes: the outermost maps onto blocks of the merged axis; the
                 # inner ones are remembered, in case a later reshape splits them back
-                inner = 1
-                for a in s_axes[1:]:
-                    e = self.ext(data, a)
-                    inner = inner * e if isinstance(e, int) and inner else 0
+                inner = self.static_size(data, s_axes[1:])
                 if inner:
                     g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
                                            0, inner))
@@ -509,10 +516,7 @@ class _Builder:
                     continue
                 # one axis split into (outer, inner...): the outer axis counts blocks
                 # of the inner size (attention heads of head_dim channels)
-                inner = 1
-                for d in d_axes[1:]:
-                    e = self.ext(out, d)
-                    inner = inner * e if isinstance(e, int) and inner else 0
+                inner = self.static_size(out, d_axes[1:])
                 if inner:
                     g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
                                            0, -inner))
