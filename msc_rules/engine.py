@@ -37,6 +37,7 @@ import tvm_ffi
 from . import layout as L
 from .dsl.ast import Family
 from .dsl.compile import CompiledEquation, compile_equations
+from .dsl.functions import remint_apart
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
@@ -644,13 +645,10 @@ class _Engine:
         gives back), stay."""
         memo = self._state.get("reshape_memo")
         keep = set(memo.related("".join(sorted(inherited)))) if memo is not None else inherited
+        avoid = keep | self.letter_sym.keys()
         chars = list(value)
-        for i, c in enumerate(chars):
-            if c in self.guessed and c not in keep and c not in self.letter_sym:
-                free = [x for x in L.initial(26) if x not in chars and x not in keep
-                        and x not in self.guessed and x not in self.letter_sym]
-                if free:
-                    chars[i] = free[0]
+        remint_apart(chars, [i for i, c in enumerate(chars) if c not in avoid], self.guessed,
+                     avoid)
         return "".join(chars)
 
     def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:

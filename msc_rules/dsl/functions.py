@@ -11,7 +11,7 @@ evaluated value; unless a builtin accepts `none`, a `none` argument makes the ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -606,7 +606,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             if rec is not None and rec[1] == sizes:
                 _restore(out, gd, rec[0])
             else:
-                _apart(out, gd, guessed, layout)
+                remint_apart(out, gd, guessed, layout)
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
         else:  # several axes merged into one
             parts = tuple(layout[i] for i in gs)
@@ -614,7 +614,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             if merged is not None and merged[1] == size:
                 _restore(out, gd, (merged[0],))
             else:
-                _apart(out, gd, guessed, layout)
+                remint_apart(out, gd, guessed, layout)
                 memo.record(out[gd[0]], size, parts, sizes)
     result = "".join(out)
     memo.done[key] = (src, dst, result)
@@ -649,17 +649,18 @@ def _reshape_plan(src: tuple[L.Dim, ...], dst: tuple[L.Dim, ...]) -> _Plan:
     return tuple(plan)
 
 
-def _apart(out: list[str], positions: tuple[int, ...], guessed: set[str], src: str) -> None:
-    """Re-mint the letters at `positions` of `out` (fresh ones of a split or merge of
-    `src`) that an initial-letters guess of this run gave: both were chosen apart."""
-    if not guessed:
-        return
+def remint_apart(chars: list[str], positions: Iterable[int], guessed: Container[str],
+                 avoid: Container[str]) -> None:
+    """Re-mint, in place, the letters at `positions` of `chars` that an initial-letters
+    guess of this run gave: a minted letter and a guessed one were chosen apart and
+    claim no shared axis. New letters avoid `chars`, the guesses and `avoid`; a letter
+    stays when none is left."""
     for j in positions:
-        if out[j] in guessed:
+        if chars[j] in guessed:
             free = [c for c in L.initial(26)
-                    if c not in out and c not in guessed and c not in src]
+                    if c not in chars and c not in guessed and c not in avoid]
             if free:
-                out[j] = free[0]
+                chars[j] = free[0]
 
 
 def _restore(out: list[str], positions: tuple[int, ...], letters: tuple[str, ...]) -> None:
