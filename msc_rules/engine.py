@@ -4,6 +4,9 @@ Order of decisions (documented priority):
 1. strong equations, whenever every port they read is known (forward or backward); a
    *late* one (a broadcast's `tie`, CompiledEquation.late) decides an unknown tensor
    only when no other strong equation can, so the tensor's own chain speaks first;
+   a strong equation that would name an operand with letters none of its reads holds
+   (a reshape met backward that splits an axis anew) waits after those, so the
+   operand's producer names it first and two chains do not mint letters apart;
 2. when nothing strong can fire, the weak default (`?=`) that can be evaluated now
    and whose target comes earliest in program order (graph inputs first);
 3. only when no weak default anywhere can be evaluated, initial letters (A, B, C, ...)
@@ -37,7 +40,7 @@ import tvm_ffi
 from . import layout as L
 from .dsl.ast import Family
 from .dsl.compile import CompiledEquation, compile_equations
-from .dsl.functions import remint_apart
+from .dsl.functions import ReshapeMemo, remint_apart
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
@@ -258,6 +261,16 @@ class _RulePlan:
 
 
 class _Engine:
+    # slots: past 30 attributes an instance dict stops sharing keys and every
+    # attribute read of the hot loop gets slower
+    __slots__ = (
+        "_rules_by_op", "_shape_of", "_shapes", "_state", "_sym_axes", "_valid",
+        "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
+        "late_ok", "late_queued", "layouts", "leaf_sites", "letter_sym", "memo", "queue",
+        "queued", "raw_conflicts", "rules", "seeded", "sequence", "site", "sites",
+        "sym_letter", "track_symbols", "unruled", "view", "weak",
+    )
+
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
         self.view = view
         self.rules = rules
@@ -279,6 +292,10 @@ class _Engine:
         # sites with a late equation ready (CompiledEquation.late), examined with
         # `late_ok` once the queue is empty
         self.late: deque[int] = deque()
+        # sites whose minting equation for an operand waits (CompiledEquation.mints):
+        # after the late ones that name an output, a tensor's producer goes first
+        self.late_back: deque[int] = deque()
+        self._woke_at = 0
         self.late_queued: set[int] = set()
         self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
@@ -289,6 +306,8 @@ class _Engine:
         self._shape_of = view.read_shape  # cached here, in _shapes
         self._shapes: list[Any] = [_ABSENT] * n
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
+        self.memo = ReshapeMemo()
+        self._state["reshape_memo"] = self.memo
         self.guessed: set[str] = set()  # letters initial letters gave so far
         self._state["guessed"] = self.guessed  # (reshape_ids mints apart from them)
         self.sym_letter: dict[L.Dim, str] = {}
@@ -643,13 +662,25 @@ class _Engine:
         letters): both were chosen apart and claim no shared axis. Letters it read, and
         those a reshape of this run merged into them or split from them (what a reshape
         gives back), stay."""
-        memo = self._state.get("reshape_memo")
-        keep = set(memo.related("".join(sorted(inherited)))) if memo is not None else inherited
+        memo = self.memo
+        keep = set(memo.related("".join(sorted(inherited)))) if memo.parts else inherited
         avoid = keep | self.letter_sym.keys()
         chars = list(value)
         remint_apart(chars, [i for i, c in enumerate(chars) if c not in avoid], self.guessed,
                      avoid)
         return "".join(chars)
+
+    def _mints_new(self, site: _Site, eq: CompiledEquation, value: str, calls: int,
+                   minted: int) -> bool:
+        """True when an evaluation named axes anew: `value` holds a letter that none of
+        the layouts the equation read holds and (for a reshape, whose memory counts its
+        calls and mints: `calls`, `minted` before the evaluation) that no earlier
+        reshape's split or merge gives back."""
+        memo = self.memo
+        if memo.calls != calls:
+            return memo.minted != minted
+        inherited = self._inherited(site, eq)
+        return any(c not in inherited for c in value)
 
     def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:
         """The letters of the layouts an equation read (the ones it did not mint)."""
@@ -744,12 +775,31 @@ class _Engine:
                 value = self._value(ports.get(copy[0]) if copy[1] is None
                                     else self._port(site, copy[0], copy[1]))
             else:
+                # a minting equation that names an operand may wait (see below)
+                wait = (mints and role != "out" and not self.late_ok and type(target) is int
+                        and layouts[target] is None)
+                if wait:
+                    memo = self.memo
+                    calls, minted = memo.calls, memo.minted
+                    memo.journal = []
                 # _evaluate inline (self.site is this site: set above)
                 try:
                     value = eq.fn(self)
                 except _EVAL_ERRORS as err:
                     self._failed(site, eq, err)
                     value = None
+                if wait:
+                    journal, memo.journal = memo.journal, None
+                    if type(value) is str and self._mints_new(site, eq, value, calls, minted):
+                        # letters no read holds, for an operand: its producer's chain
+                        # names it first, when it can (two chains minting apart would
+                        # meet and disagree), and the evaluation leaves no trace
+                        memo.undo(journal)
+                        still.append(k)
+                        if site.index not in self.late_queued:
+                            self.late_queued.add(site.index)
+                            self.late_back.append(site.index)
+                        continue
             if value is None:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
@@ -800,8 +850,20 @@ class _Engine:
                 site = self.sites[i]
                 if site is not None and site.pending:
                     self._examine(site)
-            if self.late:
-                i = self.late.popleft()
+            if self.late or self.late_back:
+                known = len(self.memo.split)
+                if self.late_back and known != self._woke_at:
+                    # a reshape has named axes since: a waiting one may now give letters
+                    # back instead of minting, so it is examined again
+                    self._woke_at = known
+                    for j in self.late_back:
+                        self.late_queued.discard(j)
+                        if not self.queued[j]:
+                            self.queued[j] = True
+                            self.queue.append(j)
+                    self.late_back.clear()
+                    continue
+                i = (self.late or self.late_back).popleft()
                 self.late_queued.discard(i)
                 site = self.sites[i]
                 assert site is not None

@@ -11,6 +11,9 @@ from tvm.script import relax as R
 
 import msc_rules
 from msc_rules.dsl.ruleset import RuleSet
+from msc_rules.engine import infer_view
+from msc_rules.graph import build_view
+from msc_rules.library import default_rules
 
 
 def layouts_by_name(result: msc_rules.InferenceResult) -> dict[str, str]:
@@ -295,7 +298,7 @@ def test_constants_get_layouts() -> None:
 
 
 def test_reshape_ids_results_memoised_per_run_match_fresh_evaluation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # reshape_ids keeps each call's result per run (functions._ReshapeMemo.done): the
+    # reshape_ids keeps each call's result per run (functions.ReshapeMemo.done): the
     # encoder's head splits and merges repeat per layer. Every layout must be what a run
     # that evaluates every call afresh gives.
     from models import bert_like
@@ -309,14 +312,57 @@ def test_reshape_ids_results_memoised_per_run_match_fresh_evaluation(monkeypatch
         def __setitem__(self, key: object, value: object) -> None:
             pass
 
-    original_init = functions._ReshapeMemo.__init__
+    original_init = functions.ReshapeMemo.__init__
 
-    def fresh_init(self: functions._ReshapeMemo) -> None:
+    def fresh_init(self: functions.ReshapeMemo) -> None:
         original_init(self)
         self.done = Forgetful()
 
-    monkeypatch.setattr(functions._ReshapeMemo, "__init__", fresh_init)
+    monkeypatch.setattr(functions.ReshapeMemo, "__init__", fresh_init)
     fresh = msc_rules.infer_layouts(mod)
     assert fresh.layouts == memoised.layouts
     assert len(fresh.conflicts) == len(memoised.conflicts)
     assert sum(lay is not None for lay in fresh.layouts) > 100
+
+
+def test_reshape_met_backward_waits_for_the_operands_producer() -> None:
+    # c's backward reshape would split y's channel into fresh letters for b; it waits,
+    # so b is named forward by its producer (relu of a, a split of x once the add
+    # names x) and c's split then gives the same letters back
+    @I.ir_module
+    class M:
+        @R.function
+        def main(x: R.Tensor((4, 16), "float32"), y: R.Tensor((4, 16), "float32")):
+            with R.dataflow():
+                a = R.reshape(x, (4, 2, 8))
+                b = R.nn.relu(a)
+                c = R.reshape(b, (4, 16))
+                d = R.add(y, c)
+                e = R.add(x, y)
+                out = (d, e)
+                R.output(out)
+            return out
+
+    view = build_view(M, "main")
+    leaf = {v.name: v.struct for v in view.values if isinstance(v.struct, int)}
+    res = infer_view(view, default_rules(), seeds={leaf["y"]: "NC"})
+    made = res.decisions[leaf["b"]]
+    assert made is not None and res.site_name(made.site) == "main:b"
+    assert res.layouts[leaf["a"]] == res.layouts[leaf["b"]]
+    assert res.layouts[leaf["c"]] == "NC" and res.conflicts == []
+
+
+def test_reshape_memo_undo_takes_back_a_deferred_evaluation() -> None:
+    from msc_rules.dsl.functions import ReshapeMemo
+
+    memo = ReshapeMemo()
+    memo.record("C", 16, ("A", "B"), (2, 8))
+    before = (dict(memo.split), dict(memo.merge), {k: set(v) for k, v in memo.parts.items()})
+    memo.journal = []
+    memo.record("C", 32, ("D", "E"), (4, 8))
+    memo.record("F", 6, ("A", "G"), (2, 3))
+    memo.remember(("C", 1, 2), (None, None, "ABD"))
+    journal, memo.journal = memo.journal, None
+    assert memo.split[("C", 32)] == (("D", "E"), (4, 8)) and memo.parts["C"] >= {"D", "E"}
+    memo.undo(journal)
+    assert (memo.split, memo.merge, memo.parts, memo.done) == (*before, {})

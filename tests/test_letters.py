@@ -15,7 +15,6 @@ import io
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import letter_models as lm
 import letter_props as lp
@@ -25,20 +24,6 @@ import tvm
 
 from msc_rules import InferenceResult, cli, infer_layouts
 from msc_rules import layout as L
-
-# Known open cases (issue 11's closing note): in the Swin block, the heads letter the
-# output projection's reshape mints (reached backward from the shortcut add) and the
-# one the qkv reshape mints (reached forward) are chosen apart and meet at q·kᵀ. Telling
-# them one axis needs relettering of minted letters, which the engine does not do yet;
-# the disagreement is recorded as a conflict, never silent. Strict: a fix shows up.
-_MINTED_HEADS = pytest.mark.xfail(
-    strict=True, reason="independently minted head letters meet at q·kᵀ (no relettering)")
-
-
-def _combos(open_cases: set[tuple[str, str]]) -> list[Any]:
-    return [pytest.param(m, r, marks=_MINTED_HEADS) if (m, r) in open_cases else (m, r)
-            for m in lm.MODELS for r in lm.ROUTES]
-
 
 COMBOS = [(m, r) for m in lm.MODELS for r in lm.ROUTES]
 SHOWN = 12  # violations listed in a failure message
@@ -70,17 +55,18 @@ def _report(kind: str, found: list[str]) -> str:
 # --------------------------------------------------------------------------- every binding
 
 
-@pytest.mark.parametrize(("name", "route"), _combos({("swin", "fx"), ("swin", "onnx")}))
+@pytest.mark.parametrize(("name", "route"), COMBOS)
 def test_op_semantics_hold_on_every_binding(name: str, route: str) -> None:
     _, r = _infer(name, route)
     found = lp.property_violations(r)
     assert not found, _report("property", found)
 
 
-@pytest.mark.parametrize(("name", "route"), _combos({("swin", r) for r in lm.ROUTES}))
+@pytest.mark.parametrize(("name", "route"), COMBOS)
 def test_only_self_broadcast_conflicts(name: str, route: str) -> None:
-    # a strong tie that lost to an earlier decision (Swin's shortcut add in issue 11) is
-    # a disagreement the layouts keep; only an axis broadcast against itself may remain
+    # letters minted apart that meet (Swin's heads, reached forward from the qkv reshape
+    # and backward from the shortcut add) would be a disagreement the layouts keep; only
+    # an axis broadcast against itself may remain
     _, r = _infer(name, route)
     found = lp.other_conflicts(r)
     assert not found, _report("conflict", found)

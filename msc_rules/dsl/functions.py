@@ -518,7 +518,7 @@ def _dedupe(chars: list[str | None], priority: list[int]) -> list[str | None]:
     return out
 
 
-class _ReshapeMemo:
+class ReshapeMemo:
     """Splits and merges seen by `reshape_ids` in one inference run.
 
     `split[(letter, size)] = (part letters, part sizes)` and the inverse
@@ -540,11 +540,43 @@ class _ReshapeMemo:
 
         # letter -> the letters split from it or merged into it (see `related`)
         self.parts: dict[str, set[str]] = {}
+        # calls of reshape_ids, and those that minted letters the memory did not give
+        # back (the engine tells a reshape that names axes anew from one that repeats)
+        self.calls = 0
+        self.minted = 0
+
+        # while not None, what calls add (undo() takes it back: the engine defers an
+        # evaluation that minted letters, and a deferred one must leave no trace)
+        self.journal: list[tuple[dict[Any, Any], Any]] | None = None
 
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
+        journal = self.journal
+        if journal is not None:
+            for table, key in ((self.split, (whole, size)), (self.merge, (parts, sizes))):
+                if key not in table:
+                    journal.append((table, key))
+            known = self.parts.get(whole, set())
+            journal.extend((self.parts, (whole, c)) for c in parts if c not in known)
         self.split.setdefault((whole, size), (parts, sizes))
         self.merge.setdefault((parts, sizes), (whole, size))
         self.parts.setdefault(whole, set()).update(parts)
+
+    def remember(self, key: tuple[str, int, int], entry: tuple[Any, Any, str | None]) -> None:
+        """Keep the result of a call (see `done`)."""
+        if self.journal is not None:
+            self.journal.append((self.done, key))
+        self.done[key] = entry
+
+    def undo(self, journal: list[tuple[dict[Any, Any], Any]] | None) -> None:
+        """Take back what the calls recorded in `journal` added."""
+        for table, key in reversed(journal or ()):
+            if table is self.parts:
+                whole, c = key
+                self.parts[whole].discard(c)
+                if not self.parts[whole]:
+                    del self.parts[whole]
+            else:
+                table.pop(key, None)
 
     def related(self, letters: str) -> str:
         """`letters` and every letter a reshape of this run merged into one of them or
@@ -559,10 +591,10 @@ class _ReshapeMemo:
         return "".join(seen)
 
 
-def _memo_of(env: Any) -> _ReshapeMemo | None:
+def _memo_of(env: Any) -> ReshapeMemo | None:
     """The reshape memory of one inference run (kept by the engine's per-run state)."""
     state = getattr(env, "run_state", None)
-    return state("reshape_memo", _ReshapeMemo) if state is not None else None
+    return state("reshape_memo", ReshapeMemo) if state is not None else None
 
 
 @builtin("fresh_beside", 2, port_args=(0,), partial=True, mints=True)
@@ -589,16 +621,20 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     memo = _memo_of(env)
     if memo is None:
         return _reshape_info(layout, tuple(src), tuple(dst))[0]
+    memo.calls += 1
     key = (layout, id(src), id(dst))
     done = memo.done.get(key)
     if done is not None:
         return done[2]
     base, plan = _reshape_info(layout, tuple(src), tuple(dst))
     if base is None or not plan:
-        memo.done[key] = (src, dst, base)
+        memo.remember(key, (src, dst, base))
+        if base is not None and any(c not in layout for c in base):
+            memo.minted += 1
         return base
     out = list(base)
     guessed = env.run_state("guessed", set)
+    fresh = False  # did a split or merge miss the memory (and name axes anew)?
     for split, gs, gd, size, sizes in plan:
         if split:  # one axis split into several
             whole = layout[gs[0]]
@@ -608,6 +644,7 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             else:
                 remint_apart(out, gd, guessed, layout)
                 memo.record(whole, size, tuple(out[j] for j in gd), sizes)
+                fresh = True
         else:  # several axes merged into one
             parts = tuple(layout[i] for i in gs)
             merged = memo.merge.get((parts, sizes))
@@ -616,8 +653,11 @@ def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
             else:
                 remint_apart(out, gd, guessed, layout)
                 memo.record(out[gd[0]], size, parts, sizes)
+                fresh = True
     result = "".join(out)
-    memo.done[key] = (src, dst, result)
+    memo.remember(key, (src, dst, result))
+    if fresh:
+        memo.minted += 1
     return result
 
 
