@@ -31,7 +31,7 @@ Selection = Mapping[int, Sequence[int]]
 
 
 def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:
-    return [m.offset + c * m.block + j for c in removed for j in range(m.block)]
+    return m.indices(removed)
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
