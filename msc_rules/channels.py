@@ -287,7 +287,7 @@ class _Grouper:
             if off + (left - 1) * st + w.size * blk <= per:
                 stack.append((cls, off, blk, True, st if left > 1 else 0, left))
                 return
-        elif rep == 1 and w.fold % groups:
+        elif w.fold % groups:  # the root is not folded to this conv's groups yet
             w.refold = math.lcm(w.refold, groups)
             return
         w.why(f"a grouped conv ({groups} groups) reads its channels across groups")

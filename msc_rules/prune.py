@@ -80,16 +80,79 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     return cut
 
 
+class _Params:
+    """The entry function's weight parameters that lose channels: new vars of the
+    sliced types (a prune), and the values the frontend kept in the function's
+    "params" attribute, sliced or, for the oracle, zeroed."""
+
+    def __init__(self, entry: str) -> None:
+        self.entry = entry
+        self.vars: dict[int, Any] = {}  # param handle -> the var of the sliced type
+        self.cuts: dict[int, dict[int, set[int]]] = {}  # param handle -> axis -> removed
+
+    def add(self, var: Any, axes: dict[int, set[int]], zero: bool) -> None:
+        """Record a parameter's removed indices (and its sliced var for a prune)."""
+        h = var.__chandle__()
+        self.cuts[h] = axes
+        if not zero:
+            vals = list(var.ty.shape.values)
+            for axis, idx in axes.items():
+                vals[axis] = int(vals[axis]) - len(idx)
+            self.vars[h] = relax.Var(var.name, relax.TensorType(relax.ShapeExpr(vals),
+                                                                var.ty.dtype), var.span)
+
+    def retype(self, mutator_: Any, func: Any) -> Any:
+        """The function with the sliced parameters (uses remapped to them) and its
+        "params" attribute sliced alike."""
+        new_params = []
+        for p in func.params:
+            nv = self.vars.get(p.__chandle__())
+            if nv is not None:
+                mutator_.set_var_remap(p, nv)
+            new_params.append(nv if nv is not None else p)
+        attrs = func.attrs
+        out = relax.Function(new_params, func.body, None, func.is_pure, attrs, func.span)
+        kept = attrs["params"] if attrs is not None and "params" in attrs else None
+        if kept is not None:
+            weights = list(func.params)[len(func.params) - len(kept):]
+            zero = not self.vars
+            vals = []
+            for p, t in zip(weights, kept, strict=True):
+                axes = self.cuts.get(p.__chandle__())
+                vals.append(t if axes is None else tvm.runtime.tensor(
+                    cut_array(t.numpy(), axes, zero)))
+            out = out.with_attr("params", vals)
+        return out
+
+
+def cut_array(arr: np.ndarray, axes: Mapping[int, Any], zero: bool) -> np.ndarray:
+    """`arr` without the indices `axes[axis]` of each axis, or with them set to zero."""
+    if zero:
+        arr = arr.copy()
+        for axis, idx in axes.items():
+            sl: list[Any] = [slice(None)] * arr.ndim
+            sl[axis] = sorted(idx)
+            arr[tuple(sl)] = 0
+        return arr
+    for axis, idx in sorted(axes.items()):
+        arr = np.delete(arr, sorted(idx), axis=axis)
+    return np.ascontiguousarray(arr)
+
+
 @mutator
 class _Rewriter(PyExprMutator):  # type: ignore[misc]
     """Replaces constants, reshape shapes and conv group counts by handle."""
 
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
-                 shapes: dict[int, list[Any]], conv_groups: dict[int, int]) -> None:
+                 shapes: dict[int, list[Any]], conv_groups: dict[int, int],
+                 new_attrs: dict[int, Any] | None = None,
+                 params: _Params | None = None) -> None:
         super().__init__(mod)
         self.consts = consts
         self.shapes = shapes
         self.conv_groups = conv_groups
+        self.new_attrs = new_attrs or {}  # call handle -> its attrs (split indices)
+        self.params = params
 
     def visit_constant_(self, op: Any) -> Any:
         """A sliced constant, or the original."""
@@ -121,6 +184,9 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
                            out_layout=a.out_layout, out_dtype=a.out_dtype)
             attrs = rebuilt.attrs
             changed = True
+        if h in self.new_attrs:
+            attrs = self.new_attrs[h]
+            changed = True
         if changed:
             op = relax.Call(op.op, new_args, attrs, op.ty_args, op.span)
         return super().visit_call_(op)
@@ -129,6 +195,8 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         """Rewrite every Relax function of the module."""
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
+                if self.params is not None and gv.name_hint == self.params.entry:
+                    func = self.params.retype(self, func)
                 self.builder_.update_func(gv, self.visit_expr(func))
         out: tvm.IRModule = self.builder_.get()
         return out
@@ -178,6 +246,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     consts: dict[int, Any] = {}
     shapes: dict[int, list[Any]] = {}
     conv_groups: dict[int, int] = {}
+    new_attrs: dict[int, Any] = {}
+    params = _Params(view.entry)
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]
@@ -185,20 +255,14 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
                                  "a prune cannot change what callers pass")
-            raise PruneError(f"weight '{names(leaf)}' is a function parameter: bind the "
-                             "parameters (from_exported_program keeps them as constants "
-                             "by default) before pruning")
+            if v.func != view.entry or not isinstance(v.struct, int):
+                raise PruneError(f"weight '{names(leaf)}' is a parameter of the called "
+                                 f"function '{v.func}': only the entry function's weight "
+                                 "parameters can be sliced")
+            params.add(v.expr, axes, zero)
+            continue
         if v.kind == "const":
-            arr = v.expr.value.numpy()
-            if zero:
-                arr = arr.copy()
-                for axis, idx in axes.items():
-                    sl: list[Any] = [slice(None)] * arr.ndim
-                    sl[axis] = sorted(idx)
-                    arr[tuple(sl)] = 0
-            else:
-                for axis, idx in sorted(axes.items()):
-                    arr = np.delete(arr, sorted(idx), axis=axis)
+            arr = cut_array(v.expr.value.numpy(), axes, zero)
             data = tvm.runtime.tensor(np.ascontiguousarray(arr))
             ty = relax.const(arr).ty
             consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
@@ -220,6 +284,10 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     new = _new_shape(view, site, data, per_leaf)
                     if new is not None:
                         shapes[site.call.__chandle__()] = new
+            elif site.op == "relax.split" and site.args[0] in per_leaf:
+                split = _split_attrs(view, site, per_leaf)
+                if split is not None:
+                    new_attrs[site.call.__chandle__()] = split
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
@@ -229,7 +297,29 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             e = dims[o]
             if isinstance(e, int):
                 conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
-    return _Rewriter(mod, consts, shapes, conv_groups).run(mod)
+    return _Rewriter(mod, consts, shapes, conv_groups, new_attrs,
+                     params if params.cuts else None).run(mod)
+
+
+def _split_attrs(view: Any, site: Any, cut: dict[int, dict[int, set[int]]]) -> Any:
+    """The attributes of a split whose input lost channels along the split axis: the
+    parts' new boundaries (sections become explicit indices)."""
+    data = site.args[0]
+    axis = int(site.attrs.axis) % view.leaf_ndim[data]
+    idx = cut[data].get(axis)
+    if not idx:
+        return None
+    bounds = [0]
+    for leaf in site.out:
+        ext = (view.shape(leaf) or [None] * (axis + 1))[axis]
+        if not isinstance(ext, int):
+            raise PruneError("a split of pruned channels into parts of unknown size")
+        bounds.append(bounds[-1] + ext)
+    new = [b - sum(1 for i in idx if i < b) for b in bounds]
+    if any(a == b for a, b in zip(new, new[1:], strict=False)):
+        raise PruneError(f"the prune removes every channel of a part of split "
+                         f"'{view.values[site.value_id].name}'")
+    return relax.op.split(site.call.args[0], new[1:-1], int(site.attrs.axis)).attrs
 
 
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
