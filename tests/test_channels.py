@@ -97,8 +97,13 @@ def test_weight_parameters_are_members_and_inputs_are_activations() -> None:
     assert _roles(groups[1], FOLLOW) == {("p_fc1_bias", 0)}
     assert _roles(groups[1], CONSUMER) == {("p_fc2_weight", 1)}
     assert ("x", 1) in _roles(groups[0], ACTIVATION)
-    with pytest.raises(msc_rules.PruneError, match="function parameter: bind"):
-        msc_rules.prune(m.mod, {1: [0, 1]})
+    # a prune slices the parameters' types; prune_params slices the caller's values
+    pruned = msc_rules.prune(m.mod, {1: [0, 1]})
+    declared = {p.name: [int(d) for d in p.ty.shape.values]
+                for p in pruned["main"].params[1:]}
+    values = msc_rules.prune_params(m.mod, {1: [0, 1]}, m.params)
+    assert declared == {k: list(v.shape) for k, v in values.items()}
+    assert declared["p_fc1_weight"] == [2, 32] and declared["p_fc2_weight"] == [32, 2]
 
 
 def test_reduction_over_the_channel_axis_makes_a_group_inexact() -> None:
