@@ -20,6 +20,7 @@ from .errors import (
     RuleFileError,
 )
 from .naming import NamePlan, plan_names
+from .param_prune import param_slices, prune_params
 from .passes import (
     PIPELINE_NAME,
     SetExprLayout,
@@ -28,7 +29,6 @@ from .passes import (
     annotated_pipeline,
     annotation_passes,
 )
-from .param_prune import param_slices, prune_params
 from .prune import mask_consumers, prune
 from .span import get_layout, get_name
 

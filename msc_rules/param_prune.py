@@ -45,7 +45,8 @@ def param_slices(mod: tvm.IRModule, selection: Selection, allow_io: bool = False
         if leaf in g.io_leaves:
             raise PruneError(f"the channels reach the model input '{v.name}': "
                              "a prune cannot change what callers pass")
-        ext = (view.shape(leaf) or [None] * (axis + 1))[axis]
+        shape = view.shape(leaf)
+        ext = shape[axis] if shape is not None else None
         if not isinstance(ext, int):
             raise PruneError(f"parameter '{v.name}' has a symbolic extent on axis {axis}")
         out.setdefault(v.name, {})[axis] = [i for i in range(ext) if i not in idx]

@@ -12,6 +12,7 @@ consumers' input slices of the removed channels set to zero.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -316,7 +317,7 @@ def _split_attrs(view: Any, site: Any, cut: dict[int, dict[int, set[int]]]) -> A
             raise PruneError("a split of pruned channels into parts of unknown size")
         bounds.append(bounds[-1] + ext)
     new = [b - sum(1 for i in idx if i < b) for b in bounds]
-    if any(a == b for a, b in zip(new, new[1:], strict=False)):
+    if any(a == b for a, b in itertools.pairwise(new)):
         raise PruneError(f"the prune removes every channel of a part of split "
                          f"'{view.values[site.value_id].name}'")
     return relax.op.split(site.call.args[0], new[1:-1], int(site.attrs.axis)).attrs

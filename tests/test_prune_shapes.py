@@ -270,5 +270,5 @@ def test_call_tir_is_reported_and_refused() -> None:
     g = next(g for g in msc_rules.channel_groups(mod)
              if any(r.startswith("call_tir of") for r in g.reasons))
     assert not g.exact
-    with pytest.raises(msc_rules.PruneError, match="not exact: call_tir of (maximum|minimum)"):
+    with pytest.raises(msc_rules.PruneError, match=r"not exact: call_tir of (maximum|minimum)"):
         msc_rules.prune(mod, {g.id: [0]})
