@@ -302,3 +302,13 @@ def test_gpt2_conv1d_qkv_is_split_into_head_groups() -> None:
         assert [(m.axis, m.offset, m.block) for m in g.producers] == [
             (1, 0, 16), (1, 32, 16), (1, 64, 16)]
         assert [(m.axis, m.block) for m in g.consumers] == [(0, 16)]
+
+
+def test_magnitude_scores_sum_a_grouped_channel_over_every_group() -> None:
+    from msc_rules.channel_report import channel_scores
+
+    mod, _ = grouped_net()
+    g1 = _by_producer(msc_rules.channel_groups(mod), "conv2d_1.weight")
+    w = np.abs(_const(mod, "conv2d_1.weight").astype(np.float64))  # [8, 2, 3, 3], 4 groups
+    want = [sum(w[c + 2 * k].sum() for k in range(4)) for c in range(2)]
+    np.testing.assert_allclose(channel_scores(infer_layouts(mod).view, g1), want)
