@@ -338,7 +338,9 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
 def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
                    entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
     """The original module with the consumers' input slices of the channels *not* kept
-    set to zero: the reference a prune of the same selection must match exactly."""
+    set to zero: the reference a prune of the same selection must match exactly.
+    (Weights that are parameters are zeroed in the function's "params" attribute, the
+    frontend's copy; `detach_params` of the result gives them.)"""
     with paused_gc():
         g = channel_graph(mod, entry_name, rules)
         names = _Namer(mod, g.result, entry_name, planned=False)

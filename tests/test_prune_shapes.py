@@ -312,3 +312,28 @@ def test_magnitude_scores_sum_a_grouped_channel_over_every_group() -> None:
     w = np.abs(_const(mod, "conv2d_1.weight").astype(np.float64))  # [8, 2, 3, 3], 4 groups
     want = [sum(w[c + 2 * k].sum() for k in range(4)) for c in range(2)]
     np.testing.assert_allclose(channel_scores(infer_layouts(mod).view, g1), want)
+
+
+def test_split_parts_into_separate_branches_are_separate_groups() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 10)
+            self.c, self.d = torch.nn.Linear(4, 3), torch.nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.fc(x).split([4, 6], -1)
+            return self.c(torch.relu(a)) + self.d(torch.tanh(b))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    mod = export(Net(), x)
+    groups = [g for g in msc_rules.channel_groups(mod)
+              if any(m.tensor == "matmul.weight" for m in g.producers)]
+    assert [(g.size, g.exact, g.producers[0].offset) for g in groups] == [
+        (4, True, 0), (6, True, 4)]
+    sel = {groups[0].id: [1, 3], groups[1].id: [0, 5]}
+    worst, _ = check(mod, [x.numpy()], sel)
+    assert worst <= 1e-5
+    (split,) = _calls(msc_rules.prune(mod, sel), "relax.split")
+    assert [int(i) for i in split.attrs.indices_or_sections] == [2]
