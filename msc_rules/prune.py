@@ -12,7 +12,6 @@ consumers' input slices of the removed channels set to zero.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .layout import reshape_groups
+from .prune_edits import ParamEdit, split_attrs
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
@@ -81,65 +81,6 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     return cut
 
 
-class _Params:
-    """The entry function's weight parameters that lose channels: new vars of the
-    sliced types (a prune), and the values the frontend kept in the function's
-    "params" attribute, sliced or, for the oracle, zeroed."""
-
-    def __init__(self, entry: str) -> None:
-        self.entry = entry
-        self.vars: dict[int, Any] = {}  # param handle -> the var of the sliced type
-        self.cuts: dict[int, dict[int, set[int]]] = {}  # param handle -> axis -> removed
-
-    def add(self, var: Any, axes: dict[int, set[int]], zero: bool) -> None:
-        """Record a parameter's removed indices (and its sliced var for a prune)."""
-        h = var.__chandle__()
-        self.cuts[h] = axes
-        if not zero:
-            vals = list(var.ty.shape.values)
-            for axis, idx in axes.items():
-                vals[axis] = int(vals[axis]) - len(idx)
-            self.vars[h] = relax.Var(var.name, relax.TensorType(relax.ShapeExpr(vals),
-                                                                var.ty.dtype), var.span)
-
-    def retype(self, mutator_: Any, func: Any) -> Any:
-        """The function with the sliced parameters (uses remapped to them) and its
-        "params" attribute sliced alike."""
-        new_params = []
-        for p in func.params:
-            nv = self.vars.get(p.__chandle__())
-            if nv is not None:
-                mutator_.set_var_remap(p, nv)
-            new_params.append(nv if nv is not None else p)
-        attrs = func.attrs
-        out = relax.Function(new_params, func.body, None, func.is_pure, attrs, func.span)
-        kept = attrs["params"] if attrs is not None and "params" in attrs else None
-        if kept is not None:
-            weights = list(func.params)[len(func.params) - len(kept):]
-            zero = not self.vars
-            vals = []
-            for p, t in zip(weights, kept, strict=True):
-                axes = self.cuts.get(p.__chandle__())
-                vals.append(t if axes is None else tvm.runtime.tensor(
-                    cut_array(t.numpy(), axes, zero)))
-            out = out.with_attr("params", vals)
-        return out
-
-
-def cut_array(arr: np.ndarray, axes: Mapping[int, Any], zero: bool) -> np.ndarray:
-    """`arr` without the indices `axes[axis]` of each axis, or with them set to zero."""
-    if zero:
-        arr = arr.copy()
-        for axis, idx in axes.items():
-            sl: list[Any] = [slice(None)] * arr.ndim
-            sl[axis] = sorted(idx)
-            arr[tuple(sl)] = 0
-        return arr
-    for axis, idx in sorted(axes.items()):
-        arr = np.delete(arr, sorted(idx), axis=axis)
-    return np.ascontiguousarray(arr)
-
-
 @mutator
 class _Rewriter(PyExprMutator):  # type: ignore[misc]
     """Replaces constants, reshape shapes and conv group counts by handle."""
@@ -147,7 +88,7 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
                  shapes: dict[int, list[Any]], conv_groups: dict[int, int],
                  new_attrs: dict[int, Any] | None = None,
-                 params: _Params | None = None) -> None:
+                 params: ParamEdit | None = None) -> None:
         super().__init__(mod)
         self.consts = consts
         self.shapes = shapes
@@ -248,7 +189,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     shapes: dict[int, list[Any]] = {}
     conv_groups: dict[int, int] = {}
     new_attrs: dict[int, Any] = {}
-    params = _Params(view.entry)
+    params = ParamEdit(view.entry)
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]
@@ -263,7 +204,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             params.add(v.expr, axes, zero)
             continue
         if v.kind == "const":
-            arr = cut_array(v.expr.value.numpy(), axes, zero)
+            arr = v.expr.value.numpy()
+            if zero:
+                arr = arr.copy()
+                for axis, idx in axes.items():
+                    sl: list[Any] = [slice(None)] * arr.ndim
+                    sl[axis] = sorted(idx)
+                    arr[tuple(sl)] = 0
+            else:
+                for axis, idx in sorted(axes.items()):
+                    arr = np.delete(arr, sorted(idx), axis=axis)
             data = tvm.runtime.tensor(np.ascontiguousarray(arr))
             ty = relax.const(arr).ty
             consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
@@ -286,7 +236,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     if new is not None:
                         shapes[site.call.__chandle__()] = new
             elif site.op == "relax.split" and site.args[0] in per_leaf:
-                split = _split_attrs(view, site, per_leaf)
+                split = split_attrs(view, site, per_leaf)
                 if split is not None:
                     new_attrs[site.call.__chandle__()] = split
     for weight, vid in g.depthwise.items():
@@ -300,27 +250,6 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                 conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
     return _Rewriter(mod, consts, shapes, conv_groups, new_attrs,
                      params if params.cuts else None).run(mod)
-
-
-def _split_attrs(view: Any, site: Any, cut: dict[int, dict[int, set[int]]]) -> Any:
-    """The attributes of a split whose input lost channels along the split axis: the
-    parts' new boundaries (sections become explicit indices)."""
-    data = site.args[0]
-    axis = int(site.attrs.axis) % view.leaf_ndim[data]
-    idx = cut[data].get(axis)
-    if not idx:
-        return None
-    bounds = [0]
-    for leaf in site.out:
-        ext = (view.shape(leaf) or [None] * (axis + 1))[axis]
-        if not isinstance(ext, int):
-            raise PruneError("a split of pruned channels into parts of unknown size")
-        bounds.append(bounds[-1] + ext)
-    new = [b - sum(1 for i in idx if i < b) for b in bounds]
-    if any(a == b for a, b in itertools.pairwise(new)):
-        raise PruneError(f"the prune removes every channel of a part of split "
-                         f"'{view.values[site.value_id].name}'")
-    return relax.op.split(site.call.args[0], new[1:-1], int(site.attrs.axis)).attrs
 
 
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
