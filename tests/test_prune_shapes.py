@@ -337,3 +337,19 @@ def test_split_parts_into_separate_branches_are_separate_groups() -> None:
     assert worst <= 1e-5
     (split,) = _calls(msc_rules.prune(mod, sel), "relax.split")
     assert [int(i) for i in split.attrs.indices_or_sections] == [2]
+
+
+def test_onnx_cnn_nhwc_flatten_prunes_exactly() -> None:
+    # tests/models.py's ONNX CNN flattens after a transpose to NHWC: its last conv's
+    # 16 channels are every 16th of the linear's 1024 inputs (was: not exact)
+    from models import onnx_cnn
+
+    m = onnx_cnn(dynamic=False)
+    groups = msc_rules.channel_groups(m.mod)
+    last = next(g for g in groups if g.size == 16)
+    (fc,) = last.consumers
+    assert last.exact and (fc.stride, fc.repeat) == (16, 64)
+    sel = half_selection(groups)
+    assert last.id in sel
+    worst, _ = check(m.mod, list(m.example_inputs), sel)
+    assert worst <= 1e-5
