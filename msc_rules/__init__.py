@@ -2,7 +2,7 @@
 
 Public API (see README):
     SetExprLayout, SetExprName, annotate, get_layout, get_name, load_rules, infer_layouts,
-    channel_groups, prune, mask_consumers, quant_axes
+    channel_groups, prune, mask_consumers, quant_axes, param_slices, prune_params
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .errors import (
     RuleFileError,
 )
 from .naming import NamePlan, plan_names
+from .param_prune import param_slices, prune_params
 from .passes import (
     PIPELINE_NAME,
     SetExprLayout,
@@ -57,7 +58,9 @@ __all__ = [
     "infer_layouts",
     "load_rules",
     "mask_consumers",
+    "param_slices",
     "plan_names",
     "prune",
+    "prune_params",
     "quant_axes",
 ]

@@ -13,6 +13,7 @@ values along the axis). `channels.py` makes groups of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,13 +42,17 @@ _WEIGHT_VIEWS = frozenset(("relax.permute_dims", "relax.astype", "relax.wrap_par
 
 @dataclass
 class _Edge:
-    """Index i of src's axis is the range [offset + i * block, ... + block) of dst's;
-    a negative block -k: dst's index is src's index // k (a reshape splitting src)."""
+    """Index i of src's axis is the range [offset + i * block, ... + block) of dst's,
+    repeated `repeat` times `stride` apart (an inner axis merged by a reshape: channel
+    c of an NHWC flatten is every C-th input); a negative block -k: dst's index is
+    src's index // k (a reshape splitting src)."""
 
     src: int  # node
     dst: int
     offset: int
     block: int
+    stride: int = 0
+    repeat: int = 1
 
 
 @dataclass
@@ -70,6 +75,11 @@ class ChannelGraph:
     class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
     composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
+    # a split's input axis -> (the part's axis, its start, its length) per part
+    parts: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    # weight axis of a grouped conv (1 < groups < channels) -> groups: its channels
+    # are pruned at the same positions in every group, so the group count stays
+    folds: dict[int, int] = field(default_factory=dict)
 
     @property
     def view(self) -> DependencyView:
@@ -288,8 +298,16 @@ class _Builder:
         for root, comp in g.composite.items():
             if g.find(root) in risky:
                 name = self.view.values[self.view.leaf_value[g.axis_of(root)[0]]].name
-                for n, _ in comp[1:]:
-                    g.block(n, f"a reshape merges it as an inner axis (into {name})")
+                sizes = [e for _, e in comp if isinstance(e, int)]
+                for k, (n, _) in enumerate(comp[1:], 1):
+                    if len(sizes) != len(comp):
+                        g.block(n, f"a reshape merges it as an inner axis (into {name})")
+                        continue
+                    # index c of inner axis k is a block of the axes after it, once in
+                    # every step of the axes before it (NHWC flatten: every C-th input)
+                    inner = math.prod(sizes[k + 1:])
+                    g.derived.append(_Edge(n, root, 0, inner, inner * sizes[k],
+                                           math.prod(sizes[:k])))
 
     def _mark_io(self) -> None:
         """Entry params before `num_input` are model inputs, the rest are weights."""
@@ -383,6 +401,15 @@ class _Builder:
         if op == "relax.concat":
             self.concat(site, outs[0])
             return
+        if op == "relax.split":
+            self.split(site, args[0], outs)
+            return
+        if op == "relax.call_tir":
+            fn = site.call.args[0] if site.call is not None and site.call.args else None
+            name = getattr(fn, "name_hint", "") or "a PrimFunc"
+            self.opaque(site, f"call_tir of {name}: a TIR function's loops are not read, "
+                              "so which output channel reads which input is unknown")
+            return
         if op in ("relax.expand_dims", "relax.squeeze"):
             self.squeeze_like(site, args[0], outs[0])
             return
@@ -438,6 +465,15 @@ class _Builder:
             g.union(g.node(data, d_c), g.node(out, o_c))
             g.union(g.node(weight, w_o), g.node(out, o_c))
             g.depthwise[weight] = self.view.leaf_value[out]
+        elif (not site.op.endswith("_transpose") and isinstance(c_in, int)
+              and isinstance(c_out, int) and c_in % groups == 0 and c_out % groups == 0):
+            # grouped conv: as Torch-Pruning, prune the same positions in every group
+            # (weight I index i reads input i of each group), the group count stays
+            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.producers[g.node(weight, w_o)] = site.value_id
+            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
+            g.folds[g.node(weight, w_o)] = groups
+            g.folds[g.node(weight, w_i)] = groups
         else:
             reason = f"grouped conv ({groups} groups) ties channels in groups"
             g.block(g.node(data, d_c), reason)
@@ -587,6 +623,29 @@ class _Builder:
                 return
             g.derived.append(_Edge(g.node(f, axis), g.node(out, axis), offset, 1))
             offset += e
+
+    def split(self, site: CallSite, data: int | None, outs: list[int]) -> None:
+        """Each part is a range of the input's axis: an edge from the part back to its
+        range (a walk from the part reaches the producer), and the parts recorded on
+        the input (a walk reaching the input goes on into the part its range is in)."""
+        g = self.g
+        if data is None:
+            return
+        nd = self.ndim(data)
+        axis = int(site.attrs.axis) % nd
+        lengths = [self.ext(o, axis) for o in outs]
+        if not all(isinstance(e, int) for e in lengths):
+            self.opaque(site, "split of a symbolic extent")
+            return
+        start = 0
+        for o, length in zip(outs, lengths, strict=True):
+            assert isinstance(length, int)
+            for i in range(nd):
+                if i != axis:
+                    g.union(g.node(data, i), g.node(o, i))
+            g.derived.append(_Edge(g.node(o, axis), g.node(data, axis), start, 1))
+            g.parts.setdefault(g.node(data, axis), []).append((g.node(o, axis), start, length))
+            start += length
 
     def squeeze_like(self, site: CallSite, data: int | None, out: int) -> None:
         g = self.g

@@ -63,8 +63,7 @@ def channel_scores(view: Any, group: ChannelGroup) -> np.ndarray:
         a = np.moveaxis(np.abs(arr.astype(np.float64)), m.axis, 0)
         flat = a.reshape(a.shape[0], -1).sum(axis=1)
         for c in range(group.size):
-            lo = m.offset + c * m.block
-            score[c] += flat[lo:lo + m.block].sum()
+            score[c] += flat[m.indices([c])].sum()
     return score
 
 

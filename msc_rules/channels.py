@@ -22,6 +22,7 @@ themselves come from the ops' attributes and shapes, which the letters encode.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,9 @@ CONSUMER = "consumer"
 @dataclass(frozen=True)
 class Member:
     """One tensor axis in a group: group channel c is the index range
-    `[offset + c * block, offset + (c + 1) * block)` of `axis` of `tensor`."""
+    `[offset + c * block, offset + (c + 1) * block)` of `axis` of `tensor`, repeated
+    `repeat` times `stride` apart (a grouped conv: the same position in each of its
+    groups; an NHWC flatten: every C-th input of the linear)."""
 
     tensor: str
     axis: int
@@ -50,6 +53,14 @@ class Member:
     block: int = 1
     letter: str = ""  # the layout letter of the axis ("" when the tensor has no layout)
     leaf: int = field(default=-1, compare=False, repr=False)
+    stride: int = 0
+    repeat: int = 1
+
+    def indices(self, channels: Iterable[int]) -> list[int]:
+        """The indices of `axis` that the given group channels cover, sorted."""
+        return sorted(self.offset + c * self.block + j + r * self.stride
+                      for c in channels for r in range(self.repeat)
+                      for j in range(self.block))
 
 
 @dataclass(frozen=True)
@@ -129,17 +140,43 @@ def _kind(view: DependencyView, leaf: int) -> str:
     return str(view.values[view.leaf_value[leaf]].kind)
 
 
+_Visit = tuple[int, int, int, bool, int, int]
+
+
 @dataclass
 class _Walk:
     """What one producer class reaches, with its channel unit (whole heads: the head
-    size; otherwise 1): visits are (class, offset, block, through a consumer)."""
+    size; otherwise 1) and its fold (a grouped conv's group count: channel c is then
+    the same position in each group): visits are (class, offset, block, through a
+    consumer, stride, repeat), see Member."""
 
     root: int
     unit: int
     size: int
-    visits: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    visits: list[_Visit] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     coarsen: int = 1  # > 1: walk again with unit * coarsen
+    fold: int = 1
+    refold: int = 1  # > 1: walk again with lcm(fold, refold)
+
+    def why(self, reason: str) -> None:
+        """Record a reason the walk is not exact (once)."""
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def _through(v: _Visit, e: _Edge) -> _Visit | None:
+    """The visit an edge with a positive block leads to; None when two repeats do not
+    nest into one (the channel's indices would not be one strided set)."""
+    cls, off, blk, _, st, rep = v
+    inner = (st * e.block, rep) if rep > 1 else None
+    outer = (e.stride, e.repeat) if e.repeat > 1 else None
+    if inner is not None and outer is not None:
+        if inner[0] * inner[1] != outer[0]:
+            return None
+        inner = (inner[0], inner[1] * outer[1])
+    st2, rep2 = inner or outer or (0, 1)
+    return cls, e.offset + off * e.block, blk * e.block, False, st2, rep2
 
 
 class _Grouper:
@@ -158,7 +195,27 @@ class _Grouper:
         self.derived_of: dict[int, list[_Edge]] = {}
         for e in g.derived:
             self.derived_of.setdefault(g.find(e.src), []).append(e)
-        self.roots = sorted({g.find(n) for n in g.producers})
+        self.parts_of: dict[int, list[tuple[int, int, int]]] = {}
+        for n, parts in g.parts.items():
+            self.parts_of.setdefault(g.find(n), []).extend(
+                (g.find(f), start, length) for f, start, length in parts)
+        self.fold_of: dict[int, int] = {}
+        for n, groups in g.folds.items():
+            c = g.find(n)
+            self.fold_of[c] = math.lcm(self.fold_of.get(c, 1), groups)
+        # a producer class that a split cuts into parts (a fused qkv projection): each
+        # part is a root of its own, reaching the producer's range back over its edge
+        roots: set[int] = set()
+        todo, seen = [g.find(n) for n in g.producers], set()
+        while todo:
+            r = todo.pop()
+            if r not in seen:
+                seen.add(r)
+                if r in self.parts_of:
+                    todo.extend(f for f, _, _ in self.parts_of[r])
+                else:
+                    roots.add(r)
+        self.roots = sorted(roots)
 
     def extent(self, cls: int) -> int | None:
         for n in self.classes[cls]:
@@ -167,48 +224,85 @@ class _Grouper:
                 return e
         return None
 
-    def walk(self, root: int, unit: int) -> _Walk | None:
+    def walk(self, root: int, unit: int, fold: int = 1) -> _Walk | None:
         ext = self.extent(root)
-        if ext is None or ext % unit:
+        if ext is None or ext % (unit * fold):
             return None
-        w = _Walk(root, unit, ext // unit)
-        stack = [(root, 0, unit, False)]
-        seen: set[tuple[int, int, int, bool]] = set()
+        w = _Walk(root, unit, ext // (unit * fold), fold=fold)
+        stack: list[_Visit] = [(root, 0, unit, False, ext // fold if fold > 1 else 0, fold)]
+        seen: set[_Visit] = set()
         while stack:
             item = stack.pop()
             if item in seen:
                 continue
             seen.add(item)
             w.visits.append(item)
-            cls, off, blk, consumer = item
+            cls, off, blk, consumer, st, rep = item
             if consumer:
                 continue
             for c in self.consumers_of.get(cls, ()):
-                stack.append((c, off, blk, True))
+                groups = self.fold_of.get(c, 1)
+                if groups == 1:
+                    stack.append((c, off, blk, True, st, rep))
+                else:
+                    self.grouped_consumer(w, item, c, groups, stack)
             for e in self.derived_of.get(cls, ()):
                 dst = self.g.find(e.dst)
                 if e.block > 0:
-                    stack.append((dst, e.offset + off * e.block, blk * e.block, False))
+                    nxt = _through(item, e)
+                    if nxt is None:
+                        w.why("a reshape interleaves its channels with another repeat")
+                    else:
+                        stack.append((dst, *nxt[1:]))
                     continue
                 split = -e.block  # a reshape splitting the axis into (outer, split)
                 if blk % split:
                     w.coarsen = max(w.coarsen, split // math.gcd(blk, split))
                     continue
-                if off % split:
-                    w.reasons.append("a reshape splits it off a block boundary")
+                if off % split or st % split:
+                    w.why("a reshape splits it off a block boundary")
                     continue
-                stack.append((dst, off // split, blk // split, False))
+                stack.append((dst, off // split, blk // split, False, st // split, rep))
+            for part, start, length in self.parts_of.get(cls, ()):
+                hi = off + (rep - 1) * st + w.size * blk
+                if start <= off and hi <= start + length:
+                    stack.append((part, off - start, blk, False, st, rep))
+                elif off < start + length and start < hi:
+                    w.why("a split cuts across its channels")
         return w
+
+    def grouped_consumer(self, w: _Walk, v: _Visit, cls: int, groups: int,
+                         stack: list[_Visit]) -> None:
+        """A grouped conv reads input i of every group through its weight's input
+        index i: the channel must be the same positions in each group (a fold of the
+        walk's root), which map onto one range of the weight's input axis."""
+        ext = self.extent(v[0])
+        _, off, blk, _, st, rep = v
+        if ext is None or ext % groups:
+            w.why(f"a grouped conv ({groups} groups) of a symbolic extent")
+            return
+        per = ext // groups
+        if rep % groups == 0 and st * (rep // groups) == per:
+            left = rep // groups
+            if off + (left - 1) * st + w.size * blk <= per:
+                stack.append((cls, off, blk, True, st if left > 1 else 0, left))
+                return
+        elif w.fold % groups:  # the root is not folded to this conv's groups yet
+            w.refold = math.lcm(w.refold, groups)
+            return
+        w.why(f"a grouped conv ({groups} groups) reads its channels across groups")
 
     def run(self) -> list[ChannelGroup]:
         units = dict.fromkeys(self.roots, 1)
+        folds = {r: self.fold_of.get(r, 1) for r in self.roots}
         for _ in range(8):
             walks: dict[int, _Walk] = {}
             for r in self.roots:
-                w = self.walk(r, units[r])
-                while w is not None and w.coarsen > 1:
+                w = self.walk(r, units[r], folds[r])
+                while w is not None and (w.coarsen > 1 or w.refold > 1):
                     units[r] *= w.coarsen
-                    w = self.walk(r, units[r])
+                    folds[r] = math.lcm(folds[r], w.refold)
+                    w = self.walk(r, units[r], folds[r])
                 if w is not None:
                     walks[r] = w
             merged, changed = self.merge(walks, units)
@@ -228,18 +322,20 @@ class _Grouper:
                 r = leader[r]
             return r
 
-        spans: dict[int, list[tuple[int, int, int, int]]] = {}
+        spans: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
         for r, w in walks.items():
-            for cls, off, blk, _ in w.visits:
-                spans.setdefault(cls, []).append((off, off + w.size * blk, blk, r))
+            for cls, off, blk, _, st, rep in w.visits:
+                hi = off + (rep - 1) * st + w.size * blk
+                spans.setdefault(cls, []).append((off, hi, blk, r, st, rep))
         need: dict[int, int] = {}
         for cls in sorted(spans):
             items_ = sorted(set(spans[cls]))
-            for k, (lo, hi, blk, r) in enumerate(items_):
-                for lo2, hi2, blk2, r2 in items_[k + 1:]:
+            for k, (lo, hi, blk, r, st, rep) in enumerate(items_):
+                for lo2, hi2, blk2, r2, st2, rep2 in items_[k + 1:]:
                     if lo2 >= hi or r2 == r:
                         continue
-                    if (lo, hi) == (lo2, hi2) and (blk % blk2 == 0 or blk2 % blk == 0):
+                    if (lo, hi, st, rep) == (lo2, hi2, st2, rep2) and (
+                            blk % blk2 == 0 or blk2 % blk == 0):
                         if blk != blk2:
                             fine = r if blk < blk2 else r2
                             need[fine] = math.lcm(need.get(fine, 1),
@@ -267,7 +363,7 @@ class _Grouper:
             ws = by_leader[lead]
             size = ws[0].size
             reasons: list[str] = []
-            members: dict[tuple[int, int, int, int], Member] = {}
+            members: dict[tuple[int, int, int, int, int, int], Member] = {}
             io = has_consumer = False
             for w in ws:
                 for why in w.reasons:
@@ -275,7 +371,7 @@ class _Grouper:
                         reasons.append(why)
                 if w.size != size:
                     reasons.append(f"tied producers differ in size ({w.size} and {size})")
-                for cls, off, blk, consumer in w.visits:
+                for cls, off, blk, consumer, st, rep in w.visits:
                     has_consumer = has_consumer or consumer
                     for n in self.classes[cls]:
                         leaf, axis = g.axis_of(n)
@@ -294,12 +390,12 @@ class _Grouper:
                                 text = f"{reason} ({self.names(leaf)} axis {axis})"
                                 if text not in reasons:
                                     reasons.append(text)
-                        key = (leaf, axis, off, blk)
+                        key = (leaf, axis, off, blk, st, rep)
                         if key not in members:
                             lay = result.layouts[leaf] or ""
                             members[key] = Member(self.names(leaf), axis, role, kind, off,
                                                   blk, lay[axis] if axis < len(lay) else "",
-                                                  leaf)
+                                                  leaf, st, rep)
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
             ordered = sorted(members.values(),

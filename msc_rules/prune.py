@@ -25,13 +25,14 @@ from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .layout import reshape_groups
+from .prune_edits import ParamEdit, split_attrs
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
 
 
 def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:
-    return [m.offset + c * m.block + j for c in removed for j in range(m.block)]
+    return m.indices(removed)
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
@@ -85,11 +86,15 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
     """Replaces constants, reshape shapes and conv group counts by handle."""
 
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
-                 shapes: dict[int, list[Any]], conv_groups: dict[int, int]) -> None:
+                 shapes: dict[int, list[Any]], conv_groups: dict[int, int],
+                 new_attrs: dict[int, Any] | None = None,
+                 params: ParamEdit | None = None) -> None:
         super().__init__(mod)
         self.consts = consts
         self.shapes = shapes
         self.conv_groups = conv_groups
+        self.new_attrs = new_attrs or {}  # call handle -> its attrs (split indices)
+        self.params = params
 
     def visit_constant_(self, op: Any) -> Any:
         """A sliced constant, or the original."""
@@ -121,6 +126,9 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
                            out_layout=a.out_layout, out_dtype=a.out_dtype)
             attrs = rebuilt.attrs
             changed = True
+        if h in self.new_attrs:
+            attrs = self.new_attrs[h]
+            changed = True
         if changed:
             op = relax.Call(op.op, new_args, attrs, op.ty_args, op.span)
         return super().visit_call_(op)
@@ -129,6 +137,8 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         """Rewrite every Relax function of the module."""
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
+                if self.params is not None and gv.name_hint == self.params.entry:
+                    func = self.params.retype(self, func)
                 self.builder_.update_func(gv, self.visit_expr(func))
         out: tvm.IRModule = self.builder_.get()
         return out
@@ -178,6 +188,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     consts: dict[int, Any] = {}
     shapes: dict[int, list[Any]] = {}
     conv_groups: dict[int, int] = {}
+    new_attrs: dict[int, Any] = {}
+    params = ParamEdit(view.entry)
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]
@@ -185,9 +197,12 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
                                  "a prune cannot change what callers pass")
-            raise PruneError(f"weight '{names(leaf)}' is a function parameter: bind the "
-                             "parameters (from_exported_program keeps them as constants "
-                             "by default) before pruning")
+            if v.func != view.entry or not isinstance(v.struct, int):
+                raise PruneError(f"weight '{names(leaf)}' is a parameter of the called "
+                                 f"function '{v.func}': only the entry function's weight "
+                                 "parameters can be sliced")
+            params.add(v.expr, axes, zero)
+            continue
         if v.kind == "const":
             arr = v.expr.value.numpy()
             if zero:
@@ -220,6 +235,10 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     new = _new_shape(view, site, data, per_leaf)
                     if new is not None:
                         shapes[site.call.__chandle__()] = new
+            elif site.op == "relax.split" and site.args[0] in per_leaf:
+                split = split_attrs(view, site, per_leaf)
+                if split is not None:
+                    new_attrs[site.call.__chandle__()] = split
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
@@ -229,7 +248,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             e = dims[o]
             if isinstance(e, int):
                 conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
-    return _Rewriter(mod, consts, shapes, conv_groups).run(mod)
+    return _Rewriter(mod, consts, shapes, conv_groups, new_attrs,
+                     params if params.cuts else None).run(mod)
 
 
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
@@ -247,7 +267,9 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
 def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
                    entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
     """The original module with the consumers' input slices of the channels *not* kept
-    set to zero: the reference a prune of the same selection must match exactly."""
+    set to zero: the reference a prune of the same selection must match exactly.
+    (Weights that are parameters are zeroed in the function's "params" attribute, the
+    frontend's copy; `detach_params` of the result gives them.)"""
     with paused_gc():
         g = channel_graph(mod, entry_name, rules)
         names = _Namer(mod, g.result, entry_name, planned=False)

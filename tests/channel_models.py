@@ -179,6 +179,78 @@ def gqa_decoder() -> tuple[tvm.IRModule, np.ndarray]:
     return export(GQADecoder(), ids), ids.numpy()
 
 
+class FusedQKV(torch.nn.Module):
+    """GPT-2-like attention: one linear makes q, k and v (3 * dim), split into three
+    and reshaped into heads; a GELU MLP whose hidden channels are chunked in two
+    (a GLU); residuals."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.fc1 = torch.nn.Linear(dim, 4 * dim)
+        self.fc2 = torch.nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q = q.reshape(b, s, h, d // h).transpose(1, 2)
+        k = k.reshape(b, s, h, d // h).transpose(1, 2)
+        v = v.reshape(b, s, h, d // h).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-2, -1) * (d // h) ** -0.5, dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, s, d))
+        a, g = self.fc1(x).chunk(2, dim=-1)
+        return x + self.fc2(a * torch.nn.functional.gelu(g))
+
+
+class GroupedNet(torch.nn.Module):
+    """ResNeXt-like: 1 < groups < channels convs (with bias and batch norm), a residual
+    around the grouped block, and an NHWC flatten (permute, then flatten) into a linear:
+    channel c of the last conv is every 3rd input of the linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.g1 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.g2 = torch.nn.Conv2d(8, 8, 1, groups=2)
+        self.last = torch.nn.Conv2d(8, 3, 1)
+        self.fc = torch.nn.Linear(3 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = self.g2(torch.relu(self.bn(self.g1(x))))
+        x = torch.relu(self.last(x + y))
+        return self.fc(x.permute(0, 2, 3, 1).flatten(1))
+
+
+@functools.cache
+def fused_qkv() -> tuple[tvm.IRModule, np.ndarray]:
+    """FusedQKV on [2, 4, 16]."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 16)
+    return export(FusedQKV(), x, "fused_qkv"), x.numpy()
+
+
+@functools.cache
+def grouped_net() -> tuple[tvm.IRModule, np.ndarray]:
+    """GroupedNet on [2, 3, 4, 4]."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    return export(_randomize_bn(GroupedNet()), x, "grouped_net"), x.numpy()
+
+
+def export_params(model: torch.nn.Module, x: torch.Tensor) -> tvm.IRModule:
+    """torch.export + from_exported_program(keep_params_as_input=True): the weights are
+    parameters of main, their values in its "params" attribute."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(model.eval(), (x,), strict=False)
+        return from_exported_program(ep, keep_params_as_input=True)
+
+
 def onnx_import(model: torch.nn.Module, x: torch.Tensor) -> tvm.IRModule:
     """torch.onnx.export (static shapes) + relax.frontend.onnx.from_onnx."""
     from models import _onnx_export
@@ -194,6 +266,8 @@ ONNX_MODELS = {
     "conv_bias_net": (ConvBiasNet, (2, 3, 4, 4)),
     "dense_net": (DenseNet, (2, 3, 6, 6)),
     "depthwise_net": (DepthwiseNet, (2, 3, 4, 4)),
+    "fused_qkv": (FusedQKV, (2, 4, 16)),
+    "grouped_net": (GroupedNet, (2, 3, 4, 4)),
 }
 
 

@@ -59,7 +59,7 @@ def test_concat_gives_each_producer_a_range() -> None:
                for m in l1.members)
 
 
-def test_depthwise_conv_follows_and_grouped_conv_is_not_exact() -> None:
+def test_depthwise_conv_follows_and_grouped_conv_prunes_each_group_alike() -> None:
     mod, _ = depthwise_net()
     groups = msc_rules.channel_groups(mod)
     expand = _by_producer(groups, "conv2d_1.weight")
@@ -68,11 +68,20 @@ def test_depthwise_conv_follows_and_grouped_conv_is_not_exact() -> None:
     # and the squeeze-excite's last conv is a producer tied by the multiply
     assert ("conv2d_2.weight", 0) in _roles(expand, FOLLOW)
     assert ("conv2d_4.weight", 0) in _roles(expand, PRODUCER)
+    # the 2-group conv reads the stem's 4 channels: as Torch-Pruning, channel c is
+    # position c of each group (stem channels c and c + 2), its weight's input c
     stem = _by_producer(groups, "conv2d.weight")
-    assert not stem.exact
-    assert any("grouped conv (2 groups)" in r for r in stem.reasons)
+    assert stem.exact and stem.size == 2
+    spans = {(m.tensor, m.axis): (m.offset, m.block, m.stride, m.repeat)
+             for m in stem.members if m.role != ACTIVATION}
+    assert spans["conv2d.weight", 0] == spans["conv2d_5.weight", 0] == (0, 1, 2, 2)
+    assert spans["conv2d_6.weight", 1] == (0, 1, 0, 1)
+    assert stem.producers[0].indices([1]) == [1, 3]
+    # its own output channels: the same position in both groups, into the linear
     grouped = _by_producer(groups, "conv2d_6.weight")
-    assert not grouped.exact
+    assert grouped.exact and grouped.size == 2
+    (fc,) = grouped.consumers
+    assert (fc.tensor, fc.stride, fc.repeat) == ("matmul.weight", 2, 2)
 
 
 def test_groups_reaching_model_io_are_marked() -> None:
@@ -88,8 +97,13 @@ def test_weight_parameters_are_members_and_inputs_are_activations() -> None:
     assert _roles(groups[1], FOLLOW) == {("p_fc1_bias", 0)}
     assert _roles(groups[1], CONSUMER) == {("p_fc2_weight", 1)}
     assert ("x", 1) in _roles(groups[0], ACTIVATION)
-    with pytest.raises(msc_rules.PruneError, match="function parameter: bind"):
-        msc_rules.prune(m.mod, {1: [0, 1]})
+    # a prune slices the parameters' types; prune_params slices the caller's values
+    pruned = msc_rules.prune(m.mod, {1: [0, 1]})
+    declared = {p.name: [int(d) for d in p.ty.shape.values]
+                for p in pruned["main"].params[1:]}
+    values = msc_rules.prune_params(m.mod, {1: [0, 1]}, m.params)
+    assert declared == {k: list(v.shape) for k, v in values.items()}
+    assert declared["p_fc1_weight"] == [2, 32] and declared["p_fc2_weight"] == [32, 2]
 
 
 def test_reduction_over_the_channel_axis_makes_a_group_inexact() -> None:
