@@ -25,6 +25,7 @@ from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .layout import reshape_groups
+from .prune_rebuild import CallEdit, Retyper, rebuild
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
@@ -82,14 +83,14 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
 
 @mutator
 class _Rewriter(PyExprMutator):  # type: ignore[misc]
-    """Replaces constants, reshape shapes and conv group counts by handle."""
+    """Replaces constants and edits calls by handle, letting TVM infer every changed
+    call's type: the fallback for what prune_rebuild does not handle."""
 
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
-                 shapes: dict[int, list[Any]], conv_groups: dict[int, int]) -> None:
+                 calls: dict[int, CallEdit]) -> None:
         super().__init__(mod)
         self.consts = consts
-        self.shapes = shapes
-        self.conv_groups = conv_groups
+        self.calls = calls
 
     def visit_constant_(self, op: Any) -> Any:
         """A sliced constant, or the original."""
@@ -100,26 +101,13 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         the default visit remap their vars and infer their types."""
         # (constants reach here as arguments: the mutator has no hook for TVM 0.27's
         # GenericConst, so they are swapped before the default visit)
-        h = op.__chandle__()
         args = list(op.args)
         new_args = [self.consts.get(a.__chandle__(), a) for a in args]
         changed = any(x is not a for x, a in zip(new_args, args, strict=True))
         attrs = op.attrs
-        if h in self.shapes and isinstance(args[1], relax.ShapeExpr):
-            vals = list(args[1].values)
-            for axis, extent in enumerate(self.shapes[h]):
-                if extent is not None:
-                    vals[axis] = extent
-            new_args[1] = relax.ShapeExpr(vals)
-            changed = True
-        if h in self.conv_groups:
-            a = op.attrs
-            conv = getattr(relax.op.nn, str(op.op.name).split(".")[-1])
-            rebuilt = conv(new_args[0], new_args[1], strides=a.strides, padding=a.padding,
-                           dilation=a.dilation, groups=self.conv_groups[h],
-                           data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-                           out_layout=a.out_layout, out_dtype=a.out_dtype)
-            attrs = rebuilt.attrs
+        edit = self.calls.get(op.__chandle__())
+        if edit is not None:
+            new_args, attrs = edit(op, new_args, attrs)
             changed = True
         if changed:
             op = relax.Call(op.op, new_args, attrs, op.ty_args, op.span)
@@ -132,6 +120,45 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
                 self.builder_.update_func(gv, self.visit_expr(func))
         out: tvm.IRModule = self.builder_.get()
         return out
+
+
+def _reshape_edit(extents: list[Any]) -> CallEdit:
+    """Set the pruned extents of a reshape's or broadcast_to's shape argument."""
+    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        if isinstance(args[1], relax.ShapeExpr):
+            vals = list(args[1].values)
+            for axis, extent in enumerate(extents):
+                if extent is not None:
+                    vals[axis] = extent
+            args = [args[0], relax.ShapeExpr(vals), *args[2:]]
+        return args, attrs
+    return edit
+
+
+def _conv_groups_edit(groups: int) -> CallEdit:
+    """Set a (depthwise) conv's group count."""
+    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        a = attrs
+        conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
+        rebuilt = conv(args[0], args[1], strides=a.strides, padding=a.padding,
+                       dilation=a.dilation, groups=groups, data_layout=a.data_layout,
+                       kernel_layout=a.kernel_layout, out_layout=a.out_layout,
+                       out_dtype=a.out_dtype)
+        return args, rebuilt.attrs
+    return edit
+
+
+def _add_edit(calls: dict[int, CallEdit], call: Any, edit: CallEdit) -> None:
+    """Record an edit of `call`, after any edit already recorded for it."""
+    h = call.__chandle__()
+    first = calls.get(h)
+    if first is None:
+        calls[h] = edit
+        return
+
+    def both(c: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        return edit(c, *first(c, args, attrs))
+    calls[h] = both
 
 
 def _new_shape(view: Any, site: Any, data: int | None,
@@ -169,6 +196,50 @@ def _new_shape(view: Any, site: Any, data: int | None,
     return new
 
 
+def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
+                 ) -> dict[int, dict[int, int]]:
+    """The new extent of every tensor axis the prune shrinks, by leaf and axis: the cut
+    axes lose their removed indices, and an axis a reshape merged from cut ones (batch
+    times heads) is the product of their new extents, on every axis of its class."""
+    view = g.view
+    out: dict[int, dict[int, int]] = {}
+    by_class: dict[int, int] = {}
+    for leaf, axes in cut.items():
+        dims = view.shape(leaf)
+        if dims is None:
+            continue
+        row = out[leaf] = {}
+        for axis, idx in axes.items():
+            e = dims[axis]
+            if isinstance(e, int):
+                row[axis] = by_class[g.find(g.node(leaf, axis))] = e - len(idx)
+    if not g.composite:
+        return out
+    merged: dict[int, int] = {}
+    changed = True
+    while changed:  # (a merge of merged axes takes one more round)
+        changed = False
+        for root, parts in g.composite.items():
+            if root in merged or not any(g.find(n) in by_class for n, _ in parts):
+                continue
+            size = 1
+            for n, old in parts:
+                new = by_class.get(g.find(n), old)
+                if not isinstance(new, int):
+                    break
+                size *= new
+            else:
+                merged[root] = by_class[root] = size
+                changed = True
+    if merged:
+        for n in range(len(g.parent)):
+            r = g.find(n)
+            if r in merged:
+                leaf, axis = g.axis_of(n)
+                out.setdefault(leaf, {})[axis] = merged[r]
+    return out
+
+
 def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
            zero: bool, names: Any) -> tvm.IRModule:
     view = g.view
@@ -176,8 +247,9 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     for (leaf, axis), idx in cut.items():
         per_leaf.setdefault(leaf, {})[axis] = idx
     consts: dict[int, Any] = {}
-    shapes: dict[int, list[Any]] = {}
-    conv_groups: dict[int, int] = {}
+    calls: dict[int, CallEdit] = {}
+    # (a mask keeps every type: its constants keep their shapes)
+    retype = Retyper(view, {} if zero else _new_extents(g, per_leaf))
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]
@@ -200,7 +272,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                 for axis, idx in sorted(axes.items()):
                     arr = np.delete(arr, sorted(idx), axis=axis)
             data = tvm.runtime.tensor(np.ascontiguousarray(arr))
-            ty = relax.const(arr).ty
+            ty = retype(view.leaf_type[leaf], leaf)
             consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
             continue
         if zero:
@@ -219,7 +291,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                 if site.out in per_leaf or data in per_leaf:
                     new = _new_shape(view, site, data, per_leaf)
                     if new is not None:
-                        shapes[site.call.__chandle__()] = new
+                        _add_edit(calls, site.call, _reshape_edit(new))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
@@ -228,8 +300,9 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
             if isinstance(e, int):
-                conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
-    return _Rewriter(mod, consts, shapes, conv_groups).run(mod)
+                _add_edit(calls, site.call, _conv_groups_edit(e - len(cut_w.get(o, ()))))
+    out = rebuild(mod, view, consts, calls, retype)
+    return out if out is not None else _Rewriter(mod, consts, calls).run(mod)
 
 
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,

@@ -146,3 +146,53 @@ def test_missing_entry_is_an_ir_error() -> None:
     mod, _ = conv_bias_net()
     with pytest.raises(msc_rules.IRError, match="entry function 'nope'"):
         msc_rules.channel_groups(mod, entry_name="nope")
+
+
+def _tvm_prune(mod: object, sel: dict[int, list[int]]) -> object:
+    """prune with every changed call's type inferred by TVM (the fallback rebuild)."""
+    import importlib
+
+    prune_module = importlib.import_module("msc_rules.prune")
+    fast = prune_module.rebuild
+    prune_module.rebuild = lambda *_: None
+    try:
+        return msc_rules.prune(mod, sel)  # type: ignore[arg-type]
+    finally:
+        prune_module.rebuild = fast
+
+
+@pytest.mark.parametrize("name", ["bert_like", "dense_net", "depthwise_net", "gqa_decoder",
+                                  "resnet18_like", "unet_like"])
+def test_pruned_types_are_the_ones_tvm_infers(name: str) -> None:
+    """The prune supplies each changed binding's type itself (no re-inference): they
+    are TVM's own, binding by binding, and the module is the one TVM's mutator makes."""
+    import tvm_ffi
+    from tvm import relax
+
+    mod, _ = MODELS[name]()
+    mod = msc_rules.annotate(mod)
+    sel = half_selection(msc_rules.channel_groups(mod))
+    pruned = msc_rules.prune(mod, sel)
+    relax.analysis.well_formed(pruned)  # raises on a violation
+    checked = 0
+    old = [b for blk in mod["main"].body.blocks for b in blk.bindings]
+    new = [b for blk in pruned["main"].body.blocks for b in blk.bindings]
+    assert len(old) == len(new)
+    for before, b in zip(old, new, strict=True):
+        v = b.value
+        # names and layout markers survive on every binding
+        assert msc_rules.get_name(v) == msc_rules.get_name(before.value) != ""
+        assert msc_rules.get_layout(v) == msc_rules.get_layout(before.value)
+        if isinstance(v, relax.Call):
+            bare = relax.Call(v.op, v.args, v.attrs, v.ty_args)
+            inferred = relax.BlockBuilder().normalize(bare).ty
+            assert tvm_ffi.structural_equal(inferred, b.var.ty), b.var.name
+            assert tvm_ffi.structural_equal(v.ty, b.var.ty), b.var.name
+            checked += 1
+        else:
+            assert tvm_ffi.structural_equal(v.ty, b.var.ty), b.var.name
+    assert checked > 10
+    changed = sum(not tvm_ffi.structural_equal(a.var.ty, b.var.ty)
+                  for a, b in zip(old, new, strict=True))
+    assert changed > 5  # (the check above is not vacuous)
+    assert tvm_ffi.structural_equal(pruned, _tvm_prune(mod, sel))
