@@ -20,10 +20,11 @@ from typing import Any
 import tvm
 
 from .dsl.ruleset import RuleSet
-from .engine import InferenceResult, infer_layouts
+from .engine import InferenceResult, Provenance, infer_layouts
 from .ffi import items
-from .graph import CallSite, DependencyView, Struct
+from .graph import CallSite, DependencyView, Struct, build_view
 from .layout import Dim, reshape_groups
+from .util import paused_gc
 
 _CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d",
                        "relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose",
@@ -78,8 +79,9 @@ class ChannelGraph:
 
     def node(self, leaf: int, axis: int) -> int:
         """The node of `axis` of `leaf` (negative axes count from the end)."""
-        nd = self.view.leaf_ndim[leaf]
-        return self.base[leaf] + (axis + nd if axis < 0 else axis)
+        if axis < 0:
+            axis += self.result.view.leaf_ndim[leaf]
+        return self.base[leaf] + axis
 
     def find(self, n: int) -> int:
         """The representative of n's class (with path halving)."""
@@ -88,6 +90,14 @@ class ChannelGraph:
             parent[n] = parent[parent[n]]
             n = parent[n]
         return n
+
+    def roots(self) -> list[int]:
+        """The representative of every node, in one pass: a node's parent is never
+        larger than the node (the smaller representative wins), so it is done first."""
+        roots = self.parent[:]
+        for n, p in enumerate(roots):
+            roots[n] = roots[p]
+        return roots
 
     def union(self, a: int, b: int) -> None:
         """Tie two nodes (the smaller representative wins, so classes are deterministic);
@@ -158,6 +168,8 @@ class _Builder:
         self.view = view
         self.rules = rules
         self.num_input: int | None = None
+        self.noted = bytearray(len(view.leaf_ndim))  # leaves whose extents are noted
+        self.families: dict[str, str | None] = {}  # op -> its rule's family
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
         for site in view.sites:
             if site.call is not None:
@@ -187,11 +199,17 @@ class _Builder:
         return size
 
     def note_ext(self, leaf: int) -> None:
+        # once per leaf: its classes keep the extent through later unions
+        if self.noted[leaf]:
+            return
+        self.noted[leaf] = 1
         shape = self.view.shape(leaf)
         if shape is not None:
-            for i, e in enumerate(shape):
-                r = self.g.find(self.g.node(leaf, i))
-                self.g.class_ext.setdefault(r, e)
+            g = self.g
+            find, class_ext, n = g.find, g.class_ext, g.base[leaf]
+            for e in shape:
+                class_ext.setdefault(find(n), e)
+                n += 1
 
     def tie_all(self, a: int, b: int) -> None:
         """Tie every axis of a to the same axis of b (same rank)."""
@@ -258,8 +276,9 @@ class _Builder:
                 for a, b in zip(_leaves(src), _leaves(site.out), strict=False):
                     self.tie_all(a, b)
                 continue
-            outs = list(_leaves(site.out))
-            args = [a if isinstance(a, int) else None for a in site.args]
+            out = site.out
+            outs = [out] if type(out) is int else list(_leaves(out))
+            args = [a if type(a) is int else None for a in site.args]
             for leaf in outs:
                 self.note_ext(leaf)
             for arg in args:
@@ -309,8 +328,12 @@ class _Builder:
 
     def site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         op, attrs, g = site.op, site.attrs, self.g
-        rule = self.rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
-        family = rule.family if rule is not None else None
+        if op in self.families:
+            family = self.families[op]
+        else:
+            rule = self.rules.lookup(op) if op and not op.startswith(
+                ("plugin:", "@", "%")) else None
+            family = self.families[op] = rule.family if rule is not None else None
         if family in ("elementwise", "like") or op in _UNARY_OPS:
             if args and args[0] is not None:
                 for o in outs:
@@ -620,10 +643,28 @@ class _Builder:
             g.producers[g.node(data, 1)] = site.value_id  # an embedding table's feature axis
 
 
+def _without_layouts(mod: tvm.IRModule, rules: RuleSet | None,
+                     entry_name: str) -> InferenceResult:
+    """A result with the dependency view and no layouts (the engine not run)."""
+    from .library import default_rules
+
+    view = build_view(mod, entry_name)
+    n = len(view.leaf_ndim)
+    return InferenceResult(view, rules if rules is not None else default_rules(), [None] * n,
+                           Provenance([None] * n, [-1] * n, [None] * n, []))
+
+
 def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
-                  rules: RuleSet | None = None) -> ChannelGraph:
-    """Infer layouts and record the channel ties of every call site of `entry_name`."""
-    result = infer_layouts(mod, rules, entry_name)
+                  rules: RuleSet | None = None, layouts: bool = True) -> ChannelGraph:
+    """Infer layouts and record the channel ties of every call site of `entry_name`.
+
+    The ties come from the ops, not from the letters: `layouts=False` skips the
+    inference (members then carry no letter), for a prune or quant axes."""
+    if layouts:
+        result = infer_layouts(mod, rules, entry_name)
+    else:
+        with paused_gc():
+            result = _without_layouts(mod, rules, entry_name)
     b = _Builder(result, result.rules)
     func = mod[entry_name]
     if func.attrs is not None and "num_input" in func.attrs:

@@ -150,8 +150,13 @@ class _Grouper:
     def __init__(self, g: ChannelGraph, names: Any) -> None:
         self.g, self.names = g, names
         self.classes: dict[int, list[int]] = {}
-        for n in range(len(g.parent)):
-            self.classes.setdefault(g.find(n), []).append(n)
+        classes = self.classes
+        for n, r in enumerate(g.roots()):
+            got = classes.get(r)
+            if got is None:
+                classes[r] = [n]
+            else:
+                got.append(n)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
@@ -331,7 +336,8 @@ def quant_axes(mod: tvm.IRModule, entry_name: str = "main",
     """Per-channel quantization axes: each producer weight's output-channel axis and
     each activation's channel axis (the axis in a producer's class), by tensor name."""
     with paused_gc():
-        return _quant_axes(channel_graph(mod, entry_name, rules), mod, entry_name)
+        return _quant_axes(channel_graph(mod, entry_name, rules, layouts=False), mod,
+                           entry_name)
 
 
 def _quant_axes(g: ChannelGraph, mod: tvm.IRModule, entry_name: str) -> QuantAxes:

@@ -310,7 +310,7 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
     """Keep `selection[group_id]` channels of each chosen group; a new module that
     builds and runs (the input module is unchanged)."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
+        g = channel_graph(mod, entry_name, rules, layouts=False)
         names = _Namer(mod, g.result, entry_name, planned=False)
         groups = build_groups(g, names)
         removed = check_selection(groups, selection, allow_io)
@@ -322,7 +322,7 @@ def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = Fal
     """The original module with the consumers' input slices of the channels *not* kept
     set to zero: the reference a prune of the same selection must match exactly."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
+        g = channel_graph(mod, entry_name, rules, layouts=False)
         names = _Namer(mod, g.result, entry_name, planned=False)
         groups = build_groups(g, names)
         removed = check_selection(groups, selection, allow_io)
