@@ -1,9 +1,10 @@
 """Prune channel groups: slice every weight member, rewrite what carries the shapes.
 
 `prune(mod, {group_id: kept_indices})` keeps the listed channels of each chosen group:
-constants of the group are sliced along their member axes, reshapes whose output axis
-is a member get the new extent, depthwise convs get the new group count, and the
-module is re-normalised (types of the activations follow from the ops). Names and
+constants of the group are sliced along their member axes, every tensor axis of the
+groups (and an axis a reshape merged from them) gets its new extent, reshapes and
+broadcasts get their output's new shape, depthwise convs get the new group count, and
+the changed bindings are rebuilt with those types (prune_rebuild.py). Names and
 layout markers in spans survive: calls and constants keep their spans.
 
 `mask_consumers` builds the numeric oracle's reference: the original module with the
@@ -24,7 +25,6 @@ from .channel_graph import ChannelGraph, channel_graph
 from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
-from .layout import reshape_groups
 from .prune_rebuild import CallEdit, Retyper, rebuild
 from .util import paused_gc
 
@@ -161,39 +161,26 @@ def _add_edit(calls: dict[int, CallEdit], call: Any, edit: CallEdit) -> None:
     calls[h] = both
 
 
-def _new_shape(view: Any, site: Any, data: int | None,
-               cut: dict[int, dict[int, set[int]]]) -> list[Any] | None:
-    """The shape argument of a reshape or broadcast_to whose input or output lost
-    channels: an output axis that is a member loses its removed count; a reshape's
-    axis merged from inputs that lost some is the product of the inputs' new extents."""
-    out = site.out
-    old = list(site.call.args[1].values)
-    new: list[Any] = [None] * len(old)
-    out_cut = cut.get(out, {})
-    for axis, idx in out_cut.items():
-        new[axis] = int(old[axis]) - len(idx)
-    in_cut = cut.get(data, {}) if data is not None else {}
-    if site.op != "relax.reshape" or not in_cut:
-        return new
-    in_ty = view.leaf_type[data]
-    in_vals = list(in_ty.shape.values) if getattr(in_ty, "shape", None) is not None else None
-    src, dst = view.shape(data), view.shape(out)
-    if in_vals is None or src is None or dst is None:
-        raise PruneError("a reshape of a tensor of unknown shape merges pruned channels")
-    plan = reshape_groups(tuple(src), tuple(dst))
-    if plan is None:
-        raise PruneError("a reshape of pruned channels whose sizes do not line up")
-    for s_axes, d_axes in plan:
-        if len(d_axes) != 1 or new[d_axes[0]] is not None:
-            continue
-        if not any(a in in_cut for a in s_axes):
-            continue
-        prod: Any = 1
-        for a in s_axes:
-            v = int(in_vals[a]) - len(in_cut[a]) if a in in_cut else in_vals[a]
-            prod = prod * v
-        new[d_axes[0]] = prod
-    return new
+def _host_array(t: Any) -> np.ndarray:
+    """A constant's data as a numpy array (a view, not a copy, on the CPU)."""
+    try:
+        return np.from_dlpack(t)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return t.numpy()
+
+
+def _tensor(arr: np.ndarray) -> Any:
+    """A TVM tensor holding `arr`: a copy into a buffer aligned as TVM requires (64
+    bytes; numpy aligns to 16), handed over without a second copy."""
+    n = arr.nbytes
+    raw = np.empty(n + 64, dtype=np.uint8)
+    off = -raw.__array_interface__["data"][0] % 64
+    out = raw[off:off + n].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    try:
+        return tvm.runtime.from_dlpack(out)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return tvm.runtime.tensor(np.ascontiguousarray(arr))
 
 
 def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
@@ -226,11 +213,12 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
             for n, old in parts:
                 new = by_class.get(g.find(n), old)
                 if not isinstance(new, int):
-                    break
+                    name = view.values[view.leaf_value[g.axis_of(root)[0]]].name
+                    raise PruneError(f"a reshape merges pruned channels with an axis of "
+                                     f"unknown extent (into {name})")
                 size *= new
-            else:
-                merged[root] = by_class[root] = size
-                changed = True
+            merged[root] = by_class[root] = size
+            changed = True
     if merged:
         for n in range(len(g.parent)):
             r = g.find(n)
@@ -249,7 +237,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     consts: dict[int, Any] = {}
     calls: dict[int, CallEdit] = {}
     # (a mask keeps every type: its constants keep their shapes)
-    retype = Retyper(view, {} if zero else _new_extents(g, per_leaf))
+    extents = {} if zero else _new_extents(g, per_leaf)
+    retype = Retyper(view, extents)
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]
@@ -261,7 +250,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                              "parameters (from_exported_program keeps them as constants "
                              "by default) before pruning")
         if v.kind == "const":
-            arr = v.expr.value.numpy()
+            arr = _host_array(v.expr.value)
             if zero:
                 arr = arr.copy()
                 for axis, idx in axes.items():
@@ -270,8 +259,10 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     arr[tuple(sl)] = 0
             else:
                 for axis, idx in sorted(axes.items()):
-                    arr = np.delete(arr, sorted(idx), axis=axis)
-            data = tvm.runtime.tensor(np.ascontiguousarray(arr))
+                    keep = np.ones(arr.shape[axis], dtype=bool)
+                    keep[list(idx)] = False
+                    arr = arr.compress(keep, axis=axis)
+            data = _tensor(arr)
             ty = retype(view.leaf_type[leaf], leaf)
             consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
             continue
@@ -283,15 +274,13 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
         if site.op in ("relax.full", "relax.zeros", "relax.ones"):
             raise PruneError(f"'{names(leaf)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
-    if not zero:
-        for site in view.sites:
-            if site.op in ("relax.reshape", "relax.broadcast_to") and isinstance(
-                    site.out, int):
-                data = site.args[0] if isinstance(site.args[0], int) else None
-                if site.out in per_leaf or data in per_leaf:
-                    new = _new_shape(view, site, data, per_leaf)
-                    if new is not None:
-                        _add_edit(calls, site.call, _reshape_edit(new))
+    for site in view.sites:
+        # a reshape's or broadcast_to's shape argument is its output's new shape
+        if site.op in ("relax.reshape", "relax.broadcast_to") and type(site.out) is int:
+            new = extents.get(site.out)
+            if new:
+                _add_edit(calls, site.call, _reshape_edit(
+                    [new.get(i) for i in range(view.leaf_ndim[site.out])]))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
