@@ -71,6 +71,20 @@ class ChannelGraph:
     class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
     composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
+    # the module's functions the ties were found on, by name (held: their handles
+    # cannot be reused while the graph lives)
+    funcs: tuple[tuple[str, Any], ...] = ()
+
+    def built_on(self, mod: tvm.IRModule, entry_name: str, rules: RuleSet | None) -> bool:
+        """Whether the ties were found on `mod` as it is now (the same function
+        objects), for `entry_name` and `rules` (None: any)."""
+        if self.view.entry != entry_name or (rules is not None
+                                             and rules is not self.result.rules):
+            return False
+        now = mod.functions_items()
+        return len(now) == len(self.funcs) and all(
+            gv.name_hint == name and f.same_as(old)
+            for (gv, f), (name, old) in zip(now, self.funcs, strict=True))
 
     @property
     def view(self) -> DependencyView:
@@ -670,6 +684,7 @@ def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
     if func.attrs is not None and "num_input" in func.attrs:
         b.num_input = int(func.attrs["num_input"])
     g = b.run()
+    g.funcs = tuple((gv.name_hint, f) for gv, f in mod.functions_items())
     ret = func.body.body
     vid = result.view.value_id(ret)
     if vid is not None:

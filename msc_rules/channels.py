@@ -322,13 +322,23 @@ def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
 _ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}
 
 
+class ChannelGroups(list[ChannelGroup]):
+    """What channel_groups returns: the groups, holding the channel graph they were
+    found on, which `prune(mod, selection, groups=...)` reuses instead of walking the
+    module again (drop the list to free it)."""
+
+    graph: ChannelGraph | None = None
+
+
 def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
-                   rules: RuleSet | None = None) -> list[ChannelGroup]:
+                   rules: RuleSet | None = None) -> ChannelGroups:
     """The channel groups of `entry_name` (see the module docstring), in program order
     of their first producer."""
     with paused_gc():
         g = channel_graph(mod, entry_name, rules)
-        return build_groups(g, _Namer(mod, g.result, entry_name))
+        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name)))
+        out.graph = g
+        return out
 
 
 def quant_axes(mod: tvm.IRModule, entry_name: str = "main",

@@ -294,25 +294,39 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     return out if out is not None else _Rewriter(mod, consts, calls).run(mod)
 
 
+def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,
+                      groups: Sequence[ChannelGroup] | None
+                      ) -> tuple[ChannelGraph, Any, Sequence[ChannelGroup]]:
+    """The channel graph, namer and groups of `mod`: those `groups` came with when
+    channel_groups found them on this very module, else found anew."""
+    g = getattr(groups, "graph", None)
+    if groups is not None and isinstance(g, ChannelGraph) and g.built_on(
+            mod, entry_name, rules):
+        return g, _Namer(mod, g.result, entry_name, planned=False), groups
+    g = channel_graph(mod, entry_name, rules, layouts=False)
+    names = _Namer(mod, g.result, entry_name, planned=False)
+    return g, names, build_groups(g, names)
+
+
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
-          entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+          entry_name: str = "main", rules: RuleSet | None = None,
+          groups: Sequence[ChannelGroup] | None = None) -> tvm.IRModule:
     """Keep `selection[group_id]` channels of each chosen group; a new module that
-    builds and runs (the input module is unchanged)."""
+    builds and runs (the input module is unchanged). `groups`: what channel_groups
+    returned for this module, to reuse its walk (ignored if it is not of `mod`)."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules, layouts=False)
-        names = _Namer(mod, g.result, entry_name, planned=False)
-        groups = build_groups(g, names)
-        removed = check_selection(groups, selection, allow_io)
-        return _apply(g, mod, plan_prune(groups, removed), False, names)
+        g, names, gs = _graph_and_groups(mod, entry_name, rules, groups)
+        removed = check_selection(gs, selection, allow_io)
+        return _apply(g, mod, plan_prune(gs, removed), False, names)
 
 
 def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
-                   entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+                   entry_name: str = "main", rules: RuleSet | None = None,
+                   groups: Sequence[ChannelGroup] | None = None) -> tvm.IRModule:
     """The original module with the consumers' input slices of the channels *not* kept
-    set to zero: the reference a prune of the same selection must match exactly."""
+    set to zero: the reference a prune of the same selection must match exactly
+    (`groups` as for prune)."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules, layouts=False)
-        names = _Namer(mod, g.result, entry_name, planned=False)
-        groups = build_groups(g, names)
-        removed = check_selection(groups, selection, allow_io)
-        return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)
+        g, names, gs = _graph_and_groups(mod, entry_name, rules, groups)
+        removed = check_selection(gs, selection, allow_io)
+        return _apply(g, mod, plan_prune(gs, removed, consumers_only=True), True, names)

@@ -196,3 +196,41 @@ def test_pruned_types_are_the_ones_tvm_infers(name: str) -> None:
                   for a, b in zip(old, new, strict=True))
     assert changed > 5  # (the check above is not vacuous)
     assert tvm_ffi.structural_equal(pruned, _tvm_prune(mod, sel))
+
+
+def test_prune_reuses_the_walk_of_the_groups_it_is_given() -> None:
+    import tvm_ffi
+
+    mod, x = conv_bias_net()
+    groups = msc_rules.channel_groups(mod)
+    assert groups.graph is not None and groups.graph.built_on(mod, "main", None)
+    sel = half_selection(groups)
+    alone = msc_rules.prune(mod, sel)
+    reused = msc_rules.prune(mod, sel, groups=groups)
+    assert tvm_ffi.structural_equal(alone, reused)
+    masked = msc_rules.mask_consumers(mod, sel, groups=groups)
+    assert tvm_ffi.structural_equal(masked, msc_rules.mask_consumers(mod, sel))
+    np.testing.assert_allclose(run(reused, [x])[0], run(masked, [x])[0], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_groups_of_another_module_are_not_reused() -> None:
+    import tvm_ffi
+
+    mod, _ = conv_bias_net()
+    other, _ = dense_net()
+    theirs = msc_rules.channel_groups(other)
+    sel = half_selection(msc_rules.channel_groups(mod))
+    assert tvm_ffi.structural_equal(msc_rules.prune(mod, sel, groups=theirs),
+                                    msc_rules.prune(mod, sel))
+    # a module changed in place after the groups were found: its groups are found anew
+    import tvm
+
+    copy = tvm.IRModule(dict(mod.functions_items()))  # the same function objects
+    groups = msc_rules.channel_groups(copy)
+    assert groups.graph is not None and groups.graph.built_on(mod, "main", None)
+    copy[copy.get_global_var("main")] = other["main"]
+    assert not groups.graph.built_on(copy, "main", None)
+    sel = half_selection(theirs)
+    assert tvm_ffi.structural_equal(msc_rules.prune(copy, sel, groups=groups),
+                                    msc_rules.prune(other, sel))
