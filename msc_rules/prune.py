@@ -238,7 +238,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     calls: dict[int, CallEdit] = {}
     # (a mask keeps every type: its constants keep their shapes)
     extents = {} if zero else _new_extents(g, per_leaf)
-    retype = Retyper(view, extents)
+    retype = Retyper(extents)
     site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
         v = view.values[view.leaf_value[leaf]]

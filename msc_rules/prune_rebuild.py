@@ -21,6 +21,7 @@ from typing import Any
 import tvm
 from tvm import relax
 from tvm.relax import _ffi_api as _relax_ffi
+from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from .ffi import items
 from .graph import DependencyView, Struct
@@ -51,8 +52,8 @@ class Retyper:
     """New types from old ones and the new extents. Types of equal shape, dtype and
     new extents are built once and shared."""
 
-    def __init__(self, view: DependencyView, extents: Extents) -> None:
-        self.view, self.extents = view, extents
+    def __init__(self, extents: Extents) -> None:
+        self.extents = extents
         self.memo: dict[tuple[Any, ...], Any] = {}
 
     def __call__(self, ty: Any, struct: Struct) -> Any:
@@ -72,26 +73,21 @@ class Retyper:
         """A tensor type with the new extents (unchanged when its shape is unknown)."""
         if type(ty) is not _TensorType and not isinstance(ty, _TensorType):
             return ty
-        view = self.view
-        dims = view.shape(leaf) if ty is view.leaf_type[leaf] else None
-        key = None
-        if dims is not None and all(type(d) is int for d in dims):
-            # (the leaf's own type: its dims are the view's cached, shared ones)
-            vd = ty.vdevice
-            key = (tuple(dims), tuple(sorted(axes.items())),
-                   str(ty.dtype), None if vd is None else vd.__chandle__())
-            got = self.memo.get(key)
-            if got is not None:
-                return got
+        # One FFI call hashes the whole type (shape, dtype, device): within a prune
+        # equal hashes are equal types (as for the view's shapes, see graph.py), and
+        # a module has few distinct ones.
+        key = (_structural_hash(ty, False, False), tuple(axes.items()))
+        got = self.memo.get(key)
+        if got is not None:
+            return got
         shape = ty.shape
         if type(shape) is not _ShapeExpr:
             return ty
         vals: list[Any] = items(shape.values)
         for axis, extent in axes.items():
             vals[axis] = extent
-        new = _MAKE_TENSOR_TYPE(_MAKE_SHAPE(vals, None), ty.dtype, -1, ty.vdevice, None)
-        if key is not None:
-            self.memo[key] = new
+        new = self.memo[key] = _MAKE_TENSOR_TYPE(_MAKE_SHAPE(vals, None), ty.dtype, -1,
+                                                 ty.vdevice, None)
         return new
 
 
