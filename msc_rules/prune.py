@@ -26,6 +26,7 @@ from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .prune_rebuild import CallEdit, Retyper, rebuild
+from .rewrite import _MAKE_CONST
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
@@ -74,10 +75,18 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     by_id = {gr.id: gr for gr in groups}
     cut: dict[tuple[int, int], set[int]] = {}
     for gid, rem in removed.items():
+        ranges: dict[tuple[int, int], list[int]] = {}  # most members share a range
         for m in by_id[gid].members:
             if consumers_only and m.role != CONSUMER:
                 continue
-            cut.setdefault((m.leaf, m.axis), set()).update(_removed_indices(m, rem))
+            idx = ranges.get((m.offset, m.block))
+            if idx is None:
+                idx = ranges[m.offset, m.block] = _removed_indices(m, rem)
+            got = cut.get((m.leaf, m.axis))
+            if got is None:
+                cut[m.leaf, m.axis] = set(idx)
+            else:
+                got.update(idx)
     return cut
 
 
@@ -239,9 +248,11 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     # (a mask keeps every type: its constants keep their shapes)
     extents = {} if zero else _new_extents(g, per_leaf)
     retype = Retyper(extents)
-    site_of = {s.value_id: s for s in view.sites if s.call is not None}
+    values, leaf_value = view.values, view.leaf_value
     for leaf, axes in sorted(per_leaf.items()):
-        v = view.values[view.leaf_value[leaf]]
+        v = values[leaf_value[leaf]]
+        if v.kind == "binding":
+            continue
         if v.kind == "param":
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
@@ -264,23 +275,24 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     arr = arr.compress(keep, axis=axis)
             data = _tensor(arr)
             ty = retype(view.leaf_type[leaf], leaf)
-            consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
-            continue
+            consts[v.expr.__chandle__()] = _MAKE_CONST(data, ty, v.expr.span)
+    site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
+    wanted = set(g.depthwise.values())
+    for site in view.sites:
+        if site.value_id in wanted:
+            site_of[site.value_id] = site
         if zero:
             continue
-        site = site_of.get(v.id)
-        if site is None:
+        out = site.out
+        if type(out) is not int or not (new := extents.get(out)):
             continue
         if site.op in ("relax.full", "relax.zeros", "relax.ones"):
-            raise PruneError(f"'{names(leaf)}' ({site.op}) carries a pruned extent in its "
+            raise PruneError(f"'{names(out)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
-    for site in view.sites:
         # a reshape's or broadcast_to's shape argument is its output's new shape
-        if site.op in ("relax.reshape", "relax.broadcast_to") and type(site.out) is int:
-            new = extents.get(site.out)
-            if new:
-                _add_edit(calls, site.call, _reshape_edit(
-                    [new.get(i) for i in range(view.leaf_ndim[site.out])]))
+        if site.op in ("relax.reshape", "relax.broadcast_to"):
+            _add_edit(calls, site.call, _reshape_edit(
+                [new.get(i) for i in range(view.leaf_ndim[out])]))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:

@@ -133,20 +133,32 @@ class _Rebuild:
         if type(b) is not _VarBinding:
             return None  # a match_cast
         var, value = r.expr, r.value
-        if r.args is not None:  # a call
-            old_args = r.args
-            args = [self.arg(a) for a in old_args]
-            if any(a is None for a in args):
-                return None
-            attrs = value.attrs
+        old_args = r.args
+        if old_args is not None:  # a call
+            remap, consts = self.remap, self.consts
+            args = []
+            same = True
+            for a in old_args:
+                cls = type(a)
+                # the common arguments inline: vars and constants
+                if cls is _DataflowVar or cls is _Var:
+                    x = remap.get(a.__chandle__(), a)
+                elif cls is _Const:
+                    x = consts.get(a.__chandle__(), a)
+                else:
+                    x = self.arg(a)
+                    if x is None:
+                        return None
+                same = same and x is a
+                args.append(x)
             edit = self.calls.get(value.__chandle__())
-            if edit is not None:
-                args, attrs = edit(value, args, attrs)
             old_ty = r.ty
             ty = self.retype(old_ty, r.struct)
-            if ty is old_ty and attrs is value.attrs and all(
-                    x is y for x, y in zip(args, old_args, strict=True)):
+            if same and edit is None and ty is old_ty:
                 return b
+            attrs = value.attrs
+            if edit is not None:
+                args, attrs = edit(value, args, attrs)
             new_value = _MAKE_CALL(ty, r.op, args, attrs, value.ty_args, value.span)
         else:
             new_value = self.arg(value)
