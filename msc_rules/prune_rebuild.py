@@ -114,10 +114,11 @@ class _Rebuild:
                 return a
             return _Tuple(new, a.span)
         if cls is _TupleGetItem:
-            tv = self.arg(a.tuple_value)
+            old_tv = a.tuple_value
+            tv = self.arg(old_tv)
             if tv is None:
                 return None
-            return a if tv is a.tuple_value else _TupleGetItem(tv, a.index, a.span)
+            return a if tv is old_tv else _TupleGetItem(tv, a.index, a.span)
         if isinstance(a, (relax.If, relax.SeqExpr, relax.Function, _Call)):
             return None
         if isinstance(a, _Var):  # another var class

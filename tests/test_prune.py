@@ -234,3 +234,19 @@ def test_groups_of_another_module_are_not_reused() -> None:
     sel = half_selection(theirs)
     assert tvm_ffi.structural_equal(msc_rules.prune(copy, sel, groups=groups),
                                     msc_rules.prune(other, sel))
+
+
+def test_bindings_a_prune_does_not_reach_are_kept_as_they_are() -> None:
+    mod, x = conv_bias_net()
+    mod = msc_rules.annotate(mod)
+    groups = msc_rules.channel_groups(mod)
+    g = next(g for g in groups if any(m.tensor == "conv2d_2.weight" for m in g.producers))
+    pruned = msc_rules.prune(mod, {g.id: [0, 3]}, groups=groups)
+    old = list(mod["main"].body.blocks[0].bindings)
+    new = list(pruned["main"].body.blocks[0].bindings)
+    kept = [a.var.same_as(b.var) and a.value.same_as(b.value)
+            for a, b in zip(old, new, strict=True)]
+    # everything before the pruned conv (the residual block) is the same objects
+    first = next(i for i, b in enumerate(old) if msc_rules.get_name(b.value) == "conv2d_2")
+    assert first > 5 and all(kept[:first]) and not kept[first]
+    assert run(pruned, [x])[0].shape == run(mod, [x])[0].shape
