@@ -25,7 +25,8 @@ from .channel_graph import ChannelGraph, channel_graph
 from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
-from .prune_rebuild import CallEdit, Retyper, rebuild
+from .ffi import items
+from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, rebuild
 from .rewrite import _MAKE_CONST
 from .util import paused_gc
 
@@ -134,12 +135,13 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
 def _reshape_edit(extents: list[Any]) -> CallEdit:
     """Set the pruned extents of a reshape's or broadcast_to's shape argument."""
     def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
-        if isinstance(args[1], relax.ShapeExpr):
-            vals = list(args[1].values)
+        shape = args[1]
+        if isinstance(shape, relax.ShapeExpr):
+            vals = items(shape.values)
             for axis, extent in enumerate(extents):
                 if extent is not None:
                     vals[axis] = extent
-            args = [args[0], relax.ShapeExpr(vals), *args[2:]]
+            args = [args[0], _MAKE_SHAPE(vals, shape.span), *args[2:]]
         return args, attrs
     return edit
 
@@ -270,9 +272,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     arr[tuple(sl)] = 0
             else:
                 for axis, idx in sorted(axes.items()):
-                    keep = np.ones(arr.shape[axis], dtype=bool)
-                    keep[list(idx)] = False
-                    arr = arr.compress(keep, axis=axis)
+                    arr = arr.take([i for i in range(arr.shape[axis]) if i not in idx], axis)
             data = _tensor(arr)
             ty = retype(view.leaf_type[leaf], leaf)
             consts[v.expr.__chandle__()] = _MAKE_CONST(data, ty, v.expr.span)
