@@ -183,6 +183,7 @@ class _Builder:
         self.rules = rules
         self.num_input: int | None = None
         self.noted = bytearray(len(view.leaf_ndim))  # leaves whose extents are noted
+        self.eager = False  # (see note_ext)
         self.families: dict[str, str | None] = {}  # op -> its rule's family
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
         for site in view.sites:
@@ -197,10 +198,19 @@ class _Builder:
     def ext(self, leaf: int, axis: int) -> Dim | None:
         """The axis's extent; for a tensor of unknown shape, the extent known for its
         class (ties are recorded in program order, so its producer's are already in)."""
-        e = _extent(self.view, leaf, axis)
-        if e is None and 0 <= axis < self.ndim(leaf):
-            e = self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
-        return e
+        shape = self.view.shape(leaf)
+        if shape is not None and 0 <= axis < len(shape):
+            return shape[axis]
+        if 0 <= axis < self.ndim(leaf):
+            if not self.eager:
+                # the first tensor of unknown shape: note the extents of the tensors
+                # seen so far, and of the others as they come (see note_ext)
+                self.eager = True
+                for seen, flag in enumerate(self.noted):
+                    if flag:
+                        self.note_shape(seen)
+            return self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
+        return None
 
     def static_size(self, leaf: int, axes: Sequence[int]) -> int:
         """The product of the extents of `axes` (1 for none), 0 when one is not static."""
@@ -213,10 +223,16 @@ class _Builder:
         return size
 
     def note_ext(self, leaf: int) -> None:
-        # once per leaf: its classes keep the extent through later unions
+        """Note a tensor's extents for its classes, once: the classes keep them through
+        later unions, for the tensors of unknown shape tied to them. Only a module
+        with such a tensor needs them, so until `ext` meets one they are not read."""
         if self.noted[leaf]:
             return
         self.noted[leaf] = 1
+        if self.eager:
+            self.note_shape(leaf)
+
+    def note_shape(self, leaf: int) -> None:
         shape = self.view.shape(leaf)
         if shape is not None:
             g = self.g
@@ -227,9 +243,12 @@ class _Builder:
 
     def tie_all(self, a: int, b: int) -> None:
         """Tie every axis of a to the same axis of b (same rank)."""
-        if self.ndim(a) == self.ndim(b) and self.ndim(a) > 0:
-            for i in range(self.ndim(a)):
-                self.g.union(self.g.node(a, i), self.g.node(b, i))
+        nd = self.ndim(a)
+        if nd == self.ndim(b) and nd > 0:
+            union, base = self.g.union, self.g.base
+            na, nb = base[a], base[b]
+            for i in range(nd):
+                union(na + i, nb + i)
 
     def block_all(self, leaf: int, reason: str) -> None:
         for i in range(max(self.ndim(leaf), 0)):
@@ -282,7 +301,7 @@ class _Builder:
     # -- the walk
     def run(self) -> ChannelGraph:
         """Record the ties of every call site and link."""
-        view, g = self.view, self.g
+        view, g, noted = self.view, self.g, self.noted
         self._mark_io()
         for site in view.sites:
             if site.op == "<link>":
@@ -294,9 +313,10 @@ class _Builder:
             outs = [out] if type(out) is int else list(_leaves(out))
             args = [a if type(a) is int else None for a in site.args]
             for leaf in outs:
-                self.note_ext(leaf)
+                if not noted[leaf]:
+                    self.note_ext(leaf)
             for arg in args:
-                if arg is not None:
+                if arg is not None and not noted[arg]:
                     self.note_ext(arg)
             try:
                 self.site(site, args, outs)
