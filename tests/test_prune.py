@@ -166,11 +166,22 @@ def _tvm_prune(mod: object, sel: dict[int, list[int]]) -> object:
 def test_pruned_types_are_the_ones_tvm_infers(name: str) -> None:
     """The prune supplies each changed binding's type itself (no re-inference): they
     are TVM's own, binding by binding, and the module is the one TVM's mutator makes."""
+    mod, _ = MODELS[name]()
+    _check_types(mod)
+
+
+@pytest.mark.parametrize("name", ["conv_bias_net", "dense_net", "gqa_decoder"])
+def test_pruned_types_are_the_ones_tvm_infers_onnx(name: str) -> None:
+    from channel_models import onnx_model
+
+    _check_types(onnx_model(name)[0])
+
+
+def _check_types(mod: object) -> None:
     import tvm_ffi
     from tvm import relax
 
-    mod, _ = MODELS[name]()
-    mod = msc_rules.annotate(mod)
+    mod = msc_rules.annotate(mod)  # type: ignore[arg-type]
     sel = half_selection(msc_rules.channel_groups(mod))
     pruned = msc_rules.prune(mod, sel)
     relax.analysis.well_formed(pruned)  # raises on a violation
