@@ -68,7 +68,8 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
-    class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
+    # class -> a known extent (noted once a tensor of unknown shape needs it)
+    class_ext: dict[int, Dim] = field(default_factory=dict)
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
     composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
     # the module's functions the ties were found on, by name (held: their handles
@@ -106,11 +107,11 @@ class ChannelGraph:
         return n
 
     def roots(self) -> list[int]:
-        """The representative of every node, in one pass: a node's parent is never
-        larger than the node (the smaller representative wins), so it is done first."""
+        """The representative of every node, in one pass: a node's parent is smaller
+        than the node (the smaller representative wins), so its root is known first."""
         roots = self.parent[:]
         for n, p in enumerate(roots):
-            roots[n] = roots[p]
+            roots[n] = roots[p] if p <= n else self.find(n)
         return roots
 
     def union(self, a: int, b: int) -> None:

@@ -283,16 +283,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             site_of[site.value_id] = site
         if zero:
             continue
-        out = site.out
-        if type(out) is not int or not (new := extents.get(out)):
+        made = site.out
+        if type(made) is not int or not (new := extents.get(made)):
             continue
         if site.op in ("relax.full", "relax.zeros", "relax.ones"):
-            raise PruneError(f"'{names(out)}' ({site.op}) carries a pruned extent in its "
+            raise PruneError(f"'{names(made)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
         # a reshape's or broadcast_to's shape argument is its output's new shape
         if site.op in ("relax.reshape", "relax.broadcast_to"):
             _add_edit(calls, site.call, _reshape_edit(
-                [new.get(i) for i in range(view.leaf_ndim[out])]))
+                [new.get(i) for i in range(view.leaf_ndim[made])]))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:

@@ -49,8 +49,8 @@ _MAKE_SHAPE = _relax_ffi.ShapeExpr
 
 
 class Retyper:
-    """New types from old ones and the new extents. Types of equal shape, dtype and
-    new extents are built once and shared."""
+    """New types from old ones and the new extents; a new type is built once per old
+    type and extents, and shared."""
 
     def __init__(self, extents: Extents) -> None:
         self.extents = extents
