@@ -21,10 +21,11 @@ from typing import Any
 import tvm
 
 from .dsl.ruleset import RuleSet
-from .engine import InferenceResult, infer_layouts
+from .engine import InferenceResult, Provenance, infer_layouts
 from .ffi import items
-from .graph import CallSite, DependencyView, Struct
+from .graph import CallSite, DependencyView, Struct, build_view
 from .layout import Dim, reshape_groups
+from .util import paused_gc
 
 _CONV_OPS = frozenset(("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d",
                        "relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose",
@@ -72,7 +73,8 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
-    class_ext: dict[int, Dim] = field(default_factory=dict)  # class -> a known extent
+    # class -> a known extent (noted once a tensor of unknown shape needs it)
+    class_ext: dict[int, Dim] = field(default_factory=dict)
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
     composite: dict[int, list[tuple[int, Dim | None]]] = field(default_factory=dict)
     # a split's input axis -> (the part's axis, its start, its length) per part
@@ -80,6 +82,20 @@ class ChannelGraph:
     # weight axis of a grouped conv (1 < groups < channels) -> groups: its channels
     # are pruned at the same positions in every group, so the group count stays
     folds: dict[int, int] = field(default_factory=dict)
+    # the module's functions the ties were found on, by name (held: their handles
+    # cannot be reused while the graph lives)
+    funcs: tuple[tuple[str, Any], ...] = ()
+
+    def built_on(self, mod: tvm.IRModule, entry_name: str, rules: RuleSet | None) -> bool:
+        """Whether the ties were found on `mod` as it is now (the same function
+        objects), for `entry_name` and `rules` (None: any)."""
+        if self.view.entry != entry_name or (rules is not None
+                                             and rules is not self.result.rules):
+            return False
+        now = mod.functions_items()
+        return len(now) == len(self.funcs) and all(
+            gv.name_hint == name and f.same_as(old)
+            for (gv, f), (name, old) in zip(now, self.funcs, strict=True))
 
     @property
     def view(self) -> DependencyView:
@@ -88,8 +104,9 @@ class ChannelGraph:
 
     def node(self, leaf: int, axis: int) -> int:
         """The node of `axis` of `leaf` (negative axes count from the end)."""
-        nd = self.view.leaf_ndim[leaf]
-        return self.base[leaf] + (axis + nd if axis < 0 else axis)
+        if axis < 0:
+            axis += self.result.view.leaf_ndim[leaf]
+        return self.base[leaf] + axis
 
     def find(self, n: int) -> int:
         """The representative of n's class (with path halving)."""
@@ -98,6 +115,14 @@ class ChannelGraph:
             parent[n] = parent[parent[n]]
             n = parent[n]
         return n
+
+    def roots(self) -> list[int]:
+        """The representative of every node, in one pass: a node's parent is smaller
+        than the node (the smaller representative wins), so its root is known first."""
+        roots = self.parent[:]
+        for n, p in enumerate(roots):
+            roots[n] = roots[p] if p <= n else self.find(n)
+        return roots
 
     def union(self, a: int, b: int) -> None:
         """Tie two nodes (the smaller representative wins, so classes are deterministic);
@@ -168,6 +193,9 @@ class _Builder:
         self.view = view
         self.rules = rules
         self.num_input: int | None = None
+        self.noted = bytearray(len(view.leaf_ndim))  # leaves whose extents are noted
+        self.eager = False  # (see note_ext)
+        self.families: dict[str, str | None] = {}  # op -> its rule's family
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
         for site in view.sites:
             if site.call is not None:
@@ -181,10 +209,19 @@ class _Builder:
     def ext(self, leaf: int, axis: int) -> Dim | None:
         """The axis's extent; for a tensor of unknown shape, the extent known for its
         class (ties are recorded in program order, so its producer's are already in)."""
-        e = _extent(self.view, leaf, axis)
-        if e is None and 0 <= axis < self.ndim(leaf):
-            e = self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
-        return e
+        shape = self.view.shape(leaf)
+        if shape is not None and 0 <= axis < len(shape):
+            return shape[axis]
+        if 0 <= axis < self.ndim(leaf):
+            if not self.eager:
+                # the first tensor of unknown shape: note the extents of the tensors
+                # seen so far, and of the others as they come (see note_ext)
+                self.eager = True
+                for seen, flag in enumerate(self.noted):
+                    if flag:
+                        self.note_shape(seen)
+            return self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
+        return None
 
     def static_size(self, leaf: int, axes: Sequence[int]) -> int:
         """The product of the extents of `axes` (1 for none), 0 when one is not static."""
@@ -197,17 +234,32 @@ class _Builder:
         return size
 
     def note_ext(self, leaf: int) -> None:
+        """Note a tensor's extents for its classes, once: the classes keep them through
+        later unions, for the tensors of unknown shape tied to them. Only a module
+        with such a tensor needs them, so until `ext` meets one they are not read."""
+        if self.noted[leaf]:
+            return
+        self.noted[leaf] = 1
+        if self.eager:
+            self.note_shape(leaf)
+
+    def note_shape(self, leaf: int) -> None:
         shape = self.view.shape(leaf)
         if shape is not None:
-            for i, e in enumerate(shape):
-                r = self.g.find(self.g.node(leaf, i))
-                self.g.class_ext.setdefault(r, e)
+            g = self.g
+            find, class_ext, n = g.find, g.class_ext, g.base[leaf]
+            for e in shape:
+                class_ext.setdefault(find(n), e)
+                n += 1
 
     def tie_all(self, a: int, b: int) -> None:
         """Tie every axis of a to the same axis of b (same rank)."""
-        if self.ndim(a) == self.ndim(b) and self.ndim(a) > 0:
-            for i in range(self.ndim(a)):
-                self.g.union(self.g.node(a, i), self.g.node(b, i))
+        nd = self.ndim(a)
+        if nd == self.ndim(b) and nd > 0:
+            union, base = self.g.union, self.g.base
+            na, nb = base[a], base[b]
+            for i in range(nd):
+                union(na + i, nb + i)
 
     def block_all(self, leaf: int, reason: str) -> None:
         for i in range(max(self.ndim(leaf), 0)):
@@ -260,7 +312,7 @@ class _Builder:
     # -- the walk
     def run(self) -> ChannelGraph:
         """Record the ties of every call site and link."""
-        view, g = self.view, self.g
+        view, g, noted = self.view, self.g, self.noted
         self._mark_io()
         for site in view.sites:
             if site.op == "<link>":
@@ -268,12 +320,14 @@ class _Builder:
                 for a, b in zip(_leaves(src), _leaves(site.out), strict=False):
                     self.tie_all(a, b)
                 continue
-            outs = list(_leaves(site.out))
-            args = [a if isinstance(a, int) else None for a in site.args]
+            out = site.out
+            outs = [out] if type(out) is int else list(_leaves(out))
+            args = [a if type(a) is int else None for a in site.args]
             for leaf in outs:
-                self.note_ext(leaf)
+                if not noted[leaf]:
+                    self.note_ext(leaf)
             for arg in args:
-                if arg is not None:
+                if arg is not None and not noted[arg]:
                     self.note_ext(arg)
             try:
                 self.site(site, args, outs)
@@ -327,8 +381,12 @@ class _Builder:
 
     def site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         op, attrs, g = site.op, site.attrs, self.g
-        rule = self.rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
-        family = rule.family if rule is not None else None
+        if op in self.families:
+            family = self.families[op]
+        else:
+            rule = self.rules.lookup(op) if op and not op.startswith(
+                ("plugin:", "@", "%")) else None
+            family = self.families[op] = rule.family if rule is not None else None
         if family in ("elementwise", "like") or op in _UNARY_OPS:
             if args and args[0] is not None:
                 for o in outs:
@@ -679,15 +737,34 @@ class _Builder:
             g.producers[g.node(data, 1)] = site.value_id  # an embedding table's feature axis
 
 
+def _without_layouts(mod: tvm.IRModule, rules: RuleSet | None,
+                     entry_name: str) -> InferenceResult:
+    """A result with the dependency view and no layouts (the engine not run)."""
+    from .library import default_rules
+
+    view = build_view(mod, entry_name)
+    n = len(view.leaf_ndim)
+    return InferenceResult(view, rules if rules is not None else default_rules(), [None] * n,
+                           Provenance([None] * n, [-1] * n, [None] * n, []))
+
+
 def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
-                  rules: RuleSet | None = None) -> ChannelGraph:
-    """Infer layouts and record the channel ties of every call site of `entry_name`."""
-    result = infer_layouts(mod, rules, entry_name)
+                  rules: RuleSet | None = None, layouts: bool = True) -> ChannelGraph:
+    """Infer layouts and record the channel ties of every call site of `entry_name`.
+
+    The ties come from the ops, not from the letters: `layouts=False` skips the
+    inference (members then carry no letter), for a prune or quant axes."""
+    if layouts:
+        result = infer_layouts(mod, rules, entry_name)
+    else:
+        with paused_gc():
+            result = _without_layouts(mod, rules, entry_name)
     b = _Builder(result, result.rules)
     func = mod[entry_name]
     if func.attrs is not None and "num_input" in func.attrs:
         b.num_input = int(func.attrs["num_input"])
     g = b.run()
+    g.funcs = tuple((gv.name_hint, f) for gv, f in mod.functions_items())
     ret = func.body.body
     vid = result.view.value_id(ret)
     if vid is not None:

@@ -187,8 +187,13 @@ class _Grouper:
     def __init__(self, g: ChannelGraph, names: Any) -> None:
         self.g, self.names = g, names
         self.classes: dict[int, list[int]] = {}
-        for n in range(len(g.parent)):
-            self.classes.setdefault(g.find(n), []).append(n)
+        classes = self.classes
+        for n, r in enumerate(g.roots()):
+            got = classes.get(r)
+            if got is None:
+                classes[r] = [n]
+            else:
+                got.append(n)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
@@ -413,13 +418,23 @@ def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
 _ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}
 
 
+class ChannelGroups(list[ChannelGroup]):
+    """What channel_groups returns: the groups, holding the channel graph they were
+    found on, which `prune(mod, selection, groups=...)` reuses instead of walking the
+    module again (drop the list to free it)."""
+
+    graph: ChannelGraph | None = None
+
+
 def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
-                   rules: RuleSet | None = None) -> list[ChannelGroup]:
+                   rules: RuleSet | None = None) -> ChannelGroups:
     """The channel groups of `entry_name` (see the module docstring), in program order
     of their first producer."""
     with paused_gc():
         g = channel_graph(mod, entry_name, rules)
-        return build_groups(g, _Namer(mod, g.result, entry_name))
+        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name)))
+        out.graph = g
+        return out
 
 
 def quant_axes(mod: tvm.IRModule, entry_name: str = "main",
@@ -427,7 +442,8 @@ def quant_axes(mod: tvm.IRModule, entry_name: str = "main",
     """Per-channel quantization axes: each producer weight's output-channel axis and
     each activation's channel axis (the axis in a producer's class), by tensor name."""
     with paused_gc():
-        return _quant_axes(channel_graph(mod, entry_name, rules), mod, entry_name)
+        return _quant_axes(channel_graph(mod, entry_name, rules, layouts=False), mod,
+                           entry_name)
 
 
 def _quant_axes(g: ChannelGraph, mod: tvm.IRModule, entry_name: str) -> QuantAxes:

@@ -1,9 +1,10 @@
 """Prune channel groups: slice every weight member, rewrite what carries the shapes.
 
 `prune(mod, {group_id: kept_indices})` keeps the listed channels of each chosen group:
-constants of the group are sliced along their member axes, reshapes whose output axis
-is a member get the new extent, depthwise convs get the new group count, and the
-module is re-normalised (types of the activations follow from the ops). Names and
+constants of the group are sliced along their member axes, every tensor axis of the
+groups (and an axis a reshape merged from them) gets its new extent, reshapes and
+broadcasts get their output's new shape, depthwise convs get the new group count, and
+the changed bindings are rebuilt with those types (prune_rebuild.py). Names and
 layout markers in spans survive: calls and constants keep their spans.
 
 `mask_consumers` builds the numeric oracle's reference: the original module with the
@@ -24,8 +25,10 @@ from .channel_graph import ChannelGraph, channel_graph
 from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
-from .layout import reshape_groups
+from .ffi import items
 from .prune_edits import ParamEdit, split_attrs
+from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, rebuild
+from .rewrite import _MAKE_CONST
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
@@ -74,26 +77,33 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     by_id = {gr.id: gr for gr in groups}
     cut: dict[tuple[int, int], set[int]] = {}
     for gid, rem in removed.items():
+        # most members share a range
+        ranges: dict[tuple[int, int, int, int], list[int]] = {}
         for m in by_id[gid].members:
             if consumers_only and m.role != CONSUMER:
                 continue
-            cut.setdefault((m.leaf, m.axis), set()).update(_removed_indices(m, rem))
+            key = (m.offset, m.block, m.stride, m.repeat)
+            idx = ranges.get(key)
+            if idx is None:
+                idx = ranges[key] = _removed_indices(m, rem)
+            got = cut.get((m.leaf, m.axis))
+            if got is None:
+                cut[m.leaf, m.axis] = set(idx)
+            else:
+                got.update(idx)
     return cut
 
 
 @mutator
 class _Rewriter(PyExprMutator):  # type: ignore[misc]
-    """Replaces constants, reshape shapes and conv group counts by handle."""
+    """Replaces constants and edits calls by handle, letting TVM infer every changed
+    call's type: the fallback for what prune_rebuild does not handle."""
 
     def __init__(self, mod: tvm.IRModule, consts: dict[int, Any],
-                 shapes: dict[int, list[Any]], conv_groups: dict[int, int],
-                 new_attrs: dict[int, Any] | None = None,
-                 params: ParamEdit | None = None) -> None:
+                 calls: dict[int, CallEdit], params: ParamEdit | None = None) -> None:
         super().__init__(mod)
         self.consts = consts
-        self.shapes = shapes
-        self.conv_groups = conv_groups
-        self.new_attrs = new_attrs or {}  # call handle -> its attrs (split indices)
+        self.calls = calls
         self.params = params
 
     def visit_constant_(self, op: Any) -> Any:
@@ -105,29 +115,13 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         the default visit remap their vars and infer their types."""
         # (constants reach here as arguments: the mutator has no hook for TVM 0.27's
         # GenericConst, so they are swapped before the default visit)
-        h = op.__chandle__()
         args = list(op.args)
         new_args = [self.consts.get(a.__chandle__(), a) for a in args]
         changed = any(x is not a for x, a in zip(new_args, args, strict=True))
         attrs = op.attrs
-        if h in self.shapes and isinstance(args[1], relax.ShapeExpr):
-            vals = list(args[1].values)
-            for axis, extent in enumerate(self.shapes[h]):
-                if extent is not None:
-                    vals[axis] = extent
-            new_args[1] = relax.ShapeExpr(vals)
-            changed = True
-        if h in self.conv_groups:
-            a = op.attrs
-            conv = getattr(relax.op.nn, str(op.op.name).split(".")[-1])
-            rebuilt = conv(new_args[0], new_args[1], strides=a.strides, padding=a.padding,
-                           dilation=a.dilation, groups=self.conv_groups[h],
-                           data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-                           out_layout=a.out_layout, out_dtype=a.out_dtype)
-            attrs = rebuilt.attrs
-            changed = True
-        if h in self.new_attrs:
-            attrs = self.new_attrs[h]
+        edit = self.calls.get(op.__chandle__())
+        if edit is not None:
+            new_args, attrs = edit(op, new_args, attrs)
             changed = True
         if changed:
             op = relax.Call(op.op, new_args, attrs, op.ty_args, op.span)
@@ -144,39 +138,130 @@ class _Rewriter(PyExprMutator):  # type: ignore[misc]
         return out
 
 
-def _new_shape(view: Any, site: Any, data: int | None,
-               cut: dict[int, dict[int, set[int]]]) -> list[Any] | None:
-    """The shape argument of a reshape or broadcast_to whose input or output lost
-    channels: an output axis that is a member loses its removed count; a reshape's
-    axis merged from inputs that lost some is the product of the inputs' new extents."""
-    out = site.out
-    old = list(site.call.args[1].values)
-    new: list[Any] = [None] * len(old)
-    out_cut = cut.get(out, {})
-    for axis, idx in out_cut.items():
-        new[axis] = int(old[axis]) - len(idx)
-    in_cut = cut.get(data, {}) if data is not None else {}
-    if site.op != "relax.reshape" or not in_cut:
-        return new
-    in_ty = view.leaf_type[data]
-    in_vals = list(in_ty.shape.values) if getattr(in_ty, "shape", None) is not None else None
-    src, dst = view.shape(data), view.shape(out)
-    if in_vals is None or src is None or dst is None:
-        raise PruneError("a reshape of a tensor of unknown shape merges pruned channels")
-    plan = reshape_groups(tuple(src), tuple(dst))
-    if plan is None:
-        raise PruneError("a reshape of pruned channels whose sizes do not line up")
-    for s_axes, d_axes in plan:
-        if len(d_axes) != 1 or new[d_axes[0]] is not None:
+def _reshape_edit(extents: list[Any]) -> CallEdit:
+    """Set the pruned extents of a reshape's or broadcast_to's shape argument."""
+    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        shape = args[1]
+        if isinstance(shape, relax.ShapeExpr):
+            vals = items(shape.values)
+            for axis, extent in enumerate(extents):
+                if extent is not None:
+                    vals[axis] = extent
+            args = [args[0], _MAKE_SHAPE(vals, shape.span), *args[2:]]
+        return args, attrs
+    return edit
+
+
+def _conv_groups_edit(groups: int) -> CallEdit:
+    """Set a (depthwise) conv's group count."""
+    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        a = attrs
+        conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
+        rebuilt = conv(args[0], args[1], strides=a.strides, padding=a.padding,
+                       dilation=a.dilation, groups=groups, data_layout=a.data_layout,
+                       kernel_layout=a.kernel_layout, out_layout=a.out_layout,
+                       out_dtype=a.out_dtype)
+        return args, rebuilt.attrs
+    return edit
+
+
+def _attrs_edit(attrs: Any) -> CallEdit:
+    """An edit that gives a call new attributes (a split's indices)."""
+
+    def edit(call: Any, args: list[Any], old: Any) -> tuple[list[Any], Any]:
+        return args, attrs
+
+    return edit
+
+
+def _add_edit(calls: dict[int, CallEdit], call: Any, edit: CallEdit) -> None:
+    """Record an edit of `call`, after any edit already recorded for it."""
+    h = call.__chandle__()
+    first = calls.get(h)
+    if first is None:
+        calls[h] = edit
+        return
+
+    def both(c: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
+        return edit(c, *first(c, args, attrs))
+    calls[h] = both
+
+
+def _host_array(t: Any) -> np.ndarray:
+    """A constant's data as a numpy array (a view, not a copy, on the CPU)."""
+    try:
+        return np.from_dlpack(t)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return t.numpy()
+
+
+def _tensor(arr: np.ndarray) -> Any:
+    """A TVM tensor holding `arr`: a copy into a buffer aligned as TVM requires (64
+    bytes; numpy aligns to 16), handed over without a second copy."""
+    n = arr.nbytes
+    raw = np.empty(n + 64, dtype=np.uint8)
+    off = -raw.__array_interface__["data"][0] % 64
+    out = raw[off:off + n].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    try:
+        return tvm.runtime.from_dlpack(out)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return tvm.runtime.tensor(np.ascontiguousarray(arr))
+
+
+def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
+    """The extent of `axis` of `leaf` as its type says (a PrimExpr), None if unknown."""
+    shape = getattr(view.leaf_type[leaf], "shape", None)
+    values = getattr(shape, "values", None)
+    return values[axis] if values is not None and axis < len(values) else None
+
+
+def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
+                 ) -> dict[int, dict[int, int]]:
+    """The new extent of every tensor axis the prune shrinks, by leaf and axis: the cut
+    axes lose their removed indices, and an axis a reshape merged from cut ones (batch
+    times heads) is the product of their new extents, on every axis of its class."""
+    view = g.view
+    out: dict[int, dict[int, int]] = {}
+    by_class: dict[int, int] = {}
+    for leaf, axes in cut.items():
+        dims = view.shape(leaf)
+        if dims is None:
             continue
-        if not any(a in in_cut for a in s_axes):
-            continue
-        prod: Any = 1
-        for a in s_axes:
-            v = int(in_vals[a]) - len(in_cut[a]) if a in in_cut else in_vals[a]
-            prod = prod * v
-        new[d_axes[0]] = prod
-    return new
+        row = out[leaf] = {}
+        for axis, idx in axes.items():
+            e = dims[axis]
+            if isinstance(e, int):
+                row[axis] = by_class[g.find(g.node(leaf, axis))] = e - len(idx)
+    if not g.composite:
+        return out
+    merged: dict[int, int] = {}
+    changed = True
+    while changed:  # (a merge of merged axes takes one more round)
+        changed = False
+        for root, parts in g.composite.items():
+            if root in merged or not any(g.find(n) in by_class for n, _ in parts):
+                continue
+            size: Any = None
+            for n, old in parts:
+                new = by_class.get(g.find(n), old)
+                if not isinstance(new, int):
+                    # a symbolic extent (batch merged with pruned heads): its expression
+                    new = _extent_expr(view, *g.axis_of(n))
+                    if new is None:
+                        name = view.values[view.leaf_value[g.axis_of(root)[0]]].name
+                        raise PruneError(f"a reshape merges pruned channels with an axis "
+                                         f"of unknown extent (into {name})")
+                size = new if size is None else size * new
+            merged[root] = by_class[root] = size
+            changed = True
+    if merged:
+        for n in range(len(g.parent)):
+            r = g.find(n)
+            if r in merged:
+                leaf, axis = g.axis_of(n)
+                out.setdefault(leaf, {})[axis] = merged[r]
+    return out
 
 
 def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
@@ -186,13 +271,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     for (leaf, axis), idx in cut.items():
         per_leaf.setdefault(leaf, {})[axis] = idx
     consts: dict[int, Any] = {}
-    shapes: dict[int, list[Any]] = {}
-    conv_groups: dict[int, int] = {}
-    new_attrs: dict[int, Any] = {}
+    calls: dict[int, CallEdit] = {}
+    # (a mask keeps every type: its constants keep their shapes)
+    extents = {} if zero else _new_extents(g, per_leaf)
+    retype = Retyper(extents)
+    values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
-    site_of = {s.value_id: s for s in view.sites if s.call is not None}
     for leaf, axes in sorted(per_leaf.items()):
-        v = view.values[view.leaf_value[leaf]]
+        v = values[leaf_value[leaf]]
+        if v.kind == "binding":
+            continue
         if v.kind == "param":
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
@@ -204,7 +292,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             params.add(v.expr, axes, zero)
             continue
         if v.kind == "const":
-            arr = v.expr.value.numpy()
+            arr = _host_array(v.expr.value)
             if zero:
                 arr = arr.copy()
                 for axis, idx in axes.items():
@@ -213,32 +301,31 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                     arr[tuple(sl)] = 0
             else:
                 for axis, idx in sorted(axes.items()):
-                    arr = np.delete(arr, sorted(idx), axis=axis)
-            data = tvm.runtime.tensor(np.ascontiguousarray(arr))
-            ty = relax.const(arr).ty
-            consts[v.expr.__chandle__()] = tvm.ir.GenericConst(data, ty, v.expr.span)
-            continue
+                    arr = arr.take([i for i in range(arr.shape[axis]) if i not in idx], axis)
+            data = _tensor(arr)
+            ty = retype(view.leaf_type[leaf], leaf)
+            consts[v.expr.__chandle__()] = _MAKE_CONST(data, ty, v.expr.span)
+    site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
+    wanted = set(g.depthwise.values())
+    for site in view.sites:
+        if site.value_id in wanted:
+            site_of[site.value_id] = site
         if zero:
             continue
-        site = site_of.get(v.id)
-        if site is None:
+        if site.op == "relax.split" and site.args[0] in per_leaf:
+            split = split_attrs(view, site, per_leaf)
+            if split is not None:  # (before the test below: a split makes a tuple)
+                _add_edit(calls, site.call, _attrs_edit(split))
+        made = site.out
+        if type(made) is not int or not (new := extents.get(made)):
             continue
         if site.op in ("relax.full", "relax.zeros", "relax.ones"):
-            raise PruneError(f"'{names(leaf)}' ({site.op}) carries a pruned extent in its "
+            raise PruneError(f"'{names(made)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
-    if not zero:
-        for site in view.sites:
-            if site.op in ("relax.reshape", "relax.broadcast_to") and isinstance(
-                    site.out, int):
-                data = site.args[0] if isinstance(site.args[0], int) else None
-                if site.out in per_leaf or data in per_leaf:
-                    new = _new_shape(view, site, data, per_leaf)
-                    if new is not None:
-                        shapes[site.call.__chandle__()] = new
-            elif site.op == "relax.split" and site.args[0] in per_leaf:
-                split = split_attrs(view, site, per_leaf)
-                if split is not None:
-                    new_attrs[site.call.__chandle__()] = split
+        # a reshape's or broadcast_to's shape argument is its output's new shape
+        if site.op in ("relax.reshape", "relax.broadcast_to"):
+            _add_edit(calls, site.call, _reshape_edit(
+                [new.get(i) for i in range(view.leaf_ndim[made])]))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
@@ -247,32 +334,47 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
             if isinstance(e, int):
-                conv_groups[site.call.__chandle__()] = e - len(cut_w.get(o, ()))
-    return _Rewriter(mod, consts, shapes, conv_groups, new_attrs,
-                     params if params.cuts else None).run(mod)
+                _add_edit(calls, site.call, _conv_groups_edit(e - len(cut_w.get(o, ()))))
+    if params.cuts:  # new parameter vars: the mutator rebuilds the signature
+        return _Rewriter(mod, consts, calls, params).run(mod)
+    out = rebuild(mod, view, consts, calls, retype)
+    return out if out is not None else _Rewriter(mod, consts, calls).run(mod)
+
+
+def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,
+                      groups: Sequence[ChannelGroup] | None
+                      ) -> tuple[ChannelGraph, Any, Sequence[ChannelGroup]]:
+    """The channel graph, namer and groups of `mod`: those `groups` came with when
+    channel_groups found them on this very module, else found anew."""
+    g = getattr(groups, "graph", None)
+    if groups is not None and isinstance(g, ChannelGraph) and g.built_on(
+            mod, entry_name, rules):
+        return g, _Namer(mod, g.result, entry_name, planned=False), groups
+    g = channel_graph(mod, entry_name, rules, layouts=False)
+    names = _Namer(mod, g.result, entry_name, planned=False)
+    return g, names, build_groups(g, names)
 
 
 def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
-          entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+          entry_name: str = "main", rules: RuleSet | None = None,
+          groups: Sequence[ChannelGroup] | None = None) -> tvm.IRModule:
     """Keep `selection[group_id]` channels of each chosen group; a new module that
-    builds and runs (the input module is unchanged)."""
+    builds and runs (the input module is unchanged). `groups`: what channel_groups
+    returned for this module, to reuse its walk (ignored if it is not of `mod`)."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
-        names = _Namer(mod, g.result, entry_name, planned=False)
-        groups = build_groups(g, names)
-        removed = check_selection(groups, selection, allow_io)
-        return _apply(g, mod, plan_prune(groups, removed), False, names)
+        g, names, gs = _graph_and_groups(mod, entry_name, rules, groups)
+        removed = check_selection(gs, selection, allow_io)
+        return _apply(g, mod, plan_prune(gs, removed), False, names)
 
 
 def mask_consumers(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
-                   entry_name: str = "main", rules: RuleSet | None = None) -> tvm.IRModule:
+                   entry_name: str = "main", rules: RuleSet | None = None,
+                   groups: Sequence[ChannelGroup] | None = None) -> tvm.IRModule:
     """The original module with the consumers' input slices of the channels *not* kept
-    set to zero: the reference a prune of the same selection must match exactly.
-    (Weights that are parameters are zeroed in the function's "params" attribute, the
-    frontend's copy; `detach_params` of the result gives them.)"""
+    set to zero: the reference a prune of the same selection must match exactly
+    (`groups` as for prune). Weights that are parameters are zeroed in the function's
+    "params" attribute, the frontend's copy; `detach_params` of the result gives them."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
-        names = _Namer(mod, g.result, entry_name, planned=False)
-        groups = build_groups(g, names)
-        removed = check_selection(groups, selection, allow_io)
-        return _apply(g, mod, plan_prune(groups, removed, consumers_only=True), True, names)
+        g, names, gs = _graph_and_groups(mod, entry_name, rules, groups)
+        removed = check_selection(gs, selection, allow_io)
+        return _apply(g, mod, plan_prune(gs, removed, consumers_only=True), True, names)

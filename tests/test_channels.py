@@ -188,3 +188,26 @@ def test_follow_letters_match_the_channel_letter() -> None:
         assert len(acts) == 1, (g.id, acts)
         # batch-norm parameters carry the rule's "O"; biases the channel letter
         assert follows <= acts | {"O"}, (g.id, follows, acts)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_extents_of_unknown_shapes_are_read_only_when_needed(dynamic: bool) -> None:
+    """The channel graph notes the tensors' extents for their classes only once a tensor
+    of unknown shape needs them (the dynamic import's add): the groups are the ones an
+    eager noting finds, and a static module never notes them."""
+    from msc_rules.channel_graph import _Builder
+    from msc_rules.channels import _Namer, build_groups
+    from msc_rules.engine import infer_layouts
+
+    mod = bert_like(dynamic=dynamic).mod
+    found = []
+    for eager in (False, True):
+        result = infer_layouts(mod)
+        b = _Builder(result, result.rules)
+        b.eager = eager
+        g = b.run()
+        found.append((build_groups(g, _Namer(mod, result, "main")), b.eager, g.class_ext))
+    (lazy, switched, ext), (eager_groups, _, eager_ext) = found
+    assert lazy == eager_groups and len(lazy) > 2
+    assert switched is dynamic
+    assert bool(ext) is dynamic and eager_ext

@@ -146,3 +146,118 @@ def test_missing_entry_is_an_ir_error() -> None:
     mod, _ = conv_bias_net()
     with pytest.raises(msc_rules.IRError, match="entry function 'nope'"):
         msc_rules.channel_groups(mod, entry_name="nope")
+
+
+def _tvm_prune(mod: object, sel: dict[int, list[int]]) -> object:
+    """prune with every changed call's type inferred by TVM (the fallback rebuild)."""
+    import importlib
+
+    prune_module = importlib.import_module("msc_rules.prune")
+    fast = prune_module.rebuild
+    prune_module.rebuild = lambda *_: None
+    try:
+        return msc_rules.prune(mod, sel)  # type: ignore[arg-type]
+    finally:
+        prune_module.rebuild = fast
+
+
+@pytest.mark.parametrize("name", ["bert_like", "dense_net", "depthwise_net", "gqa_decoder",
+                                  "resnet18_like", "unet_like"])
+def test_pruned_types_are_the_ones_tvm_infers(name: str) -> None:
+    """The prune supplies each changed binding's type itself (no re-inference): they
+    are TVM's own, binding by binding, and the module is the one TVM's mutator makes."""
+    mod, _ = MODELS[name]()
+    _check_types(mod)
+
+
+@pytest.mark.parametrize("name", ["conv_bias_net", "dense_net", "gqa_decoder"])
+def test_pruned_types_are_the_ones_tvm_infers_onnx(name: str) -> None:
+    from channel_models import onnx_model
+
+    _check_types(onnx_model(name)[0])
+
+
+def _check_types(mod: object) -> None:
+    import tvm_ffi
+    from tvm import relax
+
+    mod = msc_rules.annotate(mod)  # type: ignore[arg-type]
+    sel = half_selection(msc_rules.channel_groups(mod))
+    pruned = msc_rules.prune(mod, sel)
+    relax.analysis.well_formed(pruned)  # raises on a violation
+    checked = 0
+    old = [b for blk in mod["main"].body.blocks for b in blk.bindings]
+    new = [b for blk in pruned["main"].body.blocks for b in blk.bindings]
+    assert len(old) == len(new)
+    for before, b in zip(old, new, strict=True):
+        v = b.value
+        # names and layout markers survive on every binding
+        assert msc_rules.get_name(v) == msc_rules.get_name(before.value) != ""
+        assert msc_rules.get_layout(v) == msc_rules.get_layout(before.value)
+        if isinstance(v, relax.Call):
+            bare = relax.Call(v.op, v.args, v.attrs, v.ty_args)
+            inferred = relax.BlockBuilder().normalize(bare).ty
+            assert tvm_ffi.structural_equal(inferred, b.var.ty), b.var.name
+            assert tvm_ffi.structural_equal(v.ty, b.var.ty), b.var.name
+            checked += 1
+        else:
+            assert tvm_ffi.structural_equal(v.ty, b.var.ty), b.var.name
+    assert checked > 10
+    changed = sum(not tvm_ffi.structural_equal(a.var.ty, b.var.ty)
+                  for a, b in zip(old, new, strict=True))
+    assert changed > 5  # (the check above is not vacuous)
+    assert tvm_ffi.structural_equal(pruned, _tvm_prune(mod, sel))
+
+
+def test_prune_reuses_the_walk_of_the_groups_it_is_given() -> None:
+    import tvm_ffi
+
+    mod, x = conv_bias_net()
+    groups = msc_rules.channel_groups(mod)
+    assert groups.graph is not None and groups.graph.built_on(mod, "main", None)
+    sel = half_selection(groups)
+    alone = msc_rules.prune(mod, sel)
+    reused = msc_rules.prune(mod, sel, groups=groups)
+    assert tvm_ffi.structural_equal(alone, reused)
+    masked = msc_rules.mask_consumers(mod, sel, groups=groups)
+    assert tvm_ffi.structural_equal(masked, msc_rules.mask_consumers(mod, sel))
+    np.testing.assert_allclose(run(reused, [x])[0], run(masked, [x])[0], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_groups_of_another_module_are_not_reused() -> None:
+    import tvm_ffi
+
+    mod, _ = conv_bias_net()
+    other, _ = dense_net()
+    theirs = msc_rules.channel_groups(other)
+    sel = half_selection(msc_rules.channel_groups(mod))
+    assert tvm_ffi.structural_equal(msc_rules.prune(mod, sel, groups=theirs),
+                                    msc_rules.prune(mod, sel))
+    # a module changed in place after the groups were found: its groups are found anew
+    import tvm
+
+    copy = tvm.IRModule(dict(mod.functions_items()))  # the same function objects
+    groups = msc_rules.channel_groups(copy)
+    assert groups.graph is not None and groups.graph.built_on(mod, "main", None)
+    copy[copy.get_global_var("main")] = other["main"]
+    assert not groups.graph.built_on(copy, "main", None)
+    sel = half_selection(theirs)
+    assert tvm_ffi.structural_equal(msc_rules.prune(copy, sel, groups=groups),
+                                    msc_rules.prune(other, sel))
+
+
+def test_bindings_a_prune_does_not_reach_are_kept_as_they_are() -> None:
+    mod, x = conv_bias_net()
+    mod = msc_rules.annotate(mod)
+    groups = msc_rules.channel_groups(mod)
+    g = next(g for g in groups if any(m.tensor == "conv2d_2.weight" for m in g.producers))
+    pruned = msc_rules.prune(mod, {g.id: [0, 3]}, groups=groups)
+    old = list(mod["main"].body.blocks[0].bindings)
+    new = list(pruned["main"].body.blocks[0].bindings)
+    kept = [a.var.same_as(b.var) and a.value.same_as(b.value)
+            for a, b in zip(old, new, strict=True)]
+    # everything before the pruned conv (the residual block) is the same objects
+    first = next(i for i, b in enumerate(old) if msc_rules.get_name(b.value) == "conv2d_2")
+    assert first > 5 and all(kept[:first]) and not kept[first]
+    assert run(pruned, [x])[0].shape == run(mod, [x])[0].shape
