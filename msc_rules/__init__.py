@@ -7,7 +7,7 @@ Public API (see README):
 
 from __future__ import annotations
 
-from .channels import ChannelGroup, Member, QuantAxes, channel_groups, quant_axes
+from .channels import ChannelGroup, ChannelGroups, Member, QuantAxes, channel_groups, quant_axes
 from .dsl.ruleset import RuleSet, load_rules
 from .engine import InferenceResult, infer_layouts
 from .errors import (
@@ -34,6 +34,7 @@ from .span import get_layout, get_name
 
 __all__ = [
     "ChannelGroup",
+    "ChannelGroups",
     "GuessedWeightError",
     "IRError",
     "InferenceResult",
