@@ -214,6 +214,7 @@ def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(native, "_module", None)
     monkeypatch.setattr(native, "_failure", None)
     monkeypatch.setattr(native, "_noticed", False)
+    monkeypatch.setattr(native, "_held", None)
     monkeypatch.setenv("MSC_RULES_CACHE", str(tmp_path))
     return tmp_path
 

@@ -3,7 +3,8 @@
 `rebuild.cc` is compiled with one plain `c++` command against tvm-ffi's shipped headers
 and `libtvm_ffi.so` (no ninja, no TVM headers) into a cache folder per (msc_rules, tvm,
 tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
-else `~/.cache/msc_rules`. `$CXX` picks the compiler.
+else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale folders of other versions
+are removed at load (see cache.py).
 
 `MSC_RULES_NATIVE` chooses the path, read on every call: `0` the Python walk, `1` the
 native one (a build failure raises `NativeBuildError`), unset: native if it builds, else
@@ -12,7 +13,6 @@ the Python walk after one notice line on stderr.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -20,11 +20,11 @@ import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import MscRulesError, NativeBuildError
+from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
 
@@ -32,6 +32,7 @@ _lock = threading.Lock()
 _module: Any = None
 _failure: str | None = None
 _noticed = False
+_held: IO[bytes] | None = None  # the shared lock on the cache folder in use
 build_seconds: float | None = None
 """Wall time of the build this process made (None if it loaded a cached library)."""
 
@@ -44,27 +45,10 @@ def mode() -> str:
     return value
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def cache_dir() -> Path:
     """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
     and this source."""
-    root = os.environ.get("MSC_RULES_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "msc_rules")
-    import tvm
-    import tvm_ffi
-
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    tag = (f"native-{_version('msc_rules')}-tvm{tvm.__version__}-"
-           f"ffi{tvm_ffi.__version__}-{digest}")
-    return Path(root) / tag
+    return cache.folder_for(SOURCE.read_bytes())
 
 
 def _command(out: Path) -> list[str]:
@@ -82,11 +66,16 @@ def _build() -> Any:
     global build_seconds
     import tvm_ffi
 
+    global _held
     folder = cache_dir()
-    target = folder / "msc_rules_native.so"
+    target = folder / cache.LIBRARY
+    try:
+        # held for the life of the process: a pruner (cache.prune) never removes it
+        _held = cache.use(folder)
+    except OSError as err:
+        raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
     if not target.exists():
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             # built under a temporary name and renamed: a process that races us, or one
             # killed mid-build, never leaves a half-written library under the real name
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
@@ -120,6 +109,7 @@ def _build() -> Any:
         raise
     except Exception as err:  # a library from a broken build or another ABI
         raise NativeBuildError(f"cannot load {target}: {err}") from None
+    cache.prune(folder)
     return module
 
 
