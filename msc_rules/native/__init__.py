@@ -28,6 +28,9 @@ from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
 
+VERSION = 2
+"""The interface version `rebuild.cc` reports (its `version()`): checked at load."""
+
 _lock = threading.Lock()
 _module: Any = None
 _failure: str | None = None
@@ -99,7 +102,7 @@ def _build() -> Any:
         build_seconds = time.perf_counter() - start
     try:
         module = tvm_ffi.load_module(str(target))
-        if module.version() != 1:
+        if module.version() != VERSION:
             raise NativeBuildError(f"{target} is not this version of the native walk")
         # Keep the GIL during a rebuild: it interns span text in TVM's global SourceName
         # table, which the Python rebuild only ever reaches with the GIL held, so two
@@ -146,4 +149,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["SOURCE", "NativeBuildError", "build_seconds", "cache_dir", "get", "load", "mode"]
+__all__ = ["SOURCE", "VERSION", "NativeBuildError", "build_seconds", "cache_dir", "get", "load",
+           "mode"]

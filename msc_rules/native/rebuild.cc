@@ -299,10 +299,37 @@ void SetMarker(std::string* text, std::string_view key, std::string_view value) 
   text->append(marker);
 }
 
-std::string Apply(std::string text, const Markers& markers) {
-  for (const Pair& kv : markers) SetMarker(&text, kv.first, kv.second);
-  return text;
-}
+// The marker sets of one call: sets given by the caller, then composites made when a
+// node has a set in several layers (`Compose`): set `n_base + i` writes the sets of
+// `composites[i].first`, then those of base set `composites[i].second`, as rewriting
+// with each layer in turn would.
+struct MarkerSets {
+  std::vector<Markers> base;
+  std::vector<std::pair<int32_t, int32_t>> composites;
+
+  size_t size() const { return base.size() + composites.size(); }
+
+  int32_t Compose(int32_t first, int32_t then) {
+    composites.emplace_back(first, then);
+    return static_cast<int32_t>(base.size() + composites.size() - 1);
+  }
+
+  // `set` with its last layer's base set replaced by `then` (a later entry of the same
+  // layer wins)
+  int32_t Replace(int32_t set, int32_t then) {
+    if (static_cast<size_t>(set) < base.size()) return then;
+    return Compose(composites[set - base.size()].first, then);
+  }
+
+  void Apply(std::string* text, int32_t set) const {
+    if (static_cast<size_t>(set) >= base.size()) {
+      const auto& [first, then] = composites[set - base.size()];
+      Apply(text, first);
+      set = then;
+    }
+    for (const Pair& kv : base[set]) SetMarker(text, kv.first, kv.second);
+  }
+};
 
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
@@ -310,7 +337,7 @@ class Rebuilder {
  public:
   Rebuilder(const Types& t, const PtrMap<int32_t>& vars,
             const PtrMap<int32_t>& values,
-            const std::vector<Markers>& sets)
+            const MarkerSets& sets)
       : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
         bare_done_(sets.size(), false) {}
 
@@ -340,7 +367,8 @@ class Rebuilder {
   ObjectRef Span(const ObjectRef& old, int32_t set) {
     if (!old.defined()) {
       if (!bare_done_[set]) {
-        std::string text = Apply("", sets_[set]);
+        std::string text;
+        sets_.Apply(&text, set);
         if (!text.empty()) {
           bare_[set] = t_.make_span(t_.make_source_name(text), 0, 0, 0, 0).cast<ObjectRef>();
         }
@@ -351,7 +379,8 @@ class Rebuilder {
     ObjectRef source = t_.span_source.Get(old.get());
     std::string text;
     if (source.defined()) text = t_.source_name_name.GetAny(source.get()).cast<ffi::String>();
-    std::string updated = Apply(text, sets_[set]);
+    std::string updated = text;
+    sets_.Apply(&updated, set);
     if (updated == text) return old;
     const Object* s = old.get();
     return t_.make_span(t_.make_source_name(updated), t_.span_line.GetAny(s),
@@ -523,7 +552,7 @@ class Rebuilder {
   const Types& t_;
   const PtrMap<int32_t>& vars_;
   const PtrMap<int32_t>& values_;
-  const std::vector<Markers>& sets_;
+  const MarkerSets& sets_;
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
   PtrMap<ObjectRef> remap_;
@@ -555,43 +584,71 @@ void ParseSets(std::string_view text, std::vector<Pair>* pairs, std::vector<Mark
   }
 }
 
-// handles (int64, native order) and set indices (int32) -> map
-PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys,
-                                                     const ffi::Bytes& sets, size_t n_sets) {
+// int32 values of `bytes`
+std::vector<int32_t> Int32s(const ffi::Bytes& bytes) {
+  if (bytes.size() % sizeof(int32_t) != 0) TVM_FFI_THROW(ValueError) << "bad int32 array";
+  std::vector<int32_t> out(bytes.size() / sizeof(int32_t));
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+// handles (int64, native order) and set indices (int32) -> map. The pairs come in
+// layers (`ends`: where each layer's pairs end; empty for one layer): within a layer
+// a later pair for a handle replaces an earlier one, a handle met in a later layer gets
+// a composite of its sets (see MarkerSets).
+PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys, const ffi::Bytes& set_bytes,
+                          const ffi::Bytes& end_bytes, MarkerSets* sets) {
   size_t n = keys.size() / sizeof(int64_t);
-  if (keys.size() % sizeof(int64_t) != 0 || sets.size() != n * sizeof(int32_t)) {
+  if (keys.size() % sizeof(int64_t) != 0 || set_bytes.size() != n * sizeof(int32_t)) {
     TVM_FFI_THROW(ValueError) << "handles and marker sets differ in length";
   }
+  std::vector<int32_t> ends = Int32s(end_bytes);
+  if (ends.empty()) ends.push_back(static_cast<int32_t>(n));
+  if (static_cast<size_t>(ends.back()) != n) TVM_FFI_THROW(ValueError) << "bad layer ends";
+  size_t n_base = sets->base.size();
   PtrMap<int32_t> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    int64_t handle;
-    int32_t set;
-    std::memcpy(&handle, keys.data() + i * sizeof(int64_t), sizeof(int64_t));
-    std::memcpy(&set, sets.data() + i * sizeof(int32_t), sizeof(int32_t));
-    if (set < 0 || static_cast<size_t>(set) >= n_sets) {
-      TVM_FFI_THROW(ValueError) << "marker set index out of range";
+  PtrMap<int32_t> layer_of(ends.size() > 1 ? n : 0);
+  size_t i = 0;
+  for (int32_t layer = 0; layer < static_cast<int32_t>(ends.size()); ++layer) {
+    if (ends[layer] < static_cast<int32_t>(i)) TVM_FFI_THROW(ValueError) << "bad layer ends";
+    for (; i < static_cast<size_t>(ends[layer]); ++i) {
+      int64_t handle;
+      int32_t set;
+      std::memcpy(&handle, keys.data() + i * sizeof(int64_t), sizeof(int64_t));
+      std::memcpy(&set, set_bytes.data() + i * sizeof(int32_t), sizeof(int32_t));
+      if (set < 0 || static_cast<size_t>(set) >= n_base) {
+        TVM_FFI_THROW(ValueError) << "marker set index out of range";
+      }
+      const Object* key = reinterpret_cast<const Object*>(handle);
+      const int32_t* old = out.Find(key);
+      if (old != nullptr && ends.size() > 1) {
+        bool same_layer = *layer_of.Find(key) == layer;
+        set = same_layer ? sets->Replace(*old, set) : sets->Compose(*old, set);
+      }
+      out.Put(key, set);
+      if (ends.size() > 1) layer_of.Put(key, layer);
     }
-    out.Put(reinterpret_cast<const Object*>(handle), set);
   }
   return out;
 }
 
 ObjectRef Rebuild(ObjectRef func, ffi::Bytes var_keys, ffi::Bytes var_sets,
-                  ffi::Bytes value_keys, ffi::Bytes value_sets, ffi::String marker_sets) {
+                  ffi::Bytes value_keys, ffi::Bytes value_sets, ffi::String marker_sets,
+                  ffi::Bytes var_ends, ffi::Bytes value_ends) {
   const Types& t = GetTypes();
   if (func->type_index() != t.function) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function, got " << func->GetTypeKey();
   }
   std::vector<Pair> pairs;
-  std::vector<Markers> sets;
-  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets);
-  auto vars = ParseKeys(var_keys, var_sets, sets.size());
-  auto values = ParseKeys(value_keys, value_sets, sets.size());
+  MarkerSets sets;
+  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets.base);
+  auto vars = ParseKeys(var_keys, var_sets, var_ends, &sets);
+  auto values = ParseKeys(value_keys, value_sets, value_ends, &sets);
   Rebuilder rebuilder(t, vars, values, sets);
   return rebuilder.Function(func);
 }
 
-int64_t Version() { return 1; }
+int64_t Version() { return 2; }
 
 }  // namespace
 
