@@ -27,6 +27,9 @@ from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
+SOURCES = (SOURCE, Path(__file__).with_name("read.cc"))
+"""The translation units of the library (both include `common.h`)."""
+HEADER = Path(__file__).with_name("common.h")
 
 VERSION = 2
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
@@ -51,7 +54,7 @@ def mode() -> str:
 def cache_dir() -> Path:
     """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
     and this source."""
-    return cache.folder_for(SOURCE.read_bytes())
+    return cache.folder_for(b"".join(p.read_bytes() for p in (*SOURCES, HEADER)))
 
 
 def _command(out: Path) -> list[str]:
@@ -61,7 +64,7 @@ def _command(out: Path) -> list[str]:
     includes = dict.fromkeys((libinfo.find_include_path(), libinfo.find_dlpack_include_path()))
     cxx = shlex.split(os.environ.get("CXX", "c++"))
     return [*cxx, "-std=c++17", "-O2", "-fPIC", "-shared",
-            *(f"-I{p}" for p in includes), str(SOURCE), "-o", str(out),
+            *(f"-I{p}" for p in includes), *map(str, SOURCES), "-o", str(out),
             f"-L{lib.parent}", "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"]
 
 
@@ -91,8 +94,10 @@ def _build() -> Any:
                                   timeout=600, check=False)
             if done.returncode != 0:
                 lines = (done.stderr or done.stdout).strip().splitlines()
+                # the first error, not the "In function ..." context before it
+                first = next((x for x in lines if "error" in x), lines[0] if lines else "")
                 raise NativeBuildError(
-                    f"compiling {SOURCE.name} failed: {lines[0] if lines else done.returncode}")
+                    f"compiling {SOURCE.name} failed: {first or done.returncode}")
             os.replace(tmp, target)
         except (OSError, subprocess.SubprocessError) as err:
             raise NativeBuildError(f"cannot run the C++ compiler: {err}") from None
@@ -149,5 +154,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["SOURCE", "VERSION", "NativeBuildError", "build_seconds", "cache_dir", "get", "load",
-           "mode"]
+__all__ = ["HEADER", "SOURCE", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
+           "cache_dir", "get", "load", "mode"]
