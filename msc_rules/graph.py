@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple, Union
 
 import networkx as nx
 import tvm
 from tvm import relax
+from tvm_ffi import _ffi_api
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from . import native as _native
@@ -66,6 +68,53 @@ class Value:
         if got is None:
             got = self._name = str(self.expr.name) if isinstance(self.expr, Var) else "const"
         return got
+
+
+_get = _ffi_api.ArrayGetItem
+
+
+class NativeValue(Value):
+    """A call binding's Value as the native read made it: the IR nodes (`expr`, `value`,
+    `binding`, `args`, `op`, `ty`) stay in the read's node table and are fetched when
+    asked for (most runs ask for none: the native rebuild takes the handles, `handles`).
+    Equal to the Value graph.py's own read makes, field for field."""
+
+    __slots__ = ("_at", "_call", "_n", "_nodes", "_var")
+
+    def __init__(self, vid: int, func: str, struct: Struct, top: str, nodes: Any, at: int,
+                 n_args: int, var: int, call: int) -> None:
+        self.id, self.kind, self.func, self.struct, self.top = vid, "binding", func, struct, top
+        self._name = None
+        self._nodes, self._at, self._n, self._var, self._call = nodes, at, n_args, var, call
+
+    def handles(self) -> tuple[int, int]:
+        """The handles of the var and of the call (no node fetched)."""
+        return self._var, self._call
+
+    @property
+    def binding(self) -> Any:
+        return _get(self._nodes, self._at)
+
+    @property
+    def expr(self) -> Any:
+        return _get(self._nodes, self._at + 1)
+
+    @property
+    def value(self) -> Any:
+        return _get(self._nodes, self._at + 2)
+
+    @property
+    def op(self) -> Any:
+        return _get(self._nodes, self._at + 3)
+
+    @property
+    def ty(self) -> Any:
+        return _get(self._nodes, self._at + 4)
+
+    @property
+    def args(self) -> list[Any]:  # type: ignore[override]
+        nodes, at = self._nodes, self._at + 5
+        return [_get(nodes, at + k) for k in range(self._n)]
 
 
 class CallSite(NamedTuple):
@@ -476,14 +525,15 @@ class _Replay:
     """
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
-        events, leaves, handles, shapes, nodes, strings = out
+        events, leaves, handles, shapes, nodes, strings, calls = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
         self.leaves: list[int] = memoryview(leaves).cast("i").tolist()
         self.handles: list[int] = memoryview(handles).cast("q").tolist()
         self.shapes: list[int] = memoryview(shapes).cast("q").tolist()
-        self.nodes = items(nodes)
+        self.table = nodes  # the node table, fetched from by index (`node`)
+        self.calls: list[int] = memoryview(calls).cast("q").tolist()
         self.strings = [str(x) for x in items(strings)]
         self.i = 0
 
@@ -500,7 +550,7 @@ class _Replay:
             view = self.b.view
             vid: int | None = ev[i + 1]
             if code == _S_LOOKUP:
-                vid = view.value_of.get(self.nodes[ev[i + 1]].__chandle__())
+                vid = view.value_of.get(_get(self.table, ev[i + 1]).__chandle__())
             return None if vid is None else view.values[vid].struct
         n = ev[i + 1]
         self.i = i + 2
@@ -511,7 +561,8 @@ class _Replay:
 
     def run(self) -> None:
         b, view, top = self.b, self.view_leaves(), self.top
-        ev, nodes, strings = self.ev, self.nodes, self.strings
+        ev, table, strings = self.ev, self.table, self.strings
+        handles, calls = self.handles, iter(self.calls)
         values, sites, others = view.values, view.sites, view.others
         records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
         first = len(values)
@@ -523,12 +574,13 @@ class _Replay:
             i = self.i
             e = ev[i]
             if e == _E_CALL_BINDING:
-                nb, nv, nc, nop, nty, na = ev[i + 1:i + 7]
-                raw = [nodes[k] for k in ev[i + 7:i + 7 + na]]
+                # the binding's nodes are consecutive in the table: binding, var, call,
+                # op, type, arguments (read.cc's CallBinding)
+                at, na = ev[i + 1], ev[i + 6]
                 self.i = i + 7 + na
                 vid = len(values)
-                values.append(Value(vid, "binding", nodes[nv], fname, self.struct(), nodes[nc],
-                                    top, None, nodes[nb], raw, nodes[nop], nodes[nty]))
+                values.append(NativeValue(vid, fname, self.struct(), top, table, at, na,
+                                          handles[vid - first], next(calls)))
             elif e == _E_SITE:
                 vid, kind, name_id, attrs, na = ev[i + 1:i + 6]
                 self.i = i + 6
@@ -537,7 +589,7 @@ class _Replay:
                 call = values[vid].value
                 if kind == _SITE_OP:
                     sites.append(_new_tuple(CallSite, (vid, call, strings[name_id], args, out,
-                                                       None if attrs < 0 else nodes[attrs])))
+                                                       None if attrs < 0 else _get(table, attrs))))
                 else:
                     sites.append(CallSite(vid, call, strings[name_id], args, out))
             elif e == _E_EDGES:
@@ -545,27 +597,29 @@ class _Replay:
                 srcs = ev[i + 3:i + 3 + k]
                 if min(srcs) < 0:  # vars to look up: those the view has no value for go
                     get = view.value_of.get
-                    found = [s if s >= 0 else get(nodes[-1 - s].__chandle__()) for s in srcs]
+                    found = [s if s >= 0 else get(_get(table, -1 - s).__chandle__())
+                             for s in srcs]
                     srcs = [s for s in found if s is not None]
                 edge_src.extend(srcs)
                 edge_dst.extend([user] * len(srcs))
                 self.i = i + 3 + k
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
-                block = nodes[node]
-                recs = [values[r] if r >= 0 else nodes[-1 - r] for r in ev[i + 3:i + 3 + k]]
+                block = _get(table, node)
+                recs = [values[r] if r >= 0 else _get(table, -1 - r)
+                        for r in ev[i + 3:i + 3 + k]]
                 records[block.__chandle__()] = (block, recs)
                 self.i = i + 3 + k
             elif e in (_E_CONST, _E_PARAM, _E_BINDING):
                 if e == _E_BINDING:
                     nb, nv, nval = ev[i + 1:i + 4]
                     self.i = i + 4
-                    val = Value(len(values), "binding", nodes[nv], fname, None, nodes[nval],
-                                top, None, nodes[nb])
+                    val = Value(len(values), "binding", _get(table, nv), fname, None,
+                                _get(table, nval), top, None, _get(table, nb))
                 else:
                     self.i = i + 2
                     val = Value(len(values), "const" if e == _E_CONST else "param",
-                                nodes[ev[i + 1]], fname, None, None, top)
+                                _get(table, ev[i + 1]), fname, None, None, top)
                 val.struct = self.struct()
                 values.append(val)
                 others.append(val.id)
@@ -610,21 +664,21 @@ class _Replay:
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""
         view = self.b.view
-        leaves, nodes, shapes = self.leaves, self.nodes, self.shapes
+        leaves, table, shapes = self.leaves, self.table, self.shapes
         first = len(view.leaf_ndim)
         view.leaf_ndim.extend(leaves[0::4])
-        view.leaf_type.extend([nodes[k] for k in leaves[1::4]])
+        view.leaf_type.extend(map(_get, repeat(table), leaves[1::4]))
         view.leaf_value.extend(leaves[2::4])
-        table: list[list[Dim]] = []
+        shape_table: list[list[Dim]] = []
         at = 0
         while at < len(shapes):
             k = shapes[at]
-            table.append(list(shapes[at + 1:at + 1 + k]))
+            shape_table.append(list(shapes[at + 1:at + 1 + k]))
             at += 1 + k
         static = view._static
         for leaf, sid in enumerate(leaves[3::4], first):
             if sid >= 0:
-                static[leaf] = table[sid]
+                static[leaf] = shape_table[sid]
         return view
 
 

@@ -20,6 +20,7 @@ from tvm.relax import _ffi_api as _relax_ffi
 from . import native as _native
 from .errors import IRError
 from .ffi import items
+from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
 from .span import with_markers
 
@@ -242,7 +243,7 @@ class _Rebuilder:
                     records[i] = None
                 # a record of the dependency view saves reading the binding again
                 markers: Markers | None = None
-                if type(r) is _Value:
+                if type(r) is _Value or type(r) is _NativeValue:
                     b, var, value, args, op, ty = r.binding, r.expr, r.value, r.args, r.op, r.ty
                     if leaf_markers is not None and args is not None:  # a call binding
                         st = r.struct
@@ -357,8 +358,13 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
             for i, r in enumerate(recs):
                 if release:
                     recs[i] = None
-                if type(r) is not _Value or r.args is None:
+                cls = type(r)
+                if cls is _NativeValue:  # (a call binding: it has args)
+                    var_handle, call_handle = r.handles()
+                elif cls is not _Value or r.args is None:
                     continue
+                else:
+                    var_handle, call_handle = r.expr.__chandle__(), r.value.__chandle__()
                 st = r.struct
                 if type(st) is int:
                     m = leaf_markers[st]
@@ -380,9 +386,9 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
                 k = set_of.get(m)
                 if k is None:
                     k = index(m)
-                var_keys(r.expr.__chandle__())
+                var_keys(var_handle)
                 var_sets(k)
-                value_keys(r.value.__chandle__())
+                value_keys(call_handle)
                 value_sets(k)
     return flat
 

@@ -31,7 +31,7 @@ SOURCES = (SOURCE, Path(__file__).with_name("read.cc"))
 """The translation units of the library (both include `common.h`)."""
 HEADER = Path(__file__).with_name("common.h")
 
-VERSION = 2
+VERSION = 3
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
 
 _lock = threading.Lock()
@@ -57,15 +57,45 @@ def cache_dir() -> Path:
     return cache.folder_for(b"".join(p.read_bytes() for p in (*SOURCES, HEADER)))
 
 
-def _command(out: Path) -> list[str]:
+def _first_error(done: Any) -> str:
+    lines = (done.stderr or done.stdout or "").strip().splitlines()
+    # the first error, not the "In function ..." context before it
+    return next((x for x in lines if "error" in x), lines[0] if lines else "")
+
+
+def _compile(out: Path) -> None:
+    """Compile the sources to objects side by side (the first use waits for the slower
+    one only), then link them into `out`."""
     import tvm_ffi.libinfo as libinfo
 
     lib = Path(libinfo.find_libtvm_ffi())
     includes = dict.fromkeys((libinfo.find_include_path(), libinfo.find_dlpack_include_path()))
     cxx = shlex.split(os.environ.get("CXX", "c++"))
-    return [*cxx, "-std=c++17", "-O2", "-fPIC", "-shared",
-            *(f"-I{p}" for p in includes), *map(str, SOURCES), "-o", str(out),
-            f"-L{lib.parent}", "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = [str(Path(tmp) / f"{src.stem}.o") for src in SOURCES]
+        jobs = [subprocess.Popen([*cxx, "-std=c++17", "-O2", "-fPIC",
+                                  *(f"-I{p}" for p in includes), "-c", str(src), "-o", obj],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for src, obj in zip(SOURCES, objects)]
+        outputs: list[tuple[str, str]] = []
+        try:
+            outputs = [job.communicate(timeout=600) for job in jobs]
+        finally:
+            for job in jobs:
+                if job.poll() is None:
+                    job.kill()
+                    job.wait()
+        for src, job, (out_text, err_text) in zip(SOURCES, jobs, outputs):
+            if job.returncode != 0:
+                done = subprocess.CompletedProcess(job.args, job.returncode, out_text, err_text)
+                raise NativeBuildError(
+                    f"compiling {src.name} failed: {_first_error(done) or job.returncode}")
+        done = subprocess.run([*cxx, "-shared", *objects, "-o", str(out), f"-L{lib.parent}",
+                               "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"],
+                              capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise NativeBuildError(
+                f"linking the native walk failed: {_first_error(done) or done.returncode}")
 
 
 def _build() -> Any:
@@ -90,14 +120,7 @@ def _build() -> Any:
             raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
         start = time.perf_counter()
         try:
-            done = subprocess.run(_command(Path(tmp)), capture_output=True, text=True,
-                                  timeout=600, check=False)
-            if done.returncode != 0:
-                lines = (done.stderr or done.stdout).strip().splitlines()
-                # the first error, not the "In function ..." context before it
-                first = next((x for x in lines if "error" in x), lines[0] if lines else "")
-                raise NativeBuildError(
-                    f"compiling {SOURCE.name} failed: {first or done.returncode}")
+            _compile(Path(tmp))
             os.replace(tmp, target)
         except (OSError, subprocess.SubprocessError) as err:
             raise NativeBuildError(f"cannot run the C++ compiler: {err}") from None

@@ -11,7 +11,7 @@
 // Output: [events (bytes, int32), leaves (bytes, int32: ndim, type node, owner value,
 // static shape id per leaf), handles (bytes, int64: the node of each value, for
 // `value_of`), shapes (bytes, int64: per static shape its ndim then its dims), nodes
-// (array), strings (array)]. Events and structs are described in graph.py (`_Replay`).
+// (array), strings (array), call handles (bytes, int64: the call of each call binding)]. Events and structs are described in graph.py (`_Replay`).
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -136,7 +136,7 @@ class Reader {
     Array<ObjectRef> nodes(std::move(nodes_));
     Array<ffi::String> strings(std::move(strings_));
     return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
-                      nodes, strings};
+                      nodes, strings, Bytes(call_handles_)};
   }
 
  private:
@@ -464,6 +464,7 @@ class Reader {
     const ObjectRef& ty = t_.expr_ty.Get(var.get());
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t nb = Node(b), nv = Node(var), nc = Node(call), nop = Node(op), nty = Node(ty);
+    call_handles_.push_back(reinterpret_cast<int64_t>(call.get()));
     std::vector<int32_t> arg_nodes;
     arg_nodes.reserve(raw.size());
     for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
@@ -547,7 +548,7 @@ class Reader {
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
   std::vector<int32_t> events_, leaves_;
-  std::vector<int64_t> handles_, shapes_;
+  std::vector<int64_t> handles_, shapes_, call_handles_;
   std::map<std::vector<int64_t>, int32_t> shape_ids_;
   std::vector<ObjectRef> nodes_;
   std::vector<ffi::String> strings_;

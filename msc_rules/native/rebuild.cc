@@ -510,7 +510,7 @@ ObjectRef Rebuild(ObjectRef func, ffi::Bytes var_keys, ffi::Bytes var_sets,
   return rebuilder.Function(func);
 }
 
-int64_t Version() { return 2; }
+int64_t Version() { return 3; }
 
 }  // namespace
 
