@@ -234,7 +234,7 @@ def compare_paths(sizes: list[int], convert_layout_at: int, rss: bool) -> None:
     clock = "CPU" if CLOCK is time.process_time else "wall"
     print(f"microseconds per binding (best of 3, {clock} time): py = Python fallback "
           "(MSC_RULES_NATIVE=0), "
-          "cc = native rebuild (=1)")
+          "cc = native read and rebuild (=1)")
     print(head)
     print("-" * len(head))
     times: dict[int, float] = {}
