@@ -5,6 +5,12 @@ use) and binding vars of the entry function and of every function it calls (glob
 or local). Edges go from each value to the bindings that use it. Every tensor in a
 value is a *leaf* (a tuple-typed value has one leaf per field); TupleGetItem, Tuple
 and var-to-var bindings share leaves with what they alias, so they never disagree.
+
+Each global function is read by the native read (native/read.cc) when the native walk
+is available (MSC_RULES_NATIVE), which records what `_Builder.function` would add and
+`_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
+in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
+asked for), and static shapes come with the read.
 """
 
 from __future__ import annotations

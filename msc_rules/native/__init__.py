@@ -1,8 +1,10 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
-`rebuild.cc` is compiled with one plain `c++` command against tvm-ffi's shipped headers
-and `libtvm_ffi.so` (no ninja, no TVM headers) into a cache folder per (msc_rules, tvm,
-tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
+Two walks: `read.cc` reads a global function for the dependency view (graph.py),
+`rebuild.cc` writes span markers (rewrite.py); both include `common.h`. They are
+compiled side by side with plain `c++` commands against tvm-ffi's shipped headers and
+`libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
+folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
 else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale folders of other versions
 are removed at load (see cache.py).
 

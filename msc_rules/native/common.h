@@ -174,6 +174,50 @@ class PtrMap {
   size_t size_ = 0;
 };
 
+// Type indices and fields of the Relax nodes both walks follow, resolved by type key
+// and field name (the walks' own type structs add theirs).
+struct RelaxNodes {
+  int32_t var, dataflow_var, call, constant, tuple, item, seq, if_, function, shape;
+  int32_t var_binding, match_cast;
+  Field call_op, call_args, tuple_fields, item_tuple, seq_blocks, seq_body, if_cond, if_true,
+      if_false, func_params, func_body, block_bindings, binding_var, binding_value,
+      match_cast_value;
+
+  RelaxNodes()
+      : var(TypeIndex("ir.Var")),
+        dataflow_var(TypeIndex("relax.expr.DataflowVar")),
+        call(TypeIndex("ir.Call")),
+        constant(TypeIndex("ir.GenericConst")),
+        tuple(TypeIndex("ir.Tuple")),
+        item(TypeIndex("ir.TupleGetItem")),
+        seq(TypeIndex("relax.expr.SeqExpr")),
+        if_(TypeIndex("relax.expr.If")),
+        function(TypeIndex("relax.expr.Function")),
+        shape(TypeIndex("relax.expr.ShapeExpr")),
+        var_binding(TypeIndex("relax.expr.VarBinding")),
+        match_cast(TypeIndex("relax.expr.MatchCast")),
+        call_op("ir.Call", "op"),
+        call_args("ir.Call", "args"),
+        tuple_fields("ir.Tuple", "fields"),
+        item_tuple("ir.TupleGetItem", "tuple_value"),
+        seq_blocks("relax.expr.SeqExpr", "blocks"),
+        seq_body("relax.expr.SeqExpr", "body"),
+        if_cond("relax.expr.If", "cond"),
+        if_true("relax.expr.If", "true_branch"),
+        if_false("relax.expr.If", "false_branch"),
+        func_params("relax.expr.Function", "params"),
+        func_body("relax.expr.Function", "body"),
+        block_bindings("relax.expr.BindingBlock", "bindings"),
+        binding_var("relax.expr.VarBinding", "var"),
+        binding_value("relax.expr.VarBinding", "value"),
+        match_cast_value("relax.expr.MatchCast", "value") {
+    for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
+                          shape, var_binding, match_cast}) {
+      if (index < 0) TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
+    }
+  }
+};
+
 }  // namespace msc_rules
 
 #endif  // MSC_RULES_NATIVE_COMMON_H_

@@ -45,59 +45,25 @@ constexpr int32_t kNone = -1, kTuple = -2, kValueStruct = -3, kVarLookup = -4;
 // site kinds
 constexpr int32_t kOpSite = 0, kPluginSite = 1, kOpaqueSite = 2;
 
-struct ReadTypes {
-  int32_t var, dataflow_var, call, constant, tuple, item, seq, if_, function, shape;
-  int32_t var_binding, match_cast, tensor_type, tuple_type, op, global_var, extern_func;
-  int32_t int_imm;
-  Field expr_ty, var_name, call_op, call_args, call_attrs, tuple_fields, item_tuple,
-      item_index, seq_blocks, seq_body, if_cond, if_true, if_false, func_params, func_body,
-      block_bindings, binding_var, binding_value, match_cast_value, tensor_ndim,
-      tensor_shape, tuple_type_fields, op_name, gv_name, extern_symbol, shape_values,
-      int_value;
+struct ReadTypes : RelaxNodes {
+  int32_t tensor_type, tuple_type, op, global_var, extern_func, int_imm;
+  Field expr_ty, var_name, call_attrs, item_index, tensor_ndim, tensor_shape,
+      tuple_type_fields, op_name, gv_name, extern_symbol, shape_values, int_value;
 
   ReadTypes() {
-    var = TypeIndex("ir.Var");
-    dataflow_var = TypeIndex("relax.expr.DataflowVar");
-    call = TypeIndex("ir.Call");
-    constant = TypeIndex("ir.GenericConst");
-    tuple = TypeIndex("ir.Tuple");
-    item = TypeIndex("ir.TupleGetItem");
-    seq = TypeIndex("relax.expr.SeqExpr");
-    if_ = TypeIndex("relax.expr.If");
-    function = TypeIndex("relax.expr.Function");
-    shape = TypeIndex("relax.expr.ShapeExpr");
-    var_binding = TypeIndex("relax.expr.VarBinding");
-    match_cast = TypeIndex("relax.expr.MatchCast");
     tensor_type = TypeIndex("relax.TensorType");
     tuple_type = TypeIndex("ir.TupleType");
     op = TypeIndex("ir.Op");
     global_var = TypeIndex("ir.GlobalVar");
     extern_func = TypeIndex("relax.expr.ExternFunc");
     int_imm = TypeIndex("ir.IntImm");
-    for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
-                          shape, var_binding, match_cast, tensor_type, tuple_type, op,
-                          global_var, extern_func, int_imm}) {
+    for (int32_t index : {tensor_type, tuple_type, op, global_var, extern_func, int_imm}) {
       if (index < 0) TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
     }
     expr_ty = Field("ir.Expr", "ty");
     var_name = Field("ir.Var", "name", false);
-    call_op = Field("ir.Call", "op");
-    call_args = Field("ir.Call", "args");
     call_attrs = Field("ir.Call", "attrs");
-    tuple_fields = Field("ir.Tuple", "fields");
-    item_tuple = Field("ir.TupleGetItem", "tuple_value");
     item_index = Field("ir.TupleGetItem", "index", false);
-    seq_blocks = Field("relax.expr.SeqExpr", "blocks");
-    seq_body = Field("relax.expr.SeqExpr", "body");
-    if_cond = Field("relax.expr.If", "cond");
-    if_true = Field("relax.expr.If", "true_branch");
-    if_false = Field("relax.expr.If", "false_branch");
-    func_params = Field("relax.expr.Function", "params");
-    func_body = Field("relax.expr.Function", "body");
-    block_bindings = Field("relax.expr.BindingBlock", "bindings");
-    binding_var = Field("relax.expr.VarBinding", "var");
-    binding_value = Field("relax.expr.VarBinding", "value");
-    match_cast_value = Field("relax.expr.MatchCast", "value");
     tensor_ndim = Field("relax.TensorType", "ndim", false);
     tensor_shape = Field("relax.TensorType", "shape", false);
     tuple_type_fields = Field("ir.TupleType", "fields");

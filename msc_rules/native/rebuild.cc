@@ -31,54 +31,27 @@ namespace {
 using namespace msc_rules;  // NOLINT(build/namespaces): this file's own helpers
 
 // Type indices, fields and constructors, resolved once per process.
-struct Types {
-  int32_t var, dataflow_var, call, constant, tuple, item, seq, if_, function, shape;
-  int32_t var_binding, match_cast, block, dataflow_block;
+struct Types : RelaxNodes {
+  int32_t block, dataflow_block;
   std::vector<int32_t> leaves;  // exprs the rebuild keeps as they are (no vars inside)
-  Field expr_span, call_op, call_args, tuple_fields, item_tuple, seq_blocks, seq_body;
-  Field if_cond, if_true, if_false, func_params, func_body, block_bindings, binding_var;
-  Field binding_value, match_cast_var, match_cast_value, span_source, span_line, span_column;
-  Field span_end_line, span_end_column, source_name_name;
+  Field expr_span, match_cast_var, span_source, span_line, span_column, span_end_line,
+      span_end_column, source_name_name;
   Function make_span, make_source_name;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
   Types() {
-    var = TypeIndex("ir.Var");
-    dataflow_var = TypeIndex("relax.expr.DataflowVar");
-    call = TypeIndex("ir.Call");
-    constant = TypeIndex("ir.GenericConst");
-    tuple = TypeIndex("ir.Tuple");
-    item = TypeIndex("ir.TupleGetItem");
-    seq = TypeIndex("relax.expr.SeqExpr");
-    if_ = TypeIndex("relax.expr.If");
-    function = TypeIndex("relax.expr.Function");
-    shape = TypeIndex("relax.expr.ShapeExpr");
-    var_binding = TypeIndex("relax.expr.VarBinding");
-    match_cast = TypeIndex("relax.expr.MatchCast");
     block = TypeIndex("relax.expr.BindingBlock");
     dataflow_block = TypeIndex("relax.expr.DataflowBlock");
+    if (block < 0 || dataflow_block < 0) {
+      TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
+    }
     for (const char* key : {"ir.Op", "ir.GlobalVar", "relax.expr.ExternFunc", "ir.IntImm",
                             "ir.FloatImm", "ir.StringImm"}) {
       int32_t index = TypeIndex(key);
       if (index >= 0) leaves.push_back(index);
     }
     expr_span = Field("ir.Expr", "span");
-    call_op = Field("ir.Call", "op");
-    call_args = Field("ir.Call", "args");
-    tuple_fields = Field("ir.Tuple", "fields");
-    item_tuple = Field("ir.TupleGetItem", "tuple_value");
-    seq_blocks = Field("relax.expr.SeqExpr", "blocks");
-    seq_body = Field("relax.expr.SeqExpr", "body");
-    if_cond = Field("relax.expr.If", "cond");
-    if_true = Field("relax.expr.If", "true_branch");
-    if_false = Field("relax.expr.If", "false_branch");
-    func_params = Field("relax.expr.Function", "params");
-    func_body = Field("relax.expr.Function", "body");
-    block_bindings = Field("relax.expr.BindingBlock", "bindings");
-    binding_var = Field("relax.expr.VarBinding", "var");
-    binding_value = Field("relax.expr.VarBinding", "value");
     match_cast_var = Field("relax.expr.MatchCast", "var");
-    match_cast_value = Field("relax.expr.MatchCast", "value");
     span_source = Field("ir.Span", "source_name");
     span_line = Field("ir.Span", "line", false);
     span_column = Field("ir.Span", "column", false);
@@ -87,10 +60,6 @@ struct Types {
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
     make_source_name = Function::GetGlobalRequired("ir.SourceName");
-    for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
-                          shape, var_binding, match_cast, block, dataflow_block}) {
-      if (index < 0) TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
-    }
   }
 
   bool IsLeaf(int32_t index) const {
