@@ -4,9 +4,9 @@ Two walks: `read.cc` reads a global function for the dependency view (graph.py),
 `rebuild.cc` writes span markers (rewrite.py); both include `common.h`. They are
 compiled side by side with plain `c++` commands against tvm-ffi's shipped headers and
 `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
-folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
-else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale folders of other versions
-are removed at load (see cache.py).
+folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else
+`$XDG_CACHE_HOME/msc_rules`, else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale
+folders of other versions are removed at load (see cache.py).
 
 `MSC_RULES_NATIVE` chooses the path, read on every call: `0` the Python walk, `1` the
 native one (a build failure raises `NativeBuildError`), unset: native if it builds, else
