@@ -517,7 +517,7 @@ class _Replay:
     Events (int32): FUNC name; PARAM node struct; PARAMS_END; RET struct (the current
     function's return); CONST node struct; CALL_BINDING binding var call op type n
     arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
-    value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) n structs*n out; LINK
+    value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
     value src dst; PENDING value global(1/0) callee n structs*n out; EDGES dst n
     sources*n (a value id, or -1 - the node of a var to look up); BLOCK node n
     records*n (a value id, or -1 - the node of a local function's binding). A struct: a
@@ -541,33 +541,43 @@ class _Replay:
         self.table = nodes  # the node table, fetched from by index (`node`)
         self.calls: list[int] = memoryview(calls).cast("q").tolist()
         self.strings = [str(x) for x in items(strings)]
-        self.i = 0
 
-    def struct(self) -> Struct:
-        ev, i = self.ev, self.i
+    def struct(self, i: int) -> tuple[Struct, int]:
+        """The struct at event `i`, and the event after it."""
+        ev = self.ev
         code = ev[i]
-        self.i = i + 1
         if code >= 0:
-            return code
+            return code, i + 1
         if code == _S_NONE:
-            return None
+            return None, i + 1
         if code in (_S_VALUE, _S_LOOKUP):
-            self.i = i + 2
             view = self.b.view
             vid: int | None = ev[i + 1]
             if code == _S_LOOKUP:
                 vid = view.value_of.get(_get(self.table, ev[i + 1]).__chandle__())
-            return None if vid is None else view.values[vid].struct
-        n = ev[i + 1]
-        self.i = i + 2
-        return tuple([self.struct() for _ in range(n)])
+            return (None if vid is None else view.values[vid].struct), i + 2
+        parts = []
+        i += 2
+        for _ in range(ev[i - 1]):
+            st, i = self.struct(i)
+            parts.append(st)
+        return tuple(parts), i
 
-    def structs(self, n: int) -> list[Struct]:
-        return [self.struct() for _ in range(n)]
+    def structs(self, i: int, n: int) -> tuple[list[Struct], int]:
+        """`n` structs from event `i`, and the event after them."""
+        ev = self.ev
+        got = ev[i:i + n]
+        if not got or min(got) >= -1:  # leaves and Nones only: the common case
+            return [x if x >= 0 else None for x in got], i + n
+        out = []
+        for _ in range(n):
+            st, i = self.struct(i)
+            out.append(st)
+        return out, i
 
     def run(self) -> None:
         b, view, top = self.b, self.view_leaves(), self.top
-        ev, table, strings = self.ev, self.table, self.strings
+        ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
         handles, calls = self.handles, iter(self.calls)
         values, sites, others = view.values, view.sites, view.others
         records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
@@ -576,23 +586,31 @@ class _Replay:
         fname = ""
         params: list[Struct] = []
         n = len(ev)
-        while self.i < n:
-            i = self.i
+        i = 0
+        while i < n:
             e = ev[i]
             if e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
                 at, na = ev[i + 1], ev[i + 6]
-                self.i = i + 7 + na
+                i += 7 + na
+                st: Struct = ev[i]  # (a leaf, the common case, inline)
+                if ev[i] >= 0:
+                    i += 1
+                else:
+                    st, i = struct(i)
                 vid = len(values)
-                values.append(NativeValue(vid, fname, self.struct(), top, table, at, na,
+                values.append(NativeValue(vid, fname, st, top, table, at, na,
                                           handles[vid - first], next(calls)))
             elif e == _E_SITE:
-                vid, kind, name_id, attrs, na = ev[i + 1:i + 6]
-                self.i = i + 6
-                args = self.structs(na)
-                out = self.struct()
-                call = values[vid].value
+                vid, kind, name_id, attrs, node, na = ev[i + 1:i + 7]
+                args, i = self.structs(i + 7, na)
+                out: Struct = ev[i]
+                if ev[i] >= 0:
+                    i += 1
+                else:
+                    out, i = struct(i)
+                call = _get(table, node)
                 if kind == _SITE_OP:
                     sites.append(_new_tuple(CallSite, (vid, call, strings[name_id], args, out,
                                                        None if attrs < 0 else _get(table, attrs))))
@@ -608,63 +626,61 @@ class _Replay:
                     srcs = [s for s in found if s is not None]
                 edge_src.extend(srcs)
                 edge_dst.extend([user] * len(srcs))
-                self.i = i + 3 + k
+                i += 3 + k
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
                 block = _get(table, node)
                 recs = [values[r] if r >= 0 else _get(table, -1 - r)
                         for r in ev[i + 3:i + 3 + k]]
                 records[block.__chandle__()] = (block, recs)
-                self.i = i + 3 + k
+                i += 3 + k
             elif e in (_E_CONST, _E_PARAM, _E_BINDING):
                 if e == _E_BINDING:
                     nb, nv, nval = ev[i + 1:i + 4]
-                    self.i = i + 4
                     val = Value(len(values), "binding", _get(table, nv), fname, None,
                                 _get(table, nval), top, None, _get(table, nb))
+                    val.struct, i = struct(i + 4)
                 else:
-                    self.i = i + 2
                     val = Value(len(values), "const" if e == _E_CONST else "param",
                                 _get(table, ev[i + 1]), fname, None, None, top)
-                val.struct = self.struct()
+                    val.struct, i = struct(i + 2)
                 values.append(val)
                 others.append(val.id)
                 if e == _E_PARAM:
                     params.append(val.struct)
                 elif e == _E_CONST:
-                    b.const_keys.append(self.handles[val.id - first])
+                    b.const_keys.append(handles[val.id - first])
                     b.const_ids.append(val.id)
             elif e == _E_LINK:
                 vid = ev[i + 1]
-                self.i = i + 2
-                src, dst = self.struct(), self.struct()
+                src, i = struct(i + 2)
+                dst, i = struct(i)
                 if src is not None and dst is not None:
                     sites.append(CallSite(vid, None, "<link>", [src], dst))
             elif e == _E_PENDING:
                 vid, is_global, callee, na = ev[i + 1:i + 5]
-                self.i = i + 5
-                args = self.structs(na)
+                args, i = self.structs(i + 5, na)
+                ret, i = struct(i)
                 name = strings[callee]
                 if is_global and name not in b.seen:
                     b.seen.add(name)
                     b.queue.append(name)
-                b.pending_links.append((vid, name, args, self.struct()))
+                b.pending_links.append((vid, name, args, ret))
             elif e == _E_FUNC:
                 stack.append((fname, params))
                 fname, params = strings[ev[i + 1]], []
                 view.functions.append(fname)
-                self.i = i + 2
+                i += 2
             elif e == _E_PARAMS_END:
                 b.func_params[fname] = params
-                self.i = i + 1
+                i += 1
             elif e == _E_RET:
-                self.i = i + 1
-                b.func_ret[fname] = self.struct()
+                b.func_ret[fname], i = struct(i + 1)
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
         value_of = view.value_of
-        for vid, h in enumerate(self.handles, first):
+        for vid, h in enumerate(handles, first):
             value_of[h] = vid
 
     def view_leaves(self) -> DependencyView:

@@ -380,7 +380,7 @@ class Reader {
         args.push_back(ArgStruct(a, &users));
       }
       vid = SlowBinding(b, var, value);
-      CallSite(vid, value, args, /*fast=*/false);
+      CallSite(vid, value, args);
     } else if (DerivesFrom(vti, t_.if_)) {
       ArgStruct(t_.if_cond.Get(value.get()), &users);
       int32_t yes = Body(fname, t_.if_true.Get(value.get()));
@@ -415,6 +415,7 @@ class Reader {
                     int32_t st) {
     // nodes first: Node() may not run between the pushes of one event
     int32_t nb = Node(b), nv = Node(var), nval = Node(value);
+    value_node_ = nval;
     events_.insert(events_.end(), {kBinding, nb, nv, nval});
     Emit(st, &events_);
   }
@@ -431,6 +432,7 @@ class Reader {
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t nb = Node(b), nv = Node(var), nc = Node(call), nop = Node(op), nty = Node(ty);
     call_handles_.push_back(reinterpret_cast<int64_t>(call.get()));
+    value_node_ = nc;
     std::vector<int32_t> arg_nodes;
     arg_nodes.reserve(raw.size());
     for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
@@ -440,15 +442,14 @@ class Reader {
                                    Int32(static_cast<int64_t>(raw.size()))});
     events_.insert(events_.end(), arg_nodes.begin(), arg_nodes.end());
     Emit(st, &events_);
-    CallSite(vid, call, args, /*fast=*/true);
+    CallSite(vid, call, args);
     Edges(vid, users);
     return vid;
   }
 
   // graph.py's call_site
-  void CallSite(int32_t vid, const ObjectRef& call, const std::vector<int32_t>& args,
-                bool fast) {
-    (void)fast;
+  // (`call` is the value of the binding event just emitted: node `value_node_`)
+  void CallSite(int32_t vid, const ObjectRef& call, const std::vector<int32_t>& args) {
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t out = StructOf(vid);
     if (Is(op, t_.op)) {
@@ -490,7 +491,7 @@ class Reader {
 
   void Site(int32_t vid, int32_t kind, int32_t name, int32_t attrs,
             const std::vector<int32_t>& args, int32_t out) {
-    events_.insert(events_.end(), {kSite, vid, kind, name, attrs,
+    events_.insert(events_.end(), {kSite, vid, kind, name, attrs, value_node_,
                                    Int32(static_cast<int64_t>(args.size()))});
     for (int32_t a : args) Emit(a, &events_);
     Emit(out, &events_);
@@ -509,6 +510,7 @@ class Reader {
   const PtrMap<int32_t>& globals_;
   int64_t n_values_ = 0, n_leaves_ = 0;
   int depth_ = 0;
+  int32_t value_node_ = -1;  // the node of the value of the last binding event
   PtrMap<int32_t> value_of_;
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
