@@ -505,7 +505,7 @@ last 100): what the tests check to know the native read really ran."""
 
 # the native read's events and struct codes (native/read.cc)
 (_E_FUNC, _E_PARAM, _E_PARAMS_END, _E_RET, _E_CONST, _E_CALL_BINDING, _E_BINDING, _E_SITE,
- _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK) = range(1, 13)
+ _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK, _E_CALL_OP) = range(1, 14)
 _S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
 _SITE_OP, _SITE_PLUGIN = 0, 1
 
@@ -519,7 +519,10 @@ class _Replay:
     arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
     value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
     value src dst; PENDING value global(1/0) callee n structs*n out; EDGES dst n
-    sources*n (a value id, or -1 - the node of a var to look up); BLOCK node n
+    sources*n (a value id, or -1 - the node of a var to look up); CALL_OP binding n
+    attrs name out args*n m users*m (the common call binding, its site and its edges in
+    one: a call of an op, its result and arguments leaves or -1 for None, its users
+    value ids; the binding's nodes as for CALL_BINDING); BLOCK node n
     records*n (a value id, or -1 - the node of a local function's binding). A struct: a
     leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
     of an earlier function: a shared constant), -4 node (a var the C++ side did not see
@@ -589,12 +592,28 @@ class _Replay:
         i = 0
         while i < n:
             e = ev[i]
-            if e == _E_CALL_BINDING:
+            if e == _E_CALL_OP:
+                at, na, attrs, name_id, out_code = ev[i + 1:i + 6]
+                i += 6 + na
+                args: list[Struct] = [x if x >= 0 else None for x in ev[i - na:i]]
+                k = ev[i]
+                vid = len(values)
+                st: Struct = out_code if out_code >= 0 else None
+                values.append(NativeValue(vid, fname, st, top, table, at, na,
+                                          handles[vid - first], next(calls)))
+                sites.append(_new_tuple(CallSite, (vid, _get(table, at + 2), strings[name_id],
+                                                   args, st, None if attrs < 0 else
+                                                   _get(table, attrs))))
+                if k:
+                    edge_src.extend(ev[i + 1:i + 1 + k])
+                    edge_dst.extend([vid] * k)
+                i += 1 + k
+            elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
                 at, na = ev[i + 1], ev[i + 6]
                 i += 7 + na
-                st: Struct = ev[i]  # (a leaf, the common case, inline)
+                st = ev[i]  # (a leaf, the common case, inline)
                 if ev[i] >= 0:
                     i += 1
                 else:
@@ -679,9 +698,7 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
-        value_of = view.value_of
-        for vid, h in enumerate(handles, first):
-            value_of[h] = vid
+        view.value_of.update(zip(handles, range(first, first + len(handles))))
 
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""
@@ -697,10 +714,8 @@ class _Replay:
             k = shapes[at]
             shape_table.append(list(shapes[at + 1:at + 1 + k]))
             at += 1 + k
-        static = view._static
-        for leaf, sid in enumerate(leaves[3::4], first):
-            if sid >= 0:
-                static[leaf] = shape_table[sid]
+        view._static.update((leaf, shape_table[sid])
+                            for leaf, sid in enumerate(leaves[3::4], first) if sid >= 0)
         return view
 
 

@@ -38,7 +38,7 @@ using namespace msc_rules;  // NOLINT(build/namespaces): this file's own helpers
 // events (see graph.py's _Replay)
 enum Event : int32_t {
   kFunc = 1, kParam, kParamsEnd, kRet, kConst, kCallBinding, kBinding, kSite, kLink,
-  kPending, kEdges, kBlock,
+  kPending, kEdges, kBlock, kCallOp,
 };
 // struct codes below 0 (a leaf id is >= 0)
 constexpr int32_t kNone = -1, kTuple = -2, kValueStruct = -3, kVarLookup = -4;
@@ -438,6 +438,7 @@ class Reader {
     for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
     int32_t st = NewStruct(ty, vid, nty);
     StructOf(vid) = st;
+    if (CallOp(nb, op, call, args, st, users)) return vid;
     events_.insert(events_.end(), {kCallBinding, nb, nv, nc, nop, nty,
                                    Int32(static_cast<int64_t>(raw.size()))});
     events_.insert(events_.end(), arg_nodes.begin(), arg_nodes.end());
@@ -445,6 +446,32 @@ class Reader {
     CallSite(vid, call, args);
     Edges(vid, users);
     return vid;
+  }
+
+  // The common call binding in one event (CALL_OP): a call of an op (not
+  // call_dps_packed), its arguments and result leaves or None, its users values of the
+  // view. False (nothing written) for any other.
+  bool CallOp(int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
+              const std::vector<int32_t>& args, int32_t out,
+              const std::vector<int32_t>& users) {
+    if (!Is(op, t_.op) || pool_[out] < kNone) return false;
+    for (int32_t a : args) {
+      if (pool_[a] < kNone) return false;
+    }
+    for (int32_t u : users) {
+      if (u < 0) return false;
+    }
+    std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
+    if (name == "relax.call_dps_packed") return false;
+    const ObjectRef& attrs = t_.call_attrs.Get(call.get());
+    int32_t attrs_node = attrs.defined() ? Node(attrs) : -1;
+    events_.insert(events_.end(), {kCallOp, binding_node,
+                                   Int32(static_cast<int64_t>(args.size())), attrs_node,
+                                   String(name), pool_[out]});
+    for (int32_t a : args) events_.push_back(pool_[a]);
+    events_.push_back(Int32(static_cast<int64_t>(users.size())));
+    events_.insert(events_.end(), users.begin(), users.end());
+    return true;
   }
 
   // graph.py's call_site
