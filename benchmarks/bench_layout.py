@@ -9,10 +9,13 @@ rule library.
     python benchmarks/bench_layout.py --sizes 1000 10000 --convert-layout-max 10000
     python benchmarks/bench_layout.py --compare-only     # native vs Python fallback only
 
-First a comparison of the two rebuilds (msc_rules/native): annotate and SetExprLayout
-with the native rebuild and with the Python fallback against Normalize, and the time
-the first use takes to build the native library. The main table then runs with the
-rebuild MSC_RULES_NATIVE selects (unset: native if it builds).
+First a comparison of the two walks (msc_rules/native: the native read and rebuild,
+MSC_RULES_NATIVE=1, against the Python fallback, =0): annotate and SetExprLayout
+against Normalize per size, annotate's growth over the last two sizes, annotate
+against ConvertLayout at --convert-layout-at bindings, the peak-RSS growth per binding
+of annotate and SetExprLayout (native) at the largest size, and the time the first use
+takes to build the native library: every figure of issue 13's acceptance. The main
+table then runs with the walk MSC_RULES_NATIVE selects (unset: native if it builds).
 
 Times are the best of three runs (ConvertLayout: one run), each with the previous
 run's result freed before the clock starts. The phase columns (view, infer, write) are
@@ -120,7 +123,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def rss_child(n: int) -> None:
+def rss_child(n: int, which: str = "layout") -> None:
     """(In a fresh interpreter) print the peak-RSS growth per binding of one pass.
 
     On Linux the peak (VmHWM) is reset to the current RSS just before the pass, so the
@@ -129,7 +132,8 @@ def rss_child(n: int) -> None:
     (ru_maxrss alone will not do on Linux: it survives exec, so a child started by a
     parent that holds a 100k-binding module starts with the parent's peak.)
     """
-    msc_rules.SetExprLayout()(conv_chain(7))  # warm up: library loaded, caches filled
+    run = msc_rules.annotate if which == "annotate" else msc_rules.SetExprLayout()
+    run(conv_chain(7))  # warm up: library loaded, caches filled
     mod = conv_chain(n)
     nb = count_bindings(mod)
     gc.collect()
@@ -139,7 +143,7 @@ def rss_child(n: int) -> None:
         before = _proc_status("VmRSS") or 0
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-    out = msc_rules.SetExprLayout()(mod)
+    out = run(mod)
     if exact:
         after = _proc_status("VmHWM") or 0
     else:
@@ -148,10 +152,11 @@ def rss_child(n: int) -> None:
     print(max(after - before, 0) / nb)
 
 
-def rss_per_binding(n: int) -> float:
-    """Peak-RSS growth per binding of SetExprLayout on conv_chain(n), in a subprocess."""
+def rss_per_binding(n: int, which: str = "layout") -> float:
+    """Peak-RSS growth per binding of SetExprLayout (or annotate) on conv_chain(n), in a
+    subprocess."""
     run = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--rss-child", str(n)],
+        [sys.executable, os.path.abspath(__file__), "--rss-child", str(n), "--rss-pass", which],
         capture_output=True,
         text=True,
         check=True,
@@ -215,7 +220,7 @@ def _with_native(mode: str, fn: Callable[[], Any], reps: int) -> float:
             os.environ["MSC_RULES_NATIVE"] = old
 
 
-def compare_paths(sizes: list[int]) -> None:
+def compare_paths(sizes: list[int], convert_layout_at: int, rss: bool) -> None:
     """Print annotate and SetExprLayout, native and Python fallback, against Normalize
     (and annotate as it was before one rebuild wrote both markers: SetExprName then
     SetExprLayout, Python)."""
@@ -229,7 +234,7 @@ def compare_paths(sizes: list[int]) -> None:
     clock = "CPU" if CLOCK is time.process_time else "wall"
     print(f"microseconds per binding (best of 3, {clock} time): py = Python fallback "
           "(MSC_RULES_NATIVE=0), "
-          "cc = native rebuild (=1)")
+          "cc = native read and rebuild (=1)")
     print(head)
     print("-" * len(head))
     times: dict[int, float] = {}
@@ -250,9 +255,32 @@ def compare_paths(sizes: list[int]) -> None:
     if len(ordered) >= 2:
         a, b = ordered[-2], ordered[-1]
         print(f"\nannotate (native) growth: {b // a}x bindings cost "
-              f"{times[b] / times[a]:.1f}x time")
+              f"{times[b] / times[a]:.1f}x time (target: at most 11x for 10x)")
+    if convert_layout_at:
+        mod = conv_chain(convert_layout_at)
+        nb = count_bindings(mod)
+        cl = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})
+        t_cl, _ = timed(lambda: cl(mod), 1)
+        t_ann = _with_native("1", lambda: msc_rules.annotate(mod), 3)
+        print(f"ConvertLayout at {nb} bindings: {1e6 * t_cl / nb:.1f} us/binding, annotate "
+              f"(native) {1e6 * t_ann / nb:.1f}: {t_cl / t_ann:.0f}x faster (target >= 50x)")
+    if rss and ordered:
+        n = ordered[-1]
+        old = os.environ.get("MSC_RULES_NATIVE")
+        os.environ["MSC_RULES_NATIVE"] = "1"
+        try:
+            per = {w: rss_per_binding(n, w) for w in ("annotate", "layout")}
+        finally:
+            if old is None:
+                del os.environ["MSC_RULES_NATIVE"]
+            else:
+                os.environ["MSC_RULES_NATIVE"] = old
+        print(f"peak memory beyond the module (RSS growth, fresh process, native) at "
+              f"{n} bindings: annotate {per['annotate']:.0f} B/binding, SetExprLayout "
+              f"{per['layout']:.0f} B/binding (target <= 1024)")
     print("targets (issue 13): annotate within 3x of Normalize at 100k, SetExprLayout "
-          "within 2x; the Python fallback no slower than before (2-pass py)")
+          "within 2x; the Python fallback no slower than before (2-pass py); first-use "
+          "build < 10 s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,17 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="print only the native / Python fallback comparison")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time by this process's CPU time, not wall time (a busy machine)")
+    ap.add_argument("--convert-layout-at", type=int, default=4000,
+                    help="bindings of the ConvertLayout / annotate comparison (0: skip)")
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-pass", default="layout", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rss_child:
-        rss_child(args.rss_child)
+        rss_child(args.rss_child, args.rss_pass)
         return 0
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
         print("times are CPU time of this process (--cpu-time), not wall time")
     if not args.no_compare:
-        compare_paths(args.sizes)
+        compare_paths(args.sizes, args.convert_layout_at, not args.no_rss)
         print()
     if args.compare_only:
         return 0

@@ -8,6 +8,7 @@ confirm a change with `bench_layout.py` too.
 
     python benchmarks/count_instructions.py            # a 2k-binding chain
     python benchmarks/count_instructions.py --size 5000
+    python benchmarks/count_instructions.py --annotate # annotate's phases instead
 
 The rewrite phase runs the rebuild `MSC_RULES_NATIVE` selects (msc_rules/native;
 unset: the native one if it builds): set it to 0 or 1 on both sides of an A/B
@@ -29,10 +30,10 @@ import subprocess
 import sys
 import tempfile
 
-PHASES = ("view", "infer", "edits", "rewrite", "free")
+PHASES = ("names", "view", "infer", "edits", "rewrite", "free")
 
 
-def child(size: int) -> None:
+def child(size: int, annotate: bool) -> None:
     """(Under callgrind) run the phases once, dumping the counters after each."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from synthetic import conv_chain
@@ -41,12 +42,13 @@ def child(size: int) -> None:
     from msc_rules.engine import infer_view
     from msc_rules.graph import build_view
     from msc_rules.library import default_rules
+    from msc_rules.naming import plan_names
     from msc_rules.passes import layout_edits
-    from msc_rules.rewrite import rewrite_module
+    from msc_rules.rewrite import SpanEdits, rewrite_layers
 
     mod = conv_chain(size)
     rules = default_rules()
-    msc_rules.SetExprLayout()(mod)  # warm: rule library loaded, caches filled
+    msc_rules.annotate(mod)  # warm: rule library loaded, caches filled
     gc.collect()
     gc.disable()
     pid = str(os.getpid())
@@ -56,6 +58,10 @@ def child(size: int) -> None:
                        stdout=subprocess.DEVNULL)
 
     control("-i", "on")
+    names: dict[str, SpanEdits] = {}
+    if annotate:  # as passes.annotate does it
+        names = plan_names(mod, rules).edits()
+        control("-d", "names")
     view = build_view(mod, "main")
     control("-d", "view")
     result = infer_view(view, rules)
@@ -63,9 +69,9 @@ def child(size: int) -> None:
     edits = layout_edits(result)
     control("-d", "edits")
     del result, view
-    out = rewrite_module(mod, edits, release=True)
+    out = rewrite_layers(mod, [names, edits], release=True)
     control("-d", "rewrite")
-    del edits, out
+    del names, edits, out
     control("-d", "free")
     control("-i", "off")
 
@@ -74,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the phases under callgrind and print instructions per binding of each."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2000, help="bindings of the synthetic chain")
+    ap.add_argument("--annotate", action="store_true",
+                    help="annotate's phases (names planned, then SetExprLayout's)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.size)
+        child(args.size, args.annotate)
         return 0
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("count_instructions.py needs valgrind (callgrind)", file=sys.stderr)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
-             "--child", "--size", str(args.size)],
+             "--child", "--size", str(args.size), *(["--annotate"] * args.annotate)],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             phase = trigger if trigger in PHASES else None
             if phase is not None:
                 counts[phase] = total
-    print(f"instructions per binding ({bindings} bindings, callgrind)")
+    what = "annotate" if args.annotate else "SetExprLayout"
+    print(f"instructions per binding of {what} ({bindings} bindings, callgrind)")
     for phase in PHASES:
         if phase in counts:
             print(f"  {phase:8s} {counts[phase] // bindings:8d}")

@@ -5,18 +5,28 @@ use) and binding vars of the entry function and of every function it calls (glob
 or local). Edges go from each value to the bindings that use it. Every tensor in a
 value is a *leaf* (a tuple-typed value has one leaf per field); TupleGetItem, Tuple
 and var-to-var bindings share leaves with what they alias, so they never disagree.
+
+Each global function is read by the native read (native/read.cc) when the native walk
+is available (MSC_RULES_NATIVE), which records what `_Builder.function` would add and
+`_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
+in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
+asked for), and static shapes come with the read.
 """
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple, Union
 
 import networkx as nx
 import tvm
 from tvm import relax
+from tvm_ffi import _ffi_api
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
+from . import native as _native
 from .errors import IRError
 from .ffi import items
 from .layout import Dim
@@ -66,6 +76,53 @@ class Value:
         return got
 
 
+_get = _ffi_api.ArrayGetItem
+
+
+class NativeValue(Value):
+    """A call binding's Value as the native read made it: the IR nodes (`expr`, `value`,
+    `binding`, `args`, `op`, `ty`) stay in the read's node table and are fetched when
+    asked for (most runs ask for none: the native rebuild takes the handles, `handles`).
+    Equal to the Value graph.py's own read makes, field for field."""
+
+    __slots__ = ("_at", "_call", "_n", "_nodes", "_var")
+
+    def __init__(self, vid: int, func: str, struct: Struct, top: str, nodes: Any, at: int,
+                 n_args: int, var: int, call: int) -> None:
+        self.id, self.kind, self.func, self.struct, self.top = vid, "binding", func, struct, top
+        self._name = None
+        self._nodes, self._at, self._n, self._var, self._call = nodes, at, n_args, var, call
+
+    def handles(self) -> tuple[int, int]:
+        """The handles of the var and of the call (no node fetched)."""
+        return self._var, self._call
+
+    @property
+    def binding(self) -> Any:
+        return _get(self._nodes, self._at)
+
+    @property
+    def expr(self) -> Any:
+        return _get(self._nodes, self._at + 1)
+
+    @property
+    def value(self) -> Any:
+        return _get(self._nodes, self._at + 2)
+
+    @property
+    def op(self) -> Any:
+        return _get(self._nodes, self._at + 3)
+
+    @property
+    def ty(self) -> Any:
+        return _get(self._nodes, self._at + 4)
+
+    @property
+    def args(self) -> list[Any]:  # type: ignore[override]
+        nodes, at = self._nodes, self._at + 5
+        return [_get(nodes, at + k) for k in range(self._n)]
+
+
 class CallSite(NamedTuple):
     """A call binding (or a synthetic link) whose equations the engine runs (a named
     tuple: one is made per call, and it is never changed)."""
@@ -103,6 +160,8 @@ class DependencyView:
     reads. Holding the block keeps its handle from being reused while the view lives."""
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
     _by_hash: dict[int, list[Dim] | None] = field(default_factory=dict)
+    _static: dict[int, list[Dim]] = field(default_factory=dict)
+    """Static shapes (every dim an IntImm) by leaf, as the native read found them."""
     _graph: nx.DiGraph | None = None
 
     def value_id(self, expr: Any) -> int | None:
@@ -123,6 +182,9 @@ class DependencyView:
         # symbolic vars hash by identity, and the view keeps every type (so every var)
         # alive, so within one view equal hashes mean equal shapes (up to a collision of
         # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
+        got = self._static.get(leaf)
+        if got is not None:
+            return got
         ty = self.leaf_type[leaf]
         sh: Any = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
         values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
@@ -186,6 +248,11 @@ class _Builder:
         self.queue: list[str] = []
         self.seen: set[str] = set()
         self.top = entry
+        # the constants met so far (handle, value id): a native read of a later
+        # function needs them, as one constant object can sit in several functions
+        self.const_keys = array("q")
+        self.const_ids = array("i")
+        self.global_args: tuple[bytes, bytes] | None = None
 
     # -- leaves and values
     def new_struct(self, ty: Any, owner: int) -> Struct:
@@ -220,11 +287,14 @@ class _Builder:
             users.append(vid)
             return self.view.values[vid].struct
         if cls is Constant or isinstance(e, Constant):
-            vid = self.view.value_of.get(e.__chandle__())
+            h = e.__chandle__()
+            vid = self.view.value_of.get(h)
             if vid is None:
                 val = self.add_value("const", e, func)
                 val.struct = self.new_struct(e.ty, val.id)
                 vid = val.id
+                self.const_keys.append(h)
+                self.const_ids.append(vid)
             users.append(vid)
             return self.view.values[vid].struct
         if isinstance(e, tvm.ir.expr.Tuple):
@@ -378,6 +448,27 @@ class _Builder:
         else:
             sites.append(CallSite(val.id, call, "", args, val.struct))
 
+    def read_native(self, native: Any, name: str, func: Any) -> bool:
+        """Read global function `name` with the native read (native/read.cc) and replay
+        its records into the view; False (nothing added) if the C++ side refused it."""
+        view = self.view
+        if self.global_args is None:
+            pairs = [(gv.__chandle__(), isinstance(f, relax.Function))
+                     for gv, f in self.mod.functions.items()]
+            self.global_args = (array("q", [h for h, _ in pairs]).tobytes(),
+                                array("i", [int(r) for _, r in pairs]).tobytes())
+        try:
+            out = native.read(func, name, len(view.values), len(view.leaf_ndim),
+                              self.const_keys.tobytes(), self.const_ids.tobytes(),
+                              *self.global_args)
+        except Exception as err:  # a node it does not know: this function goes to Python
+            text = str(err).splitlines()[0] if str(err) else repr(err)
+            read_fallbacks.append((name, text))
+            del read_fallbacks[:-100]
+            return False
+        _Replay(self, name, items(out)).run()
+        return True
+
     def build(self) -> DependencyView:
         entry = self.view.entry
         gv = self.globals.get(entry)
@@ -388,12 +479,16 @@ class _Builder:
                           f"(functions: {names or 'none'})")
         self.seen.add(entry)
         self.queue.append(entry)
+        native = _native.get()
         while self.queue:
             name = self.queue.pop(0)
             self.top = name
             self.view.tops.append(name)
+            func = self.mod[self.globals[name]]
+            if native is not None and self.read_native(native, name, func):
+                continue
             try:
-                self.function(name, self.mod[self.globals[name]])
+                self.function(name, func)
             except RecursionError:
                 raise IRError("module nests too deeply to walk", function=name) from None
         for vid, callee, args, out in self.pending_links:
@@ -402,6 +497,226 @@ class _Builder:
                 self.link(vid, a, p)
             self.link(vid, self.func_ret.get(callee), out)
         return self.view
+
+
+read_fallbacks: list[tuple[str, str]] = []
+"""(function, reason) for every function the native read handed back to Python (the
+last 100): what the tests check to know the native read really ran."""
+
+# the native read's events and struct codes (native/read.cc)
+(_E_FUNC, _E_PARAM, _E_PARAMS_END, _E_RET, _E_CONST, _E_CALL_BINDING, _E_BINDING, _E_SITE,
+ _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK, _E_CALL_OP) = range(1, 14)
+_S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
+_SITE_OP, _SITE_PLUGIN = 0, 1
+
+
+class _Replay:
+    """The records of one native read (native/read.cc) replayed into a _Builder's view:
+    what `_Builder.function` would have added, in the same order.
+
+    Events (int32): FUNC name; PARAM node struct; PARAMS_END; RET struct (the current
+    function's return); CONST node struct; CALL_BINDING binding var call op type n
+    arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
+    value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
+    value src dst; PENDING value global(1/0) callee n structs*n out; EDGES dst n
+    sources*n (a value id, or -1 - the node of a var to look up); CALL_OP binding n
+    attrs name out args*n m users*m (the common call binding, its site and its edges in
+    one: a call of an op, its result and arguments leaves or -1 for None, its users
+    value ids; the binding's nodes as for CALL_BINDING); BLOCK node n
+    records*n (a value id, or -1 - the node of a local function's binding). A struct: a
+    leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
+    of an earlier function: a shared constant), -4 node (a var the C++ side did not see
+    defined, a symbolic var say: the struct of the value the view has for it, if any).
+    Names and strings are indices into the strings, nodes into the nodes.
+
+    The view's `value_of` gets this read's values at the end, so a var looked up finds
+    what graph.py's walk would have found: values of earlier functions only.
+    """
+
+    def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
+        events, leaves, handles, shapes, nodes, strings, calls = out
+        self.b = builder
+        self.top = top
+        self.ev: list[int] = memoryview(events).cast("i").tolist()
+        self.leaves: list[int] = memoryview(leaves).cast("i").tolist()
+        self.handles: list[int] = memoryview(handles).cast("q").tolist()
+        self.shapes: list[int] = memoryview(shapes).cast("q").tolist()
+        self.table = nodes  # the node table, fetched from by index (`node`)
+        self.calls: list[int] = memoryview(calls).cast("q").tolist()
+        self.strings = [str(x) for x in items(strings)]
+
+    def struct(self, i: int) -> tuple[Struct, int]:
+        """The struct at event `i`, and the event after it."""
+        ev = self.ev
+        code = ev[i]
+        if code >= 0:
+            return code, i + 1
+        if code == _S_NONE:
+            return None, i + 1
+        if code in (_S_VALUE, _S_LOOKUP):
+            view = self.b.view
+            vid: int | None = ev[i + 1]
+            if code == _S_LOOKUP:
+                vid = view.value_of.get(_get(self.table, ev[i + 1]).__chandle__())
+            return (None if vid is None else view.values[vid].struct), i + 2
+        parts = []
+        i += 2
+        for _ in range(ev[i - 1]):
+            st, i = self.struct(i)
+            parts.append(st)
+        return tuple(parts), i
+
+    def structs(self, i: int, n: int) -> tuple[list[Struct], int]:
+        """`n` structs from event `i`, and the event after them."""
+        ev = self.ev
+        got = ev[i:i + n]
+        if not got or min(got) >= -1:  # leaves and Nones only: the common case
+            return [x if x >= 0 else None for x in got], i + n
+        out = []
+        for _ in range(n):
+            st, i = self.struct(i)
+            out.append(st)
+        return out, i
+
+    def run(self) -> None:
+        b, view, top = self.b, self.view_leaves(), self.top
+        ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
+        handles, calls = self.handles, iter(self.calls)
+        values, sites, others = view.values, view.sites, view.others
+        records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
+        first = len(values)
+        stack: list[tuple[str, list[Struct]]] = []
+        fname = ""
+        params: list[Struct] = []
+        n = len(ev)
+        i = 0
+        while i < n:
+            e = ev[i]
+            if e == _E_CALL_OP:
+                at, na, attrs, name_id, out_code = ev[i + 1:i + 6]
+                i += 6 + na
+                args: list[Struct] = [x if x >= 0 else None for x in ev[i - na:i]]
+                k = ev[i]
+                vid = len(values)
+                st: Struct = out_code if out_code >= 0 else None
+                values.append(NativeValue(vid, fname, st, top, table, at, na,
+                                          handles[vid - first], next(calls)))
+                sites.append(_new_tuple(CallSite, (vid, _get(table, at + 2), strings[name_id],
+                                                   args, st, None if attrs < 0 else
+                                                   _get(table, attrs))))
+                if k:
+                    edge_src.extend(ev[i + 1:i + 1 + k])
+                    edge_dst.extend([vid] * k)
+                i += 1 + k
+            elif e == _E_CALL_BINDING:
+                # the binding's nodes are consecutive in the table: binding, var, call,
+                # op, type, arguments (read.cc's CallBinding)
+                at, na = ev[i + 1], ev[i + 6]
+                i += 7 + na
+                st = ev[i]  # (a leaf, the common case, inline)
+                if ev[i] >= 0:
+                    i += 1
+                else:
+                    st, i = struct(i)
+                vid = len(values)
+                values.append(NativeValue(vid, fname, st, top, table, at, na,
+                                          handles[vid - first], next(calls)))
+            elif e == _E_SITE:
+                vid, kind, name_id, attrs, node, na = ev[i + 1:i + 7]
+                args, i = self.structs(i + 7, na)
+                out: Struct = ev[i]
+                if ev[i] >= 0:
+                    i += 1
+                else:
+                    out, i = struct(i)
+                call = _get(table, node)
+                if kind == _SITE_OP:
+                    sites.append(_new_tuple(CallSite, (vid, call, strings[name_id], args, out,
+                                                       None if attrs < 0 else _get(table, attrs))))
+                else:
+                    sites.append(CallSite(vid, call, strings[name_id], args, out))
+            elif e == _E_EDGES:
+                user, k = ev[i + 1], ev[i + 2]
+                srcs = ev[i + 3:i + 3 + k]
+                if min(srcs) < 0:  # vars to look up: those the view has no value for go
+                    get = view.value_of.get
+                    found = [s if s >= 0 else get(_get(table, -1 - s).__chandle__())
+                             for s in srcs]
+                    srcs = [s for s in found if s is not None]
+                edge_src.extend(srcs)
+                edge_dst.extend([user] * len(srcs))
+                i += 3 + k
+            elif e == _E_BLOCK:
+                node, k = ev[i + 1], ev[i + 2]
+                block = _get(table, node)
+                recs = [values[r] if r >= 0 else _get(table, -1 - r)
+                        for r in ev[i + 3:i + 3 + k]]
+                records[block.__chandle__()] = (block, recs)
+                i += 3 + k
+            elif e in (_E_CONST, _E_PARAM, _E_BINDING):
+                if e == _E_BINDING:
+                    nb, nv, nval = ev[i + 1:i + 4]
+                    val = Value(len(values), "binding", _get(table, nv), fname, None,
+                                _get(table, nval), top, None, _get(table, nb))
+                    val.struct, i = struct(i + 4)
+                else:
+                    val = Value(len(values), "const" if e == _E_CONST else "param",
+                                _get(table, ev[i + 1]), fname, None, None, top)
+                    val.struct, i = struct(i + 2)
+                values.append(val)
+                others.append(val.id)
+                if e == _E_PARAM:
+                    params.append(val.struct)
+                elif e == _E_CONST:
+                    b.const_keys.append(handles[val.id - first])
+                    b.const_ids.append(val.id)
+            elif e == _E_LINK:
+                vid = ev[i + 1]
+                src, i = struct(i + 2)
+                dst, i = struct(i)
+                if src is not None and dst is not None:
+                    sites.append(CallSite(vid, None, "<link>", [src], dst))
+            elif e == _E_PENDING:
+                vid, is_global, callee, na = ev[i + 1:i + 5]
+                args, i = self.structs(i + 5, na)
+                ret, i = struct(i)
+                name = strings[callee]
+                if is_global and name not in b.seen:
+                    b.seen.add(name)
+                    b.queue.append(name)
+                b.pending_links.append((vid, name, args, ret))
+            elif e == _E_FUNC:
+                stack.append((fname, params))
+                fname, params = strings[ev[i + 1]], []
+                view.functions.append(fname)
+                i += 2
+            elif e == _E_PARAMS_END:
+                b.func_params[fname] = params
+                i += 1
+            elif e == _E_RET:
+                b.func_ret[fname], i = struct(i + 1)
+                fname, params = stack.pop()
+            else:
+                raise IRError(f"the native read gave an unknown record {e}", function=top)
+        view.value_of.update(zip(handles, range(first, first + len(handles))))
+
+    def view_leaves(self) -> DependencyView:
+        """The view, with this read's leaves (and their static shapes) added."""
+        view = self.b.view
+        leaves, table, shapes = self.leaves, self.table, self.shapes
+        first = len(view.leaf_ndim)
+        view.leaf_ndim.extend(leaves[0::4])
+        view.leaf_type.extend(map(_get, repeat(table), leaves[1::4]))
+        view.leaf_value.extend(leaves[2::4])
+        shape_table: list[list[Dim]] = []
+        at = 0
+        while at < len(shapes):
+            k = shapes[at]
+            shape_table.append(list(shapes[at + 1:at + 1 + k]))
+            at += 1 + k
+        view._static.update((leaf, shape_table[sid])
+                            for leaf, sid in enumerate(leaves[3::4], first) if sid >= 0)
+        return view
 
 
 def build_view(mod: tvm.IRModule, entry: str = "main") -> DependencyView:

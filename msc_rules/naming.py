@@ -118,6 +118,7 @@ from tvm import relax
 from . import span
 from .dsl.ruleset import RuleSet
 from .errors import IRError
+from .ffi import items
 from .rewrite import SpanEdits
 
 Var = tvm.ir.expr.Var
@@ -348,8 +349,8 @@ class _Namer:
             self.top = saved
 
     def seq(self, e: Any) -> None:
-        for block in e.blocks:
-            for b in block.bindings:
+        for block in items(e.blocks):
+            for b in items(block.bindings):
                 self.binding(b)
         self.visit(e.body)
 
@@ -413,7 +414,7 @@ class _Namer:
             if tag == _T_CONST:
                 return self.new_slot(e, _CONST, "const")
             if tag == _T_TUPLE:
-                for f in e.fields:
+                for f in items(e.fields):
                     self.visit(f)
                 return self.new_slot(e, _TUPLE, "tuple")
             if tag == _T_SHAPE:
@@ -452,7 +453,7 @@ class _Namer:
         return info
 
     def call(self, e: Any) -> _Slot:
-        args = list(e.args)
+        args = items(e.args)
         for a in args:
             self.visit(a)
         op = e.op

@@ -15,7 +15,7 @@ from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
 from .naming import plan_names
-from .rewrite import Markers, SpanEdits, combine, marked, rewrite_module
+from .rewrite import Markers, SpanEdits, marked, rewrite_layers, rewrite_module
 from .util import paused_gc
 
 _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
@@ -186,17 +186,16 @@ def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
 
     The markers of SetExprName then SetExprLayout, written in one rebuild: the layouts
     are inferred on the input module (names do not change them) and each node gets its
-    Name (and SharedRef) markers, then its Layout marker.
+    Name (and SharedRef) markers, then its Layout marker (the two sets of edits go to
+    the rebuild as layers: the native one merges them per node itself).
     """
     with paused_gc():
         names = plan_names(mod, rules, entry_name, "", None).edits()
         result = infer_layouts(mod, rules, entry_name)
         layouts = layout_edits(result)
-        del result  # the view lives on in the edits' records, which combine frees
-        edits = combine(names, layouts, release=True)
+        del result  # the view lives on in the edits' records, which the rewrite frees
+        out = rewrite_layers(mod, [names, layouts], release=True)
         del names, layouts
-        out = rewrite_module(mod, edits)
-        del edits
     return out
 
 

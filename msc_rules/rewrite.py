@@ -8,7 +8,7 @@ cost near the price of constructing the nodes and leaves the module structurally
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from tvm.relax import _ffi_api as _relax_ffi
 from . import native as _native
 from .errors import IRError
 from .ffi import items
+from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
 from .span import with_markers
 
@@ -242,7 +243,7 @@ class _Rebuilder:
                     records[i] = None
                 # a record of the dependency view saves reading the binding again
                 markers: Markers | None = None
-                if type(r) is _Value:
+                if type(r) is _Value or type(r) is _NativeValue:
                     b, var, value, args, op, ty = r.binding, r.expr, r.value, r.args, r.op, r.ty
                     if leaf_markers is not None and args is not None:  # a call binding
                         st = r.struct
@@ -312,19 +313,18 @@ class _Flat:
         keys.extend(entries)
         sets.extend([index(m) for m in entries.values()])
 
-    def native_args(self) -> tuple[bytes, bytes, bytes, bytes, str] | None:
-        """The arguments of the native `rebuild` after the function (None when a marker
-        holds one of the separator characters: the Python rebuild takes those)."""
+    def marker_text(self) -> str | None:
+        """The marker sets as the native `rebuild` takes them (None when a marker holds
+        one of the separator characters, or a set is empty: the Python rebuild takes
+        those)."""
         sets = self.sets
         pair, join = "\x1f".join, "\x1e".join
         text = "\x1d".join([join(map(pair, m)) for m in sets])
         n_pairs = sum(map(len, sets))
         if (text.count("\x1f") != n_pairs or text.count("\x1e") != n_pairs - len(sets)
-                or text.count("\x1d") != max(len(sets) - 1, 0)):
+                or text.count("\x1d") != max(len(sets) - 1, 0) or not all(sets)):
             return None
-        return (array("q", self.var_keys).tobytes(), array("i", self.var_sets).tobytes(),
-                array("q", self.value_keys).tobytes(), array("i", self.value_sets).tobytes(),
-                text)
+        return text
 
     def edits(self) -> SpanEdits:
         """The same edits for the Python rebuild."""
@@ -358,8 +358,13 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
             for i, r in enumerate(recs):
                 if release:
                     recs[i] = None
-                if type(r) is not _Value or r.args is None:
+                cls = type(r)
+                if cls is _NativeValue:  # (a call binding: it has args)
+                    var_handle, call_handle = r.handles()
+                elif cls is not _Value or r.args is None:
                     continue
+                else:
+                    var_handle, call_handle = r.expr.__chandle__(), r.value.__chandle__()
                 st = r.struct
                 if type(st) is int:
                     m = leaf_markers[st]
@@ -381,9 +386,9 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
                 k = set_of.get(m)
                 if k is None:
                     k = index(m)
-                var_keys(r.expr.__chandle__())
+                var_keys(var_handle)
                 var_sets(k)
-                value_keys(r.value.__chandle__())
+                value_keys(call_handle)
                 value_sets(k)
     return flat
 
@@ -417,25 +422,64 @@ def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, 
 
 
 def _merged(old: Markers, new: Markers) -> Markers:
-    """`old` with every marker of `new` set in turn (see `marked`)."""
+    """`old` with every marker of `new` written in turn, as writing both sets on a span
+    one after the other would: a key of `old` keeps its place, a new key goes last."""
     if len(new) == 1 and all(k != new[0][0] for k, _ in old):
         return (*old, new[0])  # the common case: a new key appended (not interned:
         # these sets are mostly unique, names included)
+    out = list(old)
     for k, v in new:
-        old = marked(old, k, v)
-    return old
+        at = next((i for i, (key, _) in enumerate(out) if key == k), None)
+        if at is None:
+            out.append((k, v))
+        else:
+            out[at] = (k, v)
+    return tuple(out)
 
 
-def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
+def _native_args(layers: list[_Flat]) -> tuple[bytes, bytes, bytes, bytes, str, bytes,
+                                               bytes] | None:
+    """The arguments of the native `rebuild` after the function, for the edits of one
+    function in layers (None if a layer's markers cannot be passed: see marker_text).
+
+    The layers' sets are concatenated (each layer's set indices shifted past the sets
+    before it) and so are their pairs, with where each layer's pairs end: the rebuild
+    writes a node's sets layer after layer."""
+    texts: list[str] = []
+    var_sets, value_sets = array("i"), array("i")
+    var_ends, value_ends = array("i"), array("i")
+    offset = 0
+    for f in layers:
+        if f.sets:
+            text = f.marker_text()
+            if text is None:
+                return None
+            texts.append(text)
+        var_sets.extend([k + offset for k in f.var_sets] if offset else f.var_sets)
+        value_sets.extend([k + offset for k in f.value_sets] if offset else f.value_sets)
+        var_ends.append(len(var_sets))
+        value_ends.append(len(value_sets))
+        offset += len(f.sets)
+    var_keys = array("q", [k for f in layers for k in f.var_keys])
+    value_keys = array("q", [k for f in layers for k in f.value_keys])
+    return (var_keys.tobytes(), var_sets.tobytes(), value_keys.tobytes(),
+            value_sets.tobytes(), "\x1d".join(texts), var_ends.tobytes(),
+            value_ends.tobytes())
+
+
+def _rewrite_native(native: Any, mod: tvm.IRModule,
+                    layers: Sequence[Mapping[str, SpanEdits]],
                     release: bool) -> dict[Any, Any]:
-    """The rebuilt functions, by the native rebuild where it can (see rewrite_module)."""
+    """The rebuilt functions, by the native rebuild where it can (see rewrite_layers)."""
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
+    flat = [_flatten(edits, release) for edits in layers]
     updates: dict[Any, Any] = {}
-    for name, f in _flatten(edits, release).items():
+    for name in dict.fromkeys(n for f in flat for n in f):
         gv, func = funcs[name]
-        if not f.var_keys and not f.value_keys:
+        mine = [f[name] for f in flat if name in f]
+        if not any(f.var_keys or f.value_keys for f in mine):
             continue
-        args = f.native_args()
+        args = _native_args(mine)
         new = None
         if args is not None:
             try:
@@ -444,8 +488,9 @@ def _rewrite_native(native: Any, mod: tvm.IRModule, edits: Mapping[str, SpanEdit
                 fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
                 new = None
         if new is None:
+            edits = combine(*({name: f.edits()} for f in mine))[name]
             try:
-                new = _Rebuilder(f.edits()).function(func)
+                new = _Rebuilder(edits).function(func)
             except RecursionError:
                 raise IRError("module nests too deeply to rewrite", function=name) from None
         updates[gv] = new
@@ -466,13 +511,26 @@ def rewrite_module(mod: tvm.IRModule, edits: Mapping[str, SpanEdits],
     (MSC_RULES_NATIVE); a function it cannot rebuild is rebuilt here, in Python, with
     the same markers.
     """
-    if not edits:
+    return rewrite_layers(mod, [edits], release)
+
+
+def rewrite_layers(mod: tvm.IRModule, layers: Sequence[Mapping[str, SpanEdits]],
+                   release: bool = False) -> tvm.IRModule:
+    """`mod` rewritten with each map of `layers` in turn, in one rebuild: what
+    rewrite_module with `combine(*layers)` writes (`release` as there).
+
+    The native rebuild takes the layers as they are and merges each node's markers
+    itself; the Python one rebuilds with the combined edits.
+    """
+    layers = [edits for edits in layers if edits]
+    if not layers:
         return mod
     native = _native.get()
     if native is not None:
-        updates = _rewrite_native(native, mod, edits, release)
+        updates = _rewrite_native(native, mod, layers, release)
         return tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()},
                             attrs=mod.attrs, global_infos=mod.global_infos)
+    edits = layers[0] if len(layers) == 1 else combine(*layers, release=release)
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
     updates = {}
     for name, e in edits.items():

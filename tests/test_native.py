@@ -179,9 +179,46 @@ def test_the_native_rebuild_rejects_inconsistent_arguments() -> None:
     mod = _opaque_module()
     with pytest.raises(Exception, match="out of range"):
         native.load().rebuild(mod["main"], (0).to_bytes(8, "little"),
-                              (5).to_bytes(4, "little"), b"", b"", "Layout\x1fAB")
+                              (5).to_bytes(4, "little"), b"", b"", "Layout\x1fAB", b"", b"")
+    with pytest.raises(Exception, match="bad layer ends"):
+        native.load().rebuild(mod["main"], (0).to_bytes(8, "little"),
+                              (0).to_bytes(4, "little"), b"", b"", "Layout\x1fAB",
+                              (2).to_bytes(4, "little"), b"")
     with pytest.raises(Exception, match=r"relax\.Function"):
-        native.load().rebuild(mod["main"].body, b"", b"", b"", b"", "")
+        native.load().rebuild(mod["main"].body, b"", b"", b"", b"", "", b"", b"")
+
+
+def test_layers_write_what_their_combination_writes(set_mode: Any) -> None:
+    """rewrite_layers: a node's markers layer after layer (a key set again keeps its
+    place, a later entry of one layer wins), natively as in Python and as
+    rewrite_module of the combined edits."""
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 3), "float32"))
+    blocks = [relax.BindingBlock([relax.VarBinding(y, relax.op.nn.relu(x))])]
+    mod = tvm.IRModule({"main": relax.Function([x], relax.SeqExpr(blocks, y),
+                                               relax.TensorType((2, 3), "float32"))})
+    b = mod["main"].body.blocks[0].bindings[0]
+    first, second, third = {"main": SpanEdits()}, {"main": SpanEdits()}, {"main": SpanEdits()}
+    first["main"].vars[b.var.__chandle__()] = (("Layout", "AB"), ("Name", "y"))
+    first["main"].values[b.value.__chandle__()] = (("Name", "relu"),)
+    second["main"].add_var(b.var, "Layout", "BA")
+    second["main"].add_var(x, "Name", "x")
+    third["main"].add_var(x, "Name", "x2")
+    third["main"].add_value(b.value, "Layout", "CD")
+    layers = [first, second, third]
+    texts = {}
+    for mode in ("0", "1"):
+        set_mode(mode)
+        before = len(rewrite.fallbacks)
+        out = rewrite.rewrite_layers(mod, layers)
+        assert len(rewrite.fallbacks) == before
+        tvm.ir.assert_structural_equal(out, mod)
+        texts[mode] = span_texts(out)
+        assert texts[mode] == span_texts(rewrite_module(mod, rewrite.combine(*layers)))
+    assert texts["0"] == texts["1"]
+    assert ("ir.Var", "<Layout>BA</Layout><Name>y</Name>") in texts["1"]
+    assert ("ir.Call", "<Name>relu</Name><Layout>CD</Layout>") in texts["1"]
+    assert ("ir.Var", "<Name>x2</Name>") in texts["1"]
 
 
 def test_existing_span_text_is_kept_and_legacy_markers_replaced(set_mode: Any) -> None:
@@ -214,6 +251,7 @@ def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(native, "_module", None)
     monkeypatch.setattr(native, "_failure", None)
     monkeypatch.setattr(native, "_noticed", False)
+    monkeypatch.setattr(native, "_held", None)
     monkeypatch.setenv("MSC_RULES_CACHE", str(tmp_path))
     return tmp_path
 
@@ -266,12 +304,12 @@ def test_a_missing_compiler_is_a_build_error(fresh_loader: Path, set_mode: Any,
 
 def test_a_build_goes_to_the_cache_and_is_reused(fresh_loader: Path) -> None:
     module = native.load()
-    assert module.version() == 1
+    assert module.version() == native.VERSION
     built = list(native.cache_dir().glob("*.so"))
     assert [p.name for p in built] == ["msc_rules_native.so"]
     stamp = built[0].stat().st_mtime_ns
     native._module = None
-    assert native.load().version() == 1
+    assert native.load().version() == native.VERSION
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
 
 

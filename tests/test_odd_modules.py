@@ -594,4 +594,7 @@ def test_deeply_nested_local_functions_are_annotated_or_an_ir_error() -> None:
             continue
         outcomes.append("ok")
         assert var_markers(out["main"]) == {f"p{depth}": "AB", f"f{depth}": "", f"y{depth}": "AB"}
-    assert outcomes[:2] == ["ok", "ok"] and outcomes[-1] == "error"
+    if msc_rules.native.get() is None:
+        assert outcomes[:2] == ["ok", "ok"] and outcomes[-1] == "error"
+    else:  # the native read and rebuild do not recurse in Python: every depth here works
+        assert set(outcomes) == {"ok"}

@@ -1,9 +1,12 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
-`rebuild.cc` is compiled with one plain `c++` command against tvm-ffi's shipped headers
-and `libtvm_ffi.so` (no ninja, no TVM headers) into a cache folder per (msc_rules, tvm,
-tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`,
-else `~/.cache/msc_rules`. `$CXX` picks the compiler.
+Two walks: `read.cc` reads a global function for the dependency view (graph.py),
+`rebuild.cc` writes span markers (rewrite.py); both include `common.h`. They are
+compiled side by side with plain `c++` commands against tvm-ffi's shipped headers and
+`libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
+folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else
+`$XDG_CACHE_HOME/msc_rules`, else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale
+folders of other versions are removed at load (see cache.py).
 
 `MSC_RULES_NATIVE` chooses the path, read on every call: `0` the Python walk, `1` the
 native one (a build failure raises `NativeBuildError`), unset: native if it builds, else
@@ -12,7 +15,6 @@ the Python walk after one notice line on stderr.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -20,18 +22,25 @@ import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import MscRulesError, NativeBuildError
+from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
+SOURCES = (SOURCE, Path(__file__).with_name("read.cc"))
+"""The translation units of the library (both include `common.h`)."""
+HEADER = Path(__file__).with_name("common.h")
+
+VERSION = 3
+"""The interface version `rebuild.cc` reports (its `version()`): checked at load."""
 
 _lock = threading.Lock()
 _module: Any = None
 _failure: str | None = None
 _noticed = False
+_held: IO[bytes] | None = None  # the shared lock on the cache folder in use
 build_seconds: float | None = None
 """Wall time of the build this process made (None if it loaded a cached library)."""
 
@@ -44,49 +53,67 @@ def mode() -> str:
     return value
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def cache_dir() -> Path:
     """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
     and this source."""
-    root = os.environ.get("MSC_RULES_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "msc_rules")
-    import tvm
-    import tvm_ffi
-
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    tag = (f"native-{_version('msc_rules')}-tvm{tvm.__version__}-"
-           f"ffi{tvm_ffi.__version__}-{digest}")
-    return Path(root) / tag
+    return cache.folder_for(b"".join(p.read_bytes() for p in (*SOURCES, HEADER)))
 
 
-def _command(out: Path) -> list[str]:
+def _first_error(done: Any) -> str:
+    lines = (done.stderr or done.stdout or "").strip().splitlines()
+    # the first error, not the "In function ..." context before it
+    return next((x for x in lines if "error" in x), lines[0] if lines else "")
+
+
+def _compile(out: Path) -> None:
+    """Compile the sources to objects side by side (the first use waits for the slower
+    one only), then link them into `out`."""
     import tvm_ffi.libinfo as libinfo
 
     lib = Path(libinfo.find_libtvm_ffi())
     includes = dict.fromkeys((libinfo.find_include_path(), libinfo.find_dlpack_include_path()))
     cxx = shlex.split(os.environ.get("CXX", "c++"))
-    return [*cxx, "-std=c++17", "-O2", "-fPIC", "-shared",
-            *(f"-I{p}" for p in includes), str(SOURCE), "-o", str(out),
-            f"-L{lib.parent}", "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = [str(Path(tmp) / f"{src.stem}.o") for src in SOURCES]
+        jobs = [subprocess.Popen([*cxx, "-std=c++17", "-O2", "-fPIC",
+                                  *(f"-I{p}" for p in includes), "-c", str(src), "-o", obj],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for src, obj in zip(SOURCES, objects)]
+        outputs: list[tuple[str, str]] = []
+        try:
+            outputs = [job.communicate(timeout=600) for job in jobs]
+        finally:
+            for job in jobs:
+                if job.poll() is None:
+                    job.kill()
+                    job.wait()
+        for src, job, (out_text, err_text) in zip(SOURCES, jobs, outputs):
+            if job.returncode != 0:
+                done = subprocess.CompletedProcess(job.args, job.returncode, out_text, err_text)
+                raise NativeBuildError(
+                    f"compiling {src.name} failed: {_first_error(done) or job.returncode}")
+        done = subprocess.run([*cxx, "-shared", *objects, "-o", str(out), f"-L{lib.parent}",
+                               "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"],
+                              capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise NativeBuildError(
+                f"linking the native walk failed: {_first_error(done) or done.returncode}")
 
 
 def _build() -> Any:
     global build_seconds
     import tvm_ffi
 
+    global _held
     folder = cache_dir()
-    target = folder / "msc_rules_native.so"
+    target = folder / cache.LIBRARY
+    try:
+        # held for the life of the process: a pruner (cache.prune) never removes it
+        _held = cache.use(folder)
+    except OSError as err:
+        raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
     if not target.exists():
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             # built under a temporary name and renamed: a process that races us, or one
             # killed mid-build, never leaves a half-written library under the real name
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
@@ -95,12 +122,7 @@ def _build() -> Any:
             raise NativeBuildError(f"cannot write the cache folder {folder}: {err}") from None
         start = time.perf_counter()
         try:
-            done = subprocess.run(_command(Path(tmp)), capture_output=True, text=True,
-                                  timeout=600, check=False)
-            if done.returncode != 0:
-                lines = (done.stderr or done.stdout).strip().splitlines()
-                raise NativeBuildError(
-                    f"compiling {SOURCE.name} failed: {lines[0] if lines else done.returncode}")
+            _compile(Path(tmp))
             os.replace(tmp, target)
         except (OSError, subprocess.SubprocessError) as err:
             raise NativeBuildError(f"cannot run the C++ compiler: {err}") from None
@@ -110,7 +132,7 @@ def _build() -> Any:
         build_seconds = time.perf_counter() - start
     try:
         module = tvm_ffi.load_module(str(target))
-        if module.version() != 1:
+        if module.version() != VERSION:
             raise NativeBuildError(f"{target} is not this version of the native walk")
         # Keep the GIL during a rebuild: it interns span text in TVM's global SourceName
         # table, which the Python rebuild only ever reaches with the GIL held, so two
@@ -120,6 +142,7 @@ def _build() -> Any:
         raise
     except Exception as err:  # a library from a broken build or another ABI
         raise NativeBuildError(f"cannot load {target}: {err}") from None
+    cache.prune(folder)
     return module
 
 
@@ -156,4 +179,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["SOURCE", "NativeBuildError", "build_seconds", "cache_dir", "get", "load", "mode"]
+__all__ = ["HEADER", "SOURCE", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
+           "cache_dir", "get", "load", "mode"]

@@ -18,6 +18,8 @@
 #include <tvm/ffi/reflection/accessor.h>
 #include <tvm/ffi/string.h>
 
+#include "common.h"
+
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -26,135 +28,30 @@
 
 namespace {
 
-namespace ffi = tvm::ffi;
-using ffi::Any;
-using ffi::AnyView;
-using ffi::Array;
-using ffi::Function;
-using ffi::Object;
-using ffi::ObjectRef;
-
-int32_t TypeIndex(const char* key) {
-  int32_t index = -1;
-  TVMFFIByteArray arr = {key, std::strlen(key)};
-  if (TVMFFITypeKeyToIndex(&arr, &index) != 0) {
-    TVMFFIErrorSetRaisedFromCStr("RuntimeError", key);  // clears the pending error
-    return -1;
-  }
-  return index;
-}
-
-// The reflection record of field `name` of `type_key` or of one of its ancestors
-// (GetFieldInfo looks at the type's own fields only: VarBinding's `var` is Binding's).
-const TVMFFIFieldInfo* FindField(const char* type_key, const char* name) {
-  int32_t index = TypeIndex(type_key);
-  if (index < 0) TVM_FFI_THROW(RuntimeError) << "type " << type_key << " is not registered";
-  const TVMFFITypeInfo* info = TVMFFIGetTypeInfo(index);
-  size_t len = std::strlen(name);
-  while (info != nullptr) {
-    for (int32_t i = 0; i < info->num_fields; ++i) {
-      const TVMFFIFieldInfo& f = info->fields[i];
-      if (f.name.size == len && std::strncmp(f.name.data, name, len) == 0) return &f;
-    }
-    info = info->type_depth > 0 ? info->type_ancestors[info->type_depth - 1] : nullptr;
-  }
-  TVM_FFI_THROW(RuntimeError) << "no field " << name << " in " << type_key;
-  TVM_FFI_UNREACHABLE();
-}
-
-// One reflected field: read straight from its offset when it holds an object
-// reference (8 bytes, an object type), else through its getter; written with its setter.
-struct Field {
-  const TVMFFIFieldInfo* info = nullptr;
-  bool direct = false;
-
-  Field() = default;
-  Field(const char* type_key, const char* name, bool object = true)
-      : info(FindField(type_key, name)),
-        direct(info->size == sizeof(void*) &&
-               info->field_static_type_index >= ffi::TypeIndex::kTVMFFIStaticObjectBegin) {
-    if (object && !direct) {
-      TVM_FFI_THROW(RuntimeError) << "field " << name << " of " << type_key
-                                  << " does not hold an object reference";
-    }
-  }
-
-  // The field as an object reference, without touching its reference count (only for
-  // fields that hold one: checked when the field is looked up with `object = true`).
-  const ObjectRef& Get(const Object* obj) const {
-    return *reinterpret_cast<const ObjectRef*>(reinterpret_cast<const char*>(obj) +
-                                               info->offset);
-  }
-
-  Array<ObjectRef> GetArray(const Object* obj) const {
-    return Any(Get(obj)).cast<Array<ObjectRef>>();
-  }
-
-  Any GetAny(const Object* obj) const {
-    const char* addr = reinterpret_cast<const char*>(obj) + info->offset;
-    Any out;
-    TVM_FFI_CHECK_SAFE_CALL(
-        info->getter(const_cast<char*>(addr), reinterpret_cast<TVMFFIAny*>(&out)));
-    return out;
-  }
-
-  void Set(const Object* obj, AnyView value) const {
-    // only on a fresh copy of ours: see Types::Copy
-    char* addr = const_cast<char*>(reinterpret_cast<const char*>(obj)) + info->offset;
-    TVM_FFI_CHECK_SAFE_CALL(ffi::reflection::CallFieldSetter(
-        info, addr, reinterpret_cast<const TVMFFIAny*>(&value)));
-  }
-};
+using namespace msc_rules;  // NOLINT(build/namespaces): this file's own helpers
 
 // Type indices, fields and constructors, resolved once per process.
-struct Types {
-  int32_t var, dataflow_var, call, constant, tuple, item, seq, if_, function, shape;
-  int32_t var_binding, match_cast, block, dataflow_block;
+struct Types : RelaxNodes {
+  int32_t block, dataflow_block;
   std::vector<int32_t> leaves;  // exprs the rebuild keeps as they are (no vars inside)
-  Field expr_span, call_op, call_args, tuple_fields, item_tuple, seq_blocks, seq_body;
-  Field if_cond, if_true, if_false, func_params, func_body, block_bindings, binding_var;
-  Field binding_value, match_cast_var, match_cast_value, span_source, span_line, span_column;
-  Field span_end_line, span_end_column, source_name_name;
+  Field expr_span, match_cast_var, span_source, span_line, span_column, span_end_line,
+      span_end_column, source_name_name;
   Function make_span, make_source_name;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
   Types() {
-    var = TypeIndex("ir.Var");
-    dataflow_var = TypeIndex("relax.expr.DataflowVar");
-    call = TypeIndex("ir.Call");
-    constant = TypeIndex("ir.GenericConst");
-    tuple = TypeIndex("ir.Tuple");
-    item = TypeIndex("ir.TupleGetItem");
-    seq = TypeIndex("relax.expr.SeqExpr");
-    if_ = TypeIndex("relax.expr.If");
-    function = TypeIndex("relax.expr.Function");
-    shape = TypeIndex("relax.expr.ShapeExpr");
-    var_binding = TypeIndex("relax.expr.VarBinding");
-    match_cast = TypeIndex("relax.expr.MatchCast");
     block = TypeIndex("relax.expr.BindingBlock");
     dataflow_block = TypeIndex("relax.expr.DataflowBlock");
+    if (block < 0 || dataflow_block < 0) {
+      TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
+    }
     for (const char* key : {"ir.Op", "ir.GlobalVar", "relax.expr.ExternFunc", "ir.IntImm",
                             "ir.FloatImm", "ir.StringImm"}) {
       int32_t index = TypeIndex(key);
       if (index >= 0) leaves.push_back(index);
     }
     expr_span = Field("ir.Expr", "span");
-    call_op = Field("ir.Call", "op");
-    call_args = Field("ir.Call", "args");
-    tuple_fields = Field("ir.Tuple", "fields");
-    item_tuple = Field("ir.TupleGetItem", "tuple_value");
-    seq_blocks = Field("relax.expr.SeqExpr", "blocks");
-    seq_body = Field("relax.expr.SeqExpr", "body");
-    if_cond = Field("relax.expr.If", "cond");
-    if_true = Field("relax.expr.If", "true_branch");
-    if_false = Field("relax.expr.If", "false_branch");
-    func_params = Field("relax.expr.Function", "params");
-    func_body = Field("relax.expr.Function", "body");
-    block_bindings = Field("relax.expr.BindingBlock", "bindings");
-    binding_var = Field("relax.expr.VarBinding", "var");
-    binding_value = Field("relax.expr.VarBinding", "value");
     match_cast_var = Field("relax.expr.MatchCast", "var");
-    match_cast_value = Field("relax.expr.MatchCast", "value");
     span_source = Field("ir.Span", "source_name");
     span_line = Field("ir.Span", "line", false);
     span_column = Field("ir.Span", "column", false);
@@ -163,10 +60,6 @@ struct Types {
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
     make_source_name = Function::GetGlobalRequired("ir.SourceName");
-    for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
-                          shape, var_binding, match_cast, block, dataflow_block}) {
-      if (index < 0) TVM_FFI_THROW(RuntimeError) << "a Relax node type is not registered";
-    }
   }
 
   bool IsLeaf(int32_t index) const {
@@ -193,68 +86,6 @@ const Types& GetTypes() {
   static Types types;  // thread-safe initialisation (C++11)
   return types;
 }
-
-// An open-addressing hash map keyed by node address: one allocation for the whole
-// table instead of one per entry (std::unordered_map's), which the rebuild did per
-// binding several times.
-template <typename V>
-class PtrMap {
- public:
-  explicit PtrMap(size_t expected = 0) { Reset(expected * 2 + 16); }
-
-  const V* Find(const Object* key) const {
-    for (size_t i = Slot(key);; i = (i + 1) & mask_) {
-      if (keys_[i] == key) return &values_[i];
-      if (keys_[i] == nullptr) return nullptr;
-    }
-  }
-
-  void Put(const Object* key, V value) {
-    if ((size_ + 1) * 2 > keys_.size()) Grow();
-    for (size_t i = Slot(key);; i = (i + 1) & mask_) {
-      if (keys_[i] == key) {
-        values_[i] = std::move(value);
-        return;
-      }
-      if (keys_[i] == nullptr) {
-        keys_[i] = key;
-        values_[i] = std::move(value);
-        ++size_;
-        return;
-      }
-    }
-  }
-
- private:
-  size_t Slot(const Object* key) const {
-    uint64_t h = (reinterpret_cast<uint64_t>(key) >> 4) * 0x9E3779B97F4A7C15ull;
-    return static_cast<size_t>(h >> 20) & mask_;
-  }
-
-  void Reset(size_t capacity) {
-    size_t cap = 16;
-    while (cap < capacity) cap <<= 1;
-    keys_.assign(cap, nullptr);
-    values_.clear();
-    values_.resize(cap);
-    mask_ = cap - 1;
-    size_ = 0;
-  }
-
-  void Grow() {
-    std::vector<const Object*> keys = std::move(keys_);
-    std::vector<V> values = std::move(values_);
-    Reset(keys.size() * 2);
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i] != nullptr) Put(keys[i], std::move(values[i]));
-    }
-  }
-
-  std::vector<const Object*> keys_;
-  std::vector<V> values_;
-  size_t mask_ = 0;
-  size_t size_ = 0;
-};
 
 // A marker set: (key, value) pairs, viewing the marker text passed in (alive for the
 // whole call).
@@ -299,10 +130,37 @@ void SetMarker(std::string* text, std::string_view key, std::string_view value) 
   text->append(marker);
 }
 
-std::string Apply(std::string text, const Markers& markers) {
-  for (const Pair& kv : markers) SetMarker(&text, kv.first, kv.second);
-  return text;
-}
+// The marker sets of one call: sets given by the caller, then composites made when a
+// node has a set in several layers (`Compose`): set `n_base + i` writes the sets of
+// `composites[i].first`, then those of base set `composites[i].second`, as rewriting
+// with each layer in turn would.
+struct MarkerSets {
+  std::vector<Markers> base;
+  std::vector<std::pair<int32_t, int32_t>> composites;
+
+  size_t size() const { return base.size() + composites.size(); }
+
+  int32_t Compose(int32_t first, int32_t then) {
+    composites.emplace_back(first, then);
+    return static_cast<int32_t>(base.size() + composites.size() - 1);
+  }
+
+  // `set` with its last layer's base set replaced by `then` (a later entry of the same
+  // layer wins)
+  int32_t Replace(int32_t set, int32_t then) {
+    if (static_cast<size_t>(set) < base.size()) return then;
+    return Compose(composites[set - base.size()].first, then);
+  }
+
+  void Apply(std::string* text, int32_t set) const {
+    if (static_cast<size_t>(set) >= base.size()) {
+      const auto& [first, then] = composites[set - base.size()];
+      Apply(text, first);
+      set = then;
+    }
+    for (const Pair& kv : base[set]) SetMarker(text, kv.first, kv.second);
+  }
+};
 
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
@@ -310,7 +168,7 @@ class Rebuilder {
  public:
   Rebuilder(const Types& t, const PtrMap<int32_t>& vars,
             const PtrMap<int32_t>& values,
-            const std::vector<Markers>& sets)
+            const MarkerSets& sets)
       : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
         bare_done_(sets.size(), false) {}
 
@@ -340,7 +198,8 @@ class Rebuilder {
   ObjectRef Span(const ObjectRef& old, int32_t set) {
     if (!old.defined()) {
       if (!bare_done_[set]) {
-        std::string text = Apply("", sets_[set]);
+        std::string text;
+        sets_.Apply(&text, set);
         if (!text.empty()) {
           bare_[set] = t_.make_span(t_.make_source_name(text), 0, 0, 0, 0).cast<ObjectRef>();
         }
@@ -351,7 +210,8 @@ class Rebuilder {
     ObjectRef source = t_.span_source.Get(old.get());
     std::string text;
     if (source.defined()) text = t_.source_name_name.GetAny(source.get()).cast<ffi::String>();
-    std::string updated = Apply(text, sets_[set]);
+    std::string updated = text;
+    sets_.Apply(&updated, set);
     if (updated == text) return old;
     const Object* s = old.get();
     return t_.make_span(t_.make_source_name(updated), t_.span_line.GetAny(s),
@@ -523,7 +383,7 @@ class Rebuilder {
   const Types& t_;
   const PtrMap<int32_t>& vars_;
   const PtrMap<int32_t>& values_;
-  const std::vector<Markers>& sets_;
+  const MarkerSets& sets_;
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
   PtrMap<ObjectRef> remap_;
@@ -555,43 +415,71 @@ void ParseSets(std::string_view text, std::vector<Pair>* pairs, std::vector<Mark
   }
 }
 
-// handles (int64, native order) and set indices (int32) -> map
-PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys,
-                                                     const ffi::Bytes& sets, size_t n_sets) {
+// int32 values of `bytes`
+std::vector<int32_t> Int32s(const ffi::Bytes& bytes) {
+  if (bytes.size() % sizeof(int32_t) != 0) TVM_FFI_THROW(ValueError) << "bad int32 array";
+  std::vector<int32_t> out(bytes.size() / sizeof(int32_t));
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+// handles (int64, native order) and set indices (int32) -> map. The pairs come in
+// layers (`ends`: where each layer's pairs end; empty for one layer): within a layer
+// a later pair for a handle replaces an earlier one, a handle met in a later layer gets
+// a composite of its sets (see MarkerSets).
+PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys, const ffi::Bytes& set_bytes,
+                          const ffi::Bytes& end_bytes, MarkerSets* sets) {
   size_t n = keys.size() / sizeof(int64_t);
-  if (keys.size() % sizeof(int64_t) != 0 || sets.size() != n * sizeof(int32_t)) {
+  if (keys.size() % sizeof(int64_t) != 0 || set_bytes.size() != n * sizeof(int32_t)) {
     TVM_FFI_THROW(ValueError) << "handles and marker sets differ in length";
   }
+  std::vector<int32_t> ends = Int32s(end_bytes);
+  if (ends.empty()) ends.push_back(static_cast<int32_t>(n));
+  if (static_cast<size_t>(ends.back()) != n) TVM_FFI_THROW(ValueError) << "bad layer ends";
+  size_t n_base = sets->base.size();
   PtrMap<int32_t> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    int64_t handle;
-    int32_t set;
-    std::memcpy(&handle, keys.data() + i * sizeof(int64_t), sizeof(int64_t));
-    std::memcpy(&set, sets.data() + i * sizeof(int32_t), sizeof(int32_t));
-    if (set < 0 || static_cast<size_t>(set) >= n_sets) {
-      TVM_FFI_THROW(ValueError) << "marker set index out of range";
+  PtrMap<int32_t> layer_of(ends.size() > 1 ? n : 0);
+  size_t i = 0;
+  for (int32_t layer = 0; layer < static_cast<int32_t>(ends.size()); ++layer) {
+    if (ends[layer] < static_cast<int32_t>(i)) TVM_FFI_THROW(ValueError) << "bad layer ends";
+    for (; i < static_cast<size_t>(ends[layer]); ++i) {
+      int64_t handle;
+      int32_t set;
+      std::memcpy(&handle, keys.data() + i * sizeof(int64_t), sizeof(int64_t));
+      std::memcpy(&set, set_bytes.data() + i * sizeof(int32_t), sizeof(int32_t));
+      if (set < 0 || static_cast<size_t>(set) >= n_base) {
+        TVM_FFI_THROW(ValueError) << "marker set index out of range";
+      }
+      const Object* key = reinterpret_cast<const Object*>(handle);
+      const int32_t* old = out.Find(key);
+      if (old != nullptr && ends.size() > 1) {
+        bool same_layer = *layer_of.Find(key) == layer;
+        set = same_layer ? sets->Replace(*old, set) : sets->Compose(*old, set);
+      }
+      out.Put(key, set);
+      if (ends.size() > 1) layer_of.Put(key, layer);
     }
-    out.Put(reinterpret_cast<const Object*>(handle), set);
   }
   return out;
 }
 
 ObjectRef Rebuild(ObjectRef func, ffi::Bytes var_keys, ffi::Bytes var_sets,
-                  ffi::Bytes value_keys, ffi::Bytes value_sets, ffi::String marker_sets) {
+                  ffi::Bytes value_keys, ffi::Bytes value_sets, ffi::String marker_sets,
+                  ffi::Bytes var_ends, ffi::Bytes value_ends) {
   const Types& t = GetTypes();
   if (func->type_index() != t.function) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function, got " << func->GetTypeKey();
   }
   std::vector<Pair> pairs;
-  std::vector<Markers> sets;
-  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets);
-  auto vars = ParseKeys(var_keys, var_sets, sets.size());
-  auto values = ParseKeys(value_keys, value_sets, sets.size());
+  MarkerSets sets;
+  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets.base);
+  auto vars = ParseKeys(var_keys, var_sets, var_ends, &sets);
+  auto values = ParseKeys(value_keys, value_sets, value_ends, &sets);
   Rebuilder rebuilder(t, vars, values, sets);
   return rebuilder.Function(func);
 }
 
-int64_t Version() { return 1; }
+int64_t Version() { return 3; }
 
 }  // namespace
 
