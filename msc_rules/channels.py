@@ -38,6 +38,27 @@ PRODUCER = "producer"
 FOLLOW = "follow"
 ACTIVATION = "activation"
 CONSUMER = "consumer"
+class _LazyName:
+    """A member's tensor name, looked up on first read: naming a whole module costs as
+    much as the walk, and a prune that picks its groups by id never reads a name.
+    Given a name (a str) it is that; given a namer, the namer's name of the member's
+    leaf, then kept."""
+
+    def __init__(self, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str:
+        if obj is None:
+            raise AttributeError(self.slot)  # (no default for the dataclass field)
+        got = obj.__dict__[self.slot]
+        if type(got) is not str:
+            got = obj.__dict__[self.slot] = got(obj.leaf)
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass(frozen=True)
 class Member:
     """One tensor axis in a group: group channel c is the index range
@@ -45,7 +66,7 @@ class Member:
     `repeat` times `stride` apart (a grouped conv: the same position in each of its
     groups; an NHWC flatten: every C-th input of the linear)."""
 
-    tensor: str
+    tensor: str  # (read through _LazyName, installed below)
     axis: int
     role: str  # producer | follow | activation | consumer
     kind: str  # const | param | binding
@@ -61,6 +82,17 @@ class Member:
         return sorted(self.offset + c * self.block + j + r * self.stride
                       for c in channels for r in range(self.repeat)
                       for j in range(self.block))
+
+
+# (installed after the dataclass is made: the field has no default, and __init__ sets
+# it through the descriptor)
+Member.tensor = _LazyName("tensor")  # type: ignore[assignment]
+
+
+def _lazy_name(names: Any) -> str:
+    """A namer passed as a member's tensor name: the name it gives the member's leaf,
+    asked for on the first read (see _LazyName)."""
+    return names
 
 
 @dataclass(frozen=True)
@@ -102,31 +134,43 @@ class QuantAxes:
 
 
 class _Namer:
-    """Tensor names for members: the names SetExprName would write (`planned`), or
-    variable names (cheaper: for a prune, whose groups are chosen by id)."""
+    """Tensor names for members: the names SetExprName would write (`planned`: planned
+    for the whole module on the first name asked for), or variable names (cheaper: for
+    a prune, whose groups are chosen by id)."""
 
     def __init__(self, mod: tvm.IRModule, result: InferenceResult, entry: str,
                  planned: bool = True) -> None:
-        from .naming import plan_names
-
-        self.by_handle: dict[int, str] = {}
-        if planned:
-            plan = plan_names(mod, result.rules, entry)
-            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+        # (the module's functions as they are now: the plan may come later)
+        self.mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs,
+                                global_infos=mod.global_infos) if planned else None
+        self.rules, self.entry = result.rules, entry
+        self.by_handle: dict[int, str] | None = None if planned else {}
         self.view = result.view
         self.cache: dict[int, str] = {}
+
+    def plan(self) -> dict[int, str]:
+        """Expression handle -> planned name."""
+        from .naming import plan_names
+
+        if self.by_handle is None:
+            assert self.mod is not None
+            plan = plan_names(self.mod, self.rules, self.entry)
+            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+            self.mod = None
+        return self.by_handle
 
     def __call__(self, leaf: int) -> str:
         got = self.cache.get(leaf)
         if got is not None:
             return got
+        by_handle = self.by_handle if self.by_handle is not None else self.plan()
         view = self.view
         v = view.values[view.leaf_value[leaf]]
         name = ""
         if v.kind == "const":
-            name = self.by_handle.get(v.expr.__chandle__(), "")
+            name = by_handle.get(v.expr.__chandle__(), "")
         elif v.kind == "binding" and v.value is not None:
-            name = self.by_handle.get(v.value.__chandle__(), "")
+            name = by_handle.get(v.value.__chandle__(), "")
         if not name:
             name = v.name if v.kind != "const" else f"const{v.id}"
         if isinstance(v.struct, tuple):
@@ -398,7 +442,7 @@ class _Grouper:
                         key = (leaf, axis, off, blk, st, rep)
                         if key not in members:
                             lay = result.layouts[leaf] or ""
-                            members[key] = Member(self.names(leaf), axis, role, kind, off,
+                            members[key] = Member(_lazy_name(self.names), axis, role, kind, off,
                                                   blk, lay[axis] if axis < len(lay) else "",
                                                   leaf, st, rep)
             if not has_consumer and not io:

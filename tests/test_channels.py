@@ -211,3 +211,17 @@ def test_extents_of_unknown_shapes_are_read_only_when_needed(dynamic: bool) -> N
     assert lazy == eager_groups and len(lazy) > 2
     assert switched is dynamic
     assert bool(ext) is dynamic and eager_ext
+
+
+def test_member_names_are_planned_on_first_read_for_the_module_as_it_was() -> None:
+    """Names are looked up lazily (a prune by group id never reads them), yet are the
+    names of the module channel_groups saw, even after the caller replaced a function."""
+    mod, _ = conv_bias_net()
+    expected = msc_rules.channel_groups(mod)
+    names = [[m.tensor for m in g.members] for g in expected]
+    groups = msc_rules.channel_groups(mod)
+    namer = groups[0].members[0].__dict__["_tensor"]
+    assert not isinstance(namer, str) and namer.by_handle is None  # nothing read yet
+    mod["main"] = dense_net()[0]["main"]
+    assert [[m.tensor for m in g.members] for g in groups] == names
+    assert groups == expected and "conv2d.weight" in names[0]
