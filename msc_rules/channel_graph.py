@@ -127,15 +127,19 @@ class ChannelGraph:
     def union(self, a: int, b: int) -> None:
         """Tie two nodes (the smaller representative wins, so classes are deterministic);
         the class keeps a known extent and a merged axis's factors."""
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-            ext = self.class_ext.pop(rb, None)
-            if ext is not None:
-                self.class_ext.setdefault(ra, ext)
-            comp = self.composite.pop(rb, None)
+        parent = self.parent  # (find inline: a walk ties every axis of every site)
+        while parent[a] != a:
+            parent[a] = a = parent[parent[a]]
+        while parent[b] != b:
+            parent[b] = b = parent[parent[b]]
+        if a != b:
+            ra, rb = (a, b) if a < b else (b, a)
+            parent[rb] = ra
+            if self.class_ext:
+                ext = self.class_ext.pop(rb, None)
+                if ext is not None:
+                    self.class_ext.setdefault(ra, ext)
+            comp = self.composite.pop(rb, None) if self.composite else None
             if comp is not None:
                 mine = self.composite.setdefault(ra, comp)
                 if mine is not comp and [e for _, e in mine] == [e for _, e in comp]:
@@ -196,6 +200,9 @@ class _Builder:
         self.noted = bytearray(len(view.leaf_ndim))  # leaves whose extents are noted
         self.eager = False  # (see note_ext)
         self.families: dict[str, str | None] = {}  # op -> its rule's family
+        # (source, destination) static shapes -> their reshape's groups: models
+        # repeat the same reshapes layer after layer
+        self.plans: dict[tuple[tuple[Dim, ...], tuple[Dim, ...]], Any] = {}
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
         for site in view.sites:
             if site.call is not None:
@@ -577,10 +584,19 @@ class _Builder:
             src = None if None in known else [k for k in known if k is not None]
         plan = None
         if src is not None and dst is not None:
-            try:
-                plan = reshape_groups(tuple(src), tuple(dst))
-            except ValueError:
-                plan = None
+            key = (tuple(src), tuple(dst))
+            # (static shapes only: a symbolic extent's == builds an expression)
+            static = all(type(e) is int for e in key[0]) and all(
+                type(e) is int for e in key[1])
+            if static and key in self.plans:
+                plan = self.plans[key]
+            else:
+                try:
+                    plan = reshape_groups(*key)
+                except ValueError:
+                    plan = None
+                if static:
+                    self.plans[key] = plan
         if plan is None:
             self.opaque(site, "reshape whose sizes do not line up")
             return

@@ -407,12 +407,17 @@ class _Grouper:
         for r in sorted(walks):
             by_leader.setdefault(merged[r], []).append(walks[r])
         producer_set = set(g.producers)
+        classes, node_leaf, base = self.classes, g.node_leaf, g.base
+        io_leaves, blocked, layouts = g.io_leaves, g.blocked, result.layouts
+        values, leaf_value = view.values, view.leaf_value
+        name = _lazy_name(self.names)
         out: list[ChannelGroup] = []
         for lead in sorted(by_leader):
             ws = by_leader[lead]
             size = ws[0].size
             reasons: list[str] = []
-            members: dict[tuple[int, int, int, int, int, int], Member] = {}
+            members: dict[tuple[int, int, int, int, int, int],
+                          tuple[tuple[int, ...], Member]] = {}
             io = has_consumer = False
             for w in ws:
                 for why in w.reasons:
@@ -422,10 +427,21 @@ class _Grouper:
                     reasons.append(f"tied producers differ in size ({w.size} and {size})")
                 for cls, off, blk, consumer, st, rep in w.visits:
                     has_consumer = has_consumer or consumer
-                    for n in self.classes[cls]:
-                        leaf, axis = g.axis_of(n)
-                        kind = _kind(view, leaf)
-                        if kind == "binding" or leaf in g.io_leaves:
+                    for n in classes[cls]:
+                        leaf = node_leaf[n]
+                        axis = n - base[leaf]
+                        at_io = leaf in io_leaves
+                        io = io or at_io
+                        if not consumer and n in blocked:
+                            for reason in blocked[n]:
+                                text = f"{reason} ({self.names(leaf)} axis {axis})"
+                                if text not in reasons:
+                                    reasons.append(text)
+                        key = (leaf, axis, off, blk, st, rep)
+                        if key in members:
+                            continue
+                        kind = values[leaf_value[leaf]].kind
+                        if kind == "binding" or at_io:
                             role = ACTIVATION  # (a model input is an activation)
                         elif consumer:
                             role = CONSUMER
@@ -433,25 +449,34 @@ class _Grouper:
                             role = PRODUCER
                         else:
                             role = FOLLOW
-                        io = io or leaf in g.io_leaves
-                        if not consumer:
-                            for reason in g.blocked.get(n, ()):
-                                text = f"{reason} ({self.names(leaf)} axis {axis})"
-                                if text not in reasons:
-                                    reasons.append(text)
-                        key = (leaf, axis, off, blk, st, rep)
-                        if key not in members:
-                            lay = result.layouts[leaf] or ""
-                            members[key] = Member(_lazy_name(self.names), axis, role, kind, off,
-                                                  blk, lay[axis] if axis < len(lay) else "",
-                                                  leaf, st, rep)
+                        lay = layouts[leaf] or ""
+                        members[key] = (
+                            (_ROLE_ORDER[role], leaf, axis, off, len(members)),
+                            _member(name, axis, role, kind, off, blk,
+                                    lay[axis] if axis < len(lay) else "", leaf, st, rep))
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
-            ordered = sorted(members.values(),
-                             key=lambda m: (_ROLE_ORDER[m.role], m.leaf, m.axis, m.offset))
+            ordered = [m for _, m in sorted(members.values(), key=_first)]
             out.append(ChannelGroup(len(out), size, tuple(ordered), not reasons,
                                     tuple(reasons), io))
         return out
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
+_new = object.__new__
+
+
+def _member(tensor: str, axis: int, role: str, kind: str, offset: int, block: int,
+            letter: str, leaf: int, stride: int, repeat: int) -> Member:
+    """Member(...) without the frozen dataclass's __init__ (a setattr per field: the
+    walk makes a member per axis it reaches, and this is a third of the cost)."""
+    m = _new(Member)
+    m.__dict__.update(_tensor=tensor, axis=axis, role=role, kind=kind, offset=offset,
+                      block=block, letter=letter, leaf=leaf, stride=stride, repeat=repeat)
+    return m
 
 
 def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
