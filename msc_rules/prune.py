@@ -224,6 +224,7 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     view = g.view
     out: dict[int, dict[int, int]] = {}
     by_class: dict[int, int] = {}
+    find, base = g.find, g.base
     for leaf, axes in cut.items():
         dims = view.shape(leaf)
         if dims is None:
@@ -232,7 +233,7 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
         for axis, idx in axes.items():
             e = dims[axis]
             if isinstance(e, int):
-                row[axis] = by_class[g.find(g.node(leaf, axis))] = e - len(idx)
+                row[axis] = by_class[find(base[leaf] + axis)] = e - len(idx)
     if not g.composite:
         return out
     merged: dict[int, int] = {}
@@ -240,8 +241,13 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     while changed:  # (a merge of merged axes takes one more round)
         changed = False
         for root, parts in g.composite.items():
-            if root in merged or not any(g.find(n) in by_class for n, _ in parts):
+            if root in merged:
                 continue
+            for n, _ in parts:
+                if find(n) in by_class:
+                    break
+            else:
+                continue  # (none of its parts is cut)
             size: Any = None
             for n, old in parts:
                 new = by_class.get(g.find(n), old)
@@ -256,11 +262,11 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
             merged[root] = by_class[root] = size
             changed = True
     if merged:
-        for n in range(len(g.parent)):
-            r = g.find(n)
+        node_leaf, base = g.node_leaf, g.base
+        for n, r in enumerate(g.roots()):
             if r in merged:
-                leaf, axis = g.axis_of(n)
-                out.setdefault(leaf, {})[axis] = merged[r]
+                leaf = node_leaf[n]
+                out.setdefault(leaf, {})[n - base[leaf]] = merged[r]
     return out
 
 
