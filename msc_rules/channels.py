@@ -22,7 +22,7 @@ themselves come from the ops' attributes and shapes, which the letters encode.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,21 +38,21 @@ PRODUCER = "producer"
 FOLLOW = "follow"
 ACTIVATION = "activation"
 CONSUMER = "consumer"
-class _LazyName:
-    """A member's tensor name, looked up on first read: naming a whole module costs as
-    much as the walk, and a prune that picks its groups by id never reads a name.
-    Given a name (a str) it is that; given a namer, the namer's name of the member's
-    leaf, then kept."""
+class _Lazy:
+    """A member field looked up on first read: naming a whole module, or inferring its
+    layouts, costs as much as the walk, and a prune that picks its groups by id never
+    reads a name or a letter. Given a str it is that; given a source (a namer, a
+    letters), what `read(source, member)` says, then kept."""
 
-    def __init__(self, name: str) -> None:
-        self.slot = "_" + name
+    def __init__(self, name: str, read: Callable[[Any, Any], str]) -> None:
+        self.slot, self.read = "_" + name, read
 
     def __get__(self, obj: Any, owner: type | None = None) -> str:
         if obj is None:
             raise AttributeError(self.slot)  # (no default for the dataclass field)
         got = obj.__dict__[self.slot]
         if type(got) is not str:
-            got = obj.__dict__[self.slot] = got(obj.leaf)
+            got = obj.__dict__[self.slot] = self.read(got, obj)
         return got
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -66,13 +66,14 @@ class Member:
     `repeat` times `stride` apart (a grouped conv: the same position in each of its
     groups; an NHWC flatten: every C-th input of the linear)."""
 
-    tensor: str  # (read through _LazyName, installed below)
+    tensor: str  # (read through _Lazy, installed below)
     axis: int
     role: str  # producer | follow | activation | consumer
     kind: str  # const | param | binding
     offset: int = 0
     block: int = 1
-    letter: str = ""  # the layout letter of the axis ("" when the tensor has no layout)
+    # the layout letter of the axis ("" when the tensor has no layout; through _Lazy)
+    letter: str = ""
     leaf: int = field(default=-1, compare=False, repr=False)
     stride: int = 0
     repeat: int = 1
@@ -84,15 +85,32 @@ class Member:
                       for j in range(self.block))
 
 
-# (installed after the dataclass is made: the field has no default, and __init__ sets
-# it through the descriptor)
-Member.tensor = _LazyName("tensor")  # type: ignore[assignment]
+# (installed after the dataclass is made: its __init__ sets them through the descriptor)
+Member.tensor = _Lazy("tensor", lambda names, m: names(m.leaf))  # type: ignore[assignment]
+Member.letter = _Lazy("letter", lambda letters, m: letters(m.leaf, m.axis))  # type: ignore[assignment]
 
 
-def _lazy_name(names: Any) -> str:
-    """A namer passed as a member's tensor name: the name it gives the member's leaf,
-    asked for on the first read (see _LazyName)."""
-    return names
+def _lazy(source: Any) -> str:
+    """A namer or letters passed as a member's tensor name or letter: what it gives the
+    member, asked for on the first read (see _Lazy)."""
+    return source
+
+
+class _Letters:
+    """The layout letters of a view's tensor axes, inferred on the first letter asked
+    for (the groups come from the ops alone)."""
+
+    def __init__(self, view: DependencyView, rules: RuleSet) -> None:
+        self.view, self.rules = view, rules
+        self.layouts: list[str | None] | None = None
+
+    def __call__(self, leaf: int, axis: int) -> str:
+        if self.layouts is None:
+            from .engine import infer_view
+
+            self.layouts = infer_view(self.view, self.rules).layouts
+        lay = self.layouts[leaf] or ""
+        return lay[axis] if axis < len(lay) else ""
 
 
 @dataclass(frozen=True)
@@ -228,8 +246,8 @@ class _Grouper:
     merges the walks that reach the same channels (attention heads: q, k and v; GQA:
     a kv head and its query heads)."""
 
-    def __init__(self, g: ChannelGraph, names: Any) -> None:
-        self.g, self.names = g, names
+    def __init__(self, g: ChannelGraph, names: Any, letters: _Letters | None = None) -> None:
+        self.g, self.names, self.letters = g, names, letters
         self.classes: dict[int, list[int]] = {}
         classes = self.classes
         for n, r in enumerate(g.roots()):
@@ -410,7 +428,8 @@ class _Grouper:
         classes, node_leaf, base = self.classes, g.node_leaf, g.base
         io_leaves, blocked, layouts = g.io_leaves, g.blocked, result.layouts
         values, leaf_value = view.values, view.leaf_value
-        name = _lazy_name(self.names)
+        name = _lazy(self.names)
+        letter = _lazy(self.letters) if self.letters is not None else None
         out: list[ChannelGroup] = []
         for lead in sorted(by_leader):
             ws = by_leader[lead]
@@ -449,11 +468,13 @@ class _Grouper:
                             role = PRODUCER
                         else:
                             role = FOLLOW
-                        lay = layouts[leaf] or ""
+                        if letter is None:
+                            lay = layouts[leaf] or ""
+                            got = lay[axis] if axis < len(lay) else ""
                         members[key] = (
                             (_ROLE_ORDER[role], leaf, axis, off, len(members)),
                             _member(name, axis, role, kind, off, blk,
-                                    lay[axis] if axis < len(lay) else "", leaf, st, rep))
+                                    got if letter is None else letter, leaf, st, rep))
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
             ordered = [m for _, m in sorted(members.values(), key=_first)]
@@ -475,13 +496,15 @@ def _member(tensor: str, axis: int, role: str, kind: str, offset: int, block: in
     walk makes a member per axis it reaches, and this is a third of the cost)."""
     m = _new(Member)
     m.__dict__.update(_tensor=tensor, axis=axis, role=role, kind=kind, offset=offset,
-                      block=block, letter=letter, leaf=leaf, stride=stride, repeat=repeat)
+                      block=block, _letter=letter, leaf=leaf, stride=stride, repeat=repeat)
     return m
 
 
-def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
-    """The groups of a channel graph (see _Grouper), in order of their first class."""
-    return _Grouper(g, names).run()
+def build_groups(g: ChannelGraph, names: Any,
+                 letters: _Letters | None = None) -> list[ChannelGroup]:
+    """The groups of a channel graph (see _Grouper), in order of their first class;
+    the letters from `letters` (on first read), else from the graph's result."""
+    return _Grouper(g, names, letters).run()
 
 
 _ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}
@@ -500,8 +523,10 @@ def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
     """The channel groups of `entry_name` (see the module docstring), in program order
     of their first producer."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
-        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name)))
+        # (the ties come from the ops: the letters are inferred when first read)
+        g = channel_graph(mod, entry_name, rules, layouts=False)
+        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name),
+                                         _Letters(g.view, g.result.rules)))
         out.graph = g
         return out
 
