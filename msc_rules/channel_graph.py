@@ -190,9 +190,12 @@ class _Builder:
         view = result.view
         base: list[int] = []
         node_leaf: list[int] = []
+        n = 0
         for leaf, nd in enumerate(view.leaf_ndim):
-            base.append(len(node_leaf))
-            node_leaf.extend([leaf] * max(nd, 0))
+            base.append(n)
+            if nd > 0:
+                node_leaf += [leaf] * nd
+                n += nd
         self.g = ChannelGraph(result, base, node_leaf, list(range(len(node_leaf))))
         self.view = view
         self.rules = rules
@@ -204,10 +207,15 @@ class _Builder:
         # repeat the same reshapes layer after layer
         self.plans: dict[tuple[tuple[Dim, ...], tuple[Dim, ...]], Any] = {}
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
+        site_of = self.site_of
         for site in view.sites:
             if site.call is not None:
-                for leaf in _leaves(site.out):
-                    self.site_of.setdefault(leaf, site)
+                out = site.out
+                if type(out) is int:  # (most sites: no generator)
+                    site_of.setdefault(out, site)
+                else:
+                    for leaf in _leaves(out):
+                        site_of.setdefault(leaf, site)
 
     # -- helpers
     def ndim(self, leaf: int) -> int:
@@ -303,13 +311,22 @@ class _Builder:
     def tie_broadcast(self, out: int, args: list[int]) -> None:
         """Right-aligned axes of equal extent are one axis (extent-1 axes broadcast)."""
         on = self.ndim(out)
+        shape, ext = self.view.shape, self.ext
+        so = shape(out)
+        if so is not None and len(so) != on:
+            so = None
         for a in args:
             an = self.ndim(a)
+            sa = shape(a)
+            if sa is not None and len(sa) != an:
+                sa = None
             for i in range(an):
                 j = i + on - an
                 if j < 0:
                     continue
-                e, eo = self.ext(a, i), self.ext(out, j)
+                # (the shapes read once: ext reads them per axis)
+                e = sa[i] if sa is not None else ext(a, i)
+                eo = so[j] if so is not None else ext(out, j)
                 # (an operand's extent other than 1 is the output's: broadcasting
                 # keeps it, so an output of unknown shape still ties)
                 if e == 1 or e is None or (eo is not None and e != eo):

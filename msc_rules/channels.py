@@ -250,12 +250,12 @@ class _Grouper:
         self.g, self.names, self.letters = g, names, letters
         self.classes: dict[int, list[int]] = {}
         classes = self.classes
+        # (a class's representative is its smallest node: met first, in node order)
         for n, r in enumerate(g.roots()):
-            got = classes.get(r)
-            if got is None:
-                classes[r] = [n]
+            if r == n:
+                classes[n] = [n]
             else:
-                got.append(n)
+                classes[r].append(n)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))

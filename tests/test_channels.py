@@ -227,3 +227,19 @@ def test_member_names_are_planned_on_first_read_for_the_module_as_it_was() -> No
     mod["main"] = dense_net()[0]["main"]
     assert [[m.tensor for m in g.members] for g in groups] == names
     assert groups == expected and "conv2d.weight" in names[0]
+
+
+def test_letters_are_inferred_on_first_read_and_match_the_inference() -> None:
+    from msc_rules.engine import infer_layouts
+
+    mod, _ = conv_bias_net()
+    groups = msc_rules.channel_groups(mod)
+    letters = groups[0].members[0].__dict__["_letter"]
+    assert not isinstance(letters, str) and letters.layouts is None  # not inferred yet
+    layouts = infer_layouts(mod).layouts
+    for g in groups:
+        for m in g.members:
+            lay = layouts[m.leaf] or ""
+            assert m.letter == (lay[m.axis] if m.axis < len(lay) else "")
+    assert letters.layouts is not None
+    assert any(m.letter for g in groups for m in g.members)
