@@ -108,7 +108,8 @@ class _Letters:
         if self.layouts is None:
             from .engine import infer_view
 
-            self.layouts = infer_view(self.view, self.rules).layouts
+            with paused_gc():
+                self.layouts = infer_view(self.view, self.rules).layouts
         lay = self.layouts[leaf] or ""
         return lay[axis] if axis < len(lay) else ""
 
@@ -172,7 +173,8 @@ class _Namer:
 
         if self.by_handle is None:
             assert self.mod is not None
-            plan = plan_names(self.mod, self.rules, self.entry)
+            with paused_gc():  # (as the passes: the plan makes many objects)
+                plan = plan_names(self.mod, self.rules, self.entry)
             self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
             self.mod = None
         return self.by_handle
