@@ -16,7 +16,10 @@ where their blocks differ the finer one is coarsened (a GQA kv head covers sever
 query heads: the group's channel is a kv head). A group reaching a blocked axis (a
 reduction, softmax or norm over it, a grouped conv, an op without a channel rule) is
 not exact, with the reasons. Each member reports its layout letter; the ties
-themselves come from the ops' attributes and shapes, which the letters encode.
+themselves come from the ops' attributes and shapes, which the letters encode. So a
+member's name and letter are found when first read (the names planned for the whole
+module, the layouts inferred on the same view, once): a prune that picks its groups
+by id pays for neither.
 """
 
 from __future__ import annotations
@@ -523,7 +526,7 @@ class ChannelGroups(list[ChannelGroup]):
 def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
                    rules: RuleSet | None = None) -> ChannelGroups:
     """The channel groups of `entry_name` (see the module docstring), in program order
-    of their first producer."""
+    of their first producer; member names and letters are found on first read."""
     with paused_gc():
         # (the ties come from the ops: the letters are inferred when first read)
         g = channel_graph(mod, entry_name, rules, layouts=False)
