@@ -127,15 +127,19 @@ class ChannelGraph:
     def union(self, a: int, b: int) -> None:
         """Tie two nodes (the smaller representative wins, so classes are deterministic);
         the class keeps a known extent and a merged axis's factors."""
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-            ext = self.class_ext.pop(rb, None)
-            if ext is not None:
-                self.class_ext.setdefault(ra, ext)
-            comp = self.composite.pop(rb, None)
+        parent = self.parent  # (find inline: a walk ties every axis of every site)
+        while parent[a] != a:
+            parent[a] = a = parent[parent[a]]
+        while parent[b] != b:
+            parent[b] = b = parent[parent[b]]
+        if a != b:
+            ra, rb = (a, b) if a < b else (b, a)
+            parent[rb] = ra
+            if self.class_ext:
+                ext = self.class_ext.pop(rb, None)
+                if ext is not None:
+                    self.class_ext.setdefault(ra, ext)
+            comp = self.composite.pop(rb, None) if self.composite else None
             if comp is not None:
                 mine = self.composite.setdefault(ra, comp)
                 if mine is not comp and [e for _, e in mine] == [e for _, e in comp]:
@@ -186,9 +190,12 @@ class _Builder:
         view = result.view
         base: list[int] = []
         node_leaf: list[int] = []
+        n = 0
         for leaf, nd in enumerate(view.leaf_ndim):
-            base.append(len(node_leaf))
-            node_leaf.extend([leaf] * max(nd, 0))
+            base.append(n)
+            if nd > 0:
+                node_leaf += [leaf] * nd
+                n += nd
         self.g = ChannelGraph(result, base, node_leaf, list(range(len(node_leaf))))
         self.view = view
         self.rules = rules
@@ -196,11 +203,19 @@ class _Builder:
         self.noted = bytearray(len(view.leaf_ndim))  # leaves whose extents are noted
         self.eager = False  # (see note_ext)
         self.families: dict[str, str | None] = {}  # op -> its rule's family
+        # (source, destination) static shapes -> their reshape's groups: models
+        # repeat the same reshapes layer after layer
+        self.plans: dict[tuple[tuple[Dim, ...], tuple[Dim, ...]], Any] = {}
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
+        site_of = self.site_of
         for site in view.sites:
             if site.call is not None:
-                for leaf in _leaves(site.out):
-                    self.site_of.setdefault(leaf, site)
+                out = site.out
+                if type(out) is int:  # (most sites: no generator)
+                    site_of.setdefault(out, site)
+                else:
+                    for leaf in _leaves(out):
+                        site_of.setdefault(leaf, site)
 
     # -- helpers
     def ndim(self, leaf: int) -> int:
@@ -296,13 +311,22 @@ class _Builder:
     def tie_broadcast(self, out: int, args: list[int]) -> None:
         """Right-aligned axes of equal extent are one axis (extent-1 axes broadcast)."""
         on = self.ndim(out)
+        shape, ext = self.view.shape, self.ext
+        so = shape(out)
+        if so is not None and len(so) != on:
+            so = None
         for a in args:
             an = self.ndim(a)
+            sa = shape(a)
+            if sa is not None and len(sa) != an:
+                sa = None
             for i in range(an):
                 j = i + on - an
                 if j < 0:
                     continue
-                e, eo = self.ext(a, i), self.ext(out, j)
+                # (the shapes read once: ext reads them per axis)
+                e = sa[i] if sa is not None else ext(a, i)
+                eo = so[j] if so is not None else ext(out, j)
                 # (an operand's extent other than 1 is the output's: broadcasting
                 # keeps it, so an output of unknown shape still ties)
                 if e == 1 or e is None or (eo is not None and e != eo):
@@ -577,10 +601,19 @@ class _Builder:
             src = None if None in known else [k for k in known if k is not None]
         plan = None
         if src is not None and dst is not None:
-            try:
-                plan = reshape_groups(tuple(src), tuple(dst))
-            except ValueError:
-                plan = None
+            key = (tuple(src), tuple(dst))
+            # (static shapes only: a symbolic extent's == builds an expression)
+            static = all(type(e) is int for e in key[0]) and all(
+                type(e) is int for e in key[1])
+            if static and key in self.plans:
+                plan = self.plans[key]
+            else:
+                try:
+                    plan = reshape_groups(*key)
+                except ValueError:
+                    plan = None
+                if static:
+                    self.plans[key] = plan
         if plan is None:
             self.opaque(site, "reshape whose sizes do not line up")
             return

@@ -167,12 +167,12 @@ def prune_by_magnitude(mod: tvm.IRModule, ratio: float, allow_io: bool = False,
     """Prune every exact group by the L1 criterion (see magnitude_selection); returns
     the pruned module, the groups of the original and the kept channels per group."""
     from .channel_graph import channel_graph
-    from .channels import _Namer, build_groups
+    from .channels import _Letters, _Namer, build_groups
     from .prune import _apply, check_selection, plan_prune
 
-    g = channel_graph(mod, entry_name, rules)
+    g = channel_graph(mod, entry_name, rules, layouts=False)  # (letters: on first read)
     names = _Namer(mod, g.result, entry_name)
-    groups = build_groups(g, names)
+    groups = build_groups(g, names, _Letters(g.view, g.result.rules))
     sel = magnitude_selection(g.view, groups, ratio, allow_io)
     removed = check_selection(groups, sel, allow_io)
     return _apply(g, mod, plan_prune(groups, removed), False, names), groups, sel

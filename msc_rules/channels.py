@@ -16,13 +16,16 @@ where their blocks differ the finer one is coarsened (a GQA kv head covers sever
 query heads: the group's channel is a kv head). A group reaching a blocked axis (a
 reduction, softmax or norm over it, a grouped conv, an op without a channel rule) is
 not exact, with the reasons. Each member reports its layout letter; the ties
-themselves come from the ops' attributes and shapes, which the letters encode.
+themselves come from the ops' attributes and shapes, which the letters encode. So a
+member's name and letter are found when first read (the names planned for the whole
+module, the layouts inferred on the same view, once): a prune that picks its groups
+by id pays for neither.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,27 @@ PRODUCER = "producer"
 FOLLOW = "follow"
 ACTIVATION = "activation"
 CONSUMER = "consumer"
+class _Lazy:
+    """A member field looked up on first read: naming a whole module, or inferring its
+    layouts, costs as much as the walk, and a prune that picks its groups by id never
+    reads a name or a letter. Given a str it is that; given a source (a namer, a
+    letters), what `read(source, member)` says, then kept."""
+
+    def __init__(self, name: str, read: Callable[[Any, Any], str]) -> None:
+        self.slot, self.read = "_" + name, read
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str:
+        if obj is None:
+            raise AttributeError(self.slot)  # (no default for the dataclass field)
+        got = obj.__dict__[self.slot]
+        if type(got) is not str:
+            got = obj.__dict__[self.slot] = self.read(got, obj)
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass(frozen=True)
 class Member:
     """One tensor axis in a group: group channel c is the index range
@@ -45,13 +69,14 @@ class Member:
     `repeat` times `stride` apart (a grouped conv: the same position in each of its
     groups; an NHWC flatten: every C-th input of the linear)."""
 
-    tensor: str
+    tensor: str  # (read through _Lazy, installed below)
     axis: int
     role: str  # producer | follow | activation | consumer
     kind: str  # const | param | binding
     offset: int = 0
     block: int = 1
-    letter: str = ""  # the layout letter of the axis ("" when the tensor has no layout)
+    # the layout letter of the axis ("" when the tensor has no layout; through _Lazy)
+    letter: str = ""
     leaf: int = field(default=-1, compare=False, repr=False)
     stride: int = 0
     repeat: int = 1
@@ -61,6 +86,35 @@ class Member:
         return sorted(self.offset + c * self.block + j + r * self.stride
                       for c in channels for r in range(self.repeat)
                       for j in range(self.block))
+
+
+# (installed after the dataclass is made: its __init__ sets them through the descriptor)
+Member.tensor = _Lazy("tensor", lambda names, m: names(m.leaf))  # type: ignore[assignment]
+Member.letter = _Lazy("letter", lambda letters, m: letters(m.leaf, m.axis))  # type: ignore[assignment]
+
+
+def _lazy(source: Any) -> str:
+    """A namer or letters passed as a member's tensor name or letter: what it gives the
+    member, asked for on the first read (see _Lazy)."""
+    return source
+
+
+class _Letters:
+    """The layout letters of a view's tensor axes, inferred on the first letter asked
+    for (the groups come from the ops alone)."""
+
+    def __init__(self, view: DependencyView, rules: RuleSet) -> None:
+        self.view, self.rules = view, rules
+        self.layouts: list[str | None] | None = None
+
+    def __call__(self, leaf: int, axis: int) -> str:
+        if self.layouts is None:
+            from .engine import infer_view
+
+            with paused_gc():
+                self.layouts = infer_view(self.view, self.rules).layouts
+        lay = self.layouts[leaf] or ""
+        return lay[axis] if axis < len(lay) else ""
 
 
 @dataclass(frozen=True)
@@ -102,31 +156,44 @@ class QuantAxes:
 
 
 class _Namer:
-    """Tensor names for members: the names SetExprName would write (`planned`), or
-    variable names (cheaper: for a prune, whose groups are chosen by id)."""
+    """Tensor names for members: the names SetExprName would write (`planned`: planned
+    for the whole module on the first name asked for), or variable names (cheaper: for
+    a prune, whose groups are chosen by id)."""
 
     def __init__(self, mod: tvm.IRModule, result: InferenceResult, entry: str,
                  planned: bool = True) -> None:
-        from .naming import plan_names
-
-        self.by_handle: dict[int, str] = {}
-        if planned:
-            plan = plan_names(mod, result.rules, entry)
-            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+        # (the module's functions as they are now: the plan may come later)
+        self.mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs,
+                                global_infos=mod.global_infos) if planned else None
+        self.rules, self.entry = result.rules, entry
+        self.by_handle: dict[int, str] | None = None if planned else {}
         self.view = result.view
         self.cache: dict[int, str] = {}
+
+    def plan(self) -> dict[int, str]:
+        """Expression handle -> planned name."""
+        from .naming import plan_names
+
+        if self.by_handle is None:
+            assert self.mod is not None
+            with paused_gc():  # (as the passes: the plan makes many objects)
+                plan = plan_names(self.mod, self.rules, self.entry)
+            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+            self.mod = None
+        return self.by_handle
 
     def __call__(self, leaf: int) -> str:
         got = self.cache.get(leaf)
         if got is not None:
             return got
+        by_handle = self.by_handle if self.by_handle is not None else self.plan()
         view = self.view
         v = view.values[view.leaf_value[leaf]]
         name = ""
         if v.kind == "const":
-            name = self.by_handle.get(v.expr.__chandle__(), "")
+            name = by_handle.get(v.expr.__chandle__(), "")
         elif v.kind == "binding" and v.value is not None:
-            name = self.by_handle.get(v.value.__chandle__(), "")
+            name = by_handle.get(v.value.__chandle__(), "")
         if not name:
             name = v.name if v.kind != "const" else f"const{v.id}"
         if isinstance(v.struct, tuple):
@@ -184,16 +251,16 @@ class _Grouper:
     merges the walks that reach the same channels (attention heads: q, k and v; GQA:
     a kv head and its query heads)."""
 
-    def __init__(self, g: ChannelGraph, names: Any) -> None:
-        self.g, self.names = g, names
+    def __init__(self, g: ChannelGraph, names: Any, letters: _Letters | None = None) -> None:
+        self.g, self.names, self.letters = g, names, letters
         self.classes: dict[int, list[int]] = {}
         classes = self.classes
+        # (a class's representative is its smallest node: met first, in node order)
         for n, r in enumerate(g.roots()):
-            got = classes.get(r)
-            if got is None:
-                classes[r] = [n]
+            if r == n:
+                classes[n] = [n]
             else:
-                got.append(n)
+                classes[r].append(n)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
@@ -363,12 +430,18 @@ class _Grouper:
         for r in sorted(walks):
             by_leader.setdefault(merged[r], []).append(walks[r])
         producer_set = set(g.producers)
+        classes, node_leaf, base = self.classes, g.node_leaf, g.base
+        io_leaves, blocked, layouts = g.io_leaves, g.blocked, result.layouts
+        values, leaf_value = view.values, view.leaf_value
+        name = _lazy(self.names)
+        letter = _lazy(self.letters) if self.letters is not None else None
         out: list[ChannelGroup] = []
         for lead in sorted(by_leader):
             ws = by_leader[lead]
             size = ws[0].size
             reasons: list[str] = []
-            members: dict[tuple[int, int, int, int, int, int], Member] = {}
+            members: dict[tuple[int, int, int, int, int, int],
+                          tuple[tuple[int, ...], Member]] = {}
             io = has_consumer = False
             for w in ws:
                 for why in w.reasons:
@@ -378,10 +451,21 @@ class _Grouper:
                     reasons.append(f"tied producers differ in size ({w.size} and {size})")
                 for cls, off, blk, consumer, st, rep in w.visits:
                     has_consumer = has_consumer or consumer
-                    for n in self.classes[cls]:
-                        leaf, axis = g.axis_of(n)
-                        kind = _kind(view, leaf)
-                        if kind == "binding" or leaf in g.io_leaves:
+                    for n in classes[cls]:
+                        leaf = node_leaf[n]
+                        axis = n - base[leaf]
+                        at_io = leaf in io_leaves
+                        io = io or at_io
+                        if not consumer and n in blocked:
+                            for reason in blocked[n]:
+                                text = f"{reason} ({self.names(leaf)} axis {axis})"
+                                if text not in reasons:
+                                    reasons.append(text)
+                        key = (leaf, axis, off, blk, st, rep)
+                        if key in members:
+                            continue
+                        kind = values[leaf_value[leaf]].kind
+                        if kind == "binding" or at_io:
                             role = ACTIVATION  # (a model input is an activation)
                         elif consumer:
                             role = CONSUMER
@@ -389,30 +473,43 @@ class _Grouper:
                             role = PRODUCER
                         else:
                             role = FOLLOW
-                        io = io or leaf in g.io_leaves
-                        if not consumer:
-                            for reason in g.blocked.get(n, ()):
-                                text = f"{reason} ({self.names(leaf)} axis {axis})"
-                                if text not in reasons:
-                                    reasons.append(text)
-                        key = (leaf, axis, off, blk, st, rep)
-                        if key not in members:
-                            lay = result.layouts[leaf] or ""
-                            members[key] = Member(self.names(leaf), axis, role, kind, off,
-                                                  blk, lay[axis] if axis < len(lay) else "",
-                                                  leaf, st, rep)
+                        if letter is None:
+                            lay = layouts[leaf] or ""
+                            got = lay[axis] if axis < len(lay) else ""
+                        members[key] = (
+                            (_ROLE_ORDER[role], leaf, axis, off, len(members)),
+                            _member(name, axis, role, kind, off, blk,
+                                    got if letter is None else letter, leaf, st, rep))
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
-            ordered = sorted(members.values(),
-                             key=lambda m: (_ROLE_ORDER[m.role], m.leaf, m.axis, m.offset))
+            ordered = [m for _, m in sorted(members.values(), key=_first)]
             out.append(ChannelGroup(len(out), size, tuple(ordered), not reasons,
                                     tuple(reasons), io))
         return out
 
 
-def build_groups(g: ChannelGraph, names: Any) -> list[ChannelGroup]:
-    """The groups of a channel graph (see _Grouper), in order of their first class."""
-    return _Grouper(g, names).run()
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
+_new = object.__new__
+
+
+def _member(tensor: str, axis: int, role: str, kind: str, offset: int, block: int,
+            letter: str, leaf: int, stride: int, repeat: int) -> Member:
+    """Member(...) without the frozen dataclass's __init__ (a setattr per field: the
+    walk makes a member per axis it reaches, and this is a third of the cost)."""
+    m = _new(Member)
+    m.__dict__.update(_tensor=tensor, axis=axis, role=role, kind=kind, offset=offset,
+                      block=block, _letter=letter, leaf=leaf, stride=stride, repeat=repeat)
+    return m
+
+
+def build_groups(g: ChannelGraph, names: Any,
+                 letters: _Letters | None = None) -> list[ChannelGroup]:
+    """The groups of a channel graph (see _Grouper), in order of their first class;
+    the letters from `letters` (on first read), else from the graph's result."""
+    return _Grouper(g, names, letters).run()
 
 
 _ROLE_ORDER = {PRODUCER: 0, FOLLOW: 1, ACTIVATION: 2, CONSUMER: 3}
@@ -429,10 +526,12 @@ class ChannelGroups(list[ChannelGroup]):
 def channel_groups(mod: tvm.IRModule, entry_name: str = "main",
                    rules: RuleSet | None = None) -> ChannelGroups:
     """The channel groups of `entry_name` (see the module docstring), in program order
-    of their first producer."""
+    of their first producer; member names and letters are found on first read."""
     with paused_gc():
-        g = channel_graph(mod, entry_name, rules)
-        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name)))
+        # (the ties come from the ops: the letters are inferred when first read)
+        g = channel_graph(mod, entry_name, rules, layouts=False)
+        out = ChannelGroups(build_groups(g, _Namer(mod, g.result, entry_name),
+                                         _Letters(g.view, g.result.rules)))
         out.graph = g
         return out
 

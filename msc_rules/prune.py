@@ -195,18 +195,23 @@ def _host_array(t: Any) -> np.ndarray:
         return t.numpy()
 
 
-def _tensor(arr: np.ndarray) -> Any:
-    """A TVM tensor holding `arr`: a copy into a buffer aligned as TVM requires (64
-    bytes; numpy aligns to 16), handed over without a second copy."""
-    n = arr.nbytes
-    raw = np.empty(n + 64, dtype=np.uint8)
+def _tensors(arrays: Sequence[np.ndarray]) -> list[Any]:
+    """TVM tensors holding `arrays`: copies into one buffer, each at an offset aligned
+    as TVM requires (64 bytes; numpy aligns to 16), handed over without a second copy
+    (one allocation and one address read for all of a prune's constants)."""
+    sizes = [(a.nbytes + 63) // 64 * 64 for a in arrays]
+    raw = np.empty(sum(sizes) + 64, dtype=np.uint8)
     off = -raw.__array_interface__["data"][0] % 64
-    out = raw[off:off + n].view(arr.dtype).reshape(arr.shape)
-    out[...] = arr
-    try:
-        return tvm.runtime.from_dlpack(out)
-    except (BufferError, RuntimeError, TypeError, ValueError):
-        return tvm.runtime.tensor(np.ascontiguousarray(arr))
+    out = []
+    for arr, size in zip(arrays, sizes, strict=True):
+        buf = raw[off:off + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+        buf[...] = arr
+        off += size
+        try:
+            out.append(tvm.runtime.from_dlpack(buf))
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr)))
+    return out
 
 
 def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
@@ -224,6 +229,7 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     view = g.view
     out: dict[int, dict[int, int]] = {}
     by_class: dict[int, int] = {}
+    find, base = g.find, g.base
     for leaf, axes in cut.items():
         dims = view.shape(leaf)
         if dims is None:
@@ -232,7 +238,7 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
         for axis, idx in axes.items():
             e = dims[axis]
             if isinstance(e, int):
-                row[axis] = by_class[g.find(g.node(leaf, axis))] = e - len(idx)
+                row[axis] = by_class[find(base[leaf] + axis)] = e - len(idx)
     if not g.composite:
         return out
     merged: dict[int, int] = {}
@@ -240,8 +246,13 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     while changed:  # (a merge of merged axes takes one more round)
         changed = False
         for root, parts in g.composite.items():
-            if root in merged or not any(g.find(n) in by_class for n, _ in parts):
+            if root in merged:
                 continue
+            for n, _ in parts:
+                if find(n) in by_class:
+                    break
+            else:
+                continue  # (none of its parts is cut)
             size: Any = None
             for n, old in parts:
                 new = by_class.get(g.find(n), old)
@@ -256,11 +267,11 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
             merged[root] = by_class[root] = size
             changed = True
     if merged:
-        for n in range(len(g.parent)):
-            r = g.find(n)
+        node_leaf, base = g.node_leaf, g.base
+        for n, r in enumerate(g.roots()):
             if r in merged:
-                leaf, axis = g.axis_of(n)
-                out.setdefault(leaf, {})[axis] = merged[r]
+                leaf = node_leaf[n]
+                out.setdefault(leaf, {})[n - base[leaf]] = merged[r]
     return out
 
 
@@ -277,6 +288,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     retype = Retyper(extents)
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
+    sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
     for leaf, axes in sorted(per_leaf.items()):
         v = values[leaf_value[leaf]]
         if v.kind == "binding":
@@ -302,9 +314,10 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             else:
                 for axis, idx in sorted(axes.items()):
                     arr = arr.take([i for i in range(arr.shape[axis]) if i not in idx], axis)
-            data = _tensor(arr)
-            ty = retype(view.leaf_type[leaf], leaf)
-            consts[v.expr.__chandle__()] = _MAKE_CONST(data, ty, v.expr.span)
+            sliced.append((v.expr, leaf, arr))
+    for (expr, leaf, _), data in zip(sliced, _tensors([a for _, _, a in sliced]), strict=True):
+        ty = retype(view.leaf_type[leaf], leaf)
+        consts[expr.__chandle__()] = _MAKE_CONST(data, ty, expr.span)
     site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
     wanted = set(g.depthwise.values())
     for site in view.sites:

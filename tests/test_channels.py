@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import tvm
 from channel_models import conv_bias_net, dense_net, depthwise_net, gqa_decoder
 from models import bert_like, llama_like, resnet18_like, tiny_mlp
 from tvm_ffi import structural_hash
@@ -211,3 +212,34 @@ def test_extents_of_unknown_shapes_are_read_only_when_needed(dynamic: bool) -> N
     assert lazy == eager_groups and len(lazy) > 2
     assert switched is dynamic
     assert bool(ext) is dynamic and eager_ext
+
+
+def test_member_names_are_planned_on_first_read_for_the_module_as_it_was() -> None:
+    """Names are looked up lazily (a prune by group id never reads them), yet are the
+    names of the module channel_groups saw, even after the caller replaced a function."""
+    shared, _ = conv_bias_net()  # (cached for other tests: replace a function of a copy)
+    mod = tvm.IRModule(dict(shared.functions_items()), attrs=shared.attrs)
+    expected = msc_rules.channel_groups(mod)
+    names = [[m.tensor for m in g.members] for g in expected]
+    groups = msc_rules.channel_groups(mod)
+    namer = groups[0].members[0].__dict__["_tensor"]
+    assert not isinstance(namer, str) and namer.by_handle is None  # nothing read yet
+    mod["main"] = dense_net()[0]["main"]
+    assert [[m.tensor for m in g.members] for g in groups] == names
+    assert groups == expected and "conv2d.weight" in names[0]
+
+
+def test_letters_are_inferred_on_first_read_and_match_the_inference() -> None:
+    from msc_rules.engine import infer_layouts
+
+    mod, _ = conv_bias_net()
+    groups = msc_rules.channel_groups(mod)
+    letters = groups[0].members[0].__dict__["_letter"]
+    assert not isinstance(letters, str) and letters.layouts is None  # not inferred yet
+    layouts = infer_layouts(mod).layouts
+    for g in groups:
+        for m in g.members:
+            lay = layouts[m.leaf] or ""
+            assert m.letter == (lay[m.axis] if m.axis < len(lay) else "")
+    assert letters.layouts is not None
+    assert any(m.letter for g in groups for m in g.members)
