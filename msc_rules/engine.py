@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,9 +45,17 @@ from .dsl.functions import ReshapeMemo, remint_apart
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
+from tvm_ffi._ffi_api import StructuralHash as _structural_hash
+
 from .ffi import items
 from .graph import CallSite, DependencyView, Struct, build_view
 from .util import paused_gc
+
+MEMOISE = os.environ.get("MSC_RULES_MEMO", "1") != "0"
+"""Memoise equation results per call signature (see _Engine._memoised) and share the
+attribute values of structurally equal attributes between calls. Identical results
+either way; `MSC_RULES_MEMO=0` (read at import) or setting this to False turns both
+off, for differential tests and A/B measurements. Read when an engine is made."""
 
 
 def _identity_rule() -> Rule:
@@ -212,8 +221,25 @@ def _py(v: Any) -> Any:
     return str(v)
 
 
+def _exact(v: Any) -> bool:
+    """True when `_py(v)` is read from the value alone: no object printed with str(),
+    whose text may hold what structural equality ignores (the names of bound vars)."""
+    if v is None or isinstance(v, (_PLAIN, _IntImm)):
+        return True
+    if isinstance(v, (_Array, list, tuple)):
+        return all(type(x) is int or _exact(x) for x in v)
+    return False
+
+
+class _Failure(NamedTuple):
+    """A memoised evaluation that raised (replayed as the same "error" conflict)."""
+
+    err: Exception
+
+
 class _Site:
-    __slots__ = ("attrs", "call_attrs", "index", "pending", "plan", "ports", "rule")
+    __slots__ = ("akey", "attrs", "call_attrs", "index", "pending", "plan", "ports", "rule",
+                 "sig")
 
     def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
                  call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
@@ -226,13 +252,26 @@ class _Site:
         self.pending = pending
         self.attrs: dict[str, Any] | None = None
         self.call_attrs = call_attrs
+        self.akey: Any = _ABSENT  # see _Engine._attrs_key
+        self.sig: int | None = None  # see _Engine._signature
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-              str, int | None, bool, tuple[str, int | None] | None, bool, bool]
+              str, int | None, bool, tuple[str, int | None] | None, bool, bool,
+              tuple[str, ...] | None]
 """An equation as _examine reads it: the equation, its strict reads of whole ports and of
 tuple fields, the partial reads that make it ready (those of a purely partial reader),
-target role and field, weak, the port it copies, whether it mints letters, late."""
+target role and field, weak, the port it copies, whether it mints letters, late, and
+the ports whose layouts key its memoised result (None: not memoised)."""
+
+
+def _memo_roles(eq: CompiledEquation) -> tuple[str, ...] | None:
+    """The ports whose layouts key a memoised result of `eq` (with the site's
+    signature); None when `eq` is not memoised: it keeps run state, or it copies a
+    port (a read costs less than a key)."""
+    if eq.inputs is None or eq.copy_of is not None:
+        return None
+    return eq.inputs.layouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +282,10 @@ class _RulePlan:
     seeds: tuple[int, ...]
     rest: tuple[int, ...]
     steps: tuple[_Step, ...]
+    types: tuple[str, ...]
+    """The ports whose types the memoised equations read (in a site's signature)."""
+    attrs: bool
+    """Whether a memoised equation reads attributes (they are in a site's signature)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -255,16 +298,21 @@ class _RulePlan:
              tuple(r for r, i in eq.strict_reads if i is None),
              tuple((r, i) for r, i in eq.strict_reads if i is not None),
              eq.partial_reads if not eq.strict_reads else (),
-             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late)
+             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late, _memo_roles(eq))
             for eq in eqs)
-        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps)
+        memoised = [eq.inputs for eq in eqs if eq.inputs is not None and _memo_roles(eq)
+                    is not None]
+        types = tuple(sorted({r for i in memoised for r in i.types}))
+        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
+                         types, any(i.attrs for i in memoised))
 
 
 class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_rules_by_op", "_shape_of", "_shapes", "_state", "_sym_axes", "_valid",
+        "_attr_values", "_impure", "_results", "_rules_by_op", "_shape_keys", "_shape_of",
+        "_shapes", "_sigs", "_state", "_sym_axes", "_tids", "_unshared", "_valid",
         "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
         "late_ok", "late_queued", "layouts", "leaf_sites", "letter_sym", "memo", "queue",
         "queued", "raw_conflicts", "rules", "seeded", "sequence", "site", "sites",
@@ -312,6 +360,15 @@ class _Engine:
         self._state["guessed"] = self.guessed  # (reshape_ids mints apart from them)
         self.sym_letter: dict[L.Dim, str] = {}
         self.letter_sym: dict[str, L.Dim] = {}
+        # memoised equation results by (equation, site signature, layouts read): see
+        # _memoised; None when MEMOISE is off
+        self._results: dict[tuple[Any, ...], Any] | None = {} if MEMOISE else None
+        self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
+        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
+        self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
+        self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
+        self._unshared: set[type] = set()  # attrs types printed with str(): see attr
+        self._impure = 0  # evaluations that read run state or unshared attributes
         self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
         self.track_symbols = any(
             isinstance(d, str)
@@ -452,17 +509,65 @@ class _Engine:
         assert site is not None
         attrs = site.attrs
         if attrs is None:
-            attrs = site.attrs = {}
+            # structurally equal attributes share the values read (memo on)
+            attrs = site.attrs = (
+                {} if self._results is None
+                else self._attr_values.setdefault(self._attrs_key(site), {}))
         got = attrs.get(name, _ABSENT)
         if got is _ABSENT:
             call_attrs = site.call_attrs
-            got = attrs[name] = (
-                _py(getattr(call_attrs, name, None)) if call_attrs is not None else None
-            )
+            if call_attrs is None:
+                got = attrs[name] = None
+                return got
+            raw = getattr(call_attrs, name, None)
+            got = _py(raw)
+            if self._results is not None and type(site.akey) is tuple and not _exact(raw):
+                self._unshare(site)
+                attrs = site.attrs
+                assert attrs is not None
+            attrs[name] = got
         return got
+
+    def _attrs_key(self, site: _Site) -> Any:
+        """The key of a site's attributes in its signature: None (no attributes), their
+        (type, structural hash) (equal for structurally equal attributes), or a key
+        of the site's own."""
+        akey = site.akey
+        if akey is _ABSENT:
+            ca = site.call_attrs
+            if ca is None:
+                akey = None
+            elif type(ca) in self._unshared:
+                akey = site.index
+            else:
+                try:
+                    akey = (type(ca), _structural_hash(ca, False, False))
+                except Exception:  # attributes that do not hash: the site's own key
+                    akey = site.index
+            site.akey = akey
+        return akey
+
+    def _unshare(self, site: _Site) -> None:
+        """A value of this site's attributes was printed with str() (see _exact): two
+        structurally equal attributes may print differently, so attributes of this
+        type stop sharing, and every result memoised so far is forgotten (some may
+        have keyed this type's attributes by their hash)."""
+        self._unshared.add(type(site.call_attrs))
+        site.akey = site.index
+        site.attrs = dict(site.attrs or {})
+        self._impure += 1  # the evaluation under way is not memoised
+        assert self._results is not None
+        self._results.clear()
+        for other in self.sites:
+            if other is not None:
+                other.sig = None
+                if type(other.akey) is tuple and other.akey[0] is type(site.call_attrs):
+                    other.akey = other.index
+                    other.attrs = dict(other.attrs) if other.attrs is not None else None
 
     def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
         """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
+        self._impure += 1  # a result that depends on it is not memoised
         got = self._state.get(key)
         if got is None:
             got = self._state[key] = factory()
@@ -697,12 +802,85 @@ class _Engine:
             (leaf, kind, proposed, len(self.sequence), site.index, eq, message))
 
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
+        roles = _memo_roles(eq)
+        if roles is not None and self._results is not None:
+            return self._memoised(site, eq, roles)
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
         try:
             return eq.fn(self)
         except _EVAL_ERRORS as err:
             self._failed(site, eq, err)
             return None
+
+    def _memoised(self, site: _Site, eq: CompiledEquation, roles: tuple[str, ...]) -> Any:
+        """`eq`'s result at `site` (None when it raised: recorded as a conflict), from
+        the memo when a site of the same signature (see _signature) has evaluated `eq`
+        on the same layouts of `roles` (the ports it reads): a pure equation's result
+        is a function of those alone."""
+        results = self._results
+        assert results is not None
+        sig = site.sig
+        if sig is None:
+            sig = self._signature(site)
+        ports, layouts = site.ports, self.layouts
+        if len(roles) == 1:
+            st = ports.get(roles[0])
+            key: tuple[Any, ...] = (
+                id(eq), sig, layouts[st] if type(st) is int else self._value(st))
+        else:
+            key = (id(eq), sig, *[layouts[st] if type(st) is int else self._value(st)
+                              for st in map(ports.get, roles)])
+        got = results.get(key, _ABSENT)
+        if got is _ABSENT:
+            impure = self._impure
+            self.site = site
+            try:
+                got = eq.fn(self)
+            except _EVAL_ERRORS as err:
+                got = _Failure(err)
+            if self._impure == impure:
+                results[key] = got
+        if type(got) is _Failure:
+            self._failed(site, eq, got.err)
+            return None
+        return got
+
+    def _signature(self, site: _Site) -> int:
+        """The number of a site's signature: the types of the ports its rule's memoised
+        equations read and (when they read any) its attributes. Sites of one rule with
+        the same signature give a pure equation the same result on the same layouts."""
+        plan = site.plan
+        ports = site.ports
+        parts = tuple([self._type_of(ports.get(r)) for r in plan.types])
+        if plan.attrs:
+            parts += (self._attrs_key(site),)
+        sig = self._sigs.get(parts)
+        if sig is None:
+            sig = self._sigs[parts] = len(self._sigs)
+        site.sig = sig
+        return sig
+
+    def _type_of(self, st: Struct) -> Any:
+        """What an equation can read of a port but its layout: per leaf, its rank and
+        shape (a number per distinct shape), in the port's tuple structure."""
+        if type(st) is int:
+            tid = self._tids[st]
+            if tid is _ABSENT:
+                dims = self._leaf_shape(st)
+                if dims is None:
+                    number = -1
+                else:
+                    # shape lists are shared per distinct shape (see read_shape): the
+                    # content is read once per list (each is kept alive in _shapes)
+                    number = self._shape_keys.get(id(dims), -2)
+                    if number == -2:
+                        number = self._shape_keys[id(dims)] = self._sigs.setdefault(
+                            ("shape", *dims), len(self._sigs))
+                tid = self._tids[st] = (self.view.leaf_ndim[st], number)
+            return tid
+        if isinstance(st, tuple):
+            return tuple([self._type_of(s) for s in st])
+        return None
 
     def _failed(self, site: _Site, eq: CompiledEquation, err: Exception) -> None:
         """Record an equation that raised as an "error" conflict."""
@@ -715,9 +893,11 @@ class _Engine:
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
         track = self.track_symbols
+        memoise = self._results is not None
         still: list[int] = []
         for k in site.pending:
-            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late = steps[k]
+            (eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late,
+             memo_roles) = steps[k]
             if weak and idx is None:
                 st = ports.get(role)
                 if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
@@ -782,12 +962,15 @@ class _Engine:
                     memo = self.memo
                     calls, minted = memo.calls, memo.minted
                     memo.journal = []
-                # _evaluate inline (self.site is this site: set above)
-                try:
-                    value = eq.fn(self)
-                except _EVAL_ERRORS as err:
-                    self._failed(site, eq, err)
-                    value = None
+                if memo_roles is not None and memoise:
+                    value = self._memoised(site, eq, memo_roles)
+                else:
+                    # _evaluate inline (self.site is this site: set above)
+                    try:
+                        value = eq.fn(self)
+                    except _EVAL_ERRORS as err:
+                        self._failed(site, eq, err)
+                        value = None
                 if wait:
                     journal, memo.journal = memo.journal, None
                     if type(value) is str and self._mints_new(site, eq, value, calls, minted):
