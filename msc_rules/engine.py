@@ -312,7 +312,7 @@ class _Engine:
     # attribute read of the hot loop gets slower
     __slots__ = (
         "_attr_values", "_impure", "_results", "_rules_by_op", "_shape_keys", "_shape_of",
-        "_shapes", "_sigs", "_state", "_sym_axes", "_tids", "_unshared", "_valid",
+        "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids", "_unshared", "_valid",
         "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
         "late_ok", "late_queued", "layouts", "leaf_sites", "letter_sym", "memo", "queue",
         "queued", "raw_conflicts", "rules", "seeded", "sequence", "site", "sites",
@@ -369,7 +369,8 @@ class _Engine:
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[type] = set()  # attrs types printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
-        self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
+        self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
+        self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
         self.track_symbols = any(
             isinstance(d, str)
             for v in view.values
@@ -598,13 +599,18 @@ class _Engine:
 
     # ---- decisions
     def _symbol_axes(self, leaf: int) -> list[tuple[int, L.Dim]]:
-        got = self._sym_axes.get(leaf)
+        got = self._sym_axes[leaf]
         if got is None:
-            dims = self._leaf_shape(leaf) or []
-            # a symbol, or a product with one (batch*seq flattened for a linear layer)
-            got = [(i, d) for i, d in enumerate(dims)
-                   if isinstance(d, str) or (isinstance(d, tuple)
-                                             and any(isinstance(f, str) for f in d))]
+            dims = self._leaf_shape(leaf)
+            # per shape list: they are shared per distinct shape (see read_shape), and
+            # each is kept alive in _shapes
+            got = self._sym_by_shape.get(id(dims))
+            if got is None:
+                # a symbol, or a product with one (batch*seq flattened for a linear layer)
+                got = self._sym_by_shape[id(dims)] = [
+                    (i, d) for i, d in enumerate(dims or ())
+                    if isinstance(d, str) or (isinstance(d, tuple)
+                                              and any(isinstance(f, str) for f in d))]
             self._sym_axes[leaf] = got
         return got
 
@@ -668,9 +674,11 @@ class _Engine:
         self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
     ) -> None:
         if self.track_symbols:
-            for i, sym in self._symbol_axes(leaf):
+            axes = self._sym_axes[leaf]
+            sym_letter = self.sym_letter
+            for i, sym in axes if axes is not None else self._symbol_axes(leaf):
                 if (
-                    sym not in self.sym_letter
+                    sym not in sym_letter
                     and i < len(value)
                     and value[i] not in self.letter_sym
                 ):
@@ -724,6 +732,10 @@ class _Engine:
             return
         if eq.mints and len(value) == ndim and (self.track_symbols or self.guessed):
             inherited = self._inherited(site, eq)
+        else:
+            inherited = None
+        # (letters all read, none minted: nothing to symbolize or mint apart)
+        if inherited is not None and not inherited.issuperset(value):
             if self.track_symbols:
                 value = self._symbolize(st, value, inherited)
             if self.guessed:
@@ -790,9 +802,14 @@ class _Engine:
     def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:
         """The letters of the layouts an equation read (the ones it did not mint)."""
         inherited: set[str] = set()
-        for role, idx in (*eq.strict_reads, *((r, None) for r in eq.partial_reads)):
-            for leaf in _leaves(self._port(site, role, idx), []):
-                inherited.update(self.layouts[leaf] or "")
+        layouts = self.layouts
+        for role, idx in eq.read_ports:
+            st = site.ports.get(role) if idx is None else self._port(site, role, idx)
+            if type(st) is int:
+                inherited.update(layouts[st] or "")
+            else:
+                for leaf in _leaves(st, []):
+                    inherited.update(layouts[leaf] or "")
         return inherited
 
     def _conflict(

@@ -60,6 +60,12 @@ class CompiledEquation:
     keeps per-run state, such as reshape_ids): its result is then no function of the
     call alone, and never memoised."""
 
+    @functools.cached_property
+    def read_ports(self) -> tuple[PortKey, ...]:
+        """The ports whose layouts make it ready: its strict reads, then its partial
+        reads (whole ports)."""
+        return (*self.strict_reads, *((r, None) for r in self.partial_reads))
+
     @property
     def target_text(self) -> str:
         """The target port as written (`out`, `out[0]`, `weight`)."""
