@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import tvm
 import tvm_ffi
+from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from . import layout as L
 from .dsl.ast import Family
@@ -45,8 +46,6 @@ from .dsl.functions import ReshapeMemo, remint_apart
 from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
-from tvm_ffi._ffi_api import StructuralHash as _structural_hash
-
 from .ffi import items
 from .graph import CallSite, DependencyView, Struct, build_view
 from .util import paused_gc
@@ -237,9 +236,18 @@ class _Failure(NamedTuple):
     err: Exception
 
 
+_GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
+_Event = tuple[int, int, int, Any, "tuple[str | None, ...] | None", int]
+"""One effect of an examination (see _Engine._replay): the position in the pending
+equations, the kind (a result given to its target, a weak default queued, a failed
+evaluation, a wait for the late or the waiting minting equations), the equation, the
+result (or the exception), the site's layouts after a result, the kept equations so far."""
+_UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
+
+
 class _Site:
-    __slots__ = ("akey", "attrs", "call_attrs", "index", "pending", "plan", "ports", "rule",
-                 "sig")
+    __slots__ = ("akey", "attrs", "call_attrs", "index", "leaves", "pending", "plan", "ports",
+                 "rule", "sig")
 
     def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
                  call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
@@ -254,6 +262,7 @@ class _Site:
         self.call_attrs = call_attrs
         self.akey: Any = _ABSENT  # see _Engine._attrs_key
         self.sig: int | None = None  # see _Engine._signature
+        self.leaves: tuple[int, ...] = ()  # its ports' leaves (set with sig)
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
@@ -267,11 +276,12 @@ the ports whose layouts key its memoised result (None: not memoised)."""
 
 def _memo_roles(eq: CompiledEquation) -> tuple[str, ...] | None:
     """The ports whose layouts key a memoised result of `eq` (with the site's
-    signature); None when `eq` is not memoised: it keeps run state, or it copies a
-    port (a read costs less than a key)."""
-    if eq.inputs is None or eq.copy_of is not None:
-        return None
-    return eq.inputs.layouts
+    signature); None when `eq` is not memoised: it keeps run state, it copies a port
+    (a read costs less than a key), or it reads no port."""
+    inputs = eq.inputs
+    if inputs is None or eq.copy_of is not None or not (inputs.layouts or inputs.types):
+        return None  # (an attribute seed: evaluated once per site, its key costs as much)
+    return inputs.layouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +296,10 @@ class _RulePlan:
     """The ports whose types the memoised equations read (in a site's signature)."""
     attrs: bool
     """Whether a memoised equation reads attributes (they are in a site's signature)."""
+    transcribe: bool
+    """Whether examinations of its sites are worth recording (see _Engine._replay): it
+    has a memoised equation that reads a port (else every examination evaluates a
+    stateful one, or only copies)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -304,19 +318,20 @@ class _RulePlan:
                     is not None]
         types = tuple(sorted({r for i in memoised for r in i.types}))
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
-                         types, any(i.attrs for i in memoised))
+                         types, any(i.attrs for i in memoised),
+                         any(i.layouts for i in memoised))
 
 
 class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_attr_values", "_impure", "_results", "_rules_by_op", "_shape_keys", "_shape_of",
-        "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids", "_unshared", "_valid",
-        "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
-        "late_ok", "late_queued", "layouts", "leaf_sites", "letter_sym", "memo", "queue",
-        "queued", "raw_conflicts", "rules", "seeded", "sequence", "site", "sites",
-        "sym_letter", "track_symbols", "unruled", "view", "weak",
+        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
+        "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
+        "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
+        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_sites",
+        "letter_sym", "memo", "queue", "queued", "raw_conflicts", "rules", "seeded", "sequence",
+        "site", "sites", "sym_letter", "track_symbols", "unruled", "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -363,6 +378,11 @@ class _Engine:
         # memoised equation results by (equation, site signature, layouts read): see
         # _memoised; None when MEMOISE is off
         self._results: dict[tuple[Any, ...], Any] | None = {} if MEMOISE else None
+        # recorded examinations by (site signature, pending equations, late_ok, the
+        # site's layouts): see _replay; None when MEMOISE is off
+        self._transcripts: dict[tuple[Any, ...], Any] | None = {} if MEMOISE else None
+        # pending-equation tuples, one object per content (keyed by id in _transcripts)
+        self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
         self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
         self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
@@ -557,8 +577,9 @@ class _Engine:
         site.akey = site.index
         site.attrs = dict(site.attrs or {})
         self._impure += 1  # the evaluation under way is not memoised
-        assert self._results is not None
+        assert self._results is not None and self._transcripts is not None
         self._results.clear()
+        self._transcripts.clear()
         for other in self.sites:
             if other is not None:
                 other.sig = None
@@ -821,7 +842,11 @@ class _Engine:
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
         roles = _memo_roles(eq)
         if roles is not None and self._results is not None:
-            return self._memoised(site, eq, roles)
+            got = self._memoised(site, eq, roles)
+            if type(got) is _Failure:
+                self._failed(site, eq, got.err)
+                return None
+            return got
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
         try:
             return eq.fn(self)
@@ -830,10 +855,10 @@ class _Engine:
             return None
 
     def _memoised(self, site: _Site, eq: CompiledEquation, roles: tuple[str, ...]) -> Any:
-        """`eq`'s result at `site` (None when it raised: recorded as a conflict), from
-        the memo when a site of the same signature (see _signature) has evaluated `eq`
-        on the same layouts of `roles` (the ports it reads): a pure equation's result
-        is a function of those alone."""
+        """`eq`'s result at `site` (a _Failure when it raised), from the memo when a site
+        of the same signature (see _signature) has evaluated `eq` on the same layouts
+        of `roles` (the ports it reads): a pure equation's result is a function of
+        those alone."""
         results = self._results
         assert results is not None
         sig = site.sig
@@ -857,25 +882,41 @@ class _Engine:
                 got = _Failure(err)
             if self._impure == impure:
                 results[key] = got
-        if type(got) is _Failure:
-            self._failed(site, eq, got.err)
-            return None
         return got
 
     def _signature(self, site: _Site) -> int:
-        """The number of a site's signature: the types of the ports its rule's memoised
-        equations read and (when they read any) its attributes. Sites of one rule with
-        the same signature give a pure equation the same result on the same layouts."""
+        """The number of a site's signature: its rule, the ranks and tuple structure of
+        its ports, the types of the ports its memoised equations read and (when they
+        read any) its attributes. Sites of the same signature give a pure equation the
+        same result on the same layouts, and an examination the same course."""
         plan = site.plan
         ports = site.ports
-        parts = tuple([self._type_of(ports.get(r)) for r in plan.types])
+        values = tuple(ports.values())
+        leaves = tuple([st for st in values if type(st) is int])
+        if len(leaves) == len(values):  # every port a tensor (the common case)
+            ranks = tuple(map(self.view.leaf_ndim.__getitem__, leaves))
+        else:
+            ranks = tuple([self._rank_of(st) for st in values])
+            leaves = tuple(_leaves(values, []))
+        # (the roles a call lacks are the last ones: the count of ports tells them)
+        parts = (id(plan), len(values), ranks,
+                 *[self._type_of(ports.get(r)) for r in plan.types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
         if sig is None:
             sig = self._sigs[parts] = len(self._sigs)
         site.sig = sig
+        site.leaves = leaves
         return sig
+
+    def _rank_of(self, st: Struct) -> Any:
+        """A port's ranks in its tuple structure."""
+        if type(st) is int:
+            return self.view.leaf_ndim[st]
+        if isinstance(st, tuple):
+            return tuple([self._rank_of(s) for s in st])
+        return None
 
     def _type_of(self, st: Struct) -> Any:
         """What an equation can read of a port but its layout: per leaf, its rank and
@@ -905,16 +946,73 @@ class _Engine:
         self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
 
     def _examine(self, site: _Site) -> None:
+        """Fire the pending equations of `site` that are ready, in order (see _scan); a
+        site that a site of the same signature was examined in the same state before
+        (its leaves' layouts, pending equations, late_ok) replays that examination
+        (see _replay) instead of scanning."""
+        transcripts = self._transcripts
+        if transcripts is None or not site.plan.transcribe:
+            self._scan(site, site.pending, 0, [], None)
+            return
+        sig = site.sig
+        if sig is None:
+            sig = self._signature(site)
+        layouts = self.layouts
+        key = (sig, id(site.pending), self.late_ok, *map(layouts.__getitem__, site.leaves))
+        got = transcripts.get(key)
+        if got is not None:
+            if got is _UNRECORDED:
+                self._scan(site, site.pending, 0, [], None)
+            else:
+                self._replay(site, got)
+            return
+        rec: list[_Event] = []
+        impure = self._impure
+        if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
+            transcripts[key] = (tuple(rec), site.pending)
+        else:
+            transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
+
+    def _replay(self, site: _Site, transcript: tuple[tuple[_Event, ...], tuple[int, ...]]) -> None:
+        """Repeat a recorded examination: its effects in order, no readiness check and
+        no evaluation. A decision can come out differently (symbolic letters, minted
+        letters moved apart from guesses): after each, the site's layouts are compared
+        with the recorded ones, and on a difference the scan goes on from there."""
+        events, final = transcript
+        steps = site.plan.steps
+        layouts, leaves = self.layouts, site.leaves
+        for i, kind, k, value, post, nstill in events:
+            if kind == _GIVE:
+                self._give(site, steps[k], value)
+                if post != tuple(map(layouts.__getitem__, leaves)):
+                    self._scan(site, site.pending, i + 1, list(final[:nstill]), None)
+                    return
+            elif kind == _WEAK:
+                self._push_weak(site, steps[k], k)
+            elif kind == _FAIL:
+                self._failed(site, steps[k][0], value)
+            else:
+                self._wait(site, kind == _LATE)
+        site.pending = final
+
+    def _scan(self, site: _Site, pending: tuple[int, ...] | list[int], start: int,
+              still: list[int], rec: list[_Event] | None) -> bool:
+        """Examine `pending[start:]` in order (`still`: the pending equations kept from
+        before `start`), then set the site's pending equations. With `rec`, record the
+        effects there (see _replay); False when an evaluation was not memoisable, so
+        the record does not repeat it."""
         self.site = site  # for the Env methods the equations call
         steps = site.plan.steps
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
-        track = self.track_symbols
         memoise = self._results is not None
-        still: list[int] = []
-        for k in site.pending:
+        recordable = True
+        i = start - 1
+        for k in pending[start:] if start else pending:
+            i += 1
+            step = steps[k]
             (eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late,
-             memo_roles) = steps[k]
+             memo_roles) = step
             if weak and idx is None:
                 st = ports.get(role)
                 if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
@@ -932,8 +1030,8 @@ class _Engine:
                     ready = False
                     break
             if ready and field_reads:
-                for r, i in field_reads:
-                    if r not in ports or not self._known(self._port(site, r, i)):
+                for r, j in field_reads:
+                    if r not in ports or not self._known(self._port(site, r, j)):
                         ready = False
                         break
             if ready and ready_if_any:
@@ -953,20 +1051,14 @@ class _Engine:
             ):
                 # it would decide an unknown tensor: first the tensor's own chain
                 still.append(k)
-                if site.index not in self.late_queued:
-                    self.late_queued.add(site.index)
-                    self.late.append(site.index)
+                self._wait(site, True)
+                if rec is not None:
+                    rec.append((i, _LATE, k, None, None, len(still)))
                 continue
             if weak:
-                if type(target) is int:
-                    if layouts[target] is None and ndims[target] >= 0:
-                        heapq.heappush(self.weak, (target, site.index, k))
-                    continue
-                unknown = [
-                    x for x in _leaves(target, []) if layouts[x] is None and ndims[x] >= 0
-                ]
-                if unknown:
-                    heapq.heappush(self.weak, (unknown[0], site.index, k))
+                self._push_weak(site, step, k)
+                if rec is not None:
+                    rec.append((i, _WEAK, k, None, None, len(still)))
                 continue
             if copy is not None:
                 value = self._value(ports.get(copy[0]) if copy[1] is None
@@ -981,7 +1073,13 @@ class _Engine:
                     memo.journal = []
                 if memo_roles is not None and memoise:
                     value = self._memoised(site, eq, memo_roles)
+                    if type(value) is _Failure:
+                        self._failed(site, eq, value.err)
+                        if rec is not None:
+                            rec.append((i, _FAIL, k, value.err, None, len(still)))
+                        value = None
                 else:
+                    recordable = False  # a stateful equation: its result may change
                     # _evaluate inline (self.site is this site: set above)
                     try:
                         value = eq.fn(self)
@@ -996,28 +1094,60 @@ class _Engine:
                         # meet and disagree), and the evaluation leaves no trace
                         memo.undo(journal)
                         still.append(k)
-                        if site.index not in self.late_queued:
-                            self.late_queued.add(site.index)
-                            self.late_back.append(site.index)
+                        self._wait(site, False)
+                        if rec is not None:
+                            rec.append((i, _BACK, k, None, None, len(still)))
                         continue
             if value is None:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
             if type(target) is int and type(value) is str and not (
-                mints and (track or self.guessed)
-            ):
-                # the common cases of _apply, inline: a first decision of a valid layout
-                # of the right rank, and a re-derivation of the decided one
-                old = layouts[target]
+                mints and (self.track_symbols or self.guessed)
+            ) and ((old := layouts[target]) == value or (
+                old is None and len(value) == ndims[target] and self._valid.get(value)
+            )):
+                # the common cases of _apply, inline: a re-derivation of the decided
+                # layout, and a first decision of a valid layout of the right rank
                 if old is None:
-                    if len(value) == ndims[target] and self._valid.get(value):
-                        self._decide(target, value, "rule", site.index, eq)
-                        continue
-                elif old == value:
-                    continue
-            self._apply(target, value, site, eq, weak=False)
-        site.pending = still
+                    self._decide(target, value, "rule", site.index, eq)
+            else:
+                self._apply(target, value, site, eq, weak=False)
+            if rec is not None:
+                rec.append((i, _GIVE, k, value, tuple(map(layouts.__getitem__, site.leaves)),
+                            len(still)))
+        if memoise and site.plan.transcribe:
+            # one object per content: _examine keys its transcripts by its id
+            kept = tuple(still)
+            site.pending = self._pendings.setdefault(kept, kept)
+        else:
+            site.pending = still
+        return recordable
+
+    def _give(self, site: _Site, step: _Step, value: Any) -> None:
+        """Apply a strong equation's (non-None) result to its target."""
+        role, idx = step[4], step[5]
+        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        self._apply(target, value, site, step[0], weak=False)
+
+    def _push_weak(self, site: _Site, step: _Step, k: int) -> None:
+        """Queue a ready weak default by the earliest unknown leaf of its target."""
+        role, idx = step[4], step[5]
+        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        layouts, ndims = self.layouts, self.view.leaf_ndim
+        if type(target) is int:
+            if layouts[target] is None and ndims[target] >= 0:
+                heapq.heappush(self.weak, (target, site.index, k))
+            return
+        unknown = [x for x in _leaves(target, []) if layouts[x] is None and ndims[x] >= 0]
+        if unknown:
+            heapq.heappush(self.weak, (unknown[0], site.index, k))
+
+    def _wait(self, site: _Site, late: bool) -> None:
+        """Queue a site for a late equation (`late`) or a waiting minting one."""
+        if site.index not in self.late_queued:
+            self.late_queued.add(site.index)
+            (self.late if late else self.late_back).append(site.index)
 
     # ---- the loop
     def _seed(self) -> None:
@@ -1043,13 +1173,17 @@ class _Engine:
         layouts = self.layouts
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
+        transcribe = self._transcripts is not None
         while True:
             while self.queue:
                 i = self.queue.popleft()
                 self.queued[i] = False
                 site = self.sites[i]
                 if site is not None and site.pending:
-                    self._examine(site)
+                    if transcribe and site.plan.transcribe:
+                        self._examine(site)
+                    else:  # (what _examine does then, without a call)
+                        self._scan(site, site.pending, 0, [], None)
             if self.late or self.late_back:
                 known = len(self.memo.split)
                 if self.late_back and known != self._woke_at:
