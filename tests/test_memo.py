@@ -63,7 +63,9 @@ def assert_same(mod: tvm.IRModule, rules: RuleSet | None = None) -> InferenceRes
 # ---- every real model of the suite -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(models.BUILDERS))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in models.SLOW_BUILDERS else n
+    for n in sorted(models.BUILDERS)])
 def test_models(name: str) -> None:
     build = models.BUILDERS[name]
     assert_same(build().mod)
