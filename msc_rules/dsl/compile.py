@@ -28,13 +28,14 @@ PortKey = tuple[str, int | None]
 
 
 class Inputs(NamedTuple):
-    """What an equation's function can read of a call (a superset): the layouts of some
-    ports, the types (rank, shape, fields) of some ports, and the call's attributes.
-    Two calls that agree on these get the same result from a pure equation, so the
-    engine memoises it per such signature."""
+    """What an equation's function can read of a call (a superset): the ranks and tuple
+    structure of its ports (any of them), the layouts of some ports, the shapes of some
+    ports, and the call's attributes. Two calls that agree on these get the same result
+    from a pure equation, so the engine memoises it per such signature."""
 
     layouts: tuple[str, ...]
     types: tuple[str, ...]
+    """The ports whose shapes it may read."""
     attrs: bool
 
 
@@ -365,9 +366,7 @@ def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> 
     attribute read and "state" for a call of a stateful builtin."""
     port = ast.port_ref(e)
     if port is not None:
-        layouts.add(port[0])
-        if port[1] is not None:
-            types.add(port[0])  # a field read checks that the port is a tuple
+        layouts.add(port[0])  # (a field read also checks the port's rank and fields)
         return
     if isinstance(e, ast.Attr):
         flags.add("attrs")
@@ -379,7 +378,8 @@ def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> 
             flags.add("state")
         for i, a in enumerate(e.args):
             if i in b.port_args and isinstance(a, ast.Name):
-                types.add(a.name)
+                if b.shapes:
+                    types.add(a.name)
                 if not b.type_only:
                     layouts.add(a.name)
             else:

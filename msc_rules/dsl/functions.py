@@ -71,6 +71,8 @@ class Builtin:
     type_only: bool = False
     """It reads only the types (rank, shape, fields) of its port arguments, never
     their layouts."""
+    shapes: bool = True
+    """It may read the shapes of its port arguments (not only their ranks and fields)."""
 
 
 BUILTINS: dict[str, Builtin] = {}
@@ -89,6 +91,7 @@ def builtin(
     inline: str = "",
     stateful: bool = False,
     type_only: bool = False,
+    shapes: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
 
@@ -106,7 +109,7 @@ def builtin(
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
             name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, late,
-            inline, stateful, type_only,
+            inline, stateful, type_only, shapes,
         )
         return impl
 
@@ -141,7 +144,7 @@ def _layout(v: Any, what: str) -> str:
 # ---- type functions (read a port's type, not its layout) ------------------------
 
 
-@builtin("ndim", 1, port_args=(0,), type_only=True)
+@builtin("ndim", 1, port_args=(0,), type_only=True, shapes=False)
 def _ndim(env: Env, role: str) -> int | None:
     """The rank of a port (none when unknown)."""
     n = env.ndim(role)
@@ -154,7 +157,8 @@ def _shape(env: Env, role: str) -> list[L.Dim] | None:
     return env.shape(role)
 
 
-@builtin("nfields", 1, port_args=(0,), type_only=True, inline="{0}.nfields({1})")
+@builtin("nfields", 1, port_args=(0,), type_only=True, shapes=False,
+         inline="{0}.nfields({1})")
 def _nfields(env: Env, role: str) -> int:
     """The number of fields of a tuple port."""
     return env.nfields(role)
