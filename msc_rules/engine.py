@@ -249,11 +249,12 @@ class _Failure(NamedTuple):
 
 
 _GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
-_Event = tuple[int, int, int, Any, "tuple[str | None, ...] | None", int]
+_Event = tuple[int, int, int, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
 equations, the kind (a result given to its target, a weak default queued, a failed
 evaluation, a wait for the late or the waiting minting equations), the equation, the
-result (or the exception), the site's layouts after a result, the kept equations so far."""
+result (or the exception), the target's layouts after a result, the kept equations so
+far."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -988,15 +989,14 @@ class _Engine:
     def _replay(self, site: _Site, transcript: tuple[tuple[_Event, ...], tuple[int, ...]]) -> None:
         """Repeat a recorded examination: its effects in order, no readiness check and
         no evaluation. A decision can come out differently (symbolic letters, minted
-        letters moved apart from guesses): after each, the site's layouts are compared
+        letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final = transcript
         steps = site.plan.steps
-        layouts, leaves = self.layouts, site.leaves
         for i, kind, k, value, post, nstill in events:
             if kind == _GIVE:
-                self._give(site, steps[k], value)
-                if post != tuple(map(layouts.__getitem__, leaves)):
+                # (a decision changes only its target's layouts)
+                if self._give(site, steps[k], value) != post:
                     self._scan(site, site.pending, i + 1, list(final[:nstill]), None)
                     return
             elif kind == _WEAK:
@@ -1126,8 +1126,7 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                rec.append((i, _GIVE, k, value, tuple(map(layouts.__getitem__, site.leaves)),
-                            len(still)))
+                rec.append((i, _GIVE, k, value, self._value(target), len(still)))
         if memoise and site.plan.transcribe:
             # one object per content: _examine keys its transcripts by its id
             kept = tuple(still)
@@ -1136,11 +1135,12 @@ class _Engine:
             site.pending = still
         return recordable
 
-    def _give(self, site: _Site, step: _Step, value: Any) -> None:
-        """Apply a strong equation's (non-None) result to its target."""
+    def _give(self, site: _Site, step: _Step, value: Any) -> Any:
+        """Apply a strong equation's (non-None) result to its target; its layouts after."""
         role, idx = step[4], step[5]
         target = site.ports.get(role) if idx is None else self._port(site, role, idx)
         self._apply(target, value, site, step[0], weak=False)
+        return self.layouts[target] if type(target) is int else self._value(target)
 
     def _push_weak(self, site: _Site, step: _Step, k: int) -> None:
         """Queue a ready weak default by the earliest unknown leaf of its target."""
