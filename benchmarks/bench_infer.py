@@ -1,13 +1,15 @@
 """Inference (infer_view) per binding, memoisation on and off, on models whose layers repeat.
 
-The engine memoises an equation's result per distinct site signature (see
-msc_rules/engine.py); this prints microseconds per binding of `infer_view` with the
-memo on and off (`engine.MEMOISE`), on the synthetic conv chain and on an L-layer
-HF BERT imported through torch.export (dynamic batch and sequence), and checks that
-both give the same layouts.
+The engine memoises equation results and whole examinations of a site per site
+signature (see msc_rules/engine.py); this prints microseconds per binding of
+`infer_view` with the memo on and off (`engine.MEMOISE`), on the synthetic conv chain
+and on an L-layer HF BERT imported through torch.export (dynamic batch and sequence),
+and checks that both give the same layouts.
 
     python benchmarks/bench_infer.py                     # conv chain 10k, BERT 12 layers
     python benchmarks/bench_infer.py --layers 24 --chain 20000
+    python benchmarks/bench_infer.py --save bert12.json  # also save the BERT (for
+                                                         # count_instructions.py --json)
 
 Wall time (best of `--repeat` runs, each on a fresh view, the garbage collector off);
 on a shared machine the figures drift by 5-10%: compare within one run, and use
@@ -99,13 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=12, help="BERT layers")
     ap.add_argument("--chain", type=int, default=10000, help="bindings of the conv chain")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--save", help="write the BERT module here (tvm.ir.save_json)")
     args = ap.parse_args(argv)
     default_rules()
     print(f"{'model':22s} {'sites':>7s} {'view us/b':>10s} {'memo us/b':>10s} "
           f"{'no memo':>10s} {'ratio':>6s}")
     for name, build in ((f"conv_chain {args.chain}", lambda: conv_chain(args.chain)),
                         (f"bert {args.layers} layers", lambda: bert(args.layers))):
-        n, view, on, off = measure(build(), args.repeat)
+        mod = build()
+        if args.save and name.startswith("bert"):
+            with open(args.save, "w") as fh:
+                fh.write(tvm.ir.save_json(mod))
+        n, view, on, off = measure(mod, args.repeat)
         print(f"{name:22s} {n:7d} {view:10.2f} {on:10.2f} {off:10.2f} {on / off:6.2f}")
     return 0
 
