@@ -9,6 +9,10 @@ confirm a change with `bench_layout.py` too.
     python benchmarks/count_instructions.py            # a 2k-binding chain
     python benchmarks/count_instructions.py --size 5000
     python benchmarks/count_instructions.py --annotate # annotate's phases instead
+    python benchmarks/count_instructions.py --json bert12.json   # a saved module
+
+`--json` reads a module saved with `tvm.ir.save_json` (bench_infer.py --save writes
+a BERT): a real model's mix of ops, where the conv chain has five.
 
 The rewrite phase runs the rebuild `MSC_RULES_NATIVE` selects (msc_rules/native;
 unset: the native one if it builds): set it to 0 or 1 on both sides of an A/B
@@ -30,14 +34,24 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tvm
+from synthetic import conv_chain, count_bindings
+
 PHASES = ("names", "view", "infer", "edits", "rewrite", "free")
 
 
-def child(size: int, annotate: bool) -> None:
-    """(Under callgrind) run the phases once, dumping the counters after each."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from synthetic import conv_chain
+def load(size: int, json_path: str | None) -> tvm.IRModule:
+    """The module to count: the saved one, else a conv chain of `size` bindings."""
+    if json_path:
+        with open(json_path) as fh:
+            return tvm.ir.load_json(fh.read())
+    return conv_chain(size)
 
+
+def child(size: int, annotate: bool, json_path: str | None) -> None:
+    """(Under callgrind) run the phases once, dumping the counters after each."""
     import msc_rules
     from msc_rules.engine import infer_view
     from msc_rules.graph import build_view
@@ -46,7 +60,7 @@ def child(size: int, annotate: bool) -> None:
     from msc_rules.passes import layout_edits
     from msc_rules.rewrite import SpanEdits, rewrite_layers
 
-    mod = conv_chain(size)
+    mod = load(size, json_path)
     rules = default_rules()
     msc_rules.annotate(mod)  # warm: rule library loaded, caches filled
     gc.collect()
@@ -82,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=2000, help="bindings of the synthetic chain")
     ap.add_argument("--annotate", action="store_true",
                     help="annotate's phases (names planned, then SetExprLayout's)")
+    ap.add_argument("--json", help="count a module saved with tvm.ir.save_json instead")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.size, args.annotate)
+        child(args.size, args.annotate, args.json)
         return 0
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("count_instructions.py needs valgrind (callgrind)", file=sys.stderr)
@@ -95,13 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
-             "--child", "--size", str(args.size), *(["--annotate"] * args.annotate)],
+             "--child", "--size", str(args.size), *(["--annotate"] * args.annotate),
+             *(["--json", os.path.abspath(args.json)] if args.json else [])],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from synthetic import conv_chain, count_bindings
-
-        bindings = count_bindings(conv_chain(args.size))
+        bindings = count_bindings(load(args.size, args.json))
         counts: dict[str, int] = {}
         for path in glob.glob(out + ".*"):
             trigger = phase = None

@@ -23,12 +23,25 @@ independent inputs that share a batch or sequence symbol share its letter. A dec
 never replaced: a strong result that disagrees with an existing layout, or has the wrong rank, is
 recorded as a conflict (both sides, both rules) and dropped. Weak defaults never
 override or conflict: they only fill what is still unknown.
+
+Models repeat themselves (every layer of a transformer, every block of a CNN), so the
+engine memoises per *site signature*: the rule, the ranks and tuple structure of the
+call's ports, the shapes of the ports its equations may read (a number per distinct
+shape) and its attributes (by structural hash). A pure equation's result is memoised
+by (equation, signature, the layouts it reads); a whole examination of a site (which
+equations fire, in which order, with which results, which wait) is recorded by
+(signature, pending equations, late_ok, the layouts of all the site's tensors) and
+replayed at the next site in the same state, the decisions still made (and checked)
+one by one. Equations that keep run state (reshape_ids' memory, see
+Builtin.stateful) are never memoised, and an examination that evaluates one is not
+recorded. The results are identical with the memo off (MEMOISE, MSC_RULES_MEMO=0).
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +49,7 @@ from typing import Any, NamedTuple
 
 import tvm
 import tvm_ffi
+from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from . import layout as L
 from .dsl.ast import Family
@@ -47,6 +61,12 @@ from .errors import RuleEvaluationError
 from .ffi import items
 from .graph import CallSite, DependencyView, Struct, build_view
 from .util import paused_gc
+
+MEMOISE = os.environ.get("MSC_RULES_MEMO", "1") != "0"
+"""Memoise equation results per call signature (see _Engine._memoised) and share the
+attribute values of structurally equal attributes between calls. Identical results
+either way; `MSC_RULES_MEMO=0` (read at import) or setting this to False turns both
+off, for differential tests and A/B measurements. Read when an engine is made."""
 
 
 def _identity_rule() -> Rule:
@@ -212,8 +232,35 @@ def _py(v: Any) -> Any:
     return str(v)
 
 
+def _exact(v: Any) -> bool:
+    """True when `_py(v)` is read from the value alone: no object printed with str(),
+    whose text may hold what structural equality ignores (the names of bound vars)."""
+    if v is None or isinstance(v, (_PLAIN, _IntImm)):
+        return True
+    if isinstance(v, (_Array, list, tuple)):
+        return all(type(x) is int or _exact(x) for x in v)
+    return False
+
+
+class _Failure(NamedTuple):
+    """A memoised evaluation that raised (replayed as the same "error" conflict)."""
+
+    err: Exception
+
+
+_GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
+_Event = tuple[int, int, int, Any, Any, int]
+"""One effect of an examination (see _Engine._replay): the position in the pending
+equations, the kind (a result given to its target, a weak default queued, a failed
+evaluation, a wait for the late or the waiting minting equations), the equation, the
+result (or the exception), the target's layouts after a result, the kept equations so
+far."""
+_UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
+
+
 class _Site:
-    __slots__ = ("attrs", "call_attrs", "index", "pending", "plan", "ports", "rule")
+    __slots__ = ("akey", "attrs", "call_attrs", "index", "leaves", "pending", "plan", "ports",
+                 "rule", "sig")
 
     def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
                  call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
@@ -226,13 +273,28 @@ class _Site:
         self.pending = pending
         self.attrs: dict[str, Any] | None = None
         self.call_attrs = call_attrs
+        self.akey: Any = _ABSENT  # see _Engine._attrs_key
+        self.sig: int | None = None  # see _Engine._signature
+        self.leaves: tuple[int, ...] = ()  # its ports' leaves (set with sig)
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
-              str, int | None, bool, tuple[str, int | None] | None, bool, bool]
+              str, int | None, bool, tuple[str, int | None] | None, bool, bool,
+              tuple[str, ...] | None]
 """An equation as _examine reads it: the equation, its strict reads of whole ports and of
 tuple fields, the partial reads that make it ready (those of a purely partial reader),
-target role and field, weak, the port it copies, whether it mints letters, late."""
+target role and field, weak, the port it copies, whether it mints letters, late, and
+the ports whose layouts key its memoised result (None: not memoised)."""
+
+
+def _memo_roles(eq: CompiledEquation) -> tuple[str, ...] | None:
+    """The ports whose layouts key a memoised result of `eq` (with the site's
+    signature); None when `eq` is not memoised: it keeps run state, it copies a port
+    (a read costs less than a key), or it reads no port."""
+    inputs = eq.inputs
+    if inputs is None or eq.copy_of is not None or not (inputs.layouts or inputs.types):
+        return None  # (an attribute seed: evaluated once per site, its key costs as much)
+    return inputs.layouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +305,14 @@ class _RulePlan:
     seeds: tuple[int, ...]
     rest: tuple[int, ...]
     steps: tuple[_Step, ...]
+    types: tuple[str, ...]
+    """The ports whose types the memoised equations read (in a site's signature)."""
+    attrs: bool
+    """Whether a memoised equation reads attributes (they are in a site's signature)."""
+    transcribe: bool
+    """Whether examinations of its sites are worth recording (see _Engine._replay): it
+    has a memoised equation that reads a port (else every examination evaluates a
+    stateful one, or only copies)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -255,20 +325,26 @@ class _RulePlan:
              tuple(r for r, i in eq.strict_reads if i is None),
              tuple((r, i) for r, i in eq.strict_reads if i is not None),
              eq.partial_reads if not eq.strict_reads else (),
-             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late)
+             *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late, _memo_roles(eq))
             for eq in eqs)
-        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps)
+        memoised = [eq.inputs for eq in eqs if eq.inputs is not None and _memo_roles(eq)
+                    is not None]
+        types = tuple(sorted({r for i in memoised for r in i.types}))
+        return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
+                         types, any(i.attrs for i in memoised),
+                         any(i.layouts for i in memoised))
 
 
 class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_rules_by_op", "_shape_of", "_shapes", "_state", "_sym_axes", "_valid",
-        "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
-        "late_ok", "late_queued", "layouts", "leaf_sites", "letter_sym", "memo", "queue",
-        "queued", "raw_conflicts", "rules", "seeded", "sequence", "site", "sites",
-        "sym_letter", "track_symbols", "unruled", "view", "weak",
+        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
+        "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
+        "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
+        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_sites",
+        "letter_sym", "memo", "queue", "queued", "raw_conflicts", "rules", "seeded", "sequence",
+        "site", "sites", "sym_letter", "track_symbols", "unruled", "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -312,7 +388,22 @@ class _Engine:
         self._state["guessed"] = self.guessed  # (reshape_ids mints apart from them)
         self.sym_letter: dict[L.Dim, str] = {}
         self.letter_sym: dict[str, L.Dim] = {}
-        self._sym_axes: dict[int, list[tuple[int, L.Dim]]] = {}
+        # memoised equation results by (equation, site signature, layouts read): see
+        # _memoised; None when MEMOISE is off
+        self._results: dict[tuple[Any, ...], Any] | None = {} if MEMOISE else None
+        # recorded examinations by (site signature, pending equations, late_ok, the
+        # site's layouts): see _replay; None when MEMOISE is off
+        self._transcripts: dict[tuple[Any, ...], Any] | None = {} if MEMOISE else None
+        # pending-equation tuples, one object per content (keyed by id in _transcripts)
+        self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
+        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
+        self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
+        self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
+        self._unshared: set[type] = set()  # attrs types printed with str(): see attr
+        self._impure = 0  # evaluations that read run state or unshared attributes
+        self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
+        self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
         self.track_symbols = any(
             isinstance(d, str)
             for v in view.values
@@ -452,17 +543,66 @@ class _Engine:
         assert site is not None
         attrs = site.attrs
         if attrs is None:
-            attrs = site.attrs = {}
+            # structurally equal attributes share the values read (memo on)
+            attrs = site.attrs = (
+                {} if self._results is None
+                else self._attr_values.setdefault(self._attrs_key(site), {}))
         got = attrs.get(name, _ABSENT)
         if got is _ABSENT:
             call_attrs = site.call_attrs
-            got = attrs[name] = (
-                _py(getattr(call_attrs, name, None)) if call_attrs is not None else None
-            )
+            if call_attrs is None:
+                got = attrs[name] = None
+                return got
+            raw = getattr(call_attrs, name, None)
+            got = _py(raw)
+            if self._results is not None and type(site.akey) is tuple and not _exact(raw):
+                self._unshare(site)
+                attrs = site.attrs
+                assert attrs is not None
+            attrs[name] = got
         return got
+
+    def _attrs_key(self, site: _Site) -> Any:
+        """The key of a site's attributes in its signature: None (no attributes), their
+        (type, structural hash) (equal for structurally equal attributes), or a key
+        of the site's own."""
+        akey = site.akey
+        if akey is _ABSENT:
+            ca = site.call_attrs
+            if ca is None:
+                akey = None
+            elif type(ca) in self._unshared:
+                akey = site.index
+            else:
+                try:
+                    akey = (type(ca), _structural_hash(ca, False, False))
+                except Exception:  # attributes that do not hash: the site's own key
+                    akey = site.index
+            site.akey = akey
+        return akey
+
+    def _unshare(self, site: _Site) -> None:
+        """A value of this site's attributes was printed with str() (see _exact): two
+        structurally equal attributes may print differently, so attributes of this
+        type stop sharing, and every result memoised so far is forgotten (some may
+        have keyed this type's attributes by their hash)."""
+        self._unshared.add(type(site.call_attrs))
+        site.akey = site.index
+        site.attrs = dict(site.attrs or {})
+        self._impure += 1  # the evaluation under way is not memoised
+        assert self._results is not None and self._transcripts is not None
+        self._results.clear()
+        self._transcripts.clear()
+        for other in self.sites:
+            if other is not None:
+                other.sig = None
+                if type(other.akey) is tuple and other.akey[0] is type(site.call_attrs):
+                    other.akey = other.index
+                    other.attrs = dict(other.attrs) if other.attrs is not None else None
 
     def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
         """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
+        self._impure += 1  # a result that depends on it is not memoised
         got = self._state.get(key)
         if got is None:
             got = self._state[key] = factory()
@@ -493,13 +633,18 @@ class _Engine:
 
     # ---- decisions
     def _symbol_axes(self, leaf: int) -> list[tuple[int, L.Dim]]:
-        got = self._sym_axes.get(leaf)
+        got = self._sym_axes[leaf]
         if got is None:
-            dims = self._leaf_shape(leaf) or []
-            # a symbol, or a product with one (batch*seq flattened for a linear layer)
-            got = [(i, d) for i, d in enumerate(dims)
-                   if isinstance(d, str) or (isinstance(d, tuple)
-                                             and any(isinstance(f, str) for f in d))]
+            dims = self._leaf_shape(leaf)
+            # per shape list: they are shared per distinct shape (see read_shape), and
+            # each is kept alive in _shapes
+            got = self._sym_by_shape.get(id(dims))
+            if got is None:
+                # a symbol, or a product with one (batch*seq flattened for a linear layer)
+                got = self._sym_by_shape[id(dims)] = [
+                    (i, d) for i, d in enumerate(dims or ())
+                    if isinstance(d, str) or (isinstance(d, tuple)
+                                              and any(isinstance(f, str) for f in d))]
             self._sym_axes[leaf] = got
         return got
 
@@ -563,9 +708,11 @@ class _Engine:
         self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
     ) -> None:
         if self.track_symbols:
-            for i, sym in self._symbol_axes(leaf):
+            axes = self._sym_axes[leaf]
+            sym_letter = self.sym_letter
+            for i, sym in axes if axes is not None else self._symbol_axes(leaf):
                 if (
-                    sym not in self.sym_letter
+                    sym not in sym_letter
                     and i < len(value)
                     and value[i] not in self.letter_sym
                 ):
@@ -619,6 +766,10 @@ class _Engine:
             return
         if eq.mints and len(value) == ndim and (self.track_symbols or self.guessed):
             inherited = self._inherited(site, eq)
+        else:
+            inherited = None
+        # (letters all read, none minted: nothing to symbolize or mint apart)
+        if inherited is not None and not inherited.issuperset(value):
             if self.track_symbols:
                 value = self._symbolize(st, value, inherited)
             if self.guessed:
@@ -685,9 +836,14 @@ class _Engine:
     def _inherited(self, site: _Site, eq: CompiledEquation) -> set[str]:
         """The letters of the layouts an equation read (the ones it did not mint)."""
         inherited: set[str] = set()
-        for role, idx in (*eq.strict_reads, *((r, None) for r in eq.partial_reads)):
-            for leaf in _leaves(self._port(site, role, idx), []):
-                inherited.update(self.layouts[leaf] or "")
+        layouts = self.layouts
+        for role, idx in eq.read_ports:
+            st = site.ports.get(role) if idx is None else self._port(site, role, idx)
+            if type(st) is int:
+                inherited.update(layouts[st] or "")
+            else:
+                for leaf in _leaves(st, []):
+                    inherited.update(layouts[leaf] or "")
         return inherited
 
     def _conflict(
@@ -697,6 +853,13 @@ class _Engine:
             (leaf, kind, proposed, len(self.sequence), site.index, eq, message))
 
     def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
+        roles = _memo_roles(eq)
+        if roles is not None and self._results is not None:
+            got = self._memoised(site, eq, roles)
+            if type(got) is _Failure:
+                self._failed(site, eq, got.err)
+                return None
+            return got
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
         try:
             return eq.fn(self)
@@ -704,20 +867,164 @@ class _Engine:
             self._failed(site, eq, err)
             return None
 
+    def _memoised(self, site: _Site, eq: CompiledEquation, roles: tuple[str, ...]) -> Any:
+        """`eq`'s result at `site` (a _Failure when it raised), from the memo when a site
+        of the same signature (see _signature) has evaluated `eq` on the same layouts
+        of `roles` (the ports it reads): a pure equation's result is a function of
+        those alone."""
+        results = self._results
+        assert results is not None
+        sig = site.sig
+        if sig is None:
+            sig = self._signature(site)
+        ports, layouts = site.ports, self.layouts
+        if len(roles) == 1:
+            st = ports.get(roles[0])
+            key: tuple[Any, ...] = (
+                id(eq), sig, layouts[st] if type(st) is int else self._value(st))
+        else:
+            key = (id(eq), sig, *[layouts[st] if type(st) is int else self._value(st)
+                              for st in map(ports.get, roles)])
+        got = results.get(key, _ABSENT)
+        if got is _ABSENT:
+            impure = self._impure
+            self.site = site
+            try:
+                got = eq.fn(self)
+            except _EVAL_ERRORS as err:
+                got = _Failure(err)
+            if self._impure == impure:
+                results[key] = got
+        return got
+
+    def _signature(self, site: _Site) -> int:
+        """The number of a site's signature: its rule, the ranks and tuple structure of
+        its ports, the types of the ports its memoised equations read and (when they
+        read any) its attributes. Sites of the same signature give a pure equation the
+        same result on the same layouts, and an examination the same course."""
+        plan = site.plan
+        ports = site.ports
+        values = tuple(ports.values())
+        leaves = tuple([st for st in values if type(st) is int])
+        if len(leaves) == len(values):  # every port a tensor (the common case)
+            ranks = tuple(map(self.view.leaf_ndim.__getitem__, leaves))
+        else:
+            ranks = tuple([self._rank_of(st) for st in values])
+            leaves = tuple(_leaves(values, []))
+        # (the roles a call lacks are the last ones: the count of ports tells them)
+        parts = (id(plan), len(values), ranks,
+                 *[self._type_of(ports.get(r)) for r in plan.types])
+        if plan.attrs:
+            parts += (self._attrs_key(site),)
+        sig = self._sigs.get(parts)
+        if sig is None:
+            sig = self._sigs[parts] = len(self._sigs)
+        site.sig = sig
+        site.leaves = leaves
+        return sig
+
+    def _rank_of(self, st: Struct) -> Any:
+        """A port's ranks in its tuple structure."""
+        if type(st) is int:
+            return self.view.leaf_ndim[st]
+        if isinstance(st, tuple):
+            return tuple([self._rank_of(s) for s in st])
+        return None
+
+    def _type_of(self, st: Struct) -> Any:
+        """What an equation can read of a port but its layout: per leaf, its rank and
+        shape (a number per distinct shape), in the port's tuple structure."""
+        if type(st) is int:
+            tid = self._tids[st]
+            if tid is _ABSENT:
+                dims = self._leaf_shape(st)
+                if dims is None:
+                    number = -1
+                else:
+                    # shape lists are shared per distinct shape (see read_shape): the
+                    # content is read once per list (each is kept alive in _shapes)
+                    number = self._shape_keys.get(id(dims), -2)
+                    if number == -2:
+                        number = self._shape_keys[id(dims)] = self._sigs.setdefault(
+                            ("shape", *dims), len(self._sigs))
+                tid = self._tids[st] = (self.view.leaf_ndim[st], number)
+            return tid
+        if isinstance(st, tuple):
+            return tuple([self._type_of(s) for s in st])
+        return None
+
     def _failed(self, site: _Site, eq: CompiledEquation, err: Exception) -> None:
         """Record an equation that raised as an "error" conflict."""
         leaves = _leaves(self._port(site, *eq.target), [])
         self._conflict(leaves[0] if leaves else -1, "error", "", site, eq, str(err))
 
     def _examine(self, site: _Site) -> None:
+        """Fire the pending equations of `site` that are ready, in order (see _scan); a
+        site that a site of the same signature was examined in the same state before
+        (its leaves' layouts, pending equations, late_ok) replays that examination
+        (see _replay) instead of scanning."""
+        transcripts = self._transcripts
+        if transcripts is None or not site.plan.transcribe:
+            self._scan(site, site.pending, 0, [], None)
+            return
+        sig = site.sig
+        if sig is None:
+            sig = self._signature(site)
+        layouts = self.layouts
+        key = (sig, id(site.pending), self.late_ok, *map(layouts.__getitem__, site.leaves))
+        got = transcripts.get(key)
+        if got is not None:
+            if got is _UNRECORDED:
+                self._scan(site, site.pending, 0, [], None)
+            else:
+                self._replay(site, got)
+            return
+        rec: list[_Event] = []
+        impure = self._impure
+        if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
+            transcripts[key] = (tuple(rec), site.pending)
+        else:
+            transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
+
+    def _replay(self, site: _Site, transcript: tuple[tuple[_Event, ...], tuple[int, ...]]) -> None:
+        """Repeat a recorded examination: its effects in order, no readiness check and
+        no evaluation. A decision can come out differently (symbolic letters, minted
+        letters moved apart from guesses): after each, its target's layouts are compared
+        with the recorded ones, and on a difference the scan goes on from there."""
+        events, final = transcript
+        steps = site.plan.steps
+        for i, kind, k, value, post, nstill in events:
+            if kind == _GIVE:
+                # (a decision changes only its target's layouts)
+                if self._give(site, steps[k], value) != post:
+                    self._scan(site, site.pending, i + 1, list(final[:nstill]), None)
+                    return
+            elif kind == _WEAK:
+                self._push_weak(site, steps[k], k)
+            elif kind == _FAIL:
+                self._failed(site, steps[k][0], value)
+            else:
+                self._wait(site, kind == _LATE)
+        site.pending = final
+
+    def _scan(self, site: _Site, pending: tuple[int, ...] | list[int], start: int,
+              still: list[int], rec: list[_Event] | None) -> bool:
+        """Examine `pending[start:]` in order (`still`: the pending equations kept from
+        before `start`), then set the site's pending equations. With `rec`, record the
+        effects there (see _replay); False when an evaluation was not memoisable, so
+        the record does not repeat it."""
         self.site = site  # for the Env methods the equations call
         steps = site.plan.steps
         ports = site.ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
-        track = self.track_symbols
-        still: list[int] = []
-        for k in site.pending:
-            eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late = steps[k]
+        memoise = self._results is not None
+        recordable = True
+        i = start - 1
+        for k in pending[start:] if start else pending:
+            i += 1
+            step = steps[k]
+            (eq, reads, field_reads, ready_if_any, role, idx, weak, copy, mints, late,
+             memo_roles) = step
             if weak and idx is None:
                 st = ports.get(role)
                 if type(st) is int and (layouts[st] is not None or ndims[st] < 0):
@@ -735,8 +1042,8 @@ class _Engine:
                     ready = False
                     break
             if ready and field_reads:
-                for r, i in field_reads:
-                    if r not in ports or not self._known(self._port(site, r, i)):
+                for r, j in field_reads:
+                    if r not in ports or not self._known(self._port(site, r, j)):
                         ready = False
                         break
             if ready and ready_if_any:
@@ -756,20 +1063,14 @@ class _Engine:
             ):
                 # it would decide an unknown tensor: first the tensor's own chain
                 still.append(k)
-                if site.index not in self.late_queued:
-                    self.late_queued.add(site.index)
-                    self.late.append(site.index)
+                self._wait(site, True)
+                if rec is not None:
+                    rec.append((i, _LATE, k, None, None, len(still)))
                 continue
             if weak:
-                if type(target) is int:
-                    if layouts[target] is None and ndims[target] >= 0:
-                        heapq.heappush(self.weak, (target, site.index, k))
-                    continue
-                unknown = [
-                    x for x in _leaves(target, []) if layouts[x] is None and ndims[x] >= 0
-                ]
-                if unknown:
-                    heapq.heappush(self.weak, (unknown[0], site.index, k))
+                self._push_weak(site, step, k)
+                if rec is not None:
+                    rec.append((i, _WEAK, k, None, None, len(still)))
                 continue
             if copy is not None:
                 value = self._value(ports.get(copy[0]) if copy[1] is None
@@ -782,12 +1083,21 @@ class _Engine:
                     memo = self.memo
                     calls, minted = memo.calls, memo.minted
                     memo.journal = []
-                # _evaluate inline (self.site is this site: set above)
-                try:
-                    value = eq.fn(self)
-                except _EVAL_ERRORS as err:
-                    self._failed(site, eq, err)
-                    value = None
+                if memo_roles is not None and memoise:
+                    value = self._memoised(site, eq, memo_roles)
+                    if type(value) is _Failure:
+                        self._failed(site, eq, value.err)
+                        if rec is not None:
+                            rec.append((i, _FAIL, k, value.err, None, len(still)))
+                        value = None
+                else:
+                    recordable = False  # a stateful equation: its result may change
+                    # _evaluate inline (self.site is this site: set above)
+                    try:
+                        value = eq.fn(self)
+                    except _EVAL_ERRORS as err:
+                        self._failed(site, eq, err)
+                        value = None
                 if wait:
                     journal, memo.journal = memo.journal, None
                     if type(value) is str and self._mints_new(site, eq, value, calls, minted):
@@ -796,28 +1106,60 @@ class _Engine:
                         # meet and disagree), and the evaluation leaves no trace
                         memo.undo(journal)
                         still.append(k)
-                        if site.index not in self.late_queued:
-                            self.late_queued.add(site.index)
-                            self.late_back.append(site.index)
+                        self._wait(site, False)
+                        if rec is not None:
+                            rec.append((i, _BACK, k, None, None, len(still)))
                         continue
             if value is None:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
             if type(target) is int and type(value) is str and not (
-                mints and (track or self.guessed)
-            ):
-                # the common cases of _apply, inline: a first decision of a valid layout
-                # of the right rank, and a re-derivation of the decided one
-                old = layouts[target]
+                mints and (self.track_symbols or self.guessed)
+            ) and ((old := layouts[target]) == value or (
+                old is None and len(value) == ndims[target] and self._valid.get(value)
+            )):
+                # the common cases of _apply, inline: a re-derivation of the decided
+                # layout, and a first decision of a valid layout of the right rank
                 if old is None:
-                    if len(value) == ndims[target] and self._valid.get(value):
-                        self._decide(target, value, "rule", site.index, eq)
-                        continue
-                elif old == value:
-                    continue
-            self._apply(target, value, site, eq, weak=False)
-        site.pending = still
+                    self._decide(target, value, "rule", site.index, eq)
+            else:
+                self._apply(target, value, site, eq, weak=False)
+            if rec is not None:
+                rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+        if memoise and site.plan.transcribe:
+            # one object per content: _examine keys its transcripts by its id
+            kept = tuple(still)
+            site.pending = self._pendings.setdefault(kept, kept)
+        else:
+            site.pending = still
+        return recordable
+
+    def _give(self, site: _Site, step: _Step, value: Any) -> Any:
+        """Apply a strong equation's (non-None) result to its target; its layouts after."""
+        role, idx = step[4], step[5]
+        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        self._apply(target, value, site, step[0], weak=False)
+        return self.layouts[target] if type(target) is int else self._value(target)
+
+    def _push_weak(self, site: _Site, step: _Step, k: int) -> None:
+        """Queue a ready weak default by the earliest unknown leaf of its target."""
+        role, idx = step[4], step[5]
+        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        layouts, ndims = self.layouts, self.view.leaf_ndim
+        if type(target) is int:
+            if layouts[target] is None and ndims[target] >= 0:
+                heapq.heappush(self.weak, (target, site.index, k))
+            return
+        unknown = [x for x in _leaves(target, []) if layouts[x] is None and ndims[x] >= 0]
+        if unknown:
+            heapq.heappush(self.weak, (unknown[0], site.index, k))
+
+    def _wait(self, site: _Site, late: bool) -> None:
+        """Queue a site for a late equation (`late`) or a waiting minting one."""
+        if site.index not in self.late_queued:
+            self.late_queued.add(site.index)
+            (self.late if late else self.late_back).append(site.index)
 
     # ---- the loop
     def _seed(self) -> None:
@@ -843,13 +1185,17 @@ class _Engine:
         layouts = self.layouts
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
+        transcribe = self._transcripts is not None
         while True:
             while self.queue:
                 i = self.queue.popleft()
                 self.queued[i] = False
                 site = self.sites[i]
                 if site is not None and site.pending:
-                    self._examine(site)
+                    if transcribe and site.plan.transcribe:
+                        self._examine(site)
+                    else:  # (what _examine does then, without a call)
+                        self._scan(site, site.pending, 0, [], None)
             if self.late or self.late_back:
                 known = len(self.memo.split)
                 if self.late_back and known != self._woke_at:

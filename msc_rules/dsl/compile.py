@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FunctionType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from ..errors import Diagnostic, RuleEvaluationError, RuleFileError
 from . import ast
@@ -25,6 +25,18 @@ Fn = Callable[[Env], Any]
 Source = Callable[[ast.Pos], str]
 """The text of the rule-file line at a position."""
 PortKey = tuple[str, int | None]
+
+
+class Inputs(NamedTuple):
+    """What an equation's function can read of a call (a superset): the ranks and tuple
+    structure of its ports (any of them), the layouts of some ports, the shapes of some
+    ports, and the call's attributes. Two calls that agree on these get the same result
+    from a pure equation, so the engine memoises it per such signature."""
+
+    layouts: tuple[str, ...]
+    types: tuple[str, ...]
+    """The ports whose shapes it may read."""
+    attrs: bool
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,16 @@ class CompiledEquation:
     """A strong equation that fires only when no other strong equation can: a
     broadcast's `tie` yields to the operand's own chain (both are identity claims,
     and the chain's is the one the operand's op makes)."""
+    inputs: Inputs | None = None
+    """What `fn` reads (see Inputs); None when it calls a stateful builtin (one that
+    keeps per-run state, such as reshape_ids): its result is then no function of the
+    call alone, and never memoised."""
 
+    @functools.cached_property
+    def read_ports(self) -> tuple[PortKey, ...]:
+        """The ports whose layouts make it ready: its strict reads, then its partial
+        reads (whole ports)."""
+        return (*self.strict_reads, *((r, None) for r in self.partial_reads))
 
     @property
     def target_text(self) -> str:
@@ -340,6 +361,54 @@ def _mints(e: ast.Expr) -> bool:
     return False
 
 
+def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> None:
+    """Collect what evaluating `e` can read (see Inputs): flags gets "attrs" for an
+    attribute read and "state" for a call of a stateful builtin."""
+    port = ast.port_ref(e)
+    if port is not None:
+        layouts.add(port[0])  # (a field read also checks the port's rank and fields)
+        return
+    if isinstance(e, ast.Attr):
+        flags.add("attrs")
+        return
+    subs: tuple[ast.Expr, ...] = ()
+    if isinstance(e, ast.Call):
+        b = BUILTINS[e.func]
+        if b.stateful:
+            flags.add("state")
+        for i, a in enumerate(e.args):
+            if i in b.port_args and isinstance(a, ast.Name):
+                if b.shapes:
+                    types.add(a.name)
+                if not b.type_only:
+                    layouts.add(a.name)
+            else:
+                subs += (a,)
+    elif isinstance(e, ast.Index):
+        subs = (e.base, e.index)
+    elif isinstance(e, ast.BinOp):
+        subs = (e.left, e.right)
+    elif isinstance(e, ast.UnOp):
+        subs = (e.operand,)
+    elif isinstance(e, ast.Cond):
+        subs = (e.test, e.then, e.other)
+    elif isinstance(e, (ast.TupleExpr, ast.ListExpr)):
+        subs = e.items
+    for sub in subs:
+        _reads(sub, layouts, types, flags)
+
+
+def _inputs(e: ast.Expr) -> Inputs | None:
+    """What an equation of right-hand side `e` reads; None when it keeps run state."""
+    layouts: set[str] = set()
+    types: set[str] = set()
+    flags: set[str] = set()
+    _reads(e, layouts, types, flags)
+    if "state" in flags:
+        return None
+    return Inputs(tuple(sorted(layouts)), tuple(sorted(types)), "attrs" in flags)
+
+
 def _late(e: ast.Expr) -> bool:
     b = BUILTINS.get(e.func) if isinstance(e, ast.Call) else None
     return b is not None and b.late
@@ -385,6 +454,7 @@ def compile_equations(
                     _mints(eq.expr),
                     _copy_of(eq.expr),
                     _late(eq.expr) and not eq.weak,
+                    _inputs(eq.expr),
                 )
             )
     return out, errors

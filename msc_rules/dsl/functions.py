@@ -65,6 +65,14 @@ class Builtin:
     """Python source the compiler writes instead of a call, `{0}`, `{1}`, ... standing
     for the arguments' sources (`env` first for port builtins); for trivial builtins
     that a frame per call would cost more than the work."""
+    stateful: bool = False
+    """It reads or keeps per-run state (`Env.run_state`): its result is no function of
+    its arguments and the call alone, so equations calling it are never memoised."""
+    type_only: bool = False
+    """It reads only the types (rank, shape, fields) of its port arguments, never
+    their layouts."""
+    shapes: bool = True
+    """It may read the shapes of its port arguments (not only their ranks and fields)."""
 
 
 BUILTINS: dict[str, Builtin] = {}
@@ -81,6 +89,9 @@ def builtin(
     mints: bool = False,
     late: bool = False,
     inline: str = "",
+    stateful: bool = False,
+    type_only: bool = False,
+    shapes: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
 
@@ -88,7 +99,9 @@ def builtin(
     identity, so a disagreement in them alone is not a conflict. `inline` is source
     the compiler may write instead of calling `impl` (see Builtin.inline); it must
     compute what `impl` does. `late` marks builtins whose equations yield to every
-    other strong equation (see CompiledEquation.late).
+    other strong equation (see CompiledEquation.late). A builtin that calls
+    `env.run_state` must say `stateful` (see Builtin.stateful): the engine memoises the
+    results of equations without one per call signature.
     """
     lo, hi = (nargs, nargs) if isinstance(nargs, int) else nargs
 
@@ -96,7 +109,7 @@ def builtin(
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
             name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, late,
-            inline,
+            inline, stateful, type_only, shapes,
         )
         return impl
 
@@ -131,20 +144,21 @@ def _layout(v: Any, what: str) -> str:
 # ---- type functions (read a port's type, not its layout) ------------------------
 
 
-@builtin("ndim", 1, port_args=(0,))
+@builtin("ndim", 1, port_args=(0,), type_only=True, shapes=False)
 def _ndim(env: Env, role: str) -> int | None:
     """The rank of a port (none when unknown)."""
     n = env.ndim(role)
     return n if n >= 0 else None
 
 
-@builtin("shape", 1, port_args=(0,), inline="{0}.shape({1})")
+@builtin("shape", 1, port_args=(0,), type_only=True, inline="{0}.shape({1})")
 def _shape(env: Env, role: str) -> list[L.Dim] | None:
     """The shape of a port (symbolic dims allowed)."""
     return env.shape(role)
 
 
-@builtin("nfields", 1, port_args=(0,), inline="{0}.nfields({1})")
+@builtin("nfields", 1, port_args=(0,), type_only=True, shapes=False,
+         inline="{0}.nfields({1})")
 def _nfields(env: Env, role: str) -> int:
     """The number of fields of a tuple port."""
     return env.nfields(role)
@@ -597,7 +611,7 @@ def _memo_of(env: Any) -> ReshapeMemo | None:
     return state("reshape_memo", ReshapeMemo) if state is not None else None
 
 
-@builtin("fresh_beside", 2, port_args=(0,), partial=True, mints=True)
+@builtin("fresh_beside", 2, port_args=(0,), partial=True, mints=True, stateful=True)
 def _fresh_beside(env: Env, role: str, n: Any) -> str | None:
     """`n` fresh letters not used by a port's layout, nor by the letters a reshape of
     this run merged into it (a table looked up by flattened indices must not take the
@@ -609,7 +623,8 @@ def _fresh_beside(env: Env, role: str, n: Any) -> str | None:
     return L.fresh_letters(memo.related(layout) if memo is not None else layout, int(n))
 
 
-@builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True)
+@builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True,
+         stateful=True)
 def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     """`reshape` that remembers splits and merges within one inference run: merging
     letters that an earlier reshape split from one axis gives that axis's letter back,

@@ -1,0 +1,242 @@
+"""The engine's memo (engine.MEMOISE) changes nothing: differential tests.
+
+The engine memoises pure equations' results per site signature and replays recorded
+examinations of sites (msc_rules/engine.py). Every real model of the suite (models.py,
+every import route of letter_models.py, channel_models.py) and random modules
+(strategies.py) are inferred with the memo on and off: layouts, decisions (layout,
+kind, site, equation, order), conflicts, unruled ops and `explain`'s text must be
+identical. The paths those models never take are forced: a replay that diverges after
+every decision it repeats, attributes that stop being shared, and a builtin that reads
+run state without saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import channel_models as cm
+import letter_models as lm
+import models
+import pytest
+import tvm
+from hypothesis import HealthCheck, given, settings
+from strategies import relax_modules
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+import msc_rules
+from msc_rules import engine
+from msc_rules.dsl.functions import BUILTINS, Builtin, Env
+from msc_rules.dsl.ruleset import RuleSet
+from msc_rules.engine import InferenceResult, infer_view
+from msc_rules.graph import build_view
+from msc_rules.library import default_rules
+from msc_rules.report import analyze, explain, render
+
+Outcome = tuple[Any, ...]
+
+
+def outcome(result: InferenceResult) -> Outcome:
+    """Everything an inference result tells: layouts, decisions, conflicts, unruled."""
+    return result.layouts, result.decisions, result.conflicts, result.unruled
+
+
+def infer(mod: tvm.IRModule, memo: bool, rules: RuleSet | None = None) -> InferenceResult:
+    saved = engine.MEMOISE
+    engine.MEMOISE = memo
+    try:
+        return infer_view(build_view(mod, "main"), rules or default_rules())
+    finally:
+        engine.MEMOISE = saved
+
+
+def assert_same(mod: tvm.IRModule, rules: RuleSet | None = None) -> InferenceResult:
+    """Infer `mod` with the memo off and on; the outcomes must be equal."""
+    off = infer(mod, False, rules)
+    on = infer(mod, True, rules)
+    assert outcome(on) == outcome(off)
+    return on
+
+
+# ---- every real model of the suite -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in models.SLOW_BUILDERS else n
+    for n in sorted(models.BUILDERS)])
+def test_models(name: str) -> None:
+    build = models.BUILDERS[name]
+    assert_same(build().mod)
+    if name not in models.SLOW_BUILDERS:
+        assert_same(build(dynamic=False).mod)
+
+
+@pytest.mark.parametrize(("name", "route"), [(m, r) for m in lm.MODELS for r in lm.ROUTES])
+def test_letter_models(name: str, route: str) -> None:
+    try:
+        model = lm.build(name, route)
+    except lm.RouteUnsupported as e:
+        pytest.skip(str(e))
+    assert_same(model.mod)
+
+
+@pytest.mark.parametrize("build", [cm.conv_bias_net, cm.dense_net, cm.depthwise_net,
+                                   cm.gqa_decoder], ids=lambda f: f.__name__)
+def test_channel_models(build: Callable[[], tuple[tvm.IRModule, Any]]) -> None:
+    assert_same(build()[0])
+
+
+@pytest.mark.parametrize("name", [*cm.ONNX_MODELS, "gqa_decoder"])
+def test_channel_models_onnx(name: str) -> None:
+    assert_same(cm.onnx_model(name)[0])
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(relax_modules())
+def test_random_modules(mod: tvm.IRModule) -> None:
+    assert_same(mod)
+
+
+def test_explain_text_is_the_same() -> None:
+    mod = lm.build("bert", "ep").mod
+    texts = []
+    for memo in (False, True):
+        engine.MEMOISE = memo
+        try:
+            analysis = analyze(mod, default_rules())
+            last = analysis.names.value_name[-1]
+            texts.append(render(explain(analysis, last, tree=True)))
+        finally:
+            engine.MEMOISE = True
+    assert texts[0] == texts[1]
+    assert "rule" in texts[0]
+
+
+def test_memo_is_used_on_repeated_layers() -> None:
+    """The memo replays most examinations of a model whose layers repeat (what makes
+    it worth its keys): BERT's adds, matmuls and permutes."""
+    replays = []
+    original = engine._Engine._replay
+
+    def counting(self: engine._Engine, site: Any, transcript: Any) -> None:
+        replays.append(site.index)
+        original(self, site, transcript)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine._Engine, "_replay", counting)
+        result = infer(models.bert_like().mod, True)
+    assert len(replays) > len(result.view.sites) // 4
+
+
+# ---- the paths the models never take --------------------------------------------------
+
+
+def end_state(mod: tvm.IRModule, memo: bool) -> tuple[Outcome, list[Any]]:
+    """The outcome and, per site, the equations still pending at the end."""
+    saved = engine.MEMOISE
+    engine.MEMOISE = memo
+    try:
+        eng = engine._Engine(build_view(mod, "main"), default_rules())
+        eng.run()
+    finally:
+        engine.MEMOISE = saved
+    pending = [None if s is None else tuple(s.pending) for s in eng.sites]
+    return (eng.layouts, eng.kinds, eng.decided_by, eng.sequence, eng.raw_conflicts), pending
+
+
+def test_a_replay_that_diverges_scans_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every decision a replay repeats 'comes out differently' (its recorded layouts
+    never match): the scan goes on after it each time, and nothing changes, down to
+    the equations left pending at each site."""
+    original = engine._Engine._replay
+    diverged = []
+
+    def never_matching(self: engine._Engine, site: Any, transcript: Any) -> None:
+        events, final = transcript
+        forged = tuple((*e[:4], ("differs",), *e[5:]) if e[1] == engine._GIVE else e
+                       for e in events)
+        diverged.extend(e for e in forged if e[1] == engine._GIVE)
+        original(self, site, (forged, final))
+        # the layouts did match: scanning on kept what the replay would have kept
+        assert tuple(site.pending) == final
+
+    mods = (models.bert_like().mod, models.gpt2_like().mod, lm.build("bert", "ep").mod,
+            lm.build("swin", "ep").mod)
+    expected = [end_state(mod, False) for mod in mods]
+    monkeypatch.setattr(engine._Engine, "_replay", never_matching)
+    assert [end_state(mod, True) for mod in mods] == expected
+    assert diverged
+
+
+def test_attributes_printed_with_str_stop_sharing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attribute value read through str() may differ between structurally equal
+    attributes (bound var names): its type stops sharing, every memoised result is
+    dropped, and nothing changes."""
+    unshared = []
+    original = engine._Engine._unshare
+
+    def counting(self: engine._Engine, site: Any) -> None:
+        unshared.append(type(site.call_attrs))
+        original(self, site)
+
+    monkeypatch.setattr(engine, "_exact", lambda v: False)
+    monkeypatch.setattr(engine._Engine, "_unshare", counting)
+    for mod in (models.bert_like().mod, models.resnet18_like().mod):
+        assert_same(mod)
+    assert len(set(unshared)) > 1
+
+
+@I.ir_module
+class TwoReluOfOne:
+    @R.function
+    def main(x: R.Tensor((2, 3, 4), "float32")) -> R.Tensor((2, 3, 4), "float32"):
+        with R.dataflow():
+            a = R.nn.relu(x)
+            b = R.nn.relu(x)
+            c = R.add(a, b)
+            R.output(c)
+        return c
+
+
+def _tick(env: Env, role: str) -> str | None:
+    """The port's layout rotated by the number of calls so far (run state)."""
+    layout = env.layout(role)
+    if not isinstance(layout, str) or not layout:
+        return None
+    calls: list[int] = env.run_state("tick", list)
+    calls.append(1)
+    k = len(calls) % len(layout)
+    return layout[k:] + layout[:k]
+
+
+def test_undeclared_run_state_is_not_memoised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A builtin that reads run state without `stateful=True`: the engine sees the read
+    and memoises neither the result nor the examination, so the two relus of one input
+    get different results (memoised, the second would repeat the first's)."""
+    monkeypatch.setitem(BUILTINS, "tick", Builtin(
+        "tick", _tick, 1, 1, (0,), (), True, False, False, "test", False, "", False, False))
+    path = tmp_path / "tick.rules"
+    path.write_text("override op relax.nn.relu(data) {\n    out = tick(data)\n}\n")
+    rules = msc_rules.load_rules(path)
+    relu = rules.lookup("relax.nn.relu")
+    assert relu is not None and relu.equations[0].inputs is not None  # looks pure
+    result = assert_same(TwoReluOfOne, rules)
+    by_name = {v.name: result.marker(v.struct) for v in result.view.values}
+    assert by_name["a"] != by_name["b"]
+
+
+def test_stateful_equations_are_marked() -> None:
+    """Equations calling reshape_ids (reshape memory) have no Inputs: never memoised;
+    the others say what they read."""
+    rules = default_rules()
+    reshape = rules.lookup("relax.reshape")
+    permute = rules.lookup("relax.permute_dims")
+    assert reshape is not None and permute is not None
+    assert all(eq.inputs is None for eq in reshape.equations)
+    forward = permute.equations[0].inputs
+    assert forward is not None
+    assert forward.layouts == ("data",) and forward.attrs
