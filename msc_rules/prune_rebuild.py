@@ -25,6 +25,7 @@ from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from .ffi import items
 from .graph import DependencyView, Struct
+from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
 from .rewrite import _MAKE_BINDING, _MAKE_CALL, _MAKE_DATAFLOW_VAR, _MAKE_VAR, _with_type
 
@@ -128,8 +129,8 @@ class _Rebuild:
     def binding(self, r: Any) -> Any:
         """One binding rebuilt (the old one when nothing in it changed); None when the
         rebuild does not handle it."""
-        if type(r) is not _Value:
-            return None  # a local function
+        if type(r) is not _NativeValue and type(r) is not _Value:
+            return None  # a local function (the native read's values are Values too)
         b = r.binding
         if type(b) is not _VarBinding:
             return None  # a match_cast
