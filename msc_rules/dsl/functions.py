@@ -564,6 +564,7 @@ class ReshapeMemo:
         self.journal: list[tuple[dict[Any, Any], Any]] | None = None
 
     def record(self, whole: str, size: Any, parts: tuple[str, ...], sizes: tuple[Any, ...]) -> None:
+        """Remember that `whole` (of `size`) is `parts` (of `sizes`), both ways."""
         journal = self.journal
         if journal is not None:
             for table, key in ((self.split, (whole, size)), (self.merge, (parts, sizes))):
