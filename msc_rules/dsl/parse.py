@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from lark import Token, Transformer, v_args
 
 from ..errors import Diagnostic, RuleFileError
 from ..resources import grammar_path
-from . import ast
+from . import ast, cache
 
 
 def grammar_text() -> str:
@@ -164,15 +162,6 @@ def parse_text(text: str, path: str = "<string>") -> ast.RuleFile:
 _AST_VERSION = "1"
 
 
-def _cache_dir() -> Path | None:
-    if os.environ.get("MSC_RULES_NO_CACHE"):
-        return None
-    base = os.environ.get("MSC_RULES_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "msc_rules"
-    )
-    return Path(base)
-
-
 @functools.lru_cache(maxsize=1)
 def _grammar_digest() -> str:
     return hashlib.sha1(grammar_text().encode()).hexdigest()
@@ -181,8 +170,8 @@ def _grammar_digest() -> str:
 def parse_file(path: str | Path) -> ast.RuleFile:
     """Read and parse one rule file.
 
-    Parsed ASTs are cached on disk, keyed by the file's text, its path and the grammar,
-    so loading the library skips the parser after the first run. Set
+    Parsed ASTs are cached on disk (dsl/cache.py), keyed by the file's text, its path
+    and the grammar, so loading the library skips the parser after the first run. Set
     MSC_RULES_NO_CACHE=1 to bypass the cache.
     """
     p = Path(path)
@@ -196,29 +185,17 @@ def parse_file(path: str | Path) -> ast.RuleFile:
         # used to escape as UnicodeDecodeError (found by tests/test_fuzz_dsl.py::
         # test_invalid_utf8_is_a_rule_file_error): report the first bad byte's position
         raise RuleFileError([_decode_diagnostic(str(p), err)]) from None
-    cache = _cache_dir()
-    if cache is None:
+    where = cache.folder()
+    if where is None:
         return parse_text(text, str(p))
     key = hashlib.sha1(
         "\0".join((_AST_VERSION, _grammar_digest(), str(p), text)).encode()
     ).hexdigest()
-    entry = cache / f"{key}.pickle"
-    try:
-        with entry.open("rb") as fh:
-            cached = pickle.load(fh)
-        if isinstance(cached, ast.RuleFile):
-            return cached
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        pass
+    got = cache.load(where, key)
+    if got is not None:
+        return got
     rf = parse_text(text, str(p))  # raises on errors: only clean files are cached
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(rf, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, entry)
-    except OSError:
-        pass  # a read-only home is fine: we just parse every time
+    cache.store(where, key, rf)
     return rf
 
 
