@@ -152,21 +152,18 @@ def _reshape_edit(extents: list[Any]) -> CallEdit:
     return edit
 
 
-def _conv_groups_edit(groups: int) -> CallEdit:
-    """Set a (depthwise) conv's group count."""
-    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
-        a = attrs
-        conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
-        rebuilt = conv(args[0], args[1], strides=a.strides, padding=a.padding,
-                       dilation=a.dilation, groups=groups, data_layout=a.data_layout,
-                       kernel_layout=a.kernel_layout, out_layout=a.out_layout,
-                       out_dtype=a.out_dtype)
-        return args, rebuilt.attrs
-    return edit
+def _conv_groups_attrs(call: Any, groups: int) -> Any:
+    """A (depthwise) conv's attributes with a new group count."""
+    a = call.attrs
+    conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
+    return conv(call.args[0], call.args[1], strides=a.strides, padding=a.padding,
+                dilation=a.dilation, groups=groups, data_layout=a.data_layout,
+                kernel_layout=a.kernel_layout, out_layout=a.out_layout,
+                out_dtype=a.out_dtype).attrs
 
 
 def _attrs_edit(attrs: Any) -> CallEdit:
-    """An edit that gives a call new attributes (a split's indices)."""
+    """An edit that gives a call new attributes (a split's indices, a conv's groups)."""
 
     def edit(call: Any, args: list[Any], old: Any) -> tuple[list[Any], Any]:
         return args, attrs
@@ -174,17 +171,16 @@ def _attrs_edit(attrs: Any) -> CallEdit:
     return edit
 
 
-def _add_edit(calls: dict[int, CallEdit], call: Any, edit: CallEdit) -> None:
-    """Record an edit of `call`, after any edit already recorded for it."""
-    h = call.__chandle__()
-    first = calls.get(h)
-    if first is None:
-        calls[h] = edit
-        return
-
-    def both(c: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
-        return edit(c, *first(c, args, attrs))
-    calls[h] = both
+def _call_edits(view: Any, attrs: Mapping[int, Any], shaped: Sequence[tuple[Any, int]],
+                extents: Mapping[int, Mapping[int, Any]]) -> dict[int, CallEdit]:
+    """The edits of calls for the Python rebuilds: new attributes, and the shape
+    argument of each reshape or broadcast_to whose output lost channels."""
+    calls: dict[int, CallEdit] = {h: _attrs_edit(a) for h, a in attrs.items()}
+    for call, made in shaped:
+        new = extents[made]
+        calls[call.__chandle__()] = _reshape_edit(
+            [new.get(i) for i in range(view.leaf_ndim[made])])
+    return calls
 
 
 def _host_array(t: Any) -> np.ndarray:
@@ -282,7 +278,8 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     for (leaf, axis), idx in cut.items():
         per_leaf.setdefault(leaf, {})[axis] = idx
     consts: dict[int, Any] = {}
-    calls: dict[int, CallEdit] = {}
+    attrs: dict[int, Any] = {}  # call handle -> its new attributes
+    shaped: list[tuple[Any, int]] = []  # (reshape or broadcast_to, its output leaf)
     # (a mask keeps every type: its constants keep their shapes)
     extents = {} if zero else _new_extents(g, per_leaf)
     retype = Retyper(extents)
@@ -328,17 +325,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
         if site.op == "relax.split" and site.args[0] in per_leaf:
             split = split_attrs(view, site, per_leaf)
             if split is not None:  # (before the test below: a split makes a tuple)
-                _add_edit(calls, site.call, _attrs_edit(split))
+                attrs[site.call.__chandle__()] = split
         made = site.out
-        if type(made) is not int or not (new := extents.get(made)):
+        if type(made) is not int or not extents.get(made):
             continue
         if site.op in ("relax.full", "relax.zeros", "relax.ones"):
             raise PruneError(f"'{names(made)}' ({site.op}) carries a pruned extent in its "
                              "shape argument")
         # a reshape's or broadcast_to's shape argument is its output's new shape
         if site.op in ("relax.reshape", "relax.broadcast_to"):
-            _add_edit(calls, site.call, _reshape_edit(
-                [new.get(i) for i in range(view.leaf_ndim[made])]))
+            shaped.append((site.call, made))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
@@ -347,11 +343,15 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
             if isinstance(e, int):
-                _add_edit(calls, site.call, _conv_groups_edit(e - len(cut_w.get(o, ()))))
+                attrs[site.call.__chandle__()] = _conv_groups_attrs(
+                    site.call, e - len(cut_w.get(o, ())))
+    def calls() -> dict[int, CallEdit]:
+        return _call_edits(view, attrs, shaped, extents)
+
     if params.cuts:  # new parameter vars: the mutator rebuilds the signature
-        return _Rewriter(mod, consts, calls, params).run(mod)
-    out = rebuild(mod, view, consts, calls, retype)
-    return out if out is not None else _Rewriter(mod, consts, calls).run(mod)
+        return _Rewriter(mod, consts, calls(), params).run(mod)
+    out = rebuild(mod, view, consts, attrs, retype, calls)
+    return out if out is not None else _Rewriter(mod, consts, calls()).run(mod)
 
 
 def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,
