@@ -22,20 +22,15 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .channel_graph import ChannelGraph, channel_graph
-from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
+from .channels import CONSUMER, ChannelGroup, _Namer, build_groups
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
 from .prune_edits import ParamEdit, split_attrs
-from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, rebuild
-from .rewrite import _MAKE_CONST
+from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, const_nodes, rebuild
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
-
-
-def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:
-    return m.indices(removed)
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
@@ -71,11 +66,16 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
     return out
 
 
+Cut = dict[int, dict[int, list[int]]]
+"""Removed indices (sorted) per leaf and axis."""
+
+
 def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[int]],
-               consumers_only: bool = False) -> dict[tuple[int, int], set[int]]:
-    """Removed indices per (leaf, axis) over the chosen groups' members."""
+               consumers_only: bool = False) -> Cut:
+    """Removed indices per leaf and axis over the chosen groups' members (members of a
+    group with the same range share one list)."""
     by_id = {gr.id: gr for gr in groups}
-    cut: dict[tuple[int, int], set[int]] = {}
+    cut: Cut = {}
     for gid, rem in removed.items():
         # most members share a range
         ranges: dict[tuple[int, int, int, int], list[int]] = {}
@@ -85,12 +85,13 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
             key = (m.offset, m.block, m.stride, m.repeat)
             idx = ranges.get(key)
             if idx is None:
-                idx = ranges[key] = _removed_indices(m, rem)
-            got = cut.get((m.leaf, m.axis))
-            if got is None:
-                cut[m.leaf, m.axis] = set(idx)
-            else:
-                got.update(idx)
+                idx = ranges[key] = m.indices(rem)
+            axes = cut.get(m.leaf)
+            if axes is None:
+                cut[m.leaf] = {m.axis: idx}
+                continue
+            got = axes.get(m.axis)
+            axes[m.axis] = idx if got is None or got is idx else sorted({*got, *idx})
     return cut
 
 
@@ -217,26 +218,29 @@ def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
     return values[axis] if values is not None and axis < len(values) else None
 
 
-def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
-                 ) -> dict[int, dict[int, int]]:
+def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
     """The new extent of every tensor axis the prune shrinks, by leaf and axis: the cut
     axes lose their removed indices, and an axis a reshape merged from cut ones (batch
     times heads) is the product of their new extents, on every axis of its class."""
     view = g.view
-    out: dict[int, dict[int, int]] = {}
-    by_class: dict[int, int] = {}
-    find, base = g.find, g.base
+    out: dict[int, dict[int, Any]] = {}
+    shape = view.shape
     for leaf, axes in cut.items():
-        dims = view.shape(leaf)
+        dims = shape(leaf)
         if dims is None:
             continue
         row = out[leaf] = {}
         for axis, idx in axes.items():
             e = dims[axis]
-            if isinstance(e, int):
-                row[axis] = by_class[find(base[leaf] + axis)] = e - len(idx)
+            if type(e) is int:
+                row[axis] = e - len(idx)
     if not g.composite:
         return out
+    by_class: dict[Any, Any] = {}
+    find, base = g.find, g.base
+    for leaf, row in out.items():
+        for axis, e in row.items():
+            by_class[find(base[leaf] + axis)] = e
     merged: dict[int, int] = {}
     changed = True
     while changed:  # (a merge of merged axes takes one more round)
@@ -271,13 +275,22 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     return out
 
 
-def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
-           zero: bool, names: Any) -> tvm.IRModule:
+def _kept(extent: int, idx: list[int], memo: dict[tuple[int, int], np.ndarray]
+          ) -> np.ndarray:
+    """The indices of an axis of `extent` not in `idx` (members of a group share their
+    removed lists: one array per list and extent)."""
+    key = (id(idx), extent)
+    got = memo.get(key)
+    if got is None:
+        keep = np.ones(extent, dtype=bool)
+        keep[idx] = False
+        got = memo[key] = np.flatnonzero(keep)
+    return got
+
+
+def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
+           names: Any) -> tvm.IRModule:
     view = g.view
-    per_leaf: dict[int, dict[int, set[int]]] = {}
-    for (leaf, axis), idx in cut.items():
-        per_leaf.setdefault(leaf, {})[axis] = idx
-    consts: dict[int, Any] = {}
     attrs: dict[int, Any] = {}  # call handle -> its new attributes
     shaped: list[tuple[Any, int]] = []  # (reshape or broadcast_to, its output leaf)
     # (a mask keeps every type: its constants keep their shapes)
@@ -286,11 +299,13 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
     sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
+    kept: dict[tuple[int, int], np.ndarray] = {}
     for leaf, axes in sorted(per_leaf.items()):
         v = values[leaf_value[leaf]]
-        if v.kind == "binding":
+        kind = v.kind
+        if kind == "binding":
             continue
-        if v.kind == "param":
+        if kind == "param":
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
                                  "a prune cannot change what callers pass")
@@ -300,21 +315,20 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                                  "parameters can be sliced")
             params.add(v.expr, axes, zero)
             continue
-        if v.kind == "const":
+        if kind == "const":
             arr = _host_array(v.expr.value)
             if zero:
                 arr = arr.copy()
                 for axis, idx in axes.items():
                     sl: list[Any] = [slice(None)] * arr.ndim
-                    sl[axis] = sorted(idx)
+                    sl[axis] = idx
                     arr[tuple(sl)] = 0
             else:
                 for axis, idx in sorted(axes.items()):
-                    arr = arr.take([i for i in range(arr.shape[axis]) if i not in idx], axis)
+                    arr = arr.take(_kept(arr.shape[axis], idx, kept), axis)
             sliced.append((v.expr, leaf, arr))
-    for (expr, leaf, _), data in zip(sliced, _tensors([a for _, _, a in sliced]), strict=True):
-        ty = retype(view.leaf_type[leaf], leaf)
-        consts[expr.__chandle__()] = _MAKE_CONST(data, ty, expr.span)
+    consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
+        sliced, _tensors([a for _, _, a in sliced]), strict=True)]
     site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
     wanted = set(g.depthwise.values())
     for site in view.sites:
@@ -322,18 +336,19 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             site_of[site.value_id] = site
         if zero:
             continue
-        if site.op == "relax.split" and site.args[0] in per_leaf:
+        op = site.op
+        if op == "relax.split" and site.args[0] in per_leaf:
             split = split_attrs(view, site, per_leaf)
             if split is not None:  # (before the test below: a split makes a tuple)
                 attrs[site.call.__chandle__()] = split
         made = site.out
         if type(made) is not int or not extents.get(made):
             continue
-        if site.op in ("relax.full", "relax.zeros", "relax.ones"):
-            raise PruneError(f"'{names(made)}' ({site.op}) carries a pruned extent in its "
+        if op in ("relax.full", "relax.zeros", "relax.ones"):
+            raise PruneError(f"'{names(made)}' ({op}) carries a pruned extent in its "
                              "shape argument")
         # a reshape's or broadcast_to's shape argument is its output's new shape
-        if site.op in ("relax.reshape", "relax.broadcast_to"):
+        if op in ("relax.reshape", "relax.broadcast_to"):
             shaped.append((site.call, made))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
@@ -345,13 +360,15 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
             if isinstance(e, int):
                 attrs[site.call.__chandle__()] = _conv_groups_attrs(
                     site.call, e - len(cut_w.get(o, ())))
+
     def calls() -> dict[int, CallEdit]:
         return _call_edits(view, attrs, shaped, extents)
 
     if params.cuts:  # new parameter vars: the mutator rebuilds the signature
-        return _Rewriter(mod, consts, calls(), params).run(mod)
+        return _Rewriter(mod, const_nodes(view, consts, retype), calls(), params).run(mod)
     out = rebuild(mod, view, consts, attrs, retype, calls)
-    return out if out is not None else _Rewriter(mod, consts, calls()).run(mod)
+    return out if out is not None else _Rewriter(
+        mod, const_nodes(view, consts, retype), calls()).run(mod)
 
 
 def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,

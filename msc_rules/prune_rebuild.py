@@ -17,10 +17,10 @@ Python one is for a function it hands back, and for `MSC_RULES_NATIVE=0`.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import _ffi_api as _relax_ffi
@@ -31,10 +31,19 @@ from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
-from .rewrite import _MAKE_BINDING, _MAKE_CALL, _MAKE_DATAFLOW_VAR, _MAKE_VAR, _with_type
+from .rewrite import (
+    _MAKE_BINDING,
+    _MAKE_CALL,
+    _MAKE_CONST,
+    _MAKE_DATAFLOW_VAR,
+    _MAKE_VAR,
+    _with_type,
+)
 
 Extents = Mapping[int, Mapping[int, int]]
 """New extents per leaf and axis (the axes a prune shrinks)."""
+ConstSlices = list[tuple[Any, int, Any]]
+"""The sliced constants: (the old constant, its leaf, its new data as a TVM tensor)."""
 CallEdit = Callable[[Any, list[Any], Any], tuple[list[Any], Any]]
 """(call, its arguments and attrs as rebuilt so far) -> (arguments, attrs): the prune's
 own edits of a call (reshape shapes, conv group counts), by the call's handle."""
@@ -94,6 +103,13 @@ class Retyper:
         new = self.memo[key] = _MAKE_TENSOR_TYPE(_MAKE_SHAPE(vals, None), ty.dtype, -1,
                                                  ty.vdevice, None)
         return new
+
+
+def const_nodes(view: DependencyView, consts: ConstSlices, retype: Retyper) -> dict[int, Any]:
+    """The new constants by the old ones' handles (for the Python rebuilds)."""
+    return {expr.__chandle__(): _MAKE_CONST(data, retype(view.leaf_type[leaf], leaf),
+                                            expr.span)
+            for expr, leaf, data in consts}
 
 
 class _Rebuild:
@@ -215,54 +231,65 @@ Python (the last 100): what the tests check to know the native path really ran."
 _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
-def _native_cuts(view: DependencyView, retype: Retyper
+def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
                  ) -> tuple[bytes, bytes, list[Any]] | None:
-    """The new types as the native rebuild takes them: (var handle, n, n (axis, extent)
-    pairs) records for tensor bindings, and the types of tuple bindings whole (their
-    handles, their types); None when an extent is not a static int."""
+    """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
+    pairs) records for tensor bindings and sliced constants, and the types of tuple
+    bindings whole (their handles, their types); None when an extent is not a static
+    int."""
     extents = retype.extents
-    cuts = array("q")
-    typed_keys = array("q")
+    cuts: list[int] = []  # (a list, made an array once: array.append parses each)
+    add = cuts.extend
+    for expr, leaf, _ in consts:
+        axes = extents.get(leaf)
+        if axes:
+            add((expr.__chandle__(), len(axes)))
+            for pair in axes.items():
+                if type(pair[1]) is not int:
+                    return None  # (a symbolic product: the Python rebuild makes it)
+                add(pair)
+    typed_keys: list[int] = []
     typed: list[Any] = []
+    native_value = _NativeValue
     # (by value, not by leaf: an alias or a tuple item shares its source's leaves)
     for v in view.values:
-        if v.kind != "binding":
-            continue
         struct = v.struct
         if type(struct) is int:
             axes = extents.get(struct)
-            if not axes:
+            if not axes or v.kind != "binding":
                 continue
-            handle = v.handles()[0] if type(v) is _NativeValue else v.expr.__chandle__()
-            cuts.append(handle)
-            cuts.append(len(axes))
-            for axis, extent in axes.items():
-                if type(extent) is not int:
-                    return None  # (a symbolic product: the Python rebuild makes it)
-                cuts.append(axis)
-                cuts.append(extent)
-        elif type(struct) is tuple:
+            add((v.handles()[0] if type(v) is native_value else v.expr.__chandle__(),
+                 len(axes)))
+            for pair in axes.items():
+                if type(pair[1]) is not int:
+                    return None
+                add(pair)
+        elif type(struct) is tuple and v.kind == "binding":
             var = v.expr
             ty = var.ty
             new = retype(ty, struct)
             if new is not ty:
                 typed_keys.append(var.__chandle__())
                 typed.append(new)
-    return cuts.tobytes(), typed_keys.tobytes(), typed
+    return (np.array(cuts, dtype=np.int64).tobytes(),
+            np.array(typed_keys, dtype=np.int64).tobytes(), typed)
 
 
-def _native_function(native: Any, func: Any, view: DependencyView, consts: Mapping[int, Any],
+def _native_function(native: Any, func: Any, view: DependencyView, consts: ConstSlices,
                      attrs: Mapping[int, Any], retype: Retyper) -> Any:
     """`func` rebuilt by native/prune.cc; None when it hands the function back."""
-    packed = _native_cuts(view, retype)
+    packed = _native_cuts(view, consts, retype)
     if packed is None:
         return None
     cuts, typed_keys, typed = packed
     shape_ops = [tvm.ir.Op.get(name) for name in _SHAPE_OPS]
     try:
         seq = native.prune_rebuild(func.body, cuts, typed_keys, typed,
-                                   array("q", consts).tobytes(), list(consts.values()),
-                                   array("q", attrs).tobytes(), list(attrs.values()),
+                                   np.array([e.__chandle__() for e, _, _ in consts],
+                                            dtype=np.int64).tobytes(),
+                                   [data for _, _, data in consts],
+                                   np.array(list(attrs), dtype=np.int64).tobytes(),
+                                   list(attrs.values()),
                                    shape_ops)
     except Exception as err:  # a node it does not handle: the Python rebuild does it
         fallbacks.append((view.entry, str(err).splitlines()[0] if str(err) else repr(err)))
@@ -282,11 +309,12 @@ def _function(func: Any, seq: Any, view: DependencyView, retype: Retyper) -> Any
                           func.attrs, func.span)
 
 
-def rebuild(mod: tvm.IRModule, view: DependencyView, consts: Mapping[int, Any],
+def rebuild(mod: tvm.IRModule, view: DependencyView, consts: ConstSlices,
             attrs: Mapping[int, Any], retype: Retyper,
             calls: Callable[[], Mapping[int, CallEdit]]) -> tvm.IRModule | None:
     """`mod` with the entry function rebuilt (see the module docstring); None when the
-    module holds what this rebuild does not handle. `attrs`: new attributes by call
+    module holds what this rebuild does not handle. `consts`: the sliced constants;
+    `attrs`: new attributes by call
     handle; `calls`: all the edits of calls (those and the reshape shapes) for the
     Python rebuild, asked for only if it runs."""
     if len(view.functions) != 1 or any(
@@ -300,7 +328,7 @@ def rebuild(mod: tvm.IRModule, view: DependencyView, consts: Mapping[int, Any],
     if native is not None and type(func.body) is relax.SeqExpr:
         new = _native_function(native, func, view, consts, attrs, retype)
     if new is None:
-        new = _Rebuild(view, consts, calls(), retype).function(func)
+        new = _Rebuild(view, const_nodes(view, consts, retype), calls(), retype).function(func)
     if new is None:
         return None
     return tvm.IRModule({g: new if g.same_as(gv) else f for g, f in mod.functions_items()},

@@ -33,7 +33,7 @@ using namespace msc_rules;  // NOLINT(build/namespaces): this file's own helpers
 struct PruneTypes : RelaxNodes {
   int32_t block, dataflow_block, tensor_type, int_imm;
   Field expr_ty, call_attrs, tensor_shape, tensor_dtype, tensor_vdevice, shape_values,
-      int_value, item_index, expr_span;
+      int_value, item_index, expr_span, const_value;
   Function make_tensor_type, make_shape, make_int, make_tuple, make_item;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
@@ -54,6 +54,7 @@ struct PruneTypes : RelaxNodes {
     shape_values = Field("relax.expr.ShapeExpr", "values");
     int_value = Field("ir.IntImm", "value", false);
     item_index = Field("ir.TupleGetItem", "index", false);
+    const_value = Field("ir.GenericConst", "value", false);
     make_tensor_type = Function::GetGlobalRequired("relax.TensorType");
     make_shape = Function::GetGlobalRequired("relax.ShapeExpr");
     make_int = Function::GetGlobalRequired("ir.IntImm");
@@ -149,10 +150,7 @@ class PruneRebuilder {
       const ObjectRef* got = remap_.Find(a.get());
       return got == nullptr ? a : *got;
     }
-    if (ti == t_.constant) {
-      const ObjectRef* got = consts_.Find(a.get());
-      return got == nullptr ? a : *got;
-    }
+    if (ti == t_.constant) return Constant(a);
     if (ti == t_.tuple) {
       Array<ObjectRef> old = t_.tuple_fields.GetArray(a.get());
       Array<ObjectRef> fields;
@@ -184,6 +182,20 @@ class PruneRebuilder {
       return got == nullptr ? a : *got;
     }
     return a;  // shapes, prim values, strings, globals: nothing to rebuild
+  }
+
+  // a sliced constant: its new data, and its type with the cut's extents (made once)
+  ObjectRef Constant(const ObjectRef& c) {
+    const ObjectRef* data = consts_.Find(c.get());
+    if (data == nullptr) return c;
+    const ObjectRef* done = remap_.Find(c.get());
+    if (done != nullptr) return *done;
+    ObjectRef out = t_.Copy(c);
+    t_.const_value.Set(out.get(), *data);
+    const Cut* cut = cuts_.Find(c.get());
+    if (cut != nullptr) t_.expr_ty.Set(out.get(), Retype(t_.expr_ty.Get(c.get()), *cut));
+    remap_.Put(c.get(), out);
+    return out;
   }
 
   ObjectRef Int(int64_t v) {
@@ -335,7 +347,8 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
 
 // `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var handle, n,
 // then n (axis, new extent) pairs); `typed_keys`/`typed`: vars given their new type
-// whole (tuples); `const_keys`/`consts`: sliced constants; `attr_keys`/`attrs`: calls
+// whole (tuples); `const_keys`/`consts`: sliced constants and their new data (their
+// new types from `cuts`); `attr_keys`/`attrs`: calls
 // given new attributes; `shape_ops`: the ops whose second argument is the output shape.
 ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
                        Array<ObjectRef> typed, ffi::Bytes const_keys, Array<ObjectRef> consts,
