@@ -22,7 +22,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .channel_graph import ChannelGraph, channel_graph
-from .channels import CONSUMER, ChannelGroup, _Namer, build_groups
+from .channels import CONSUMER, ChannelGroup, _Namer, build_groups, covered, member_rows
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
@@ -79,19 +79,19 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     for gid, rem in removed.items():
         # most members share a range
         ranges: dict[tuple[int, int, int, int], list[int]] = {}
-        for m in by_id[gid].members:
-            if consumers_only and m.role != CONSUMER:
+        for leaf, axis, role, _, off, blk, st, rep in member_rows(by_id[gid]):
+            if consumers_only and role != CONSUMER:
                 continue
-            key = (m.offset, m.block, m.stride, m.repeat)
-            idx = ranges.get(key)
+            rng = (off, blk, st, rep)
+            idx = ranges.get(rng)
             if idx is None:
-                idx = ranges[key] = m.indices(rem)
-            axes = cut.get(m.leaf)
+                idx = ranges[rng] = covered(off, blk, st, rep, rem)
+            axes = cut.get(leaf)
             if axes is None:
-                cut[m.leaf] = {m.axis: idx}
+                cut[leaf] = {axis: idx}
                 continue
-            got = axes.get(m.axis)
-            axes[m.axis] = idx if got is None or got is idx else sorted({*got, *idx})
+            got = axes.get(axis)
+            axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
     return cut
 
 
