@@ -320,8 +320,13 @@ class _Grouper:
         self.g, self.names, self.letters = g, names, letters
         self.classes: dict[int, list[int]] = {}
         classes = self.classes
-        # (a class's representative is its smallest node: met first, in node order)
-        for n, r in enumerate(g.roots()):
+        # (a class's representative is its smallest node: met first, in node order;
+        # a node's parent is smaller than the node, so its root is known first, as in
+        # ChannelGraph.roots)
+        root_of = g.parent[:]
+        find = g.find
+        for n, p in enumerate(root_of):
+            r = root_of[n] = root_of[p] if p <= n else find(n)
             if r == n:
                 classes[n] = [n]
             else:
