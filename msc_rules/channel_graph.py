@@ -40,6 +40,8 @@ _REDUCE_OPS = frozenset(("relax.sum", "relax.mean", "relax.max", "relax.min", "r
                          "relax.std", "relax.variance"))
 _UNARY_OPS = frozenset(("relax.clip", "relax.nn.dropout", "relax.nn.prelu"))
 _WEIGHT_VIEWS = frozenset(("relax.permute_dims", "relax.astype", "relax.wrap_param"))
+_SHAPE_OPS = frozenset(("relax.split", "relax.reshape", "relax.broadcast_to", "relax.full",
+                        "relax.zeros", "relax.ones"))
 
 
 @dataclass
@@ -74,6 +76,11 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
+    # the sites whose attributes or arguments carry extents (splits, reshapes,
+    # broadcasts, tensor creation) and the depthwise convs (by value id): what a
+    # prune may have to edit besides types
+    shape_sites: list[CallSite] = field(default_factory=list)
+    depthwise_sites: dict[int, CallSite] = field(default_factory=dict)
     # class -> a known extent (noted once a tensor of unknown shape needs it)
     class_ext: dict[int, Dim] = field(default_factory=dict)
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
@@ -373,6 +380,8 @@ class _Builder:
                 for arg in args:
                     if arg is not None and not noted[arg]:
                         self.note_ext(arg)
+            if op in _SHAPE_OPS:
+                g.shape_sites.append(site)
             fn = handlers.get(op)
             if fn is None:
                 fn = handlers[op] = handler(op)
@@ -610,6 +619,7 @@ class _Builder:
             g.union(g.node(data, d_c), g.node(out, o_c))
             g.union(g.node(weight, w_o), g.node(out, o_c))
             g.depthwise[weight] = self.view.leaf_value[out]
+            g.depthwise_sites[site.value_id] = site
         elif (not site.op.endswith("_transpose") and isinstance(c_in, int)
               and isinstance(c_out, int) and c_in % groups == 0 and c_out % groups == 0):
             # grouped conv: as Torch-Pruning, prune the same positions in every group

@@ -331,6 +331,7 @@ class _Grouper:
                 classes[n] = [n]
             else:
                 classes[r].append(n)
+        g.parent = root_of  # (every node now points at its root: a find is one step)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))

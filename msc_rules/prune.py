@@ -239,8 +239,9 @@ def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
     by_class: dict[Any, Any] = {}
     find, base = g.find, g.base
     for leaf, row in out.items():
+        b = base[leaf]
         for axis, e in row.items():
-            by_class[find(base[leaf] + axis)] = e
+            by_class[find(b + axis)] = e
     merged: dict[int, int] = {}
     changed = True
     while changed:  # (a merge of merged axes takes one more round)
@@ -275,11 +276,11 @@ def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
     return out
 
 
-def _kept(extent: int, idx: list[int], memo: dict[tuple[int, int], np.ndarray]
+def _kept(extent: int, idx: list[int], memo: dict[tuple[int, ...], np.ndarray]
           ) -> np.ndarray:
-    """The indices of an axis of `extent` not in `idx` (members of a group share their
-    removed lists: one array per list and extent)."""
-    key = (id(idx), extent)
+    """The indices of an axis of `extent` not in `idx` (one array per extent and
+    removed indices: groups of a model tend to lose the same ones)."""
+    key = (extent, *idx)
     got = memo.get(key)
     if got is None:
         keep = np.ones(extent, dtype=bool)
@@ -299,7 +300,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
     sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
-    kept: dict[tuple[int, int], np.ndarray] = {}
+    kept: dict[tuple[int, ...], np.ndarray] = {}
     for leaf, axes in sorted(per_leaf.items()):
         v = values[leaf_value[leaf]]
         kind = v.kind
@@ -329,13 +330,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
             sliced.append((v.expr, leaf, arr))
     consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
         sliced, _tensors([a for _, _, a in sliced]), strict=True)]
-    site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
-    wanted = set(g.depthwise.values())
-    for site in view.sites:
-        if site.value_id in wanted:
-            site_of[site.value_id] = site
-        if zero:
-            continue
+    for site in () if zero else g.shape_sites:
         op = site.op
         if op == "relax.split" and site.args[0] in per_leaf:
             split = split_attrs(view, site, per_leaf)
@@ -353,7 +348,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
-            site = site_of[vid]
+            site = g.depthwise_sites[vid]
             dims = view.shape(weight) or []
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
