@@ -173,6 +173,17 @@ class ChannelGraph:
 _MISS = object()
 
 
+def _product(extents: Sequence[Dim | None]) -> int:
+    """The product of static extents (1 for none), 0 when one is not static (as
+    _Builder.static_size)."""
+    size = 1
+    for e in extents:
+        if not isinstance(e, int):
+            return 0
+        size *= e
+    return size
+
+
 def _leaves(struct: Struct) -> Iterator[int]:
     if isinstance(struct, int):
         yield struct
@@ -261,13 +272,7 @@ class _Builder:
 
     def static_size(self, leaf: int, axes: Sequence[int]) -> int:
         """The product of the extents of `axes` (1 for none), 0 when one is not static."""
-        size = 1
-        for a in axes:
-            e = self.ext(leaf, a)
-            if not isinstance(e, int):
-                return 0
-            size *= e
-        return size
+        return _product([self.ext(leaf, a) for a in axes])
 
     def note_ext(self, leaf: int) -> None:
         """Note a tensor's extents for its classes, once: the classes keep them through
@@ -599,42 +604,44 @@ class _Builder:
         if data is None or weight is None or "C" not in dl or "O" not in kl:
             self.opaque(site, "conv without channel axes")
             return
+        base = g.base
+        bd, bw, bo = base[data], base[weight], base[out]
         if "N" in dl and "N" in ol:
-            g.union(g.node(data, dl.index("N")), g.node(out, ol.index("N")))
+            g.union(bd + dl.index("N"), bo + ol.index("N"))
         d_c, w_o, w_i, o_c = dl.index("C"), kl.index("O"), kl.index("I"), ol.index("C")
         for i, ch in enumerate(dl):
             if ch not in "NC":
-                g.block(g.node(data, i), "a conv window slides over the axis")
+                g.block(bd + i, "a conv window slides over the axis")
         if not self.is_weight(weight):
             self.opaque(site, "conv with a computed weight")
             return
         c_in = self.ext(data, d_c)
         c_out = self.ext(weight, w_o)
         if groups == 1:
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
-            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
+            g.consumers.append((bd + d_c, bw + w_i, site.value_id))
         elif groups == c_in and groups == c_out and not site.op.endswith("_transpose"):
             # depthwise: channel c in, channel c out, weight row c
-            g.union(g.node(data, d_c), g.node(out, o_c))
-            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.union(bd + d_c, bo + o_c)
+            g.union(bw + w_o, bo + o_c)
             g.depthwise[weight] = self.view.leaf_value[out]
             g.depthwise_sites[site.value_id] = site
         elif (not site.op.endswith("_transpose") and isinstance(c_in, int)
               and isinstance(c_out, int) and c_in % groups == 0 and c_out % groups == 0):
             # grouped conv: as Torch-Pruning, prune the same positions in every group
             # (weight I index i reads input i of each group), the group count stays
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
-            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
-            g.folds[g.node(weight, w_o)] = groups
-            g.folds[g.node(weight, w_i)] = groups
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
+            g.consumers.append((bd + d_c, bw + w_i, site.value_id))
+            g.folds[bw + w_o] = groups
+            g.folds[bw + w_i] = groups
         else:
             reason = f"grouped conv ({groups} groups) ties channels in groups"
-            g.block(g.node(data, d_c), reason)
-            g.block(g.node(out, o_c), reason)
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
+            g.block(bd + d_c, reason)
+            g.block(bo + o_c, reason)
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
 
     def matmul(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         g = self.g
@@ -685,7 +692,7 @@ class _Builder:
                 if all(type(e) is int for e in key[0]) and all(
                         type(e) is int for e in key[1]):
                     self.plans[key] = plan
-        if plan is None:
+        if plan is None or src is None or dst is None:
             self.opaque(site, "reshape whose sizes do not line up")
             return
         union, base = g.union, g.base
@@ -693,25 +700,26 @@ class _Builder:
             if len(s_axes) == 1 and len(d_axes) == 1:
                 union(base[data] + s_axes[0], base[out] + d_axes[0])
                 continue
+            # (src and dst hold the extents ext gives: the shapes, or those known)
             if len(d_axes) == 1:
                 # merged axes: the outermost maps onto blocks of the merged axis; the
                 # inner ones are remembered, in case a later reshape splits them back
-                inner = self.static_size(data, s_axes[1:])
+                inner = _product([src[a] for a in s_axes[1:]])
+                bd = base[data]
                 if inner:
-                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
-                                           0, inner))
+                    g.derived.append(_Edge(bd + s_axes[0], base[out] + d_axes[0], 0, inner))
                 else:
-                    g.block(g.node(data, s_axes[0]), "reshape merges it with a symbolic axis")
-                g.composite.setdefault(g.find(g.node(out, d_axes[0])), [
-                    (g.node(data, a), self.ext(data, a)) for a in s_axes])
+                    g.block(bd + s_axes[0], "reshape merges it with a symbolic axis")
+                g.composite.setdefault(g.find(base[out] + d_axes[0]), [
+                    (bd + a, src[a]) for a in s_axes])
                 continue
             if len(s_axes) == 1:
-                comp = g.composite.get(g.find(g.node(data, s_axes[0])))
-                if comp is not None and [e for _, e in comp] == [
-                        self.ext(out, d) for d in d_axes]:
+                comp = g.composite.get(g.find(base[data] + s_axes[0]))
+                if comp is not None and [e for _, e in comp] == [dst[d] for d in d_axes]:
                     # the split undoes an earlier merge: the same axes come back
+                    bo = base[out]
                     for (n, _), d in zip(comp, d_axes, strict=True):
-                        g.union(n, g.node(out, d))
+                        union(n, bo + d)
                     continue
                 # one axis split into (outer, inner...): the outer axis counts blocks
                 # of the inner size (attention heads of head_dim channels)
