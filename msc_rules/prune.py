@@ -224,24 +224,23 @@ def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
     times heads) is the product of their new extents, on every axis of its class."""
     view = g.view
     out: dict[int, dict[int, Any]] = {}
-    shape = view.shape
+    shape, find, base = view.shape, g.find, g.base
+    # the new extent of each cut class, for the merged axes below (if any)
+    by_class: dict[Any, Any] | None = {} if g.composite else None
     for leaf, axes in cut.items():
         dims = shape(leaf)
         if dims is None:
             continue
         row = out[leaf] = {}
+        b = base[leaf]
         for axis, idx in axes.items():
             e = dims[axis]
             if type(e) is int:
-                row[axis] = e - len(idx)
-    if not g.composite:
+                row[axis] = left = e - len(idx)
+                if by_class is not None:
+                    by_class[find(b + axis)] = left
+    if by_class is None:
         return out
-    by_class: dict[Any, Any] = {}
-    find, base = g.find, g.base
-    for leaf, row in out.items():
-        b = base[leaf]
-        for axis, e in row.items():
-            by_class[find(b + axis)] = e
     merged: dict[int, int] = {}
     changed = True
     while changed:  # (a merge of merged axes takes one more round)
