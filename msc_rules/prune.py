@@ -50,18 +50,18 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
             raise PruneError(f"group {gid}: kept indices must be integers")
         if not keep:
             raise PruneError(f"group {gid}: the kept set is empty")
-        if len(set(keep)) != len(keep):
+        kept_set = set(keep)
+        if len(kept_set) != len(keep):
             dup = sorted({k for k in keep if keep.count(k) > 1})
             raise PruneError(f"group {gid}: kept indices repeated: {dup}")
-        bad = [k for k in keep if not 0 <= k < gr.size]
-        if bad:
+        if min(keep) < 0 or max(keep) >= gr.size:
+            bad = [k for k in keep if not 0 <= k < gr.size]
             raise PruneError(f"group {gid}: kept indices out of range 0..{gr.size - 1}: {bad}")
         if not gr.exact:
             raise PruneError(f"group {gid} is not exact: {'; '.join(gr.reasons)}")
         if gr.touches_io and not allow_io:
             raise PruneError(f"group {gid} reaches a model input or output "
                              "(pass allow_io=True to prune it anyway)")
-        kept_set = set(keep)
         out[gid] = [c for c in range(gr.size) if c not in kept_set]
     return out
 
