@@ -14,10 +14,11 @@ values along the axis). `channels.py` makes groups of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tvm
 
 from .dsl.ruleset import RuleSet
@@ -39,6 +40,8 @@ _REDUCE_OPS = frozenset(("relax.sum", "relax.mean", "relax.max", "relax.min", "r
                          "relax.std", "relax.variance"))
 _UNARY_OPS = frozenset(("relax.clip", "relax.nn.dropout", "relax.nn.prelu"))
 _WEIGHT_VIEWS = frozenset(("relax.permute_dims", "relax.astype", "relax.wrap_param"))
+_SHAPE_OPS = frozenset(("relax.split", "relax.reshape", "relax.broadcast_to", "relax.full",
+                        "relax.zeros", "relax.ones"))
 
 
 @dataclass
@@ -73,6 +76,11 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
+    # the sites whose attributes or arguments carry extents (splits, reshapes,
+    # broadcasts, tensor creation) and the depthwise convs (by value id): what a
+    # prune may have to edit besides types
+    shape_sites: list[CallSite] = field(default_factory=list)
+    depthwise_sites: dict[int, CallSite] = field(default_factory=dict)
     # class -> a known extent (noted once a tensor of unknown shape needs it)
     class_ext: dict[int, Dim] = field(default_factory=dict)
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
@@ -135,13 +143,15 @@ class ChannelGraph:
         if a != b:
             ra, rb = (a, b) if a < b else (b, a)
             parent[rb] = ra
-            if self.class_ext:
-                ext = self.class_ext.pop(rb, None)
+            class_ext = self.class_ext
+            if class_ext and rb in class_ext:
+                ext = class_ext.pop(rb)
                 if ext is not None:
-                    self.class_ext.setdefault(ra, ext)
-            comp = self.composite.pop(rb, None) if self.composite else None
-            if comp is not None:
-                mine = self.composite.setdefault(ra, comp)
+                    class_ext.setdefault(ra, ext)
+            composite = self.composite
+            if rb in composite:
+                comp = composite.pop(rb)
+                mine = composite.setdefault(ra, comp)
                 if mine is not comp and [e for _, e in mine] == [e for _, e in comp]:
                     # two merged axes tied (a batched matmul's batch axis): so are
                     # the axes merged into them
@@ -158,6 +168,20 @@ class ChannelGraph:
         """(leaf, axis) of a node."""
         leaf = self.node_leaf[n]
         return leaf, n - self.base[leaf]
+
+
+_MISS = object()
+
+
+def _product(extents: Sequence[Dim | None]) -> int:
+    """The product of static extents (1 for none), 0 when one is not static (as
+    _Builder.static_size)."""
+    size = 1
+    for e in extents:
+        if not isinstance(e, int):
+            return 0
+        size *= e
+    return size
 
 
 def _leaves(struct: Struct) -> Iterator[int]:
@@ -188,14 +212,10 @@ class _Builder:
 
     def __init__(self, result: InferenceResult, rules: RuleSet) -> None:
         view = result.view
-        base: list[int] = []
-        node_leaf: list[int] = []
-        n = 0
-        for leaf, nd in enumerate(view.leaf_ndim):
-            base.append(n)
-            if nd > 0:
-                node_leaf += [leaf] * nd
-                n += nd
+        nds = np.maximum(np.array(view.leaf_ndim, dtype=np.int64), 0)
+        ends = np.cumsum(nds)
+        base: list[int] = (ends - nds).tolist()
+        node_leaf: list[int] = np.repeat(np.arange(len(nds)), nds).tolist()
         self.g = ChannelGraph(result, base, node_leaf, list(range(len(node_leaf))))
         self.view = view
         self.rules = rules
@@ -207,12 +227,16 @@ class _Builder:
         # repeat the same reshapes layer after layer
         self.plans: dict[tuple[tuple[Dim, ...], tuple[Dim, ...]], Any] = {}
         self.site_of: dict[int, CallSite] = {}  # leaf -> the site computing it
+        self.pos = 0  # the index of the site being walked (see ext)
+        # op -> the method recording its ties (see handler)
+        self.handlers: dict[str, Callable[[CallSite, list[int | None], list[int]], None]] = {}
         site_of = self.site_of
         for site in view.sites:
             if site.call is not None:
                 out = site.out
                 if type(out) is int:  # (most sites: no generator)
-                    site_of.setdefault(out, site)
+                    if out not in site_of:
+                        site_of[out] = site
                 else:
                     for leaf in _leaves(out):
                         site_of.setdefault(leaf, site)
@@ -232,7 +256,15 @@ class _Builder:
                 # the first tensor of unknown shape: note the extents of the tensors
                 # seen so far, and of the others as they come (see note_ext)
                 self.eager = True
-                for seen, flag in enumerate(self.noted):
+                noted = self.noted
+                for site in self.view.sites[:self.pos + 1]:
+                    if site.op != "<link>":
+                        for leaf in _leaves(site.out):
+                            noted[leaf] = 1
+                        for a in site.args:
+                            if type(a) is int:
+                                noted[a] = 1
+                for seen, flag in enumerate(noted):
                     if flag:
                         self.note_shape(seen)
             return self.g.class_ext.get(self.g.find(self.g.node(leaf, axis)))
@@ -240,18 +272,13 @@ class _Builder:
 
     def static_size(self, leaf: int, axes: Sequence[int]) -> int:
         """The product of the extents of `axes` (1 for none), 0 when one is not static."""
-        size = 1
-        for a in axes:
-            e = self.ext(leaf, a)
-            if not isinstance(e, int):
-                return 0
-            size *= e
-        return size
+        return _product([self.ext(leaf, a) for a in axes])
 
     def note_ext(self, leaf: int) -> None:
         """Note a tensor's extents for its classes, once: the classes keep them through
         later unions, for the tensors of unknown shape tied to them. Only a module
-        with such a tensor needs them, so until `ext` meets one they are not read."""
+        with such a tensor needs them, so until `ext` meets one they are not read (it
+        then notes those of the sites walked so far)."""
         if self.noted[leaf]:
             return
         self.noted[leaf] = 1
@@ -312,6 +339,7 @@ class _Builder:
         """Right-aligned axes of equal extent are one axis (extent-1 axes broadcast)."""
         on = self.ndim(out)
         shape, ext = self.view.shape, self.ext
+        union, base = self.g.union, self.g.base
         so = shape(out)
         if so is not None and len(so) != on:
             so = None
@@ -331,30 +359,39 @@ class _Builder:
                 # keeps it, so an output of unknown shape still ties)
                 if e == 1 or e is None or (eo is not None and e != eo):
                     continue
-                self.g.union(self.g.node(a, i), self.g.node(out, j))
+                union(base[a] + i, base[out] + j)
 
     # -- the walk
     def run(self) -> ChannelGraph:
         """Record the ties of every call site and link."""
         view, g, noted = self.view, self.g, self.noted
         self._mark_io()
-        for site in view.sites:
-            if site.op == "<link>":
+        handlers, handler = self.handlers, self.handler
+        for pos, site in enumerate(view.sites):
+            op = site.op
+            if op == "<link>":
                 src = site.args[0] if site.args else None
                 for a, b in zip(_leaves(src), _leaves(site.out), strict=False):
                     self.tie_all(a, b)
                 continue
+            self.pos = pos
             out = site.out
             outs = [out] if type(out) is int else list(_leaves(out))
             args = [a if type(a) is int else None for a in site.args]
-            for leaf in outs:
-                if not noted[leaf]:
-                    self.note_ext(leaf)
-            for arg in args:
-                if arg is not None and not noted[arg]:
-                    self.note_ext(arg)
+            if self.eager:
+                for leaf in outs:
+                    if not noted[leaf]:
+                        self.note_ext(leaf)
+                for arg in args:
+                    if arg is not None and not noted[arg]:
+                        self.note_ext(arg)
+            if op in _SHAPE_OPS:
+                g.shape_sites.append(site)
+            fn = handlers.get(op)
+            if fn is None:
+                fn = handlers[op] = handler(op)
             try:
-                self.site(site, args, outs)
+                fn(site, args, outs)
             except (AttributeError, TypeError, ValueError, IndexError):
                 self.opaque(site, "op " + site.op + " with attributes not understood")
         self.check_composites()
@@ -362,6 +399,59 @@ class _Builder:
             if site.op in _WEIGHT_VIEWS and self.is_weight(leaf):
                 g.weight_views.add(leaf)
         return g
+
+    def family(self, op: str) -> str | None:
+        """The family of the op's rule (None without one)."""
+        if op in self.families:
+            return self.families[op]
+        rule = self.rules.lookup(op) if op and not op.startswith(
+            ("plugin:", "@", "%")) else None
+        family = self.families[op] = rule.family if rule is not None else None
+        return family
+
+    def handler(self, op: str) -> Callable[[CallSite, list[int | None], list[int]], None]:
+        """The method recording the ties of `op` (`site`, which finds it by comparing the
+        op with each case, for the ops without a shortcut)."""
+        family = self.family(op)
+        if (family in ("elementwise", "like") or op in _UNARY_OPS) and op != "relax.nn.prelu":
+            return self.elementwise
+        if family == "binary" or op == "relax.where":
+            return self.binary
+        if op in _CONV_OPS:
+            return self.conv
+        if op == "relax.matmul":
+            return self.matmul
+        if op == "relax.permute_dims":
+            return self.permute
+        if op in ("relax.reshape", "relax.flatten", "relax.nn.batch_flatten"):
+            return self.reshape_site
+        return self.site
+
+    def elementwise(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        """Every axis of the first argument is the same axis of each output."""
+        if args and args[0] is not None:
+            for o in outs:
+                self.tie_all(args[0], o)
+
+    def binary(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        """Broadcast ties (see tie_broadcast)."""
+        if len(outs) == 1:
+            self.tie_broadcast(outs[0], [a for a in args if a is not None])
+
+    def permute(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        """Output axis j is input axis axes[j]."""
+        data, out = args[0], outs[0]
+        if data is None:
+            return
+        axes = _ints(site.attrs.axes) or list(reversed(range(self.ndim(data))))
+        union, base = self.g.union, self.g.base
+        nd, bd, bo = self.ndim(data), base[data], base[out]
+        for j, i in enumerate(axes):
+            union(bd + i % nd, bo + j)
+
+    def reshape_site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
+        """See reshape."""
+        self.reshape(site, args[0], outs[0])
 
     def check_composites(self) -> None:
         """A merged axis that reaches anything but ties (a weight, a concat or flatten,
@@ -405,12 +495,7 @@ class _Builder:
 
     def site(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         op, attrs, g = site.op, site.attrs, self.g
-        if op in self.families:
-            family = self.families[op]
-        else:
-            rule = self.rules.lookup(op) if op and not op.startswith(
-                ("plugin:", "@", "%")) else None
-            family = self.families[op] = rule.family if rule is not None else None
+        family = self.family(op)
         if family in ("elementwise", "like") or op in _UNARY_OPS:
             if args and args[0] is not None:
                 for o in outs:
@@ -429,14 +514,6 @@ class _Builder:
             return
         if op == "relax.matmul":
             self.matmul(site, args, outs)
-            return
-        if op == "relax.permute_dims":
-            data, out = args[0], outs[0]
-            if data is None:
-                return
-            axes = _ints(attrs.axes) or list(reversed(range(self.ndim(data))))
-            for j, i in enumerate(axes):
-                g.union(g.node(data, i), g.node(out, j))
             return
         if op in ("relax.reshape", "relax.flatten", "relax.nn.batch_flatten"):
             self.reshape(site, args[0], outs[0])
@@ -527,41 +604,44 @@ class _Builder:
         if data is None or weight is None or "C" not in dl or "O" not in kl:
             self.opaque(site, "conv without channel axes")
             return
+        base = g.base
+        bd, bw, bo = base[data], base[weight], base[out]
         if "N" in dl and "N" in ol:
-            g.union(g.node(data, dl.index("N")), g.node(out, ol.index("N")))
+            g.union(bd + dl.index("N"), bo + ol.index("N"))
         d_c, w_o, w_i, o_c = dl.index("C"), kl.index("O"), kl.index("I"), ol.index("C")
         for i, ch in enumerate(dl):
             if ch not in "NC":
-                g.block(g.node(data, i), "a conv window slides over the axis")
+                g.block(bd + i, "a conv window slides over the axis")
         if not self.is_weight(weight):
             self.opaque(site, "conv with a computed weight")
             return
         c_in = self.ext(data, d_c)
         c_out = self.ext(weight, w_o)
         if groups == 1:
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
-            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
+            g.consumers.append((bd + d_c, bw + w_i, site.value_id))
         elif groups == c_in and groups == c_out and not site.op.endswith("_transpose"):
             # depthwise: channel c in, channel c out, weight row c
-            g.union(g.node(data, d_c), g.node(out, o_c))
-            g.union(g.node(weight, w_o), g.node(out, o_c))
+            g.union(bd + d_c, bo + o_c)
+            g.union(bw + w_o, bo + o_c)
             g.depthwise[weight] = self.view.leaf_value[out]
+            g.depthwise_sites[site.value_id] = site
         elif (not site.op.endswith("_transpose") and isinstance(c_in, int)
               and isinstance(c_out, int) and c_in % groups == 0 and c_out % groups == 0):
             # grouped conv: as Torch-Pruning, prune the same positions in every group
             # (weight I index i reads input i of each group), the group count stays
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
-            g.consumers.append((g.node(data, d_c), g.node(weight, w_i), site.value_id))
-            g.folds[g.node(weight, w_o)] = groups
-            g.folds[g.node(weight, w_i)] = groups
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
+            g.consumers.append((bd + d_c, bw + w_i, site.value_id))
+            g.folds[bw + w_o] = groups
+            g.folds[bw + w_i] = groups
         else:
             reason = f"grouped conv ({groups} groups) ties channels in groups"
-            g.block(g.node(data, d_c), reason)
-            g.block(g.node(out, o_c), reason)
-            g.union(g.node(weight, w_o), g.node(out, o_c))
-            g.producers[g.node(weight, w_o)] = site.value_id
+            g.block(bd + d_c, reason)
+            g.block(bo + o_c, reason)
+            g.union(bw + w_o, bo + o_c)
+            g.producers[bw + w_o] = site.value_id
 
     def matmul(self, site: CallSite, args: list[int | None], outs: list[int]) -> None:
         g = self.g
@@ -602,44 +682,44 @@ class _Builder:
         plan = None
         if src is not None and dst is not None:
             key = (tuple(src), tuple(dst))
-            # (static shapes only: a symbolic extent's == builds an expression)
-            static = all(type(e) is int for e in key[0]) and all(
-                type(e) is int for e in key[1])
-            if static and key in self.plans:
-                plan = self.plans[key]
-            else:
+            plan = self.plans.get(key, _MISS)
+            if plan is _MISS:
                 try:
                     plan = reshape_groups(*key)
                 except ValueError:
                     plan = None
-                if static:
+                # (static shapes only: a symbolic extent's == builds an expression)
+                if all(type(e) is int for e in key[0]) and all(
+                        type(e) is int for e in key[1]):
                     self.plans[key] = plan
-        if plan is None:
+        if plan is None or src is None or dst is None:
             self.opaque(site, "reshape whose sizes do not line up")
             return
+        union, base = g.union, g.base
         for s_axes, d_axes in plan:
             if len(s_axes) == 1 and len(d_axes) == 1:
-                g.union(g.node(data, s_axes[0]), g.node(out, d_axes[0]))
+                union(base[data] + s_axes[0], base[out] + d_axes[0])
                 continue
+            # (src and dst hold the extents ext gives: the shapes, or those known)
             if len(d_axes) == 1:
                 # merged axes: the outermost maps onto blocks of the merged axis; the
                 # inner ones are remembered, in case a later reshape splits them back
-                inner = self.static_size(data, s_axes[1:])
+                inner = _product([src[a] for a in s_axes[1:]])
+                bd = base[data]
                 if inner:
-                    g.derived.append(_Edge(g.node(data, s_axes[0]), g.node(out, d_axes[0]),
-                                           0, inner))
+                    g.derived.append(_Edge(bd + s_axes[0], base[out] + d_axes[0], 0, inner))
                 else:
-                    g.block(g.node(data, s_axes[0]), "reshape merges it with a symbolic axis")
-                g.composite.setdefault(g.find(g.node(out, d_axes[0])), [
-                    (g.node(data, a), self.ext(data, a)) for a in s_axes])
+                    g.block(bd + s_axes[0], "reshape merges it with a symbolic axis")
+                g.composite.setdefault(g.find(base[out] + d_axes[0]), [
+                    (bd + a, src[a]) for a in s_axes])
                 continue
             if len(s_axes) == 1:
-                comp = g.composite.get(g.find(g.node(data, s_axes[0])))
-                if comp is not None and [e for _, e in comp] == [
-                        self.ext(out, d) for d in d_axes]:
+                comp = g.composite.get(g.find(base[data] + s_axes[0]))
+                if comp is not None and [e for _, e in comp] == [dst[d] for d in d_axes]:
                     # the split undoes an earlier merge: the same axes come back
+                    bo = base[out]
                     for (n, _), d in zip(comp, d_axes, strict=True):
-                        g.union(n, g.node(out, d))
+                        union(n, bo + d)
                     continue
                 # one axis split into (outer, inner...): the outer axis counts blocks
                 # of the inner size (attention heads of head_dim channels)

@@ -83,9 +83,15 @@ class Member:
 
     def indices(self, channels: Iterable[int]) -> list[int]:
         """The indices of `axis` that the given group channels cover, sorted."""
-        return sorted(self.offset + c * self.block + j + r * self.stride
-                      for c in channels for r in range(self.repeat)
-                      for j in range(self.block))
+        return covered(self.offset, self.block, self.stride, self.repeat, channels)
+
+
+def covered(offset: int, block: int, stride: int, repeat: int,
+            channels: Iterable[int]) -> list[int]:
+    """The indices a member's range covers for the given group channels, sorted (see
+    Member)."""
+    return sorted(offset + c * block + j + r * stride
+                  for c in channels for r in range(repeat) for j in range(block))
 
 
 # (installed after the dataclass is made: its __init__ sets them through the descriptor)
@@ -144,6 +150,65 @@ class ChannelGroup:
         state = "exact" if self.exact else "not exact: " + "; ".join(self.reasons)
         io = " (reaches model input/output)" if self.touches_io else ""
         return f"group {self.id}: {self.size} channels from {prods}{io}, {state}"
+
+
+_Row = tuple[int, int, str, str, int, int, int, int]
+"""A member before it is made: (leaf, axis, role, kind, offset, block, stride, repeat)."""
+
+
+class _Rows:
+    """A group's members as the walk found them, made into Members (sorted by role,
+    tensor, axis, offset) when first read: a prune reads the rows alone, and making
+    a member costs more than finding it."""
+
+    __slots__ = ("layouts", "letters", "names", "rows")
+
+    def __init__(self, rows: list[_Row], names: Any, letters: Any,
+                 layouts: list[str | None]) -> None:
+        self.rows, self.names, self.letters, self.layouts = rows, names, letters, layouts
+
+    def members(self) -> tuple[Member, ...]:
+        """The Members, in order."""
+        name, letters, layouts = self.names, self.letters, self.layouts
+        order = _ROLE_ORDER
+        keyed = []
+        for k, (leaf, axis, role, kind, off, blk, st, rep) in enumerate(self.rows):
+            if letters is None:
+                lay = layouts[leaf] or ""
+                got = lay[axis] if axis < len(lay) else ""
+            keyed.append(((order[role], leaf, axis, off, k), _member(
+                name, axis, role, kind, off, blk, got if letters is None else letters, leaf,
+                st, rep)))
+        keyed.sort(key=_first)
+        return tuple(m for _, m in keyed)
+
+
+class _LazyMembers:
+    """ChannelGroup.members: a tuple, or _Rows made into one on first read."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> tuple[Member, ...]:
+        if obj is None:
+            raise AttributeError("members")  # (no default for the dataclass field)
+        got = obj.__dict__["_members"]
+        if type(got) is _Rows:
+            got = obj.__dict__["_members"] = got.members()
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_members"] = value if type(value) is _Rows else tuple(value)
+
+
+ChannelGroup.members = _LazyMembers()  # type: ignore[assignment]
+
+
+def member_rows(group: ChannelGroup) -> list[_Row]:
+    """(leaf, axis, role, kind, offset, block, stride, repeat) of each member, in no
+    particular order, without making the members if they are not made yet."""
+    got = group.__dict__.get("_members")
+    if type(got) is _Rows:
+        return got.rows
+    return [(m.leaf, m.axis, m.role, m.kind, m.offset, m.block, m.stride, m.repeat)
+            for m in group.members]
 
 
 @dataclass(frozen=True)
@@ -255,12 +320,18 @@ class _Grouper:
         self.g, self.names, self.letters = g, names, letters
         self.classes: dict[int, list[int]] = {}
         classes = self.classes
-        # (a class's representative is its smallest node: met first, in node order)
-        for n, r in enumerate(g.roots()):
+        # (a class's representative is its smallest node: met first, in node order;
+        # a node's parent is smaller than the node, so its root is known first, as in
+        # ChannelGraph.roots)
+        root_of = g.parent[:]
+        find = g.find
+        for n, p in enumerate(root_of):
+            r = root_of[n] = root_of[p] if p <= n else find(n)
             if r == n:
                 classes[n] = [n]
             else:
                 classes[r].append(n)
+        g.parent = root_of  # (every node now points at its root: a find is one step)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
@@ -440,8 +511,8 @@ class _Grouper:
             ws = by_leader[lead]
             size = ws[0].size
             reasons: list[str] = []
-            members: dict[tuple[int, int, int, int, int, int],
-                          tuple[tuple[int, ...], Member]] = {}
+            seen: set[tuple[int, int, int, int, int, int]] = set()
+            rows: list[_Row] = []
             io = has_consumer = False
             for w in ws:
                 for why in w.reasons:
@@ -462,8 +533,9 @@ class _Grouper:
                                 if text not in reasons:
                                     reasons.append(text)
                         key = (leaf, axis, off, blk, st, rep)
-                        if key in members:
+                        if key in seen:
                             continue
+                        seen.add(key)
                         kind = values[leaf_value[leaf]].kind
                         if kind == "binding" or at_io:
                             role = ACTIVATION  # (a model input is an activation)
@@ -473,18 +545,11 @@ class _Grouper:
                             role = PRODUCER
                         else:
                             role = FOLLOW
-                        if letter is None:
-                            lay = layouts[leaf] or ""
-                            got = lay[axis] if axis < len(lay) else ""
-                        members[key] = (
-                            (_ROLE_ORDER[role], leaf, axis, off, len(members)),
-                            _member(name, axis, role, kind, off, blk,
-                                    got if letter is None else letter, leaf, st, rep))
+                        rows.append((leaf, axis, role, kind, off, blk, st, rep))
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
-            ordered = [m for _, m in sorted(members.values(), key=_first)]
-            out.append(ChannelGroup(len(out), size, tuple(ordered), not reasons,
-                                    tuple(reasons), io))
+            out.append(ChannelGroup(len(out), size, _Rows(rows, name, letter, layouts),  # type: ignore[arg-type]
+                                    not reasons, tuple(reasons), io))
         return out
 
 

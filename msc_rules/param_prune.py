@@ -38,7 +38,7 @@ def param_slices(mod: tvm.IRModule, selection: Selection, allow_io: bool = False
         cut = plan_prune(groups, check_selection(groups, selection, allow_io))
     view = g.view
     out: ParamSlices = {}
-    for (leaf, axis), idx in sorted(cut.items()):
+    for leaf, axes in sorted(cut.items()):
         v = view.values[view.leaf_value[leaf]]
         if v.kind != "param":
             continue
@@ -46,10 +46,12 @@ def param_slices(mod: tvm.IRModule, selection: Selection, allow_io: bool = False
             raise PruneError(f"the channels reach the model input '{v.name}': "
                              "a prune cannot change what callers pass")
         shape = view.shape(leaf)
-        ext = shape[axis] if shape is not None else None
-        if not isinstance(ext, int):
-            raise PruneError(f"parameter '{v.name}' has a symbolic extent on axis {axis}")
-        out.setdefault(v.name, {})[axis] = [i for i in range(ext) if i not in idx]
+        for axis, idx in sorted(axes.items()):
+            ext = shape[axis] if shape is not None else None
+            if not isinstance(ext, int):
+                raise PruneError(f"parameter '{v.name}' has a symbolic extent on axis {axis}")
+            gone = set(idx)
+            out.setdefault(v.name, {})[axis] = [i for i in range(ext) if i not in gone]
     return out
 
 

@@ -22,20 +22,15 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .channel_graph import ChannelGraph, channel_graph
-from .channels import CONSUMER, ChannelGroup, Member, _Namer, build_groups
+from .channels import CONSUMER, ChannelGroup, _Namer, build_groups, covered, member_rows
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
 from .prune_edits import ParamEdit, split_attrs
-from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, rebuild
-from .rewrite import _MAKE_CONST
+from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, const_nodes, rebuild
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
-
-
-def _removed_indices(m: Member, removed: Sequence[int]) -> list[int]:
-    return m.indices(removed)
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
@@ -55,42 +50,48 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
             raise PruneError(f"group {gid}: kept indices must be integers")
         if not keep:
             raise PruneError(f"group {gid}: the kept set is empty")
-        if len(set(keep)) != len(keep):
+        kept_set = set(keep)
+        if len(kept_set) != len(keep):
             dup = sorted({k for k in keep if keep.count(k) > 1})
             raise PruneError(f"group {gid}: kept indices repeated: {dup}")
-        bad = [k for k in keep if not 0 <= k < gr.size]
-        if bad:
+        if min(keep) < 0 or max(keep) >= gr.size:
+            bad = [k for k in keep if not 0 <= k < gr.size]
             raise PruneError(f"group {gid}: kept indices out of range 0..{gr.size - 1}: {bad}")
         if not gr.exact:
             raise PruneError(f"group {gid} is not exact: {'; '.join(gr.reasons)}")
         if gr.touches_io and not allow_io:
             raise PruneError(f"group {gid} reaches a model input or output "
                              "(pass allow_io=True to prune it anyway)")
-        kept_set = set(keep)
         out[gid] = [c for c in range(gr.size) if c not in kept_set]
     return out
 
 
+Cut = dict[int, dict[int, list[int]]]
+"""Removed indices (sorted) per leaf and axis."""
+
+
 def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[int]],
-               consumers_only: bool = False) -> dict[tuple[int, int], set[int]]:
-    """Removed indices per (leaf, axis) over the chosen groups' members."""
+               consumers_only: bool = False) -> Cut:
+    """Removed indices per leaf and axis over the chosen groups' members (members of a
+    group with the same range share one list)."""
     by_id = {gr.id: gr for gr in groups}
-    cut: dict[tuple[int, int], set[int]] = {}
+    cut: Cut = {}
     for gid, rem in removed.items():
         # most members share a range
         ranges: dict[tuple[int, int, int, int], list[int]] = {}
-        for m in by_id[gid].members:
-            if consumers_only and m.role != CONSUMER:
+        for leaf, axis, role, _, off, blk, st, rep in member_rows(by_id[gid]):
+            if consumers_only and role != CONSUMER:
                 continue
-            key = (m.offset, m.block, m.stride, m.repeat)
-            idx = ranges.get(key)
+            rng = (off, blk, st, rep)
+            idx = ranges.get(rng)
             if idx is None:
-                idx = ranges[key] = _removed_indices(m, rem)
-            got = cut.get((m.leaf, m.axis))
-            if got is None:
-                cut[m.leaf, m.axis] = set(idx)
-            else:
-                got.update(idx)
+                idx = ranges[rng] = covered(off, blk, st, rep, rem)
+            axes = cut.get(leaf)
+            if axes is None:
+                cut[leaf] = {axis: idx}
+                continue
+            got = axes.get(axis)
+            axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
     return cut
 
 
@@ -152,21 +153,18 @@ def _reshape_edit(extents: list[Any]) -> CallEdit:
     return edit
 
 
-def _conv_groups_edit(groups: int) -> CallEdit:
-    """Set a (depthwise) conv's group count."""
-    def edit(call: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
-        a = attrs
-        conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
-        rebuilt = conv(args[0], args[1], strides=a.strides, padding=a.padding,
-                       dilation=a.dilation, groups=groups, data_layout=a.data_layout,
-                       kernel_layout=a.kernel_layout, out_layout=a.out_layout,
-                       out_dtype=a.out_dtype)
-        return args, rebuilt.attrs
-    return edit
+def _conv_groups_attrs(call: Any, groups: int) -> Any:
+    """A (depthwise) conv's attributes with a new group count."""
+    a = call.attrs
+    conv = getattr(relax.op.nn, str(call.op.name).split(".")[-1])
+    return conv(call.args[0], call.args[1], strides=a.strides, padding=a.padding,
+                dilation=a.dilation, groups=groups, data_layout=a.data_layout,
+                kernel_layout=a.kernel_layout, out_layout=a.out_layout,
+                out_dtype=a.out_dtype).attrs
 
 
 def _attrs_edit(attrs: Any) -> CallEdit:
-    """An edit that gives a call new attributes (a split's indices)."""
+    """An edit that gives a call new attributes (a split's indices, a conv's groups)."""
 
     def edit(call: Any, args: list[Any], old: Any) -> tuple[list[Any], Any]:
         return args, attrs
@@ -174,17 +172,16 @@ def _attrs_edit(attrs: Any) -> CallEdit:
     return edit
 
 
-def _add_edit(calls: dict[int, CallEdit], call: Any, edit: CallEdit) -> None:
-    """Record an edit of `call`, after any edit already recorded for it."""
-    h = call.__chandle__()
-    first = calls.get(h)
-    if first is None:
-        calls[h] = edit
-        return
-
-    def both(c: Any, args: list[Any], attrs: Any) -> tuple[list[Any], Any]:
-        return edit(c, *first(c, args, attrs))
-    calls[h] = both
+def _call_edits(view: Any, attrs: Mapping[int, Any], shaped: Sequence[tuple[Any, int]],
+                extents: Mapping[int, Mapping[int, Any]]) -> dict[int, CallEdit]:
+    """The edits of calls for the Python rebuilds: new attributes, and the shape
+    argument of each reshape or broadcast_to whose output lost channels."""
+    calls: dict[int, CallEdit] = {h: _attrs_edit(a) for h, a in attrs.items()}
+    for call, made in shaped:
+        new = extents[made]
+        calls[call.__chandle__()] = _reshape_edit(
+            [new.get(i) for i in range(view.leaf_ndim[made])])
+    return calls
 
 
 def _host_array(t: Any) -> np.ndarray:
@@ -221,25 +218,28 @@ def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
     return values[axis] if values is not None and axis < len(values) else None
 
 
-def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
-                 ) -> dict[int, dict[int, int]]:
+def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
     """The new extent of every tensor axis the prune shrinks, by leaf and axis: the cut
     axes lose their removed indices, and an axis a reshape merged from cut ones (batch
     times heads) is the product of their new extents, on every axis of its class."""
     view = g.view
-    out: dict[int, dict[int, int]] = {}
-    by_class: dict[int, int] = {}
-    find, base = g.find, g.base
+    out: dict[int, dict[int, Any]] = {}
+    shape, find, base = view.shape, g.find, g.base
+    # the new extent of each cut class, for the merged axes below (if any)
+    by_class: dict[Any, Any] | None = {} if g.composite else None
     for leaf, axes in cut.items():
-        dims = view.shape(leaf)
+        dims = shape(leaf)
         if dims is None:
             continue
         row = out[leaf] = {}
+        b = base[leaf]
         for axis, idx in axes.items():
             e = dims[axis]
-            if isinstance(e, int):
-                row[axis] = by_class[find(base[leaf] + axis)] = e - len(idx)
-    if not g.composite:
+            if type(e) is int:
+                row[axis] = left = e - len(idx)
+                if by_class is not None:
+                    by_class[find(b + axis)] = left
+    if by_class is None:
         return out
     merged: dict[int, int] = {}
     changed = True
@@ -275,25 +275,37 @@ def _new_extents(g: ChannelGraph, cut: dict[int, dict[int, set[int]]]
     return out
 
 
-def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[int]],
-           zero: bool, names: Any) -> tvm.IRModule:
+def _kept(extent: int, idx: list[int], memo: dict[tuple[int, ...], np.ndarray]
+          ) -> np.ndarray:
+    """The indices of an axis of `extent` not in `idx` (one array per extent and
+    removed indices: groups of a model tend to lose the same ones)."""
+    key = (extent, *idx)
+    got = memo.get(key)
+    if got is None:
+        keep = np.ones(extent, dtype=bool)
+        keep[idx] = False
+        got = memo[key] = np.flatnonzero(keep)
+    return got
+
+
+def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
+           names: Any) -> tvm.IRModule:
     view = g.view
-    per_leaf: dict[int, dict[int, set[int]]] = {}
-    for (leaf, axis), idx in cut.items():
-        per_leaf.setdefault(leaf, {})[axis] = idx
-    consts: dict[int, Any] = {}
-    calls: dict[int, CallEdit] = {}
+    attrs: dict[int, Any] = {}  # call handle -> its new attributes
+    shaped: list[tuple[Any, int]] = []  # (reshape or broadcast_to, its output leaf)
     # (a mask keeps every type: its constants keep their shapes)
     extents = {} if zero else _new_extents(g, per_leaf)
     retype = Retyper(extents)
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
     sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
+    kept: dict[tuple[int, ...], np.ndarray] = {}
     for leaf, axes in sorted(per_leaf.items()):
         v = values[leaf_value[leaf]]
-        if v.kind == "binding":
+        kind = v.kind
+        if kind == "binding":
             continue
-        if v.kind == "param":
+        if kind == "param":
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
                                  "a prune cannot change what callers pass")
@@ -303,55 +315,54 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, cut: dict[tuple[int, int], set[in
                                  "parameters can be sliced")
             params.add(v.expr, axes, zero)
             continue
-        if v.kind == "const":
+        if kind == "const":
             arr = _host_array(v.expr.value)
             if zero:
                 arr = arr.copy()
                 for axis, idx in axes.items():
                     sl: list[Any] = [slice(None)] * arr.ndim
-                    sl[axis] = sorted(idx)
+                    sl[axis] = idx
                     arr[tuple(sl)] = 0
             else:
                 for axis, idx in sorted(axes.items()):
-                    arr = arr.take([i for i in range(arr.shape[axis]) if i not in idx], axis)
+                    arr = arr.take(_kept(arr.shape[axis], idx, kept), axis)
             sliced.append((v.expr, leaf, arr))
-    for (expr, leaf, _), data in zip(sliced, _tensors([a for _, _, a in sliced]), strict=True):
-        ty = retype(view.leaf_type[leaf], leaf)
-        consts[expr.__chandle__()] = _MAKE_CONST(data, ty, expr.span)
-    site_of: dict[int, Any] = {}  # value id -> its call site, for the depthwise convs
-    wanted = set(g.depthwise.values())
-    for site in view.sites:
-        if site.value_id in wanted:
-            site_of[site.value_id] = site
-        if zero:
-            continue
-        if site.op == "relax.split" and site.args[0] in per_leaf:
+    consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
+        sliced, _tensors([a for _, _, a in sliced]), strict=True)]
+    for site in () if zero else g.shape_sites:
+        op = site.op
+        if op == "relax.split" and site.args[0] in per_leaf:
             split = split_attrs(view, site, per_leaf)
             if split is not None:  # (before the test below: a split makes a tuple)
-                _add_edit(calls, site.call, _attrs_edit(split))
+                attrs[site.call.__chandle__()] = split
         made = site.out
-        if type(made) is not int or not (new := extents.get(made)):
+        if type(made) is not int or not extents.get(made):
             continue
-        if site.op in ("relax.full", "relax.zeros", "relax.ones"):
-            raise PruneError(f"'{names(made)}' ({site.op}) carries a pruned extent in its "
+        if op in ("relax.full", "relax.zeros", "relax.ones"):
+            raise PruneError(f"'{names(made)}' ({op}) carries a pruned extent in its "
                              "shape argument")
         # a reshape's or broadcast_to's shape argument is its output's new shape
-        if site.op in ("relax.reshape", "relax.broadcast_to"):
-            _add_edit(calls, site.call, _reshape_edit(
-                [new.get(i) for i in range(view.leaf_ndim[made])]))
+        if op in ("relax.reshape", "relax.broadcast_to"):
+            shaped.append((site.call, made))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
-            site = site_of[vid]
+            site = g.depthwise_sites[vid]
             dims = view.shape(weight) or []
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]
             if isinstance(e, int):
-                _add_edit(calls, site.call, _conv_groups_edit(e - len(cut_w.get(o, ()))))
+                attrs[site.call.__chandle__()] = _conv_groups_attrs(
+                    site.call, e - len(cut_w.get(o, ())))
+
+    def calls() -> dict[int, CallEdit]:
+        return _call_edits(view, attrs, shaped, extents)
+
     if params.cuts:  # new parameter vars: the mutator rebuilds the signature
-        return _Rewriter(mod, consts, calls, params).run(mod)
-    out = rebuild(mod, view, consts, calls, retype)
-    return out if out is not None else _Rewriter(mod, consts, calls).run(mod)
+        return _Rewriter(mod, const_nodes(view, consts, retype), calls(), params).run(mod)
+    out = rebuild(mod, view, consts, attrs, retype, calls)
+    return out if out is not None else _Rewriter(
+        mod, const_nodes(view, consts, retype), calls()).run(mod)
 
 
 def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,

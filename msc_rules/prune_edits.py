@@ -7,7 +7,7 @@ frontend keeps in the function's "params" attribute (`detach_params` reads them)
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,9 +25,9 @@ class ParamEdit:
     def __init__(self, entry: str) -> None:
         self.entry = entry
         self.vars: dict[int, Any] = {}  # param handle -> the var of the sliced type
-        self.cuts: dict[int, Mapping[int, set[int]]] = {}  # param handle -> axis -> removed
+        self.cuts: dict[int, Mapping[int, Sequence[int]]] = {}  # param handle -> axis -> removed
 
-    def add(self, var: Any, axes: Mapping[int, set[int]], zero: bool) -> None:
+    def add(self, var: Any, axes: Mapping[int, Sequence[int]], zero: bool) -> None:
         """Record a parameter's removed indices (and its sliced var for a prune)."""
         h = var.__chandle__()
         self.cuts[h] = axes
@@ -75,7 +75,7 @@ def cut_array(arr: np.ndarray, axes: Mapping[int, Any], zero: bool) -> np.ndarra
     return np.ascontiguousarray(arr)
 
 
-def split_attrs(view: Any, site: Any, cut: Mapping[int, Mapping[int, set[int]]]) -> Any:
+def split_attrs(view: Any, site: Any, cut: Mapping[int, Mapping[int, Sequence[int]]]) -> Any:
     """The attributes of a split whose input lost channels along the split axis: the
     parts' new boundaries (sections become explicit indices); None when the cut is on
     another axis."""

@@ -10,7 +10,9 @@ binding, and the whole result against the fallback's.
 
 It covers the entry function of a module without other Relax functions, with the
 bindings frontends emit (calls, aliases, tuples, tuple items); anything else returns
-None and the caller re-infers with TVM (prune.py's `_Rewriter`).
+None and the caller re-infers with TVM (prune.py's `_Rewriter`). The native rebuild
+(native/prune.cc) does the same walk in C++ when the native walk is available: the
+Python one is for a function it hands back, and for `MSC_RULES_NATIVE=0`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,30 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import _ffi_api as _relax_ffi
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
+from . import native as _native
 from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
-from .rewrite import _MAKE_BINDING, _MAKE_CALL, _MAKE_DATAFLOW_VAR, _MAKE_VAR, _with_type
+from .rewrite import (
+    _MAKE_BINDING,
+    _MAKE_CALL,
+    _MAKE_CONST,
+    _MAKE_DATAFLOW_VAR,
+    _MAKE_VAR,
+    _with_type,
+)
 
 Extents = Mapping[int, Mapping[int, int]]
 """New extents per leaf and axis (the axes a prune shrinks)."""
+ConstSlices = list[tuple[Any, int, Any]]
+"""The sliced constants: (the old constant, its leaf, its new data as a TVM tensor)."""
 CallEdit = Callable[[Any, list[Any], Any], tuple[list[Any], Any]]
 """(call, its arguments and attrs as rebuilt so far) -> (arguments, attrs): the prune's
 own edits of a call (reshape shapes, conv group counts), by the call's handle."""
@@ -90,6 +103,13 @@ class Retyper:
         new = self.memo[key] = _MAKE_TENSOR_TYPE(_MAKE_SHAPE(vals, None), ty.dtype, -1,
                                                  ty.vdevice, None)
         return new
+
+
+def const_nodes(view: DependencyView, consts: ConstSlices, retype: Retyper) -> dict[int, Any]:
+    """The new constants by the old ones' handles (for the Python rebuilds)."""
+    return {expr.__chandle__(): _MAKE_CONST(data, retype(view.leaf_type[leaf], leaf),
+                                            expr.span)
+            for expr, leaf, data in consts}
 
 
 class _Rebuild:
@@ -199,27 +219,116 @@ class _Rebuild:
         body = self.arg(seq.body)
         if body is None:
             return None
-        vid = self.view.value_id(seq.body)
-        struct = self.view.values[vid].struct if vid is not None else None
         new_seq = relax.SeqExpr(blocks, body, seq.span)
         _with_type(new_seq, body)
-        ret = func.ret_ty
-        if ret is not None and struct is not None:
-            ret = self.retype(ret, struct)
-        return relax.Function(list(items(func.params)), new_seq, ret, func.is_pure,
-                              func.attrs, func.span)
+        return _function(func, new_seq, self.view, self.retype)
 
 
-def rebuild(mod: tvm.IRModule, view: DependencyView, consts: Mapping[int, Any],
-            calls: Mapping[int, CallEdit], retype: Retyper) -> tvm.IRModule | None:
+fallbacks: list[tuple[str, str]] = []
+"""(function, reason) for every function the native prune rebuild handed back to
+Python (the last 100): what the tests check to know the native path really ran."""
+
+_SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
+
+
+def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
+                 ) -> tuple[bytes, bytes, list[Any]] | None:
+    """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
+    pairs) records for tensor bindings and sliced constants, and the types of tuple
+    bindings whole (their handles, their types); None when an extent is not a static
+    int."""
+    extents = retype.extents
+    cuts: list[int] = []  # (a list, made an array once: array.append parses each)
+    add = cuts.extend
+    for expr, leaf, _ in consts:
+        axes = extents.get(leaf)
+        if axes:
+            add((expr.__chandle__(), len(axes)))
+            for pair in axes.items():
+                if type(pair[1]) is not int:
+                    return None  # (a symbolic product: the Python rebuild makes it)
+                add(pair)
+    typed_keys: list[int] = []
+    typed: list[Any] = []
+    native_value = _NativeValue
+    # (by value, not by leaf: an alias or a tuple item shares its source's leaves)
+    for v in view.values:
+        struct = v.struct
+        if type(struct) is int:
+            axes = extents.get(struct)
+            if not axes or v.kind != "binding":
+                continue
+            add((v.handles()[0] if type(v) is native_value else v.expr.__chandle__(),
+                 len(axes)))
+            for pair in axes.items():
+                if type(pair[1]) is not int:
+                    return None
+                add(pair)
+        elif type(struct) is tuple and v.kind == "binding":
+            var = v.expr
+            ty = var.ty
+            new = retype(ty, struct)
+            if new is not ty:
+                typed_keys.append(var.__chandle__())
+                typed.append(new)
+    return (np.array(cuts, dtype=np.int64).tobytes(),
+            np.array(typed_keys, dtype=np.int64).tobytes(), typed)
+
+
+def _native_function(native: Any, func: Any, view: DependencyView, consts: ConstSlices,
+                     attrs: Mapping[int, Any], retype: Retyper) -> Any:
+    """`func` rebuilt by native/prune.cc; None when it hands the function back."""
+    packed = _native_cuts(view, consts, retype)
+    if packed is None:
+        return None
+    cuts, typed_keys, typed = packed
+    shape_ops = [tvm.ir.Op.get(name) for name in _SHAPE_OPS]
+    try:
+        seq = native.prune_rebuild(func.body, cuts, typed_keys, typed,
+                                   np.array([e.__chandle__() for e, _, _ in consts],
+                                            dtype=np.int64).tobytes(),
+                                   [data for _, _, data in consts],
+                                   np.array(list(attrs), dtype=np.int64).tobytes(),
+                                   list(attrs.values()),
+                                   shape_ops)
+    except Exception as err:  # a node it does not handle: the Python rebuild does it
+        fallbacks.append((view.entry, str(err).splitlines()[0] if str(err) else repr(err)))
+        del fallbacks[:-100]
+        return None
+    return _function(func, seq, view, retype)
+
+
+def _function(func: Any, seq: Any, view: DependencyView, retype: Retyper) -> Any:
+    """`func` with the rebuilt body `seq` and its return type after the prune."""
+    vid = view.value_id(func.body.body)  # (the old body: the view's)
+    struct = view.values[vid].struct if vid is not None else None
+    ret = func.ret_ty
+    if ret is not None and struct is not None:
+        ret = retype(ret, struct)
+    return relax.Function(list(items(func.params)), seq, ret, func.is_pure,
+                          func.attrs, func.span)
+
+
+def rebuild(mod: tvm.IRModule, view: DependencyView, consts: ConstSlices,
+            attrs: Mapping[int, Any], retype: Retyper,
+            calls: Callable[[], Mapping[int, CallEdit]]) -> tvm.IRModule | None:
     """`mod` with the entry function rebuilt (see the module docstring); None when the
-    module holds what this rebuild does not handle."""
+    module holds what this rebuild does not handle. `consts`: the sliced constants;
+    `attrs`: new attributes by call
+    handle; `calls`: all the edits of calls (those and the reshape shapes) for the
+    Python rebuild, asked for only if it runs."""
     if len(view.functions) != 1 or any(
             isinstance(f, relax.Function) and gv.name_hint != view.entry
             for gv, f in mod.functions_items()):
         return None
     gv = mod.get_global_var(view.entry)
-    new = _Rebuild(view, consts, calls, retype).function(mod[gv])
+    func = mod[gv]
+    native = _native.get()
+    new = None
+    if native is not None and type(func.body) is relax.SeqExpr:
+        new = _native_function(native, func, view, consts, attrs, retype)
+    if new is None:
+        new = _Rebuild(view, const_nodes(view, consts, retype), calls(), retype).function(func)
     if new is None:
         return None
     return tvm.IRModule({g: new if g.same_as(gv) else f for g, f in mod.functions_items()},

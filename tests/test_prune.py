@@ -282,3 +282,37 @@ def test_prune_builds_with_the_typed_rebuild_not_tvms_mutator(
     monkeypatch.setattr(prune_module, "_Rewriter", refuse)
     pruned = msc_rules.prune(mod, half_selection(groups), groups=groups)
     assert structural_hash(pruned) != structural_hash(mod)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_native_prune_rebuild_is_the_python_one(name: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """native/prune.cc rebuilds each model without handing it back, and the module it
+    makes is the Python typed rebuild's, node for node (names and layouts included)."""
+    import importlib
+
+    import tvm_ffi
+
+    from msc_rules import native
+    from msc_rules.errors import NativeBuildError
+
+    rebuild_module = importlib.import_module("msc_rules.prune_rebuild")
+    try:
+        lib = native.load()
+    except NativeBuildError as err:
+        pytest.skip(f"no native walk here: {err}")
+    mod = msc_rules.annotate(MODELS[name]()[0])  # type: ignore[arg-type]
+    groups = msc_rules.channel_groups(mod)
+    sel = half_selection(groups)
+    del rebuild_module.fallbacks[:]
+    monkeypatch.setattr(native, "get", lambda: lib)
+    fast = msc_rules.prune(mod, sel, groups=groups)
+    assert rebuild_module.fallbacks == []
+    monkeypatch.setattr(native, "get", lambda: None)
+    slow = msc_rules.prune(mod, sel, groups=groups)
+    assert tvm_ffi.structural_equal(fast, slow, map_free_vars=False)
+    names = [msc_rules.get_name(b.value) for blk in fast["main"].body.blocks
+             for b in blk.bindings]
+    assert names == [msc_rules.get_name(b.value) for blk in slow["main"].body.blocks
+                     for b in blk.bindings]
+    assert structural_hash(fast) != structural_hash(mod)

@@ -29,8 +29,9 @@ from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
-SOURCES = (SOURCE, Path(__file__).with_name("read.cc"))
-"""The translation units of the library (both include `common.h`)."""
+SOURCES = (SOURCE, Path(__file__).with_name("read.cc"), Path(__file__).with_name("prune.cc"))
+"""The translation units of the library (all include `common.h`; `prune.cc` is the
+typed rebuild of a prune, prune_rebuild.py)."""
 HEADER = Path(__file__).with_name("common.h")
 
 VERSION = 3
@@ -138,6 +139,7 @@ def _build() -> Any:
         # table, which the Python rebuild only ever reaches with the GIL held, so two
         # threads' passes never touch it at once either way.
         module.rebuild.release_gil = False
+        module.prune_rebuild.release_gil = False
     except NativeBuildError:
         raise
     except Exception as err:  # a library from a broken build or another ABI
