@@ -59,7 +59,7 @@ from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
 from .ffi import items
-from .graph import CallSite, DependencyView, Struct, build_view
+from .graph import NATIVE, DependencyView, Struct, build_view
 from .util import paused_gc
 
 MEMOISE = os.environ.get("MSC_RULES_MEMO", "1") != "0"
@@ -168,7 +168,7 @@ class InferenceResult:
         """A readable place for a call site: function and binding var."""
         if site < 0:
             return "<fallback>"
-        v = self.view.values[self.view.sites[site].value_id]
+        v = self.view.values[self.view.sites.value_id[site]]
         return f"{v.func}:{v.name}"
 
     def leaf_place(self, leaf: int) -> str:
@@ -420,11 +420,13 @@ class _Engine:
         plans: dict[int, _RulePlan] = {}
         sites, queued, seeded = self.sites, self.queued, self.seeded
         by_op: dict[str, tuple[Rule, _RulePlan]] = {}
-        for i, cs in enumerate(self.view.sites):
-            _, _, op, args, out, call_attrs = cs
+        table = self.view.sites
+        raw_args, outs, raw_attrs = table._args, table.out, table._attrs
+        flat, at = table._flat, table._at
+        for i, op in enumerate(table.op):
             got = by_op.get(op)
             if got is None:
-                rule = lookup(cs)
+                rule = lookup(op)
                 if rule is None:
                     sites.append(None)
                     queued.append(False)
@@ -436,6 +438,13 @@ class _Engine:
                     by_op[op] = (rule, plan)
             else:
                 rule, plan = got
+            args: list[Struct] = raw_args[i]
+            if args is NATIVE:  # a native read's: in the flat array (see SiteTable)
+                k = at[2 * i]
+                args = [x if x >= 0 else None for x in flat[k + 1:k + 1 + flat[k]]]
+            out = outs[i]
+            # (the attributes as the table holds them: fetched when read, see _call_attrs)
+            call_attrs = raw_attrs[i]
             roles = rule.roles
             # the common arities spelled out: dict(zip()) costs twice as much
             if len(roles) == 1 and args:
@@ -460,28 +469,27 @@ class _Engine:
         self.queue.extend(range(len(sites)))
         self.leaf_sites = sites_of
 
-    def _rule_for(self, cs: CallSite) -> Rule | None:
-        op = cs.op
+    def _rule_for(self, op: str) -> Rule | None:
         rule = self._rules_by_op.get(op)
         if rule is not None:
             return rule
-        rule = self._find_rule(cs)
+        rule = self._find_rule(op)
         if rule is not None and not op.startswith("plugin:"):
             self._rules_by_op[op] = rule
         return rule
 
-    def _find_rule(self, cs: CallSite) -> Rule | None:
-        if cs.op == "<link>":
+    def _find_rule(self, op: str) -> Rule | None:
+        if op == "<link>":
             return _LINK
-        if cs.op.startswith("plugin:"):
-            rule = self.rules.plugin(cs.op[len("plugin:") :])
-        elif cs.op:
-            rule = self.rules.lookup(cs.op)
+        if op.startswith("plugin:"):
+            rule = self.rules.plugin(op[len("plugin:") :])
+        elif op:
+            rule = self.rules.lookup(op)
         else:
             rule = None
         if rule is None:
-            key = cs.op or "<opaque call>"
-            if not cs.op or not self.rules.ignored(cs.op):
+            key = op or "<opaque call>"
+            if not op or not self.rules.ignored(op):
                 self.unruled[key] = self.unruled.get(key, 0) + 1
         return rule
 
@@ -549,7 +557,7 @@ class _Engine:
                 else self._attr_values.setdefault(self._attrs_key(site), {}))
         got = attrs.get(name, _ABSENT)
         if got is _ABSENT:
-            call_attrs = site.call_attrs
+            call_attrs = self._call_attrs(site)
             if call_attrs is None:
                 got = attrs[name] = None
                 return got
@@ -568,7 +576,7 @@ class _Engine:
         of the site's own."""
         akey = site.akey
         if akey is _ABSENT:
-            ca = site.call_attrs
+            ca = self._call_attrs(site)
             if ca is None:
                 akey = None
             elif type(ca) in self._unshared:
@@ -580,6 +588,14 @@ class _Engine:
                     akey = site.index
             site.akey = akey
         return akey
+
+    def _call_attrs(self, site: _Site) -> Any:
+        """A site's call attributes (None for none), fetched on first use (the view's
+        SiteTable holds those of a native read as a node number)."""
+        ca = site.call_attrs
+        if ca is NATIVE:
+            ca = site.call_attrs = self.view.sites.attrs_of(site.index)
+        return ca
 
     def _unshare(self, site: _Site) -> None:
         """A value of this site's attributes was printed with str() (see _exact): two

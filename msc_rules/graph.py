@@ -16,9 +16,12 @@ asked for), and static shapes come with the read.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, NamedTuple, Union
+from operator import itemgetter
+from typing import Any, NamedTuple, Union, overload
 
 import networkx as nx
 import tvm
@@ -79,53 +82,91 @@ class Value:
 _get = _ffi_api.ArrayGetItem
 
 
+class _NativeRead:
+    """What the values of one native read share: its node table and, per value of the
+    read (by id - `first`), its node's handle, and for a call binding the call's handle,
+    the node of the binding in the table and the number of arguments (read.cc's
+    output; the arrays are memoryviews of it, so no Python int per value)."""
+
+    __slots__ = ("calls", "first", "handles", "nodes", "table")
+
+    def __init__(self, table: Any, first: int, handles: Any, calls: Any, nodes: Any) -> None:
+        self.table, self.first = table, first
+        self.handles, self.calls, self.nodes = handles, calls, nodes
+
+
 class NativeValue(Value):
     """A call binding's Value as the native read made it: the IR nodes (`expr`, `value`,
     `binding`, `args`, `op`, `ty`) stay in the read's node table and are fetched when
     asked for (most runs ask for none: the native rebuild takes the handles, `handles`).
-    Equal to the Value graph.py's own read makes, field for field."""
+    Equal to the Value graph.py's own read makes, field for field. One slot of its own
+    (the read): everything else it knows is in the read's arrays, by its id."""
 
-    __slots__ = ("_at", "_call", "_n", "_nodes", "_var")
+    __slots__ = ("_read",)
 
-    def __init__(self, vid: int, func: str, struct: Struct, top: str, nodes: Any, at: int,
-                 n_args: int, var: int, call: int) -> None:
+    def __init__(self, vid: int, func: str, struct: Struct, top: str, read: _NativeRead) -> None:
         self.id, self.kind, self.func, self.struct, self.top = vid, "binding", func, struct, top
-        self._name = None
-        self._nodes, self._at, self._n, self._var, self._call = nodes, at, n_args, var, call
+        self._read = read
+
+    @property
+    def name(self) -> str:
+        """The var's name, read from the IR on first use."""
+        try:
+            got = self._name
+        except AttributeError:
+            got = None
+        if got is None:
+            got = self._name = str(self.expr.name)
+        return got
 
     def handles(self) -> tuple[int, int]:
         """The handles of the var and of the call (no node fetched)."""
-        return self._var, self._call
+        read = self._read
+        i = self.id - read.first
+        return read.handles[i], read.calls[i]
+
+    def _node(self, k: int) -> Any:
+        read = self._read
+        return _get(read.table, read.nodes[2 * (self.id - read.first)] + k)
 
     @property
     def binding(self) -> Any:
-        return _get(self._nodes, self._at)
+        return self._node(0)
 
     @property
     def expr(self) -> Any:
-        return _get(self._nodes, self._at + 1)
+        return self._node(1)
 
     @property
     def value(self) -> Any:
-        return _get(self._nodes, self._at + 2)
+        return self._node(2)
 
     @property
     def op(self) -> Any:
-        return _get(self._nodes, self._at + 3)
+        return self._node(3)
 
     @property
     def ty(self) -> Any:
-        return _get(self._nodes, self._at + 4)
+        return self._node(4)
 
     @property
     def args(self) -> list[Any]:  # type: ignore[override]
-        nodes, at = self._nodes, self._at + 5
-        return [_get(nodes, at + k) for k in range(self._n)]
+        read = self._read
+        i = 2 * (self.id - read.first)
+        at, n, table = read.nodes[i] + 5, read.nodes[i + 1], read.table
+        return [_get(table, at + k) for k in range(n)]
+
+
+class _Native:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NATIVE"
 
 
 class CallSite(NamedTuple):
     """A call binding (or a synthetic link) whose equations the engine runs (a named
-    tuple: one is made per call, and it is never changed)."""
+    tuple, made on access from the view's `SiteTable`)."""
 
     value_id: int
     call: Any  # the relax Call (None for links)
@@ -135,6 +176,131 @@ class CallSite(NamedTuple):
     attrs: Any = None
 
 
+NATIVE: Any = _Native()
+"""In a SiteTable column: the site's entry is in the flat arrays (see SiteTable)."""
+
+
+class SiteTable(Sequence[CallSite]):
+    """The view's call sites as columns, a site by its index: `value_id`, `op`, `out`
+    (lists), the arguments (`args_of`) and attributes (`attrs_of`); `self[i]` makes the
+    CallSite. No object per site: the arguments of a natively read op call are kept in
+    one int32 array, and its attributes as a node of the read's table, fetched when
+    asked for. A site's call is its binding's value (None for a link)."""
+
+    __slots__ = ("_args", "_at", "_attrs", "_flat", "_tables", "_values", "op", "out",
+                 "value_id")
+
+    def __init__(self, values: list[Value]) -> None:
+        self.value_id: list[int] = []
+        self.op: list[str] = []
+        self.out: list[Struct] = []
+        # per site: its arguments, or NATIVE: they are at _at[2 * i] in _flat (count,
+        # then per argument its leaf or -1 for None)
+        self._args: list[Any] = []
+        self._flat = array("i")
+        # per site: its attributes, or NATIVE: they are node _at[2 * i + 1] of the
+        # table of the read that made the site (_tables: the first site of each read
+        # and its table)
+        self._attrs: list[Any] = []
+        self._at = array("i")
+        self._tables: list[tuple[int, Any]] = []
+        self._values = values
+
+    def append(self, cs: CallSite) -> None:
+        """Add a site."""
+        self.value_id.append(cs.value_id)
+        self.op.append(cs.op)
+        self._args.append(cs.args)
+        self.out.append(cs.out)
+        self._attrs.append(cs.attrs)
+        self._at.extend((-1, -1))
+
+    def args_of(self, i: int) -> list[Struct]:
+        """The argument structs of site `i`."""
+        got = self._args[i]
+        if got is NATIVE:
+            flat, at = self._flat, self._at[2 * i]
+            return [x if x >= 0 else None for x in flat[at + 1:at + 1 + flat[at]]]
+        return got
+
+    def attrs_of(self, i: int) -> Any:
+        """The call attributes of site `i` (None for none)."""
+        got = self._attrs[i]
+        if got is NATIVE:
+            tables = self._tables
+            k = bisect_right(tables, i, key=itemgetter(0)) - 1
+            return _get(tables[k][1], self._at[2 * i + 1])
+        return got
+
+    def call_of(self, i: int) -> Any:
+        """The call of site `i` (None for a link)."""
+        return None if self.op[i] == "<link>" else self._values[self.value_id[i]].value
+
+    def __len__(self) -> int:
+        return len(self.value_id)
+
+    @overload
+    def __getitem__(self, i: int) -> CallSite: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[CallSite]: ...
+
+    def __getitem__(self, i: int | slice) -> CallSite | list[CallSite]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("site index out of range")
+        return _new_tuple(CallSite, (self.value_id[i], self.call_of(i), self.op[i],
+                                     self.args_of(i), self.out[i], self.attrs_of(i)))
+
+    def __iter__(self) -> Iterator[CallSite]:
+        return (self[i] for i in range(len(self)))
+
+
+class LeafTypes(Sequence[Any]):
+    """The type of every leaf (`DependencyView.leaf_type`): those of natively read
+    leaves are fetched from the read's node table when first asked for."""
+
+    __slots__ = ("_chunks", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []  # a type, or None: not fetched yet
+        self._chunks: list[tuple[int, Any, Any]] = []  # (first leaf, table, type nodes)
+
+    def append(self, ty: Any) -> None:
+        """Add a leaf's type."""
+        self._items.append(ty)
+
+    def add_native(self, table: Any, nodes: Any) -> None:
+        """Add leaves whose types are nodes `nodes` of `table`."""
+        self._chunks.append((len(self._items), table, nodes))
+        self._items.extend(repeat(None, len(nodes)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        items_ = self._items
+        got = items_[i]
+        if got is None:
+            if i < 0:
+                i += len(items_)
+            chunks = self._chunks
+            first, table, nodes = chunks[bisect_right(chunks, i, key=itemgetter(0)) - 1]
+            got = items_[i] = _get(table, nodes[i - first])
+        return got
+
+
 @dataclass
 class DependencyView:
     """Values, leaves and call sites of the functions reachable from the entry."""
@@ -142,13 +308,13 @@ class DependencyView:
     entry: str
     values: list[Value] = field(default_factory=list)
     leaf_ndim: list[int] = field(default_factory=list)
-    leaf_type: list[Any] = field(default_factory=list)
-    leaf_value: list[int] = field(default_factory=list)
-    sites: list[CallSite] = field(default_factory=list)
-    value_of: dict[int, int] = field(default_factory=dict)  # node handle -> value id
+    leaf_type: LeafTypes = field(default_factory=LeafTypes)
+    leaf_value: array[int] = field(default_factory=lambda: array("i"))
+    sites: SiteTable = field(init=False)
     functions: list[str] = field(default_factory=list)
-    edge_src: list[int] = field(default_factory=list)  # edge i: edge_src[i] -> edge_dst[i]
-    edge_dst: list[int] = field(default_factory=list)
+    edge_src: array[int] = field(default_factory=lambda: array("i"))
+    """Edge i goes from value edge_src[i] to value edge_dst[i] (int32 arrays)."""
+    edge_dst: array[int] = field(default_factory=lambda: array("i"))
     tops: list[str] = field(default_factory=list)
     """The global functions walked, in order (`Value.top` is one of them)."""
     others: list[int] = field(default_factory=list)
@@ -158,11 +324,28 @@ class DependencyView:
     """Per binding block (by handle): the block and what the view read of each binding
     (its Value, or the Binding itself for a local function). The rewrite reuses these
     reads. Holding the block keeps its handle from being reused while the view lives."""
+    _value_of: dict[int, int] = field(default_factory=dict)
+    _unmapped: list[tuple[Any, int]] = field(default_factory=list)
+    """Node handles of native reads not in `_value_of` yet: (handles, first value id)."""
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
     _by_hash: dict[int, list[Dim] | None] = field(default_factory=dict)
-    _static: dict[int, list[Dim]] = field(default_factory=dict)
-    """Static shapes (every dim an IntImm) by leaf, as the native read found them."""
+    _static_ids: array[int] = field(default_factory=lambda: array("i"))
+    """Per leaf (up to the last natively read one), its static shape (every dim an
+    IntImm) in `_static_table`, or -1, as the native read found them."""
+    _static_table: list[list[Dim]] = field(default_factory=list)
     _graph: nx.DiGraph | None = None
+
+    def __post_init__(self) -> None:
+        self.sites = SiteTable(self.values)
+
+    @property
+    def value_of(self) -> dict[int, int]:
+        """Node handle -> value id, for params, binding vars and constants."""
+        if self._unmapped:
+            for handles, first in self._unmapped:
+                self._value_of.update(zip(handles, range(first, first + len(handles))))
+            self._unmapped.clear()
+        return self._value_of
 
     def value_id(self, expr: Any) -> int | None:
         """The value id of a param, binding var or constant of the view (None if absent)."""
@@ -182,9 +365,9 @@ class DependencyView:
         # symbolic vars hash by identity, and the view keeps every type (so every var)
         # alive, so within one view equal hashes mean equal shapes (up to a collision of
         # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
-        got = self._static.get(leaf)
-        if got is not None:
-            return got
+        ids = self._static_ids
+        if leaf < len(ids) and ids[leaf] >= 0:
+            return self._static_table[ids[leaf]]
         ty = self.leaf_type[leaf]
         sh: Any = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
         values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
@@ -534,15 +717,16 @@ class _Replay:
     """
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
-        events, leaves, handles, shapes, nodes, strings, calls = out
+        events, leaves, handles, shapes, nodes, strings, calls, call_nodes = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
-        self.leaves: list[int] = memoryview(leaves).cast("i").tolist()
-        self.handles: list[int] = memoryview(handles).cast("q").tolist()
+        self.leaves = memoryview(leaves).cast("i")
+        self.handles = memoryview(handles).cast("q")
         self.shapes: list[int] = memoryview(shapes).cast("q").tolist()
         self.table = nodes  # the node table, fetched from by index (`node`)
-        self.calls: list[int] = memoryview(calls).cast("q").tolist()
+        self.read = _NativeRead(nodes, len(builder.view.values), self.handles,
+                                memoryview(calls).cast("q"), memoryview(call_nodes).cast("i"))
         self.strings = [str(x) for x in items(strings)]
 
     def struct(self, i: int) -> tuple[Struct, int]:
@@ -579,11 +763,14 @@ class _Replay:
         return out, i
 
     def run(self) -> None:
-        b, view, top = self.b, self.view_leaves(), self.top
+        b, view, top, read = self.b, self.view_leaves(), self.top, self.read
         ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
-        handles, calls = self.handles, iter(self.calls)
+        handles = self.handles
         values, sites, others = view.values, view.sites, view.others
         records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
+        site_value, site_op, site_out = sites.value_id, sites.op, sites.out
+        site_args, site_attrs, flat, site_at = sites._args, sites._attrs, sites._flat, sites._at
+        sites._tables.append((len(sites), table))
         first = len(values)
         stack: list[tuple[str, list[Struct]]] = []
         fname = ""
@@ -593,34 +780,34 @@ class _Replay:
         while i < n:
             e = ev[i]
             if e == _E_CALL_OP:
-                at, na, attrs, name_id, out_code = ev[i + 1:i + 6]
-                i += 6 + na
-                args: list[Struct] = [x if x >= 0 else None for x in ev[i - na:i]]
-                k = ev[i]
+                attrs, name_id, out_code, na = ev[i + 2:i + 6]
                 vid = len(values)
                 st: Struct = out_code if out_code >= 0 else None
-                values.append(NativeValue(vid, fname, st, top, table, at, na,
-                                          handles[vid - first], next(calls)))
-                sites.append(_new_tuple(CallSite, (vid, _get(table, at + 2), strings[name_id],
-                                                   args, st, None if attrs < 0 else
-                                                   _get(table, attrs))))
+                values.append(NativeValue(vid, fname, st, top, read))
+                site_value.append(vid)
+                site_op.append(strings[name_id])
+                site_args.append(NATIVE)
+                site_at.extend((len(flat), attrs))
+                flat.extend(ev[i + 5:i + 6 + na])
+                site_out.append(st)
+                site_attrs.append(None if attrs < 0 else NATIVE)
+                i += 6 + na
+                k = ev[i]
                 if k:
                     edge_src.extend(ev[i + 1:i + 1 + k])
-                    edge_dst.extend([vid] * k)
+                    edge_dst.extend(repeat(vid, k))
                 i += 1 + k
             elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
-                at, na = ev[i + 1], ev[i + 6]
+                na = ev[i + 6]
                 i += 7 + na
                 st = ev[i]  # (a leaf, the common case, inline)
                 if ev[i] >= 0:
                     i += 1
                 else:
                     st, i = struct(i)
-                vid = len(values)
-                values.append(NativeValue(vid, fname, st, top, table, at, na,
-                                          handles[vid - first], next(calls)))
+                values.append(NativeValue(len(values), fname, st, top, read))
             elif e == _E_SITE:
                 vid, kind, name_id, attrs, node, na = ev[i + 1:i + 7]
                 args, i = self.structs(i + 7, na)
@@ -629,12 +816,12 @@ class _Replay:
                     i += 1
                 else:
                     out, i = struct(i)
-                call = _get(table, node)
-                if kind == _SITE_OP:
-                    sites.append(_new_tuple(CallSite, (vid, call, strings[name_id], args, out,
-                                                       None if attrs < 0 else _get(table, attrs))))
-                else:
-                    sites.append(CallSite(vid, call, strings[name_id], args, out))
+                site_value.append(vid)
+                site_op.append(strings[name_id])
+                site_args.append(args)
+                site_out.append(out)
+                site_at.extend((-1, attrs))
+                site_attrs.append(None if kind != _SITE_OP or attrs < 0 else NATIVE)
             elif e == _E_EDGES:
                 user, k = ev[i + 1], ev[i + 2]
                 srcs = ev[i + 3:i + 3 + k]
@@ -644,7 +831,7 @@ class _Replay:
                              for s in srcs]
                     srcs = [s for s in found if s is not None]
                 edge_src.extend(srcs)
-                edge_dst.extend([user] * len(srcs))
+                edge_dst.extend(repeat(user, len(srcs)))
                 i += 3 + k
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
@@ -698,7 +885,7 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
-        view.value_of.update(zip(handles, range(first, first + len(handles))))
+        view._unmapped.append((handles, first))
 
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""
@@ -706,16 +893,19 @@ class _Replay:
         leaves, table, shapes = self.leaves, self.table, self.shapes
         first = len(view.leaf_ndim)
         view.leaf_ndim.extend(leaves[0::4])
-        view.leaf_type.extend(map(_get, repeat(table), leaves[1::4]))
+        view.leaf_type.add_native(table, leaves[1::4])
         view.leaf_value.extend(leaves[2::4])
-        shape_table: list[list[Dim]] = []
+        base = len(view._static_table)
         at = 0
         while at < len(shapes):
             k = shapes[at]
-            shape_table.append(list(shapes[at + 1:at + 1 + k]))
+            view._static_table.append(list(shapes[at + 1:at + 1 + k]))
             at += 1 + k
-        view._static.update((leaf, shape_table[sid])
-                            for leaf, sid in enumerate(leaves[3::4], first) if sid >= 0)
+        ids = view._static_ids
+        if len(ids) < first:
+            ids.extend(repeat(-1, first - len(ids)))
+        ids.extend(leaves[3::4] if base == 0 else
+                   [x + base if x >= 0 else -1 for x in leaves[3::4]])
         return view
 
 

@@ -11,7 +11,9 @@
 // Output: [events (bytes, int32), leaves (bytes, int32: ndim, type node, owner value,
 // static shape id per leaf), handles (bytes, int64: the node of each value, for
 // `value_of`), shapes (bytes, int64: per static shape its ndim then its dims), nodes
-// (array), strings (array), call handles (bytes, int64: the call of each call binding)]. Events and structs are described in graph.py (`_Replay`).
+// (array), strings (array), call handles (bytes, int64: per value, the call of a call
+// binding, else 0), call nodes (bytes, int32: per value, the node of a call binding and
+// its number of arguments (see CALL_BINDING), else -1 0)]. Events and structs are described in graph.py (`_Replay`).
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -102,7 +104,7 @@ class Reader {
     Array<ObjectRef> nodes(std::move(nodes_));
     Array<ffi::String> strings(std::move(strings_));
     return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
-                      nodes, strings, Bytes(call_handles_)};
+                      nodes, strings, Bytes(call_handles_), Bytes(call_nodes_)};
   }
 
  private:
@@ -203,6 +205,8 @@ class Reader {
     int32_t vid = Int32(first_value_ + n_values_++);
     value_of_.Put(expr.get(), vid);
     handles_.push_back(reinterpret_cast<int64_t>(expr.get()));
+    call_handles_.push_back(0);
+    call_nodes_.insert(call_nodes_.end(), {-1, 0});
     value_struct_.push_back(-1);
     return vid;
   }
@@ -431,7 +435,9 @@ class Reader {
     const ObjectRef& ty = t_.expr_ty.Get(var.get());
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t nb = Node(b), nv = Node(var), nc = Node(call), nop = Node(op), nty = Node(ty);
-    call_handles_.push_back(reinterpret_cast<int64_t>(call.get()));
+    call_handles_[vid - first_value_] = reinterpret_cast<int64_t>(call.get());
+    call_nodes_[2 * (vid - first_value_)] = nb;
+    call_nodes_[2 * (vid - first_value_) + 1] = Int32(static_cast<int64_t>(raw.size()));
     value_node_ = nc;
     std::vector<int32_t> arg_nodes;
     arg_nodes.reserve(raw.size());
@@ -465,9 +471,8 @@ class Reader {
     if (name == "relax.call_dps_packed") return false;
     const ObjectRef& attrs = t_.call_attrs.Get(call.get());
     int32_t attrs_node = attrs.defined() ? Node(attrs) : -1;
-    events_.insert(events_.end(), {kCallOp, binding_node,
-                                   Int32(static_cast<int64_t>(args.size())), attrs_node,
-                                   String(name), pool_[out]});
+    events_.insert(events_.end(), {kCallOp, binding_node, attrs_node, String(name),
+                                   pool_[out], Int32(static_cast<int64_t>(args.size()))});
     for (int32_t a : args) events_.push_back(pool_[a]);
     events_.push_back(Int32(static_cast<int64_t>(users.size())));
     events_.insert(events_.end(), users.begin(), users.end());
@@ -542,7 +547,7 @@ class Reader {
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
-  std::vector<int32_t> events_, leaves_;
+  std::vector<int32_t> events_, leaves_, call_nodes_;
   std::vector<int64_t> handles_, shapes_, call_handles_;
   std::map<std::vector<int64_t>, int32_t> shape_ids_;
   std::vector<ObjectRef> nodes_;
