@@ -701,23 +701,25 @@ class _Replay:
     function's return); CONST node struct; CALL_BINDING binding var call op type n
     arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
     value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
-    value src dst; PENDING value global(1/0) callee n structs*n out; EDGES dst n
-    sources*n (a value id, or -1 - the node of a var to look up); CALL_OP binding n
-    attrs name out args*n m users*m (the common call binding, its site and its edges in
-    one: a call of an op, its result and arguments leaves or -1 for None, its users
-    value ids; the binding's nodes as for CALL_BINDING); BLOCK node n
-    records*n (a value id, or -1 - the node of a local function's binding). A struct: a
-    leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
+    value src dst; PENDING value global(1/0) callee n structs*n out; CALL_OP binding
+    attrs name out args (the common call binding and its site in one: a call of an op,
+    its result leaf or -1 for None, its arguments at `args` in the read's flat array:
+    their count, then each leaf or -1; the binding's nodes as for CALL_BINDING); BLOCK
+    node n records*n (a value id, or -1 - the node of a local function's binding). A
+    struct: a leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
     of an earlier function: a shared constant), -4 node (a var the C++ side did not see
     defined, a symbolic var say: the struct of the value the view has for it, if any).
-    Names and strings are indices into the strings, nodes into the nodes.
+    Names and strings are indices into the strings, nodes into the nodes. Edges come
+    in two arrays of their own (a source: a value id, or -1 - the node of a var to look
+    up), in the order the Python walk adds them.
 
     The view's `value_of` gets this read's values at the end, so a var looked up finds
     what graph.py's walk would have found: values of earlier functions only.
     """
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
-        events, leaves, handles, shapes, nodes, strings, calls, call_nodes = out
+        (events, leaves, handles, shapes, nodes, strings, calls, call_nodes, self.edge_src,
+         self.edge_dst, self.flat) = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
@@ -767,9 +769,11 @@ class _Replay:
         ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
         handles = self.handles
         values, sites, others = view.values, view.sites, view.others
-        records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
+        records = view.block_records
         site_value, site_op, site_out = sites.value_id, sites.op, sites.out
-        site_args, site_attrs, flat, site_at = sites._args, sites._attrs, sites._flat, sites._at
+        site_args, site_attrs, site_at = sites._args, sites._attrs, sites._at
+        flat_base = len(sites._flat)
+        sites._flat.frombytes(self.flat)
         sites._tables.append((len(sites), table))
         first = len(values)
         stack: list[tuple[str, list[Struct]]] = []
@@ -780,23 +784,17 @@ class _Replay:
         while i < n:
             e = ev[i]
             if e == _E_CALL_OP:
-                attrs, name_id, out_code, na = ev[i + 2:i + 6]
+                attrs, name_id, out_code, at = ev[i + 2:i + 6]
                 vid = len(values)
                 st: Struct = out_code if out_code >= 0 else None
                 values.append(NativeValue(vid, fname, st, top, read))
                 site_value.append(vid)
                 site_op.append(strings[name_id])
                 site_args.append(NATIVE)
-                site_at.extend((len(flat), attrs))
-                flat.extend(ev[i + 5:i + 6 + na])
+                site_at.extend((at + flat_base, attrs))
                 site_out.append(st)
                 site_attrs.append(None if attrs < 0 else NATIVE)
-                i += 6 + na
-                k = ev[i]
-                if k:
-                    edge_src.extend(ev[i + 1:i + 1 + k])
-                    edge_dst.extend(repeat(vid, k))
-                i += 1 + k
+                i += 6
             elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
@@ -822,17 +820,6 @@ class _Replay:
                 site_out.append(out)
                 site_at.extend((-1, attrs))
                 site_attrs.append(None if kind != _SITE_OP or attrs < 0 else NATIVE)
-            elif e == _E_EDGES:
-                user, k = ev[i + 1], ev[i + 2]
-                srcs = ev[i + 3:i + 3 + k]
-                if min(srcs) < 0:  # vars to look up: those the view has no value for go
-                    get = view.value_of.get
-                    found = [s if s >= 0 else get(_get(table, -1 - s).__chandle__())
-                             for s in srcs]
-                    srcs = [s for s in found if s is not None]
-                edge_src.extend(srcs)
-                edge_dst.extend(repeat(user, len(srcs)))
-                i += 3 + k
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
                 block = _get(table, node)
@@ -885,7 +872,24 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
+        self.edges(view)
         view._unmapped.append((handles, first))
+
+    def edges(self, view: DependencyView) -> None:
+        """Add this read's edges (before its values can be looked up: a var to look up
+        is one of an earlier function, and those the view has no value for go)."""
+        src = array("i")
+        src.frombytes(self.edge_src)
+        if src and min(src) < 0:
+            get, table = view.value_of.get, self.table
+            dst = memoryview(self.edge_dst).cast("i")
+            pairs = [(s if s >= 0 else get(_get(table, -1 - s).__chandle__()), d)
+                     for s, d in zip(src, dst)]
+            view.edge_src.extend([s for s, _ in pairs if s is not None])
+            view.edge_dst.extend([d for s, d in pairs if s is not None])
+        else:
+            view.edge_src.extend(src)
+            view.edge_dst.frombytes(self.edge_dst)
 
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""

@@ -13,7 +13,10 @@
 // `value_of`), shapes (bytes, int64: per static shape its ndim then its dims), nodes
 // (array), strings (array), call handles (bytes, int64: per value, the call of a call
 // binding, else 0), call nodes (bytes, int32: per value, the node of a call binding and
-// its number of arguments (see CALL_BINDING), else -1 0)]. Events and structs are described in graph.py (`_Replay`).
+// its number of arguments (see CALL_BINDING), else -1 0), edge sources and edge
+// destinations (bytes, int32: a value id, or for a source -1 - the node of a var to
+// look up), the arguments of CALL_OP sites (bytes, int32)]. Events and structs are
+// described in graph.py (`_Replay`).
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -104,7 +107,8 @@ class Reader {
     Array<ObjectRef> nodes(std::move(nodes_));
     Array<ffi::String> strings(std::move(strings_));
     return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
-                      nodes, strings, Bytes(call_handles_), Bytes(call_nodes_)};
+                      nodes, strings, Bytes(call_handles_), Bytes(call_nodes_),
+                      Bytes(edge_src_), Bytes(edge_dst_), Bytes(flat_)};
   }
 
  private:
@@ -297,12 +301,10 @@ class Reader {
     return at;
   }
 
+  // edges from `users` (value ids, or -1 - the node of a var to look up) to `dst`
   void Edges(int32_t dst, const std::vector<int32_t>& users) {
-    if (users.empty()) return;
-    events_.push_back(kEdges);
-    events_.push_back(dst);
-    events_.push_back(Int32(static_cast<int64_t>(users.size())));
-    events_.insert(events_.end(), users.begin(), users.end());
+    edge_src_.insert(edge_src_.end(), users.begin(), users.end());
+    edge_dst_.insert(edge_dst_.end(), users.size(), dst);
   }
 
   // (a struct of the caller's view may be None: the replay drops such links)
@@ -444,7 +446,7 @@ class Reader {
     for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
     int32_t st = NewStruct(ty, vid, nty);
     StructOf(vid) = st;
-    if (CallOp(nb, op, call, args, st, users)) return vid;
+    if (CallOp(vid, nb, op, call, args, st, users)) return vid;
     events_.insert(events_.end(), {kCallBinding, nb, nv, nc, nop, nty,
                                    Int32(static_cast<int64_t>(raw.size()))});
     events_.insert(events_.end(), arg_nodes.begin(), arg_nodes.end());
@@ -455,27 +457,24 @@ class Reader {
   }
 
   // The common call binding in one event (CALL_OP): a call of an op (not
-  // call_dps_packed), its arguments and result leaves or None, its users values of the
-  // view. False (nothing written) for any other.
-  bool CallOp(int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
+  // call_dps_packed) whose arguments and result are leaves or None (its arguments go
+  // to `flat_`: their count, then each leaf or -1). False (nothing written) for any other.
+  bool CallOp(int32_t vid, int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
               const std::vector<int32_t>& args, int32_t out,
               const std::vector<int32_t>& users) {
     if (!Is(op, t_.op) || pool_[out] < kNone) return false;
     for (int32_t a : args) {
       if (pool_[a] < kNone) return false;
     }
-    for (int32_t u : users) {
-      if (u < 0) return false;
-    }
     std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
     if (name == "relax.call_dps_packed") return false;
     const ObjectRef& attrs = t_.call_attrs.Get(call.get());
     int32_t attrs_node = attrs.defined() ? Node(attrs) : -1;
     events_.insert(events_.end(), {kCallOp, binding_node, attrs_node, String(name),
-                                   pool_[out], Int32(static_cast<int64_t>(args.size()))});
-    for (int32_t a : args) events_.push_back(pool_[a]);
-    events_.push_back(Int32(static_cast<int64_t>(users.size())));
-    events_.insert(events_.end(), users.begin(), users.end());
+                                   pool_[out], Int32(static_cast<int64_t>(flat_.size()))});
+    flat_.push_back(Int32(static_cast<int64_t>(args.size())));
+    for (int32_t a : args) flat_.push_back(pool_[a]);
+    Edges(vid, users);
     return true;
   }
 
@@ -547,7 +546,7 @@ class Reader {
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
-  std::vector<int32_t> events_, leaves_, call_nodes_;
+  std::vector<int32_t> events_, leaves_, call_nodes_, edge_src_, edge_dst_, flat_;
   std::vector<int64_t> handles_, shapes_, call_handles_;
   std::map<std::vector<int64_t>, int32_t> shape_ids_;
   std::vector<ObjectRef> nodes_;
