@@ -242,6 +242,17 @@ def _exact(v: Any) -> bool:
     return False
 
 
+_TYPE_INDEX: dict[type, int] = {}
+
+
+def _type_index(cls: type) -> int:
+    """The FFI type index of an attributes class (the native read keys them by it)."""
+    got = _TYPE_INDEX.get(cls)
+    if got is None:
+        got = _TYPE_INDEX[cls] = int(cls.__tvm_ffi_type_info__.type_index)  # type: ignore[attr-defined]
+    return got
+
+
 class _Failure(NamedTuple):
     """A memoised evaluation that raised (replayed as the same "error" conflict)."""
 
@@ -400,7 +411,7 @@ class _Engine:
         self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
         self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
-        self._unshared: set[type] = set()  # attrs types printed with str(): see attr
+        self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
         self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
         self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
@@ -572,20 +583,26 @@ class _Engine:
 
     def _attrs_key(self, site: _Site) -> Any:
         """The key of a site's attributes in its signature: None (no attributes), their
-        (type, structural hash) (equal for structurally equal attributes), or a key
-        of the site's own."""
+        (type index, structural hash) (equal for structurally equal attributes), or a
+        key of the site's own."""
         akey = site.akey
         if akey is _ABSENT:
-            ca = self._call_attrs(site)
-            if ca is None:
-                akey = None
-            elif type(ca) in self._unshared:
-                akey = site.index
-            else:
-                try:
-                    akey = (type(ca), _structural_hash(ca, False, False))
-                except Exception:  # attributes that do not hash: the site's own key
+            ca = site.call_attrs
+            if ca is NATIVE:  # (the native read hashed them: no fetch)
+                akey = self.view.sites.native_attrs_key(site.index)
+                if akey is None or akey[0] in self._unshared:
                     akey = site.index
+            elif ca is None:
+                akey = None
+            else:
+                tindex = _type_index(type(ca))
+                if tindex in self._unshared:
+                    akey = site.index
+                else:
+                    try:
+                        akey = (tindex, _structural_hash(ca, False, False))
+                    except Exception:  # attributes that do not hash: the site's own key
+                        akey = site.index
             site.akey = akey
         return akey
 
@@ -602,7 +619,8 @@ class _Engine:
         structurally equal attributes may print differently, so attributes of this
         type stop sharing, and every result memoised so far is forgotten (some may
         have keyed this type's attributes by their hash)."""
-        self._unshared.add(type(site.call_attrs))
+        tindex = _type_index(type(site.call_attrs))
+        self._unshared.add(tindex)
         site.akey = site.index
         site.attrs = dict(site.attrs or {})
         self._impure += 1  # the evaluation under way is not memoised
@@ -612,7 +630,7 @@ class _Engine:
         for other in self.sites:
             if other is not None:
                 other.sig = None
-                if type(other.akey) is tuple and other.akey[0] is type(site.call_attrs):
+                if type(other.akey) is tuple and other.akey[0] == tindex:
                     other.akey = other.index
                     other.attrs = dict(other.attrs) if other.attrs is not None else None
 

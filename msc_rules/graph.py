@@ -187,8 +187,8 @@ class SiteTable(Sequence[CallSite]):
     one int32 array, and its attributes as a node of the read's table, fetched when
     asked for. A site's call is its binding's value (None for a link)."""
 
-    __slots__ = ("_args", "_at", "_attrs", "_flat", "_tables", "_values", "op", "out",
-                 "value_id")
+    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_flat", "_tables", "_values", "op",
+                 "out", "value_id")
 
     def __init__(self, values: list[Value]) -> None:
         self.value_id: list[int] = []
@@ -198,11 +198,13 @@ class SiteTable(Sequence[CallSite]):
         # then per argument its leaf or -1 for None)
         self._args: list[Any] = []
         self._flat = array("i")
-        # per site: its attributes, or NATIVE: they are node _at[2 * i + 1] of the
-        # table of the read that made the site (_tables: the first site of each read
+        # per site: its attributes, or NATIVE: they are entry _at[2 * i + 1] of
+        # _attrs_info (per entry: the node in the table of the read that made the site,
+        # the type index and the structural hash; _tables: the first site of each read
         # and its table)
         self._attrs: list[Any] = []
         self._at = array("i")
+        self._attrs_info = array("q")
         self._tables: list[tuple[int, Any]] = []
         self._values = values
 
@@ -229,8 +231,14 @@ class SiteTable(Sequence[CallSite]):
         if got is NATIVE:
             tables = self._tables
             k = bisect_right(tables, i, key=itemgetter(0)) - 1
-            return _get(tables[k][1], self._at[2 * i + 1])
+            return _get(tables[k][1], self._attrs_info[3 * self._at[2 * i + 1]])
         return got
+
+    def native_attrs_key(self, i: int) -> tuple[int, int] | None:
+        """For a site whose attributes are NATIVE: their type index and structural hash
+        as the native read found them (None when they do not hash)."""
+        info, e = self._attrs_info, 3 * self._at[2 * i + 1]
+        return None if info[e + 1] < 0 else (info[e + 1], info[e + 2])
 
     def call_of(self, i: int) -> Any:
         """The call of site `i` (None for a link)."""
@@ -719,7 +727,7 @@ class _Replay:
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
         (events, leaves, handles, shapes, nodes, strings, calls, call_nodes, self.edge_src,
-         self.edge_dst, self.flat) = out
+         self.edge_dst, self.flat, self.attrs) = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
@@ -774,6 +782,8 @@ class _Replay:
         site_args, site_attrs, site_at = sites._args, sites._attrs, sites._at
         flat_base = len(sites._flat)
         sites._flat.frombytes(self.flat)
+        attrs_base = len(sites._attrs_info) // 3
+        sites._attrs_info.frombytes(self.attrs)
         sites._tables.append((len(sites), table))
         first = len(values)
         stack: list[tuple[str, list[Struct]]] = []
@@ -791,9 +801,13 @@ class _Replay:
                 site_value.append(vid)
                 site_op.append(strings[name_id])
                 site_args.append(NATIVE)
-                site_at.extend((at + flat_base, attrs))
                 site_out.append(st)
-                site_attrs.append(None if attrs < 0 else NATIVE)
+                if attrs < 0:
+                    site_at.extend((at + flat_base, -1))
+                    site_attrs.append(None)
+                else:
+                    site_at.extend((at + flat_base, attrs + attrs_base))
+                    site_attrs.append(NATIVE)
                 i += 6
             elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
@@ -818,8 +832,12 @@ class _Replay:
                 site_op.append(strings[name_id])
                 site_args.append(args)
                 site_out.append(out)
-                site_at.extend((-1, attrs))
-                site_attrs.append(None if kind != _SITE_OP or attrs < 0 else NATIVE)
+                if kind != _SITE_OP or attrs < 0:
+                    site_at.extend((-1, -1))
+                    site_attrs.append(None)
+                else:
+                    site_at.extend((-1, attrs + attrs_base))
+                    site_attrs.append(NATIVE)
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
                 block = _get(table, node)

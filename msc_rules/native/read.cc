@@ -15,12 +15,14 @@
 // binding, else 0), call nodes (bytes, int32: per value, the node of a call binding and
 // its number of arguments (see CALL_BINDING), else -1 0), edge sources and edge
 // destinations (bytes, int32: a value id, or for a source -1 - the node of a var to
-// look up), the arguments of CALL_OP sites (bytes, int32)]. Events and structs are
-// described in graph.py (`_Replay`).
+// look up), the arguments of CALL_OP sites (bytes, int32), the attributes of sites
+// (bytes, int64: per entry its node, type index and structural hash, see Attrs)].
+// Events and structs are described in graph.py (`_Replay`).
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/structural_hash.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/object.h>
 #include <tvm/ffi/optional.h>
@@ -108,7 +110,7 @@ class Reader {
     Array<ffi::String> strings(std::move(strings_));
     return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
                       nodes, strings, Bytes(call_handles_), Bytes(call_nodes_),
-                      Bytes(edge_src_), Bytes(edge_dst_), Bytes(flat_)};
+                      Bytes(edge_src_), Bytes(edge_dst_), Bytes(flat_), Bytes(attrs_)};
   }
 
  private:
@@ -469,8 +471,8 @@ class Reader {
     std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
     if (name == "relax.call_dps_packed") return false;
     const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-    int32_t attrs_node = attrs.defined() ? Node(attrs) : -1;
-    events_.insert(events_.end(), {kCallOp, binding_node, attrs_node, String(name),
+    int32_t attrs_entry = Attrs(attrs);
+    events_.insert(events_.end(), {kCallOp, binding_node, attrs_entry, String(name),
                                    pool_[out], Int32(static_cast<int64_t>(flat_.size()))});
     flat_.push_back(Int32(static_cast<int64_t>(args.size())));
     for (int32_t a : args) flat_.push_back(pool_[a]);
@@ -501,7 +503,7 @@ class Reader {
         }
       }
       const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-      Site(vid, kOpSite, String(name), attrs.defined() ? Node(attrs) : -1, args, out);
+      Site(vid, kOpSite, String(name), Attrs(attrs), args, out);
     } else if (Is(op, t_.global_var)) {
       const int32_t* relax = globals_.Find(op.get());
       if (relax == nullptr) {
@@ -518,6 +520,22 @@ class Reader {
     } else {
       Site(vid, kOpaqueSite, String(""), -1, args, out);
     }
+  }
+
+  // A call's attributes as an entry of `attrs_` (-1 for none): their node, type index
+  // and structural hash (the engine's key of equal attributes; type index -1 when
+  // they do not hash)
+  int32_t Attrs(const ObjectRef& attrs) {
+    if (!attrs.defined()) return -1;
+    int32_t entry = Int32(static_cast<int64_t>(attrs_.size() / 3));
+    int64_t type = attrs->type_index(), hash = 0;
+    try {
+      hash = static_cast<int64_t>(ffi::StructuralHash::Hash(attrs, false, false));
+    } catch (const ffi::Error&) {
+      type = -1;
+    }
+    attrs_.insert(attrs_.end(), {Node(attrs), type, hash});
+    return entry;
   }
 
   void Site(int32_t vid, int32_t kind, int32_t name, int32_t attrs,
@@ -547,7 +565,7 @@ class Reader {
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
   std::vector<int32_t> events_, leaves_, call_nodes_, edge_src_, edge_dst_, flat_;
-  std::vector<int64_t> handles_, shapes_, call_handles_;
+  std::vector<int64_t> handles_, shapes_, call_handles_, attrs_;
   std::map<std::vector<int64_t>, int32_t> shape_ids_;
   std::vector<ObjectRef> nodes_;
   std::vector<ffi::String> strings_;
