@@ -450,21 +450,34 @@ class _Engine:
             else:
                 rule, plan = got
             args: list[Struct] = raw_args[i]
+            out = outs[i]
+            roles = rule.roles
+            nroles = len(roles)
             if args is NATIVE:  # a native read's: in the flat array (see SiteTable)
                 k = at[2 * i]
-                args = [x if x >= 0 else None for x in flat[k + 1:k + 1 + flat[k]]]
-            out = outs[i]
-            # (the attributes as the table holds them: fetched when read, see _call_attrs)
-            call_attrs = raw_attrs[i]
-            roles = rule.roles
+                n = flat[k]
+                # (the common arities spelled out, reading the array in place)
+                if nroles == 1 and n:
+                    x = flat[k + 1]
+                    ports: dict[str, Struct] = {roles[0]: x if x >= 0 else None, "out": out}
+                elif nroles == 2 and n >= 2:
+                    x, y = flat[k + 1], flat[k + 2]
+                    ports = {roles[0]: x if x >= 0 else None, roles[1]: y if y >= 0 else None,
+                             "out": out}
+                else:
+                    ports = dict(zip(roles, [x if x >= 0 else None
+                                             for x in flat[k + 1:k + 1 + n]]))
+                    ports["out"] = out
             # the common arities spelled out: dict(zip()) costs twice as much
-            if len(roles) == 1 and args:
-                ports: dict[str, Struct] = {roles[0]: args[0], "out": out}
-            elif len(roles) == 2 and len(args) >= 2:
+            elif nroles == 1 and args:
+                ports = {roles[0]: args[0], "out": out}
+            elif nroles == 2 and len(args) >= 2:
                 ports = {roles[0]: args[0], roles[1]: args[1], "out": out}
             else:
                 ports = dict(zip(roles, args))
                 ports["out"] = out
+            # (the attributes as the table holds them: fetched when read, see _call_attrs)
+            call_attrs = raw_attrs[i]
             site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))
