@@ -1040,10 +1040,29 @@ class _Engine:
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final = transcript
         steps = site.plan.steps
+        ports, layouts = site.ports, self.layouts
+        fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
             if kind == _GIVE:
+                step = steps[k]
+                target = ports.get(step[4]) if step[5] is None else None
+                if type(target) is int and type(value) is str and (fresh or not step[8]):
+                    # _give's common cases inline (as in _scan): a re-derivation of the
+                    # decided layout, a first decision of a valid layout of its rank
+                    old = layouts[target]
+                    if old == value:
+                        got: Any = old
+                    elif (old is None and len(value) == self.view.leaf_ndim[target]
+                          and self._valid.get(value)):
+                        self._decide(target, value, "rule", site.index, step[0])
+                        got = value
+                    else:
+                        self._apply(target, value, site, step[0], weak=False)
+                        got = layouts[target]
+                else:
+                    got = self._give(site, step, value)
                 # (a decision changes only its target's layouts)
-                if self._give(site, steps[k], value) != post:
+                if got != post:
                     self._scan(site, site.pending, i + 1, list(final[:nstill]), None)
                     return
             elif kind == _WEAK:
