@@ -709,10 +709,11 @@ class _Replay:
     function's return); CONST node struct; CALL_BINDING binding var call op type n
     arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
     value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
-    value src dst; PENDING value global(1/0) callee n structs*n out; CALL_OP binding
-    attrs name out args (the common call binding and its site in one: a call of an op,
-    its result leaf or -1 for None, its arguments at `args` in the read's flat array:
-    their count, then each leaf or -1; the binding's nodes as for CALL_BINDING); BLOCK
+    value src dst; PENDING value global(1/0) callee n structs*n out; CALL_OP n
+    (binding attrs name out args)*n (a run of the common call binding, with its site:
+    a call of an op, its attributes' entry or -1, its result leaf or -1 for None, its
+    arguments at `args` in the read's flat array: their count, then each leaf or -1;
+    the binding's nodes as for CALL_BINDING); BLOCK
     node n records*n (a value id, or -1 - the node of a local function's binding). A
     struct: a leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
     of an earlier function: a shared constant), -4 node (a var the C++ side did not see
@@ -794,34 +795,42 @@ class _Replay:
         while i < n:
             e = ev[i]
             if e == _E_CALL_OP:
-                attrs, name_id, out_code, at = ev[i + 2:i + 6]
-                vid = len(values)
-                st: Struct = out_code if out_code >= 0 else None
-                values.append(NativeValue(vid, fname, st, top, read))
-                site_value.append(vid)
-                site_op.append(strings[name_id])
-                site_args.append(NATIVE)
-                site_out.append(st)
-                if attrs < 0:
-                    site_at.extend((at + flat_base, -1))
-                    site_attrs.append(None)
+                # a run of call bindings of ops (see the class docstring): added column
+                # by column, no Python loop but NativeValue's __init__
+                count = ev[i + 1]
+                body = ev[i + 2:i + 2 + 5 * count]
+                i += 2 + 5 * count
+                vids = list(range(len(values), len(values) + count))
+                outs: list[Struct] = [x if x >= 0 else None for x in body[3::5]]
+                values.extend(map(NativeValue, vids, repeat(fname), outs, repeat(top),
+                                  repeat(read)))
+                site_value.extend(vids)
+                site_op.extend(map(strings.__getitem__, body[2::5]))
+                site_args.extend(repeat(NATIVE, count))
+                site_out.extend(outs)
+                attrs = body[1::5]
+                site_attrs.extend([None if a < 0 else NATIVE for a in attrs])
+                pairs: list[int] = [0] * (2 * count)
+                if flat_base or attrs_base:
+                    pairs[0::2] = [x + flat_base for x in body[4::5]]
+                    pairs[1::2] = [-1 if a < 0 else a + attrs_base for a in attrs]
                 else:
-                    site_at.extend((at + flat_base, attrs + attrs_base))
-                    site_attrs.append(NATIVE)
-                i += 6
+                    pairs[0::2] = body[4::5]
+                    pairs[1::2] = attrs
+                site_at.extend(pairs)
             elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
                 na = ev[i + 6]
                 i += 7 + na
-                st = ev[i]  # (a leaf, the common case, inline)
+                st: Struct = ev[i]  # (a leaf, the common case, inline)
                 if ev[i] >= 0:
                     i += 1
                 else:
                     st, i = struct(i)
                 values.append(NativeValue(len(values), fname, st, top, read))
             elif e == _E_SITE:
-                vid, kind, name_id, attrs, node, na = ev[i + 1:i + 7]
+                vid, kind, name_id, attr, node, na = ev[i + 1:i + 7]
                 args, i = self.structs(i + 7, na)
                 out: Struct = ev[i]
                 if ev[i] >= 0:
@@ -832,11 +841,11 @@ class _Replay:
                 site_op.append(strings[name_id])
                 site_args.append(args)
                 site_out.append(out)
-                if kind != _SITE_OP or attrs < 0:
+                if kind != _SITE_OP or attr < 0:
                     site_at.extend((-1, -1))
                     site_attrs.append(None)
                 else:
-                    site_at.extend((-1, attrs + attrs_base))
+                    site_at.extend((-1, attr + attrs_base))
                     site_attrs.append(NATIVE)
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]

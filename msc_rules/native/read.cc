@@ -458,7 +458,7 @@ class Reader {
     return vid;
   }
 
-  // The common call binding in one event (CALL_OP): a call of an op (not
+  // The common call binding in one record of a CALL_OP run: a call of an op (not
   // call_dps_packed) whose arguments and result are leaves or None (its arguments go
   // to `flat_`: their count, then each leaf or -1). False (nothing written) for any other.
   bool CallOp(int32_t vid, int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
@@ -471,9 +471,16 @@ class Reader {
     std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
     if (name == "relax.call_dps_packed") return false;
     const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-    int32_t attrs_entry = Attrs(attrs);
-    events_.insert(events_.end(), {kCallOp, binding_node, attrs_entry, String(name),
-                                   pool_[out], Int32(static_cast<int64_t>(flat_.size()))});
+    int32_t attrs_entry = Attrs(attrs), name_id = String(name);
+    // consecutive ones share one event (a run: CALL_OP count, then 5 fields each)
+    if (run_end_ != events_.size()) {
+      events_.insert(events_.end(), {kCallOp, 0});
+      run_at_ = events_.size() - 1;
+    }
+    events_.insert(events_.end(), {binding_node, attrs_entry, name_id, pool_[out],
+                                   Int32(static_cast<int64_t>(flat_.size()))});
+    ++events_[run_at_];
+    run_end_ = events_.size();
     flat_.push_back(Int32(static_cast<int64_t>(args.size())));
     for (int32_t a : args) flat_.push_back(pool_[a]);
     Edges(vid, users);
@@ -560,6 +567,7 @@ class Reader {
   int64_t n_values_ = 0, n_leaves_ = 0;
   int depth_ = 0;
   int32_t value_node_ = -1;  // the node of the value of the last binding event
+  size_t run_at_ = 0, run_end_ = 0;  // the count of the last CALL_OP run, and its end
   PtrMap<int32_t> value_of_;
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
