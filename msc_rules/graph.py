@@ -176,6 +176,7 @@ class CallSite(NamedTuple):
     attrs: Any = None
 
 
+_NO_AT = (-1, -1)
 NATIVE: Any = _Native()
 """In a SiteTable column: the site's entry is in the flat arrays (see SiteTable)."""
 
@@ -195,7 +196,8 @@ class SiteTable(Sequence[CallSite]):
         self.op: list[str] = []
         self.out: list[Struct] = []
         # per site: its arguments, or NATIVE: they are at _at[2 * i] in _flat (count,
-        # then per argument its leaf or -1 for None)
+        # then per argument its leaf or -1 for None); _at has entries up to the last
+        # site of a native read (-1 for the sites added by value)
         self._args: list[Any] = []
         self._flat = array("i")
         # per site: its attributes, or NATIVE: they are entry _at[2 * i + 1] of
@@ -215,7 +217,6 @@ class SiteTable(Sequence[CallSite]):
         self._args.append(cs.args)
         self.out.append(cs.out)
         self._attrs.append(cs.attrs)
-        self._at.extend((-1, -1))
 
     def args_of(self, i: int) -> list[Struct]:
         """The argument structs of site `i`."""
@@ -350,10 +351,14 @@ class DependencyView:
     def value_of(self) -> dict[int, int]:
         """Node handle -> value id, for params, binding vars and constants."""
         if self._unmapped:
-            for handles, first in self._unmapped:
-                self._value_of.update(zip(handles, range(first, first + len(handles))))
-            self._unmapped.clear()
+            self._map()
         return self._value_of
+
+    def _map(self) -> None:
+        """Add the node handles of native reads to `_value_of`."""
+        for handles, first in self._unmapped:
+            self._value_of.update(zip(handles, range(first, first + len(handles))))
+        self._unmapped.clear()
 
     def value_id(self, expr: Any) -> int | None:
         """The value id of a param, binding var or constant of the view (None if absent)."""
@@ -376,7 +381,9 @@ class DependencyView:
         ids = self._static_ids
         if leaf < len(ids) and ids[leaf] >= 0:
             return self._static_table[ids[leaf]]
-        ty = self.leaf_type[leaf]
+        ty = self.leaf_type._items[leaf]
+        if ty is None:  # (a natively read leaf's type, not fetched yet)
+            ty = self.leaf_type[leaf]
         sh: Any = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
         values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
         if values is None:
@@ -444,13 +451,15 @@ class _Builder:
         self.const_keys = array("q")
         self.const_ids = array("i")
         self.global_args: tuple[bytes, bytes] | None = None
+        # the view's lookups (complete while a function is read here: see build)
+        self.value_of = self.view._value_of
 
     # -- leaves and values
     def new_struct(self, ty: Any, owner: int) -> Struct:
         if type(ty) is TensorType or isinstance(ty, TensorType):
             v = self.view
             v.leaf_ndim.append(ty.ndim)
-            v.leaf_type.append(ty)
+            v.leaf_type._items.append(ty)
             v.leaf_value.append(owner)
             return len(v.leaf_ndim) - 1
         if isinstance(ty, TupleType):
@@ -462,7 +471,7 @@ class _Builder:
         vid = len(view.values)
         val = Value(vid, kind, expr, func, None, value, self.top)
         view.values.append(val)
-        view.value_of[expr.__chandle__()] = vid
+        self.value_of[expr.__chandle__()] = vid
         view.others.append(vid)
         return val
 
@@ -472,14 +481,14 @@ class _Builder:
         if cls is _ShapeExpr:
             return None  # exact types first: isinstance goes through ABCMeta (~0.3 us)
         if cls is not Constant and (cls is _DataflowVar or cls is Var or isinstance(e, Var)):
-            vid = self.view.value_of.get(e.__chandle__())
+            vid = self.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
             users.append(vid)
             return self.view.values[vid].struct
         if cls is Constant or isinstance(e, Constant):
             h = e.__chandle__()
-            vid = self.view.value_of.get(h)
+            vid = self.value_of.get(h)
             if vid is None:
                 val = self.add_value("const", e, func)
                 val.struct = self.new_struct(e.ty, val.id)
@@ -526,7 +535,7 @@ class _Builder:
             # The common case, with struct_of (for var arguments), add_value and
             # new_struct (for a tensor result) inline: this runs once per binding.
             view = self.view
-            values, value_of = view.values, view.value_of
+            values, value_of = view.values, self.value_of
             args_users: list[int] = []
             raw = items(value.args)
             args: list[Struct] = []
@@ -549,15 +558,19 @@ class _Builder:
             if type(ty) is TensorType:
                 val.struct = len(view.leaf_ndim)
                 view.leaf_ndim.append(ty.ndim)
-                view.leaf_type.append(ty)
+                view.leaf_type._items.append(ty)
                 view.leaf_value.append(vid)
             else:
                 val.struct = self.new_struct(ty, vid)
             name = _OP_NAMES.get(op.__chandle__()) if type(op) is _Op else None
             if name is not None and name != "relax.call_dps_packed":
-                # call_site's common case inline: an op seen before
-                view.sites.append(_new_tuple(
-                    CallSite, (vid, value, name, args, val.struct, value.attrs)))
+                # call_site's common case inline: an op seen before (SiteTable.append)
+                sites = view.sites
+                sites.value_id.append(vid)
+                sites.op.append(name)
+                sites._args.append(args)
+                sites.out.append(val.struct)
+                sites._attrs.append(value.attrs)
             else:
                 self.call_site(fname, val, value, args, op)
             if args_users:
@@ -678,6 +691,7 @@ class _Builder:
             func = self.mod[self.globals[name]]
             if native is not None and self.read_native(native, name, func):
                 continue
+            self.view._map()  # (the lookups of native reads: the walk reads them)
             try:
                 self.function(name, func)
             except RecursionError:
@@ -781,6 +795,8 @@ class _Replay:
         records = view.block_records
         site_value, site_op, site_out = sites.value_id, sites.op, sites.out
         site_args, site_attrs, site_at = sites._args, sites._attrs, sites._at
+        if len(site_at) < 2 * len(sites):  # (sites added by value have no entry)
+            site_at.extend(repeat(-1, 2 * len(sites) - len(site_at)))
         flat_base = len(sites._flat)
         sites._flat.frombytes(self.flat)
         attrs_base = len(sites._attrs_info) // 3
@@ -877,6 +893,7 @@ class _Replay:
                 dst, i = struct(i)
                 if src is not None and dst is not None:
                     sites.append(CallSite(vid, None, "<link>", [src], dst))
+                    site_at.extend(_NO_AT)
             elif e == _E_PENDING:
                 vid, is_global, callee, na = ev[i + 1:i + 5]
                 args, i = self.structs(i + 5, na)
