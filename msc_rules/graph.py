@@ -11,6 +11,11 @@ is available (MSC_RULES_NATIVE), which records what `_Builder.function` would ad
 `_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
 in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
 asked for), and static shapes come with the read.
+
+Few objects per binding: call sites are columns of a `SiteTable` (a CallSite is made on
+access; a native read's arguments sit in one int32 array and its attributes, hashed by
+the C++ side, are fetched when read), edges and leaf owners are int32 arrays, leaf
+types and the handle -> value lookups of a native read are made on first use.
 """
 
 from __future__ import annotations
