@@ -458,6 +458,9 @@ class _Builder:
         self.global_args: tuple[bytes, bytes] | None = None
         # the view's lookups (complete while a function is read here: see build)
         self.value_of = self.view._value_of
+        sites = self.view.sites  # (its columns' appends, for the common binding)
+        self.add_site = (sites.value_id.append, sites.op.append, sites._args.append,
+                         sites.out.append, sites._attrs.append)
 
     # -- leaves and values
     def new_struct(self, ty: Any, owner: int) -> Struct:
@@ -570,12 +573,12 @@ class _Builder:
             name = _OP_NAMES.get(op.__chandle__()) if type(op) is _Op else None
             if name is not None and name != "relax.call_dps_packed":
                 # call_site's common case inline: an op seen before (SiteTable.append)
-                sites = view.sites
-                sites.value_id.append(vid)
-                sites.op.append(name)
-                sites._args.append(args)
-                sites.out.append(val.struct)
-                sites._attrs.append(value.attrs)
+                add_vid, add_op, add_args, add_out, add_attrs = self.add_site
+                add_vid(vid)
+                add_op(name)
+                add_args(args)
+                add_out(val.struct)
+                add_attrs(value.attrs)
             else:
                 self.call_site(fname, val, value, args, op)
             if args_users:
