@@ -721,6 +721,7 @@ last 100): what the tests check to know the native read really ran."""
  _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK, _E_CALL_OP) = range(1, 14)
 _S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
 _SITE_OP, _SITE_PLUGIN = 0, 1
+_LONG_RUN = 8  # (CALL_OP runs this long are added column by column)
 
 
 class _Replay:
@@ -818,9 +819,28 @@ class _Replay:
         i = 0
         while i < n:
             e = ev[i]
-            if e == _E_CALL_OP:
-                # a run of call bindings of ops (see the class docstring): added column
-                # by column, no Python loop but NativeValue's __init__
+            if e == _E_CALL_OP and ev[i + 1] < _LONG_RUN:
+                # a short run of call bindings of ops (see the class docstring)
+                count = ev[i + 1]
+                for j in range(i + 3, i + 2 + 5 * count, 5):
+                    attr, name_id, out_code, at = ev[j:j + 4]
+                    vid = len(values)
+                    st: Struct = out_code if out_code >= 0 else None
+                    values.append(NativeValue(vid, fname, st, top, read))
+                    site_value.append(vid)
+                    site_op.append(strings[name_id])
+                    site_args.append(NATIVE)
+                    site_out.append(st)
+                    if attr < 0:
+                        site_at.extend((at + flat_base, -1))
+                        site_attrs.append(None)
+                    else:
+                        site_at.extend((at + flat_base, attr + attrs_base))
+                        site_attrs.append(NATIVE)
+                i += 2 + 5 * count
+            elif e == _E_CALL_OP:
+                # a long one: added column by column, no Python loop but NativeValue's
+                # __init__ (a loop costs less for a few)
                 count = ev[i + 1]
                 body = ev[i + 2:i + 2 + 5 * count]
                 i += 2 + 5 * count
@@ -847,7 +867,7 @@ class _Replay:
                 # op, type, arguments (read.cc's CallBinding)
                 na = ev[i + 6]
                 i += 7 + na
-                st: Struct = ev[i]  # (a leaf, the common case, inline)
+                st = ev[i]  # (a leaf, the common case, inline)
                 if ev[i] >= 0:
                     i += 1
                 else:
