@@ -59,7 +59,7 @@ from .dsl.parse import parse_text
 from .dsl.ruleset import Rule, RuleSet
 from .errors import RuleEvaluationError
 from .ffi import items
-from .graph import CallSite, DependencyView, Struct, build_view
+from .graph import NATIVE, DependencyView, Struct, build_view
 from .util import paused_gc
 
 MEMOISE = os.environ.get("MSC_RULES_MEMO", "1") != "0"
@@ -168,7 +168,7 @@ class InferenceResult:
         """A readable place for a call site: function and binding var."""
         if site < 0:
             return "<fallback>"
-        v = self.view.values[self.view.sites[site].value_id]
+        v = self.view.values[self.view.sites.value_id[site]]
         return f"{v.func}:{v.name}"
 
     def leaf_place(self, leaf: int) -> str:
@@ -240,6 +240,17 @@ def _exact(v: Any) -> bool:
     if isinstance(v, (_Array, list, tuple)):
         return all(type(x) is int or _exact(x) for x in v)
     return False
+
+
+_TYPE_INDEX: dict[type, int] = {}
+
+
+def _type_index(cls: type) -> int:
+    """The FFI type index of an attributes class (the native read keys them by it)."""
+    got = _TYPE_INDEX.get(cls)
+    if got is None:
+        got = _TYPE_INDEX[cls] = int(cls.__tvm_ffi_type_info__.type_index)  # type: ignore[attr-defined]
+    return got
 
 
 class _Failure(NamedTuple):
@@ -400,7 +411,7 @@ class _Engine:
         self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
         self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
-        self._unshared: set[type] = set()  # attrs types printed with str(): see attr
+        self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
         self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
         self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
@@ -420,11 +431,13 @@ class _Engine:
         plans: dict[int, _RulePlan] = {}
         sites, queued, seeded = self.sites, self.queued, self.seeded
         by_op: dict[str, tuple[Rule, _RulePlan]] = {}
-        for i, cs in enumerate(self.view.sites):
-            _, _, op, args, out, call_attrs = cs
+        table = self.view.sites
+        raw_args, outs, raw_attrs = table._args, table.out, table._attrs
+        flat, at = table._flat, table._at
+        for i, op in enumerate(table.op):
             got = by_op.get(op)
             if got is None:
-                rule = lookup(cs)
+                rule = lookup(op)
                 if rule is None:
                     sites.append(None)
                     queued.append(False)
@@ -436,15 +449,35 @@ class _Engine:
                     by_op[op] = (rule, plan)
             else:
                 rule, plan = got
+            args: list[Struct] = raw_args[i]
+            out = outs[i]
             roles = rule.roles
+            nroles = len(roles)
+            if args is NATIVE:  # a native read's: in the flat array (see SiteTable)
+                k = at[2 * i]
+                n = flat[k]
+                # (the common arities spelled out, reading the array in place)
+                if nroles == 1 and n:
+                    x = flat[k + 1]
+                    ports: dict[str, Struct] = {roles[0]: x if x >= 0 else None, "out": out}
+                elif nroles == 2 and n >= 2:
+                    x, y = flat[k + 1], flat[k + 2]
+                    ports = {roles[0]: x if x >= 0 else None, roles[1]: y if y >= 0 else None,
+                             "out": out}
+                else:
+                    ports = dict(zip(roles, [x if x >= 0 else None
+                                             for x in flat[k + 1:k + 1 + n]]))
+                    ports["out"] = out
             # the common arities spelled out: dict(zip()) costs twice as much
-            if len(roles) == 1 and args:
-                ports: dict[str, Struct] = {roles[0]: args[0], "out": out}
-            elif len(roles) == 2 and len(args) >= 2:
+            elif nroles == 1 and args:
+                ports = {roles[0]: args[0], "out": out}
+            elif nroles == 2 and len(args) >= 2:
                 ports = {roles[0]: args[0], roles[1]: args[1], "out": out}
             else:
                 ports = dict(zip(roles, args))
                 ports["out"] = out
+            # (the attributes as the table holds them: fetched when read, see _call_attrs)
+            call_attrs = raw_attrs[i]
             site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
             if plan.seeds:
                 seeded.append((site, plan.seeds))
@@ -460,28 +493,27 @@ class _Engine:
         self.queue.extend(range(len(sites)))
         self.leaf_sites = sites_of
 
-    def _rule_for(self, cs: CallSite) -> Rule | None:
-        op = cs.op
+    def _rule_for(self, op: str) -> Rule | None:
         rule = self._rules_by_op.get(op)
         if rule is not None:
             return rule
-        rule = self._find_rule(cs)
+        rule = self._find_rule(op)
         if rule is not None and not op.startswith("plugin:"):
             self._rules_by_op[op] = rule
         return rule
 
-    def _find_rule(self, cs: CallSite) -> Rule | None:
-        if cs.op == "<link>":
+    def _find_rule(self, op: str) -> Rule | None:
+        if op == "<link>":
             return _LINK
-        if cs.op.startswith("plugin:"):
-            rule = self.rules.plugin(cs.op[len("plugin:") :])
-        elif cs.op:
-            rule = self.rules.lookup(cs.op)
+        if op.startswith("plugin:"):
+            rule = self.rules.plugin(op[len("plugin:") :])
+        elif op:
+            rule = self.rules.lookup(op)
         else:
             rule = None
         if rule is None:
-            key = cs.op or "<opaque call>"
-            if not cs.op or not self.rules.ignored(cs.op):
+            key = op or "<opaque call>"
+            if not op or not self.rules.ignored(op):
                 self.unruled[key] = self.unruled.get(key, 0) + 1
         return rule
 
@@ -549,7 +581,7 @@ class _Engine:
                 else self._attr_values.setdefault(self._attrs_key(site), {}))
         got = attrs.get(name, _ABSENT)
         if got is _ABSENT:
-            call_attrs = site.call_attrs
+            call_attrs = self._call_attrs(site)
             if call_attrs is None:
                 got = attrs[name] = None
                 return got
@@ -564,29 +596,44 @@ class _Engine:
 
     def _attrs_key(self, site: _Site) -> Any:
         """The key of a site's attributes in its signature: None (no attributes), their
-        (type, structural hash) (equal for structurally equal attributes), or a key
-        of the site's own."""
+        (type index, structural hash) (equal for structurally equal attributes), or a
+        key of the site's own."""
         akey = site.akey
         if akey is _ABSENT:
             ca = site.call_attrs
-            if ca is None:
-                akey = None
-            elif type(ca) in self._unshared:
-                akey = site.index
-            else:
-                try:
-                    akey = (type(ca), _structural_hash(ca, False, False))
-                except Exception:  # attributes that do not hash: the site's own key
+            if ca is NATIVE:  # (the native read hashed them: no fetch)
+                akey = self.view.sites.native_attrs_key(site.index)
+                if akey is None or akey[0] in self._unshared:
                     akey = site.index
+            elif ca is None:
+                akey = None
+            else:
+                tindex = _type_index(type(ca))
+                if tindex in self._unshared:
+                    akey = site.index
+                else:
+                    try:
+                        akey = (tindex, _structural_hash(ca, False, False))
+                    except Exception:  # attributes that do not hash: the site's own key
+                        akey = site.index
             site.akey = akey
         return akey
+
+    def _call_attrs(self, site: _Site) -> Any:
+        """A site's call attributes (None for none), fetched on first use (the view's
+        SiteTable holds those of a native read as a node number)."""
+        ca = site.call_attrs
+        if ca is NATIVE:
+            ca = site.call_attrs = self.view.sites.attrs_of(site.index)
+        return ca
 
     def _unshare(self, site: _Site) -> None:
         """A value of this site's attributes was printed with str() (see _exact): two
         structurally equal attributes may print differently, so attributes of this
         type stop sharing, and every result memoised so far is forgotten (some may
         have keyed this type's attributes by their hash)."""
-        self._unshared.add(type(site.call_attrs))
+        tindex = _type_index(type(site.call_attrs))
+        self._unshared.add(tindex)
         site.akey = site.index
         site.attrs = dict(site.attrs or {})
         self._impure += 1  # the evaluation under way is not memoised
@@ -596,7 +643,7 @@ class _Engine:
         for other in self.sites:
             if other is not None:
                 other.sig = None
-                if type(other.akey) is tuple and other.akey[0] is type(site.call_attrs):
+                if type(other.akey) is tuple and other.akey[0] == tindex:
                     other.akey = other.index
                     other.attrs = dict(other.attrs) if other.attrs is not None else None
 
@@ -993,10 +1040,29 @@ class _Engine:
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final = transcript
         steps = site.plan.steps
+        ports, layouts = site.ports, self.layouts
+        fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
             if kind == _GIVE:
+                step = steps[k]
+                target = ports.get(step[4]) if step[5] is None else None
+                if type(target) is int and type(value) is str and (fresh or not step[8]):
+                    # _give's common cases inline (as in _scan): a re-derivation of the
+                    # decided layout, a first decision of a valid layout of its rank
+                    old = layouts[target]
+                    if old == value:
+                        got: Any = old
+                    elif (old is None and len(value) == self.view.leaf_ndim[target]
+                          and self._valid.get(value)):
+                        self._decide(target, value, "rule", site.index, step[0])
+                        got = value
+                    else:
+                        self._apply(target, value, site, step[0], weak=False)
+                        got = layouts[target]
+                else:
+                    got = self._give(site, step, value)
                 # (a decision changes only its target's layouts)
-                if self._give(site, steps[k], value) != post:
+                if got != post:
                     self._scan(site, site.pending, i + 1, list(final[:nstill]), None)
                     return
             elif kind == _WEAK:

@@ -11,14 +11,22 @@ is available (MSC_RULES_NATIVE), which records what `_Builder.function` would ad
 `_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
 in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
 asked for), and static shapes come with the read.
+
+Few objects per binding: call sites are columns of a `SiteTable` (a CallSite is made on
+access; a native read's arguments sit in one int32 array and its attributes, hashed by
+the C++ side, are fetched when read), edges and leaf owners are int32 arrays, leaf
+types and the handle -> value lookups of a native read are made on first use.
 """
 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, NamedTuple, Union
+from operator import itemgetter
+from typing import Any, NamedTuple, Union, overload
 
 import networkx as nx
 import tvm
@@ -79,53 +87,91 @@ class Value:
 _get = _ffi_api.ArrayGetItem
 
 
+class _NativeRead:
+    """What the values of one native read share: its node table and, per value of the
+    read (by id - `first`), its node's handle, and for a call binding the call's handle,
+    the node of the binding in the table and the number of arguments (read.cc's
+    output; the arrays are memoryviews of it, so no Python int per value)."""
+
+    __slots__ = ("calls", "first", "handles", "nodes", "table")
+
+    def __init__(self, table: Any, first: int, handles: Any, calls: Any, nodes: Any) -> None:
+        self.table, self.first = table, first
+        self.handles, self.calls, self.nodes = handles, calls, nodes
+
+
 class NativeValue(Value):
     """A call binding's Value as the native read made it: the IR nodes (`expr`, `value`,
     `binding`, `args`, `op`, `ty`) stay in the read's node table and are fetched when
     asked for (most runs ask for none: the native rebuild takes the handles, `handles`).
-    Equal to the Value graph.py's own read makes, field for field."""
+    Equal to the Value graph.py's own read makes, field for field. One slot of its own
+    (the read): everything else it knows is in the read's arrays, by its id."""
 
-    __slots__ = ("_at", "_call", "_n", "_nodes", "_var")
+    __slots__ = ("_read",)
 
-    def __init__(self, vid: int, func: str, struct: Struct, top: str, nodes: Any, at: int,
-                 n_args: int, var: int, call: int) -> None:
+    def __init__(self, vid: int, func: str, struct: Struct, top: str, read: _NativeRead) -> None:
         self.id, self.kind, self.func, self.struct, self.top = vid, "binding", func, struct, top
-        self._name = None
-        self._nodes, self._at, self._n, self._var, self._call = nodes, at, n_args, var, call
+        self._read = read
+
+    @property
+    def name(self) -> str:
+        """The var's name, read from the IR on first use."""
+        try:
+            got = self._name
+        except AttributeError:
+            got = None
+        if got is None:
+            got = self._name = str(self.expr.name)
+        return got
 
     def handles(self) -> tuple[int, int]:
         """The handles of the var and of the call (no node fetched)."""
-        return self._var, self._call
+        read = self._read
+        i = self.id - read.first
+        return read.handles[i], read.calls[i]
+
+    def _node(self, k: int) -> Any:
+        read = self._read
+        return _get(read.table, read.nodes[2 * (self.id - read.first)] + k)
 
     @property
     def binding(self) -> Any:
-        return _get(self._nodes, self._at)
+        return self._node(0)
 
     @property
     def expr(self) -> Any:
-        return _get(self._nodes, self._at + 1)
+        return self._node(1)
 
     @property
     def value(self) -> Any:
-        return _get(self._nodes, self._at + 2)
+        return self._node(2)
 
     @property
     def op(self) -> Any:
-        return _get(self._nodes, self._at + 3)
+        return self._node(3)
 
     @property
     def ty(self) -> Any:
-        return _get(self._nodes, self._at + 4)
+        return self._node(4)
 
     @property
     def args(self) -> list[Any]:  # type: ignore[override]
-        nodes, at = self._nodes, self._at + 5
-        return [_get(nodes, at + k) for k in range(self._n)]
+        read = self._read
+        i = 2 * (self.id - read.first)
+        at, n, table = read.nodes[i] + 5, read.nodes[i + 1], read.table
+        return [_get(table, at + k) for k in range(n)]
+
+
+class _Native:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NATIVE"
 
 
 class CallSite(NamedTuple):
     """A call binding (or a synthetic link) whose equations the engine runs (a named
-    tuple: one is made per call, and it is never changed)."""
+    tuple, made on access from the view's `SiteTable`)."""
 
     value_id: int
     call: Any  # the relax Call (None for links)
@@ -135,6 +181,140 @@ class CallSite(NamedTuple):
     attrs: Any = None
 
 
+_NO_AT = (-1, -1)
+NATIVE: Any = _Native()
+"""In a SiteTable column: the site's entry is in the flat arrays (see SiteTable)."""
+
+
+class SiteTable(Sequence[CallSite]):
+    """The view's call sites as columns, a site by its index: `value_id`, `op`, `out`
+    (lists), the arguments (`args_of`) and attributes (`attrs_of`); `self[i]` makes the
+    CallSite. No object per site: the arguments of a natively read op call are kept in
+    one int32 array, and its attributes as a node of the read's table, fetched when
+    asked for. A site's call is its binding's value (None for a link)."""
+
+    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_flat", "_tables", "_values", "op",
+                 "out", "value_id")
+
+    def __init__(self, values: list[Value]) -> None:
+        self.value_id: list[int] = []
+        self.op: list[str] = []
+        self.out: list[Struct] = []
+        # per site: its arguments, or NATIVE: they are at _at[2 * i] in _flat (count,
+        # then per argument its leaf or -1 for None); _at has entries up to the last
+        # site of a native read (-1 for the sites added by value)
+        self._args: list[Any] = []
+        self._flat = array("i")
+        # per site: its attributes, or NATIVE: they are entry _at[2 * i + 1] of
+        # _attrs_info (per entry: the node in the table of the read that made the site,
+        # the type index and the structural hash; _tables: the first site of each read
+        # and its table)
+        self._attrs: list[Any] = []
+        self._at = array("i")
+        self._attrs_info = array("q")
+        self._tables: list[tuple[int, Any]] = []
+        self._values = values
+
+    def append(self, cs: CallSite) -> None:
+        """Add a site."""
+        self.value_id.append(cs.value_id)
+        self.op.append(cs.op)
+        self._args.append(cs.args)
+        self.out.append(cs.out)
+        self._attrs.append(cs.attrs)
+
+    def args_of(self, i: int) -> list[Struct]:
+        """The argument structs of site `i`."""
+        got = self._args[i]
+        if got is NATIVE:
+            flat, at = self._flat, self._at[2 * i]
+            return [x if x >= 0 else None for x in flat[at + 1:at + 1 + flat[at]]]
+        return got
+
+    def attrs_of(self, i: int) -> Any:
+        """The call attributes of site `i` (None for none)."""
+        got = self._attrs[i]
+        if got is NATIVE:
+            tables = self._tables
+            k = bisect_right(tables, i, key=itemgetter(0)) - 1
+            return _get(tables[k][1], self._attrs_info[3 * self._at[2 * i + 1]])
+        return got
+
+    def native_attrs_key(self, i: int) -> tuple[int, int] | None:
+        """For a site whose attributes are NATIVE: their type index and structural hash
+        as the native read found them (None when they do not hash)."""
+        info, e = self._attrs_info, 3 * self._at[2 * i + 1]
+        return None if info[e + 1] < 0 else (info[e + 1], info[e + 2])
+
+    def call_of(self, i: int) -> Any:
+        """The call of site `i` (None for a link)."""
+        return None if self.op[i] == "<link>" else self._values[self.value_id[i]].value
+
+    def __len__(self) -> int:
+        return len(self.value_id)
+
+    @overload
+    def __getitem__(self, i: int) -> CallSite: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[CallSite]: ...
+
+    def __getitem__(self, i: int | slice) -> CallSite | list[CallSite]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("site index out of range")
+        return _new_tuple(CallSite, (self.value_id[i], self.call_of(i), self.op[i],
+                                     self.args_of(i), self.out[i], self.attrs_of(i)))
+
+    def __iter__(self) -> Iterator[CallSite]:
+        return (self[i] for i in range(len(self)))
+
+
+class LeafTypes(Sequence[Any]):
+    """The type of every leaf (`DependencyView.leaf_type`): those of natively read
+    leaves are fetched from the read's node table when first asked for."""
+
+    __slots__ = ("_chunks", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []  # a type, or None: not fetched yet
+        self._chunks: list[tuple[int, Any, Any]] = []  # (first leaf, table, type nodes)
+
+    def append(self, ty: Any) -> None:
+        """Add a leaf's type."""
+        self._items.append(ty)
+
+    def add_native(self, table: Any, nodes: Any) -> None:
+        """Add leaves whose types are nodes `nodes` of `table`."""
+        self._chunks.append((len(self._items), table, nodes))
+        self._items.extend(repeat(None, len(nodes)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        items_ = self._items
+        got = items_[i]
+        if got is None:
+            if i < 0:
+                i += len(items_)
+            chunks = self._chunks
+            first, table, nodes = chunks[bisect_right(chunks, i, key=itemgetter(0)) - 1]
+            got = items_[i] = _get(table, nodes[i - first])
+        return got
+
+
 @dataclass
 class DependencyView:
     """Values, leaves and call sites of the functions reachable from the entry."""
@@ -142,13 +322,13 @@ class DependencyView:
     entry: str
     values: list[Value] = field(default_factory=list)
     leaf_ndim: list[int] = field(default_factory=list)
-    leaf_type: list[Any] = field(default_factory=list)
-    leaf_value: list[int] = field(default_factory=list)
-    sites: list[CallSite] = field(default_factory=list)
-    value_of: dict[int, int] = field(default_factory=dict)  # node handle -> value id
+    leaf_type: LeafTypes = field(default_factory=LeafTypes)
+    leaf_value: array[int] = field(default_factory=lambda: array("i"))
+    sites: SiteTable = field(init=False)
     functions: list[str] = field(default_factory=list)
-    edge_src: list[int] = field(default_factory=list)  # edge i: edge_src[i] -> edge_dst[i]
-    edge_dst: list[int] = field(default_factory=list)
+    edge_src: array[int] = field(default_factory=lambda: array("i"))
+    """Edge i goes from value edge_src[i] to value edge_dst[i] (int32 arrays)."""
+    edge_dst: array[int] = field(default_factory=lambda: array("i"))
     tops: list[str] = field(default_factory=list)
     """The global functions walked, in order (`Value.top` is one of them)."""
     others: list[int] = field(default_factory=list)
@@ -158,11 +338,32 @@ class DependencyView:
     """Per binding block (by handle): the block and what the view read of each binding
     (its Value, or the Binding itself for a local function). The rewrite reuses these
     reads. Holding the block keeps its handle from being reused while the view lives."""
+    _value_of: dict[int, int] = field(default_factory=dict)
+    _unmapped: list[tuple[Any, int]] = field(default_factory=list)
+    """Node handles of native reads not in `_value_of` yet: (handles, first value id)."""
     _shapes: dict[int, list[Dim] | None] = field(default_factory=dict)
     _by_hash: dict[int, list[Dim] | None] = field(default_factory=dict)
-    _static: dict[int, list[Dim]] = field(default_factory=dict)
-    """Static shapes (every dim an IntImm) by leaf, as the native read found them."""
+    _static_ids: array[int] = field(default_factory=lambda: array("i"))
+    """Per leaf (up to the last natively read one), its static shape (every dim an
+    IntImm) in `_static_table`, or -1, as the native read found them."""
+    _static_table: list[list[Dim]] = field(default_factory=list)
     _graph: nx.DiGraph | None = None
+
+    def __post_init__(self) -> None:
+        self.sites = SiteTable(self.values)
+
+    @property
+    def value_of(self) -> dict[int, int]:
+        """Node handle -> value id, for params, binding vars and constants."""
+        if self._unmapped:
+            self._map()
+        return self._value_of
+
+    def _map(self) -> None:
+        """Add the node handles of native reads to `_value_of`."""
+        for handles, first in self._unmapped:
+            self._value_of.update(zip(handles, range(first, first + len(handles))))
+        self._unmapped.clear()
 
     def value_id(self, expr: Any) -> int | None:
         """The value id of a param, binding var or constant of the view (None if absent)."""
@@ -182,10 +383,12 @@ class DependencyView:
         # symbolic vars hash by identity, and the view keeps every type (so every var)
         # alive, so within one view equal hashes mean equal shapes (up to a collision of
         # 64-bit hashes among the few distinct shapes of a module: not a practical risk).
-        got = self._static.get(leaf)
-        if got is not None:
-            return got
-        ty = self.leaf_type[leaf]
+        ids = self._static_ids
+        if leaf < len(ids) and ids[leaf] >= 0:
+            return self._static_table[ids[leaf]]
+        ty = self.leaf_type._items[leaf]
+        if ty is None:  # (a natively read leaf's type, not fetched yet)
+            ty = self.leaf_type[leaf]
         sh: Any = ty.shape if type(ty) is TensorType else getattr(ty, "shape", None)
         values = sh.values if type(sh) is _ShapeExpr or isinstance(sh, _ShapeExpr) else None
         if values is None:
@@ -253,13 +456,18 @@ class _Builder:
         self.const_keys = array("q")
         self.const_ids = array("i")
         self.global_args: tuple[bytes, bytes] | None = None
+        # the view's lookups (complete while a function is read here: see build)
+        self.value_of = self.view._value_of
+        sites = self.view.sites  # (its columns' appends, for the common binding)
+        self.add_site = (sites.value_id.append, sites.op.append, sites._args.append,
+                         sites.out.append, sites._attrs.append)
 
     # -- leaves and values
     def new_struct(self, ty: Any, owner: int) -> Struct:
         if type(ty) is TensorType or isinstance(ty, TensorType):
             v = self.view
             v.leaf_ndim.append(ty.ndim)
-            v.leaf_type.append(ty)
+            v.leaf_type._items.append(ty)
             v.leaf_value.append(owner)
             return len(v.leaf_ndim) - 1
         if isinstance(ty, TupleType):
@@ -271,7 +479,7 @@ class _Builder:
         vid = len(view.values)
         val = Value(vid, kind, expr, func, None, value, self.top)
         view.values.append(val)
-        view.value_of[expr.__chandle__()] = vid
+        self.value_of[expr.__chandle__()] = vid
         view.others.append(vid)
         return val
 
@@ -281,14 +489,14 @@ class _Builder:
         if cls is _ShapeExpr:
             return None  # exact types first: isinstance goes through ABCMeta (~0.3 us)
         if cls is not Constant and (cls is _DataflowVar or cls is Var or isinstance(e, Var)):
-            vid = self.view.value_of.get(e.__chandle__())
+            vid = self.value_of.get(e.__chandle__())
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
             users.append(vid)
             return self.view.values[vid].struct
         if cls is Constant or isinstance(e, Constant):
             h = e.__chandle__()
-            vid = self.view.value_of.get(h)
+            vid = self.value_of.get(h)
             if vid is None:
                 val = self.add_value("const", e, func)
                 val.struct = self.new_struct(e.ty, val.id)
@@ -335,7 +543,7 @@ class _Builder:
             # The common case, with struct_of (for var arguments), add_value and
             # new_struct (for a tensor result) inline: this runs once per binding.
             view = self.view
-            values, value_of = view.values, view.value_of
+            values, value_of = view.values, self.value_of
             args_users: list[int] = []
             raw = items(value.args)
             args: list[Struct] = []
@@ -358,15 +566,19 @@ class _Builder:
             if type(ty) is TensorType:
                 val.struct = len(view.leaf_ndim)
                 view.leaf_ndim.append(ty.ndim)
-                view.leaf_type.append(ty)
+                view.leaf_type._items.append(ty)
                 view.leaf_value.append(vid)
             else:
                 val.struct = self.new_struct(ty, vid)
             name = _OP_NAMES.get(op.__chandle__()) if type(op) is _Op else None
             if name is not None and name != "relax.call_dps_packed":
-                # call_site's common case inline: an op seen before
-                view.sites.append(_new_tuple(
-                    CallSite, (vid, value, name, args, val.struct, value.attrs)))
+                # call_site's common case inline: an op seen before (SiteTable.append)
+                add_vid, add_op, add_args, add_out, add_attrs = self.add_site
+                add_vid(vid)
+                add_op(name)
+                add_args(args)
+                add_out(val.struct)
+                add_attrs(value.attrs)
             else:
                 self.call_site(fname, val, value, args, op)
             if args_users:
@@ -487,6 +699,7 @@ class _Builder:
             func = self.mod[self.globals[name]]
             if native is not None and self.read_native(native, name, func):
                 continue
+            self.view._map()  # (the lookups of native reads: the walk reads them)
             try:
                 self.function(name, func)
             except RecursionError:
@@ -508,6 +721,7 @@ last 100): what the tests check to know the native read really ran."""
  _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK, _E_CALL_OP) = range(1, 14)
 _S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
 _SITE_OP, _SITE_PLUGIN = 0, 1
+_LONG_RUN = 8  # (CALL_OP runs this long are added column by column)
 
 
 class _Replay:
@@ -518,31 +732,35 @@ class _Replay:
     function's return); CONST node struct; CALL_BINDING binding var call op type n
     arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
     value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
-    value src dst; PENDING value global(1/0) callee n structs*n out; EDGES dst n
-    sources*n (a value id, or -1 - the node of a var to look up); CALL_OP binding n
-    attrs name out args*n m users*m (the common call binding, its site and its edges in
-    one: a call of an op, its result and arguments leaves or -1 for None, its users
-    value ids; the binding's nodes as for CALL_BINDING); BLOCK node n
-    records*n (a value id, or -1 - the node of a local function's binding). A struct: a
-    leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
+    value src dst; PENDING value global(1/0) callee n structs*n out; CALL_OP n
+    (binding attrs name out args)*n (a run of the common call binding, with its site:
+    a call of an op, its attributes' entry or -1, its result leaf or -1 for None, its
+    arguments at `args` in the read's flat array: their count, then each leaf or -1;
+    the binding's nodes as for CALL_BINDING); BLOCK
+    node n records*n (a value id, or -1 - the node of a local function's binding). A
+    struct: a leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
     of an earlier function: a shared constant), -4 node (a var the C++ side did not see
     defined, a symbolic var say: the struct of the value the view has for it, if any).
-    Names and strings are indices into the strings, nodes into the nodes.
+    Names and strings are indices into the strings, nodes into the nodes. Edges come
+    in two arrays of their own (a source: a value id, or -1 - the node of a var to look
+    up), in the order the Python walk adds them.
 
     The view's `value_of` gets this read's values at the end, so a var looked up finds
     what graph.py's walk would have found: values of earlier functions only.
     """
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
-        events, leaves, handles, shapes, nodes, strings, calls = out
+        (events, leaves, handles, shapes, nodes, strings, calls, call_nodes, self.edge_src,
+         self.edge_dst, self.flat, self.attrs) = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
-        self.leaves: list[int] = memoryview(leaves).cast("i").tolist()
-        self.handles: list[int] = memoryview(handles).cast("q").tolist()
+        self.leaves = memoryview(leaves).cast("i")
+        self.handles = memoryview(handles).cast("q")
         self.shapes: list[int] = memoryview(shapes).cast("q").tolist()
         self.table = nodes  # the node table, fetched from by index (`node`)
-        self.calls: list[int] = memoryview(calls).cast("q").tolist()
+        self.read = _NativeRead(nodes, len(builder.view.values), self.handles,
+                                memoryview(calls).cast("q"), memoryview(call_nodes).cast("i"))
         self.strings = [str(x) for x in items(strings)]
 
     def struct(self, i: int) -> tuple[Struct, int]:
@@ -579,11 +797,20 @@ class _Replay:
         return out, i
 
     def run(self) -> None:
-        b, view, top = self.b, self.view_leaves(), self.top
+        b, view, top, read = self.b, self.view_leaves(), self.top, self.read
         ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
-        handles, calls = self.handles, iter(self.calls)
+        handles = self.handles
         values, sites, others = view.values, view.sites, view.others
-        records, edge_src, edge_dst = view.block_records, view.edge_src, view.edge_dst
+        records = view.block_records
+        site_value, site_op, site_out = sites.value_id, sites.op, sites.out
+        site_args, site_attrs, site_at = sites._args, sites._attrs, sites._at
+        if len(site_at) < 2 * len(sites):  # (sites added by value have no entry)
+            site_at.extend(repeat(-1, 2 * len(sites) - len(site_at)))
+        flat_base = len(sites._flat)
+        sites._flat.frombytes(self.flat)
+        attrs_base = len(sites._attrs_info) // 3
+        sites._attrs_info.frombytes(self.attrs)
+        sites._tables.append((len(sites), table))
         first = len(values)
         stack: list[tuple[str, list[Struct]]] = []
         fname = ""
@@ -592,60 +819,78 @@ class _Replay:
         i = 0
         while i < n:
             e = ev[i]
-            if e == _E_CALL_OP:
-                at, na, attrs, name_id, out_code = ev[i + 1:i + 6]
-                i += 6 + na
-                args: list[Struct] = [x if x >= 0 else None for x in ev[i - na:i]]
-                k = ev[i]
-                vid = len(values)
-                st: Struct = out_code if out_code >= 0 else None
-                values.append(NativeValue(vid, fname, st, top, table, at, na,
-                                          handles[vid - first], next(calls)))
-                sites.append(_new_tuple(CallSite, (vid, _get(table, at + 2), strings[name_id],
-                                                   args, st, None if attrs < 0 else
-                                                   _get(table, attrs))))
-                if k:
-                    edge_src.extend(ev[i + 1:i + 1 + k])
-                    edge_dst.extend([vid] * k)
-                i += 1 + k
+            if e == _E_CALL_OP and ev[i + 1] < _LONG_RUN:
+                # a short run of call bindings of ops (see the class docstring)
+                count = ev[i + 1]
+                for j in range(i + 3, i + 2 + 5 * count, 5):
+                    attr, name_id, out_code, at = ev[j:j + 4]
+                    vid = len(values)
+                    st: Struct = out_code if out_code >= 0 else None
+                    values.append(NativeValue(vid, fname, st, top, read))
+                    site_value.append(vid)
+                    site_op.append(strings[name_id])
+                    site_args.append(NATIVE)
+                    site_out.append(st)
+                    if attr < 0:
+                        site_at.extend((at + flat_base, -1))
+                        site_attrs.append(None)
+                    else:
+                        site_at.extend((at + flat_base, attr + attrs_base))
+                        site_attrs.append(NATIVE)
+                i += 2 + 5 * count
+            elif e == _E_CALL_OP:
+                # a long one: added column by column, no Python loop but NativeValue's
+                # __init__ (a loop costs less for a few)
+                count = ev[i + 1]
+                body = ev[i + 2:i + 2 + 5 * count]
+                i += 2 + 5 * count
+                vids = list(range(len(values), len(values) + count))
+                outs: list[Struct] = [x if x >= 0 else None for x in body[3::5]]
+                values.extend(map(NativeValue, vids, repeat(fname), outs, repeat(top),
+                                  repeat(read)))
+                site_value.extend(vids)
+                site_op.extend(map(strings.__getitem__, body[2::5]))
+                site_args.extend(repeat(NATIVE, count))
+                site_out.extend(outs)
+                attrs = body[1::5]
+                site_attrs.extend([None if a < 0 else NATIVE for a in attrs])
+                pairs: list[int] = [0] * (2 * count)
+                if flat_base or attrs_base:
+                    pairs[0::2] = [x + flat_base for x in body[4::5]]
+                    pairs[1::2] = [-1 if a < 0 else a + attrs_base for a in attrs]
+                else:
+                    pairs[0::2] = body[4::5]
+                    pairs[1::2] = attrs
+                site_at.extend(pairs)
             elif e == _E_CALL_BINDING:
                 # the binding's nodes are consecutive in the table: binding, var, call,
                 # op, type, arguments (read.cc's CallBinding)
-                at, na = ev[i + 1], ev[i + 6]
+                na = ev[i + 6]
                 i += 7 + na
                 st = ev[i]  # (a leaf, the common case, inline)
                 if ev[i] >= 0:
                     i += 1
                 else:
                     st, i = struct(i)
-                vid = len(values)
-                values.append(NativeValue(vid, fname, st, top, table, at, na,
-                                          handles[vid - first], next(calls)))
+                values.append(NativeValue(len(values), fname, st, top, read))
             elif e == _E_SITE:
-                vid, kind, name_id, attrs, node, na = ev[i + 1:i + 7]
+                vid, kind, name_id, attr, node, na = ev[i + 1:i + 7]
                 args, i = self.structs(i + 7, na)
                 out: Struct = ev[i]
                 if ev[i] >= 0:
                     i += 1
                 else:
                     out, i = struct(i)
-                call = _get(table, node)
-                if kind == _SITE_OP:
-                    sites.append(_new_tuple(CallSite, (vid, call, strings[name_id], args, out,
-                                                       None if attrs < 0 else _get(table, attrs))))
+                site_value.append(vid)
+                site_op.append(strings[name_id])
+                site_args.append(args)
+                site_out.append(out)
+                if kind != _SITE_OP or attr < 0:
+                    site_at.extend((-1, -1))
+                    site_attrs.append(None)
                 else:
-                    sites.append(CallSite(vid, call, strings[name_id], args, out))
-            elif e == _E_EDGES:
-                user, k = ev[i + 1], ev[i + 2]
-                srcs = ev[i + 3:i + 3 + k]
-                if min(srcs) < 0:  # vars to look up: those the view has no value for go
-                    get = view.value_of.get
-                    found = [s if s >= 0 else get(_get(table, -1 - s).__chandle__())
-                             for s in srcs]
-                    srcs = [s for s in found if s is not None]
-                edge_src.extend(srcs)
-                edge_dst.extend([user] * len(srcs))
-                i += 3 + k
+                    site_at.extend((-1, attr + attrs_base))
+                    site_attrs.append(NATIVE)
             elif e == _E_BLOCK:
                 node, k = ev[i + 1], ev[i + 2]
                 block = _get(table, node)
@@ -676,6 +921,7 @@ class _Replay:
                 dst, i = struct(i)
                 if src is not None and dst is not None:
                     sites.append(CallSite(vid, None, "<link>", [src], dst))
+                    site_at.extend(_NO_AT)
             elif e == _E_PENDING:
                 vid, is_global, callee, na = ev[i + 1:i + 5]
                 args, i = self.structs(i + 5, na)
@@ -698,7 +944,24 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
-        view.value_of.update(zip(handles, range(first, first + len(handles))))
+        self.edges(view)
+        view._unmapped.append((handles, first))
+
+    def edges(self, view: DependencyView) -> None:
+        """Add this read's edges (before its values can be looked up: a var to look up
+        is one of an earlier function, and those the view has no value for go)."""
+        src = array("i")
+        src.frombytes(self.edge_src)
+        if src and min(src) < 0:
+            get, table = view.value_of.get, self.table
+            dst = memoryview(self.edge_dst).cast("i")
+            pairs = [(s if s >= 0 else get(_get(table, -1 - s).__chandle__()), d)
+                     for s, d in zip(src, dst)]
+            view.edge_src.extend([s for s, _ in pairs if s is not None])
+            view.edge_dst.extend([d for s, d in pairs if s is not None])
+        else:
+            view.edge_src.extend(src)
+            view.edge_dst.frombytes(self.edge_dst)
 
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""
@@ -706,16 +969,19 @@ class _Replay:
         leaves, table, shapes = self.leaves, self.table, self.shapes
         first = len(view.leaf_ndim)
         view.leaf_ndim.extend(leaves[0::4])
-        view.leaf_type.extend(map(_get, repeat(table), leaves[1::4]))
+        view.leaf_type.add_native(table, leaves[1::4])
         view.leaf_value.extend(leaves[2::4])
-        shape_table: list[list[Dim]] = []
+        base = len(view._static_table)
         at = 0
         while at < len(shapes):
             k = shapes[at]
-            shape_table.append(list(shapes[at + 1:at + 1 + k]))
+            view._static_table.append(list(shapes[at + 1:at + 1 + k]))
             at += 1 + k
-        view._static.update((leaf, shape_table[sid])
-                            for leaf, sid in enumerate(leaves[3::4], first) if sid >= 0)
+        ids = view._static_ids
+        if len(ids) < first:
+            ids.extend(repeat(-1, first - len(ids)))
+        ids.extend(leaves[3::4] if base == 0 else
+                   [x + base if x >= 0 else -1 for x in leaves[3::4]])
         return view
 
 

@@ -11,11 +11,18 @@
 // Output: [events (bytes, int32), leaves (bytes, int32: ndim, type node, owner value,
 // static shape id per leaf), handles (bytes, int64: the node of each value, for
 // `value_of`), shapes (bytes, int64: per static shape its ndim then its dims), nodes
-// (array), strings (array), call handles (bytes, int64: the call of each call binding)]. Events and structs are described in graph.py (`_Replay`).
+// (array), strings (array), call handles (bytes, int64: per value, the call of a call
+// binding, else 0), call nodes (bytes, int32: per value, the node of a call binding and
+// its number of arguments (see CALL_BINDING), else -1 0), edge sources and edge
+// destinations (bytes, int32: a value id, or for a source -1 - the node of a var to
+// look up), the arguments of CALL_OP sites (bytes, int32), the attributes of sites
+// (bytes, int64: per entry its node, type index and structural hash, see Attrs)].
+// Events and structs are described in graph.py (`_Replay`).
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/structural_hash.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/object.h>
 #include <tvm/ffi/optional.h>
@@ -102,7 +109,8 @@ class Reader {
     Array<ObjectRef> nodes(std::move(nodes_));
     Array<ffi::String> strings(std::move(strings_));
     return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
-                      nodes, strings, Bytes(call_handles_)};
+                      nodes, strings, Bytes(call_handles_), Bytes(call_nodes_),
+                      Bytes(edge_src_), Bytes(edge_dst_), Bytes(flat_), Bytes(attrs_)};
   }
 
  private:
@@ -203,6 +211,8 @@ class Reader {
     int32_t vid = Int32(first_value_ + n_values_++);
     value_of_.Put(expr.get(), vid);
     handles_.push_back(reinterpret_cast<int64_t>(expr.get()));
+    call_handles_.push_back(0);
+    call_nodes_.insert(call_nodes_.end(), {-1, 0});
     value_struct_.push_back(-1);
     return vid;
   }
@@ -293,12 +303,10 @@ class Reader {
     return at;
   }
 
+  // edges from `users` (value ids, or -1 - the node of a var to look up) to `dst`
   void Edges(int32_t dst, const std::vector<int32_t>& users) {
-    if (users.empty()) return;
-    events_.push_back(kEdges);
-    events_.push_back(dst);
-    events_.push_back(Int32(static_cast<int64_t>(users.size())));
-    events_.insert(events_.end(), users.begin(), users.end());
+    edge_src_.insert(edge_src_.end(), users.begin(), users.end());
+    edge_dst_.insert(edge_dst_.end(), users.size(), dst);
   }
 
   // (a struct of the caller's view may be None: the replay drops such links)
@@ -431,14 +439,16 @@ class Reader {
     const ObjectRef& ty = t_.expr_ty.Get(var.get());
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t nb = Node(b), nv = Node(var), nc = Node(call), nop = Node(op), nty = Node(ty);
-    call_handles_.push_back(reinterpret_cast<int64_t>(call.get()));
+    call_handles_[vid - first_value_] = reinterpret_cast<int64_t>(call.get());
+    call_nodes_[2 * (vid - first_value_)] = nb;
+    call_nodes_[2 * (vid - first_value_) + 1] = Int32(static_cast<int64_t>(raw.size()));
     value_node_ = nc;
     std::vector<int32_t> arg_nodes;
     arg_nodes.reserve(raw.size());
     for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
     int32_t st = NewStruct(ty, vid, nty);
     StructOf(vid) = st;
-    if (CallOp(nb, op, call, args, st, users)) return vid;
+    if (CallOp(vid, nb, op, call, args, st, users)) return vid;
     events_.insert(events_.end(), {kCallBinding, nb, nv, nc, nop, nty,
                                    Int32(static_cast<int64_t>(raw.size()))});
     events_.insert(events_.end(), arg_nodes.begin(), arg_nodes.end());
@@ -448,29 +458,32 @@ class Reader {
     return vid;
   }
 
-  // The common call binding in one event (CALL_OP): a call of an op (not
-  // call_dps_packed), its arguments and result leaves or None, its users values of the
-  // view. False (nothing written) for any other.
-  bool CallOp(int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
+  // The common call binding in one record of a CALL_OP run: a call of an op (not
+  // call_dps_packed) whose arguments and result are leaves or None (its arguments go
+  // to `flat_`: their count, then each leaf or -1). False (nothing written) for any other.
+  bool CallOp(int32_t vid, int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
               const std::vector<int32_t>& args, int32_t out,
               const std::vector<int32_t>& users) {
     if (!Is(op, t_.op) || pool_[out] < kNone) return false;
     for (int32_t a : args) {
       if (pool_[a] < kNone) return false;
     }
-    for (int32_t u : users) {
-      if (u < 0) return false;
-    }
     std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
     if (name == "relax.call_dps_packed") return false;
     const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-    int32_t attrs_node = attrs.defined() ? Node(attrs) : -1;
-    events_.insert(events_.end(), {kCallOp, binding_node,
-                                   Int32(static_cast<int64_t>(args.size())), attrs_node,
-                                   String(name), pool_[out]});
-    for (int32_t a : args) events_.push_back(pool_[a]);
-    events_.push_back(Int32(static_cast<int64_t>(users.size())));
-    events_.insert(events_.end(), users.begin(), users.end());
+    int32_t attrs_entry = Attrs(attrs), name_id = String(name);
+    // consecutive ones share one event (a run: CALL_OP count, then 5 fields each)
+    if (run_end_ != events_.size()) {
+      events_.insert(events_.end(), {kCallOp, 0});
+      run_at_ = events_.size() - 1;
+    }
+    events_.insert(events_.end(), {binding_node, attrs_entry, name_id, pool_[out],
+                                   Int32(static_cast<int64_t>(flat_.size()))});
+    ++events_[run_at_];
+    run_end_ = events_.size();
+    flat_.push_back(Int32(static_cast<int64_t>(args.size())));
+    for (int32_t a : args) flat_.push_back(pool_[a]);
+    Edges(vid, users);
     return true;
   }
 
@@ -497,7 +510,7 @@ class Reader {
         }
       }
       const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-      Site(vid, kOpSite, String(name), attrs.defined() ? Node(attrs) : -1, args, out);
+      Site(vid, kOpSite, String(name), Attrs(attrs), args, out);
     } else if (Is(op, t_.global_var)) {
       const int32_t* relax = globals_.Find(op.get());
       if (relax == nullptr) {
@@ -514,6 +527,22 @@ class Reader {
     } else {
       Site(vid, kOpaqueSite, String(""), -1, args, out);
     }
+  }
+
+  // A call's attributes as an entry of `attrs_` (-1 for none): their node, type index
+  // and structural hash (the engine's key of equal attributes; type index -1 when
+  // they do not hash)
+  int32_t Attrs(const ObjectRef& attrs) {
+    if (!attrs.defined()) return -1;
+    int32_t entry = Int32(static_cast<int64_t>(attrs_.size() / 3));
+    int64_t type = attrs->type_index(), hash = 0;
+    try {
+      hash = static_cast<int64_t>(ffi::StructuralHash::Hash(attrs, false, false));
+    } catch (const ffi::Error&) {
+      type = -1;
+    }
+    attrs_.insert(attrs_.end(), {Node(attrs), type, hash});
+    return entry;
   }
 
   void Site(int32_t vid, int32_t kind, int32_t name, int32_t attrs,
@@ -538,12 +567,13 @@ class Reader {
   int64_t n_values_ = 0, n_leaves_ = 0;
   int depth_ = 0;
   int32_t value_node_ = -1;  // the node of the value of the last binding event
+  size_t run_at_ = 0, run_end_ = 0;  // the count of the last CALL_OP run, and its end
   PtrMap<int32_t> value_of_;
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
-  std::vector<int32_t> events_, leaves_;
-  std::vector<int64_t> handles_, shapes_, call_handles_;
+  std::vector<int32_t> events_, leaves_, call_nodes_, edge_src_, edge_dst_, flat_;
+  std::vector<int64_t> handles_, shapes_, call_handles_, attrs_;
   std::map<std::vector<int64_t>, int32_t> shape_ids_;
   std::vector<ObjectRef> nodes_;
   std::vector<ffi::String> strings_;

@@ -1,0 +1,124 @@
+"""The view's flat records (graph.SiteTable, NativeValue, LeafTypes, the lazy value_of)
+and what the engine reads of them: the native read (flat arrays) and the Python read
+(objects) must give the engine the same sites, attribute keys and signatures, and so
+the same layouts, decisions, conflicts and `explain` text, on real models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import models
+import pytest
+import tvm
+from tvm import relax
+from tvm_ffi._ffi_api import StructuralHash
+
+from msc_rules import engine, graph
+from msc_rules.engine import infer_view
+from msc_rules.library import default_rules
+from msc_rules.report import analyze, explain, render
+
+MODELS = ("tiny_mlp", "resnet18_like", "bert_like", "gpt2_like")
+
+
+def _view(mod: tvm.IRModule, native: bool, mp: pytest.MonkeyPatch) -> graph.DependencyView:
+    mp.setenv("MSC_RULES_NATIVE", "1" if native else "0")
+    before = len(graph.read_fallbacks)
+    view = graph.build_view(mod, "main")
+    assert graph.read_fallbacks[before:] == []
+    return view
+
+
+def _signatures(view: graph.DependencyView) -> list[Any]:
+    """Per site: its attributes' key and its signature, as a fresh engine makes them."""
+    eng = engine._Engine(view, default_rules())
+    out: list[Any] = []
+    for site in eng.sites:
+        if site is None:
+            out.append(None)
+            continue
+        akey = eng._attrs_key(site)
+        out.append((akey if type(akey) is tuple else "own", eng._signature(site)))
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_engine_sees_the_same_sites_both_ways(name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = models.BUILDERS[name]().mod
+    py, cc = _view(mod, False, monkeypatch), _view(mod, True, monkeypatch)
+    assert cc.sites._flat  # natively read op calls keep their arguments flat
+    assert any(a is graph.NATIVE for a in cc.sites._attrs)
+    assert not py.sites._flat and graph.NATIVE not in py.sites._attrs
+    # column for column, the same sites (the flat ones decoded)
+    assert [cc.sites.args_of(i) for i in range(len(cc.sites))] == [
+        py.sites.args_of(i) for i in range(len(py.sites))]
+    assert cc.sites.op == py.sites.op and cc.sites.out == py.sites.out
+    assert cc.sites.value_id == py.sites.value_id
+    # the attribute keys the C++ side hashed are those of the attributes themselves
+    for i in range(len(cc.sites)):
+        if cc.sites._attrs[i] is graph.NATIVE:
+            attrs = cc.sites.attrs_of(i)
+            assert attrs.same_as(py.sites.attrs_of(i))
+            assert cc.sites.native_attrs_key(i) == (
+                type(attrs).__tvm_ffi_type_info__.type_index,
+                StructuralHash(attrs, False, False))
+    assert _signatures(cc) == _signatures(py)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_inference_is_the_same_both_ways(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = models.BUILDERS[name]().mod
+    rules = default_rules()
+    results = [infer_view(_view(mod, native, monkeypatch), rules) for native in (False, True)]
+    py, cc = ((r.layouts, r.decisions, r.conflicts, r.unruled) for r in results)
+    assert cc == py
+    texts = []
+    for native in ("0", "1"):
+        monkeypatch.setenv("MSC_RULES_NATIVE", native)
+        analysis = analyze(mod, rules)
+        texts.append(render(explain(analysis, analysis.names.value_name[-1], tree=True)))
+    assert texts[0] == texts[1] and "rule" in texts[0]
+
+
+def test_site_table_is_a_sequence_of_call_sites(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = models.BUILDERS["tiny_mlp"]().mod
+    view = _view(mod, True, monkeypatch)
+    sites = view.sites
+    n = len(sites)
+    assert n > 2
+    listed = list(sites)
+    assert all(isinstance(cs, graph.CallSite) for cs in listed)
+    assert sites[-1] == listed[-1] and sites[1:3] == listed[1:3]
+    with pytest.raises(IndexError):
+        sites[n]
+    for cs in listed:
+        if cs.op == "<link>":
+            assert cs.call is None
+        else:  # a site's call is its binding's value
+            assert cs.call.same_as(view.values[cs.value_id].value)
+            assert isinstance(cs.call, relax.Call)
+    # a site added by value (the Python read's way) reads back as given
+    sites.append(graph.CallSite(0, None, "<link>", [0], 1))
+    assert sites[n] == graph.CallSite(0, None, "<link>", [0], 1, None)
+
+
+def test_native_values_keep_their_nodes_in_the_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = models.BUILDERS["resnet18_like"]().mod
+    view = _view(mod, True, monkeypatch)
+    natives = [v for v in view.values
+               if type(v) is graph.NativeValue and isinstance(v.struct, int)]
+    assert natives
+    v = natives[len(natives) // 2]
+    assert v.__slots__ == ("_read",)  # the rest is in the read's arrays, by id
+    var_handle, call_handle = v.handles()
+    assert var_handle == v.expr.__chandle__() and call_handle == v.value.__chandle__()
+    assert v.binding.var.same_as(v.expr) and v.op.same_as(v.value.op)
+    assert [a.__chandle__() for a in v.args] == [a.__chandle__() for a in v.value.args]
+    assert v.name == str(v.expr.name) and v.kind == "binding"
+    # the lookups are made on first use, and agree with the nodes
+    assert view._unmapped
+    assert view.value_id(v.expr) == v.id and not view._unmapped
+    leaf = v.struct
+    assert isinstance(leaf, int) and view.leaf_type._items[leaf] is None
+    assert view.leaf_type[leaf].same_as(v.ty) and view.leaf_type._items[leaf] is not None
