@@ -706,25 +706,36 @@ def _plan(slots: list[_Slot], mod: tvm.IRModule) -> NamePlan:
     """The plan of resolved slots: what changes is decided as the native walk does."""
     refs: dict[int, int] = {}
     changes: dict[str, tuple[list[int], list[int]]] = {}
+    # (most slots sit in the function of the slot before)
+    last_top: str | None = None
+    nodes: list[int] = []
+    writes: list[int] = []
     for i, s in enumerate(slots):
-        ref = ""
-        if s.shared is not None and s.shared.consumer is not None:
-            refs[i] = s.shared.consumer.order
-            ref = s.shared.consumer.name
-        name_changes = s.name != s.old or not s.old_current
-        ref_changes = bool(ref) and (ref, True) != s.shared_old
-        if not name_changes and not ref_changes:
-            continue
+        shared = s.shared
+        name = s.name
+        name_changes = name != s.old or not s.old_current
+        if shared is None or shared.consumer is None:
+            if not name_changes:
+                continue
+            what = _WRITE_NAME if name else 0
+        else:
+            refs[i] = shared.consumer.order
+            ref = shared.consumer.name
+            ref_changes = bool(ref) and (ref, True) != s.shared_old
+            if not name_changes and not ref_changes:
+                continue
+            what = (_WRITE_NAME if name_changes and name else 0) | (
+                _WRITE_REF if ref_changes else 0)
         # (an empty name is not written, but its function still gets its edits)
-        what = (_WRITE_NAME if name_changes and s.name else 0) | (
-            _WRITE_REF if ref_changes else 0)
         for top in s.tops:
-            got = changes.get(top)
-            if got is None:
-                got = changes[top] = ([], [])
+            if top != last_top:
+                got = changes.get(top)
+                if got is None:
+                    got = changes[top] = ([], [])
+                last_top, (nodes, writes) = top, got
             if what:
-                got[0].append(i)
-                got[1].append(what)
+                nodes.append(i)
+                writes.append(what)
     return NamePlan([s.handle for s in slots], [s.name for s in slots], refs,
                     [(top, nodes, what) for top, (nodes, what) in changes.items()], mod)
 
