@@ -88,14 +88,18 @@ struct Slot {
   int32_t src = kNone, view_const = kNone, src_name = 0, shared = kNone, anchor = kNone;
   int64_t index = 0;
   const Object* view_arg = nullptr;
-  std::string old, fixed, name, shared_old;
+  // texts (ids in the string table, 0 for ""): the name in the span, the name to claim
+  // in round 1, the SharedRef in the span
+  int32_t old = 0, fixed = 0, shared_old = 0;
+  const std::string* name = nullptr;  // the name: a node of the set of names taken
 };
 
 struct Func {
   std::string name;
   std::vector<const Object*> params;
   int32_t anchor = kNone, first = kNone;
-  std::string unique, composite;
+  int32_t unique = 0;  // a text id (0 for none)
+  std::string composite;
 };
 
 // the marker `key` (or its legacy spelling) in span text, as span.py reads it: the text
@@ -123,11 +127,11 @@ void MarkerIn(const std::string& text, const char* key, const char* legacy, std:
 class Namer {
  public:
   Namer(const NameTypes& t, const ObjectRef& mod, std::string target,
-        std::unordered_map<std::string, std::string> wishes, ffi::Function classify, ffi::Function ask)
+        const std::unordered_map<std::string, std::string>& wishes, ffi::Function classify,
+        ffi::Function ask)
       : t_(t),
         functions_(Any(t.mod_functions.Get(mod.get())).cast<ffi::Map<ObjectRef, ObjectRef>>()),
         target_(std::move(target)),
-        wishes_(std::move(wishes)),
         classify_(std::move(classify)),
         ask_(std::move(ask)) {
     Str("");
@@ -135,6 +139,7 @@ class Namer {
     tuple_ = Str("tuple");
     shape_ = Str("shape");
     call_ = Str("call");
+    for (const auto& [var, wish] : wishes) wishes_[var] = Keep(wish);
   }
 
   void Run(const ObjectRef& entry) {
@@ -148,11 +153,11 @@ class Namer {
     handles.reserve(slots_.size());
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
-      if (s.name.find('\0') != std::string::npos) {
+      if (s.name->find('\0') != std::string::npos) {
         TVM_FFI_THROW(ValueError) << "a name holds a NUL character";
       }
       if (i) blob.push_back('\0');
-      blob += s.name;
+      blob += *s.name;
       handles.push_back(reinterpret_cast<int64_t>(s.node));
     }
     std::vector<int32_t> refs;
@@ -166,14 +171,14 @@ class Namer {
         int32_t r = slots_[s.shared].consumer;
         refs.push_back(static_cast<int32_t>(i));
         refs.push_back(r);
-        ref = &slots_[r].name;
+        ref = slots_[r].name;
       }
-      bool name_changes = s.name != s.old || !s.old_current;
+      bool name_changes = *s.name != strs_[s.old] || !s.old_current;
       bool ref_changes = ref != nullptr && !ref->empty() &&
-                         !(*ref == s.shared_old && s.shared_old_current);
+                         !(*ref == strs_[s.shared_old] && s.shared_old_current);
       if (!name_changes && !ref_changes) continue;
       // (an empty name is not written, but its function still gets its edits)
-      int32_t what = (name_changes && !s.name.empty() ? 1 : 0) | (ref_changes ? 2 : 0);
+      int32_t what = (name_changes && !s.name->empty() ? 1 : 0) | (ref_changes ? 2 : 0);
       auto add = [&](int32_t top) {
         if (change_of[top] == kNone) {
           change_of[top] = static_cast<int32_t>(changes.size());
@@ -211,10 +216,18 @@ class Namer {
     return ffi::Bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
   }
 
+  // an interned string (base names, roles) and its id
   int32_t Str(const std::string& s) {
     auto [it, fresh] = str_ids_.emplace(s, static_cast<int32_t>(strs_.size()));
     if (fresh) strs_.push_back(s);
     return it->second;
+  }
+
+  // a text kept as it is (an old name, a wish): its id, 0 for ""
+  int32_t Keep(std::string s) {
+    if (s.empty()) return 0;
+    strs_.push_back(std::move(s));
+    return static_cast<int32_t>(strs_.size()) - 1;
   }
 
   // naming.py's tag of the node's class, with the flags of the classes call() tests
@@ -304,10 +317,12 @@ class Namer {
     s.top = top_;
     std::string text = Text(e);
     if (!text.empty()) {
-      MarkerIn(text, "Name", "name", &s.old, &s.old_current);
-      s.fixed = s.old;
+      std::string value;
+      MarkerIn(text, "Name", "name", &value, &s.old_current);
+      s.old = s.fixed = Keep(std::move(value));
       if (kind == kCall || kind == kFCall) {
-        MarkerIn(text, "SharedRef", "master", &s.shared_old, &s.shared_old_current);
+        MarkerIn(text, "SharedRef", "master", &value, &s.shared_old_current);
+        s.shared_old = Keep(std::move(value));
       }
     }
     slot_of_.Put(e.get(), idx);
@@ -336,7 +351,7 @@ class Namer {
     Func info;
     info.name = std::move(name);
     for (const ObjectRef& p : t_.func_params.GetArray(func.get())) info.params.push_back(p.get());
-    info.unique = Attr(func, "Unique");
+    info.unique = Keep(Attr(func, "Unique"));
     info.composite = Attr(func, "Composite");
     int32_t idx = static_cast<int32_t>(funcs_.size());
     for (const Object* p : info.params) var_param_.Put(p, p);
@@ -406,7 +421,7 @@ class Namer {
     slots_[s].bound = true;
     if (!wishes_.empty()) {
       auto wish = wishes_.find(VarName(var));
-      if (wish != wishes_.end() && !wish->second.empty()) slots_[s].fixed = wish->second;
+      if (wish != wishes_.end() && wish->second != 0) slots_[s].fixed = wish->second;
     }
     const Slot& slot = slots_[s];
     if (slot.kind == kConst) {
@@ -514,7 +529,7 @@ class Namer {
     if (callee != kNone) {
       const Func& f = funcs_[callee];
       slots_[s].anchor = f.anchor != kNone ? f.anchor : f.first;
-      if (!f.unique.empty() && slots_[s].fixed.empty()) slots_[s].fixed = f.unique;
+      if (f.unique != 0 && slots_[s].fixed == 0) slots_[s].fixed = f.unique;
     }
     if (!stack_.empty()) {
       Func& func = funcs_[stack_.back()];
@@ -634,17 +649,24 @@ class Namer {
   }
 
   // -- resolution (naming.py's _Resolver)
-  std::string Claim(const std::string& base) {
-    if (taken_.insert(base).second) return base;
+  // (names are nodes of `taken_`: equal names are one node, and a node never moves)
+  const std::string* Claim(const std::string& base) {
+    auto [it, fresh] = taken_.insert(base);
+    if (fresh) return &*it;
     int64_t& k = counter_[base];
-    std::string cand;
     while (true) {
       ++k;
-      cand = base + "_" + std::to_string(k);
-      if (taken_.count(cand) == 0) break;
+      auto [cand, free] = taken_.insert(base + "_" + std::to_string(k));
+      if (free) return &*cand;
     }
-    taken_.insert(cand);
-    return cand;
+  }
+
+  static std::string Join(const std::string& a, const std::string& b) {
+    std::string out;
+    out.reserve(a.size() + 1 + b.size());
+    out.append(a).push_back('.');
+    out.append(b);
+    return out;
   }
 
   bool Derived(const Slot& s) const {
@@ -670,17 +692,21 @@ class Namer {
     taken_.reserve(static_cast<size_t>(n) * 2);
     for (int32_t i = 0; i < n; ++i) {
       Slot& s = slots_[i];
-      if (s.fixed.empty()) continue;
-      if (s.kind == kFCall && s.anchor != kNone && slots_[s.anchor].fixed == s.fixed) continue;
-      if (!taken_.insert(s.fixed).second) {
+      if (s.fixed == 0) continue;
+      const std::string& fixed = strs_[s.fixed];
+      if (s.kind == kFCall && s.anchor != kNone && strs_[slots_[s.anchor].fixed] == fixed) {
+        continue;  // it shares its anchor's name (an earlier run): derive it again
+      }
+      auto [it, fresh] = taken_.insert(fixed);
+      if (!fresh) {
         clash.push_back(i);
       } else {
-        s.name = s.fixed;
+        s.name = &*it;
         s.state = kDone;
       }
     }
     for (int32_t i : clash) {
-      slots_[i].name = Claim(slots_[i].fixed);
+      slots_[i].name = Claim(strs_[slots_[i].fixed]);
       slots_[i].state = kDone;
     }
     // round 2: generated names; round 3: derived ones (recursively, in order)
@@ -698,53 +724,53 @@ class Namer {
   }
 
   const std::string& Name(int32_t i) {
-    if (slots_[i].state == kDone) return slots_[i].name;
+    if (slots_[i].state == kDone) return *slots_[i].name;
     if (slots_[i].state == kBusy) {  // a cycle cannot happen in valid IR
       TVM_FFI_THROW(RuntimeError) << "a naming cycle";
     }
     Guard guard(this);
     slots_[i].state = kBusy;
     const Slot& s = slots_[i];
-    std::string name;
+    const std::string* name;
     switch (s.kind) {
       case kItem: {
-        std::string prefix = s.src != kNone ? Name(s.src) : strs_[s.src_name];
-        name = Claim(prefix + "." + std::to_string(s.index));
+        const std::string& prefix = s.src != kNone ? Name(s.src) : strs_[s.src_name];
+        name = Claim(Join(prefix, std::to_string(s.index)));
         break;
       }
       case kConst: {
         bool direct = s.consumer != kNone;
-        std::string text = Name(direct ? s.consumer : s.view_consumer) + "." +
-                           strs_[direct ? s.role : s.view_role];
-        if (direct && s.sub != kNone) text += "." + std::to_string(s.sub);
+        std::string text = Join(Name(direct ? s.consumer : s.view_consumer),
+                                strs_[direct ? s.role : s.view_role]);
+        if (direct && s.sub != kNone) text = Join(text, std::to_string(s.sub));
         name = Claim(text);
         break;
       }
       case kTuple:
       case kShape:
-        name = Claim(Name(s.consumer) + "." + strs_[s.role]);
+        name = Claim(Join(Name(s.consumer), strs_[s.role]));
         break;
       case kCall:
         if (s.src == kNone) TVM_FFI_THROW(RuntimeError) << "a view without its source";
-        name = Claim(Name(s.src) + "." + strs_[s.base]);
+        name = Claim(Join(Name(s.src), strs_[s.base]));
         break;
       default: {  // a function call shares its anchor's name (once)
-        name = Name(s.anchor);
+        name = &Name(s.anchor);
         if (!aliased_.insert(name).second) {
-          name = Claim(name);
+          name = Claim(*name);
           aliased_.insert(name);
         }
       }
     }
-    slots_[i].name = std::move(name);
+    slots_[i].name = name;
     slots_[i].state = kDone;
-    return slots_[i].name;
+    return *name;
   }
 
   const NameTypes& t_;
   ffi::Map<ObjectRef, ObjectRef> functions_;
   std::string target_;
-  std::unordered_map<std::string, std::string> wishes_;
+  std::unordered_map<std::string, int32_t> wishes_;  // var name -> text id
   ffi::Function classify_, ask_;
   int depth_ = 0;
   int32_t top_ = 0;
@@ -765,7 +791,8 @@ class Namer {
   PtrMap<int32_t> op_info_of_;
   std::vector<OpInfo> op_infos_;
   std::unordered_map<std::string, Roles> plugin_roles_, op_roles_;
-  std::unordered_set<std::string> taken_, aliased_;
+  std::unordered_set<std::string> taken_;
+  std::unordered_set<const std::string*> aliased_;
   std::unordered_map<std::string, int64_t> counter_;
 };
 
@@ -784,8 +811,7 @@ Array<Any> PlanNames(ObjectRef mod, ObjectRef entry, ffi::String target,
   for (size_t i = 0; i < wish_keys.size(); ++i) {
     wishes[std::string(wish_keys[i])] = std::string(wish_values[i]);
   }
-  Namer namer(t, mod, std::string(target), std::move(wishes), std::move(classify),
-              std::move(ask));
+  Namer namer(t, mod, std::string(target), wishes, std::move(classify), std::move(ask));
   namer.Run(entry);
   return namer.Output();
 }
