@@ -246,7 +246,7 @@ class NamePlan:
         self.changes = changes
         """Per global function whose markers change: node indices and what each gets
         (`_WRITE_NAME` | `_WRITE_REF`; an empty name is not written)."""
-        self._keep = keep  # the module: its nodes stay alive (and their handles unused)
+        self._keep = keep  # the module: its nodes stay alive, no other node takes a handle
 
     def names(self) -> list[str]:
         """Every name, in program order."""
@@ -257,11 +257,10 @@ class NamePlan:
         chandle = getattr(node, "__chandle__", None)
         if chandle is None:
             return ""
-        h = chandle()
-        for i, x in enumerate(self.handles):
-            if x == h:
-                return self.labels[i]
-        return ""
+        try:
+            return self.labels[self.handles.index(chandle())]
+        except ValueError:
+            return ""
 
     def shared_refs(self) -> dict[str, str]:
         """call name -> the name of the call that consumed its shared constant first."""
@@ -275,7 +274,7 @@ class NamePlan:
         edits: dict[str, SpanEdits] = {}
         for top, nodes, what in self.changes:
             e = edits[top] = SpanEdits()
-            # (a fresh tuple per node: names are unique, interning them would gain nothing)
+            # (a fresh tuple per node: a name is rarely shared, interning would gain nothing)
             e.values = {handles[i]: ((n, labels[i]),) if w == _WRITE_NAME else
                         ((n, labels[i]), (r, labels[refs[i]])) if w == _WRITE_BOTH else
                         ((r, labels[refs[i]]),)
