@@ -492,14 +492,17 @@ class Namer {
     for (const ObjectRef& a : args) Visit(a);
     const ObjectRef& op = t_.call_op.Get(e.get());
     int32_t op_tag = Tag(op);
-    Roles roles;
+    static const Roles kNoRoles;
+    // (points into op_infos_, which grows no more during this call, or at callee_roles)
+    const Roles* roles = &kNoRoles;
+    Roles callee_roles;
     const Roles* packed_roles = nullptr;
     bool is_view = false;
     int32_t callee = kNone, base;
     if (op_tag & kIsOp) {
       const OpInfo& info = OpInfoOf(op);
       base = info.base;
-      roles = info.roles;
+      roles = &info.roles;
       is_view = info.view;
       if (info.packed && !args.empty() && (Tag(args[0]) & kIsExtern)) {
         std::string sym(t_.extern_symbol.GetAny(args[0].get()).cast<ffi::String>());
@@ -521,7 +524,8 @@ class Namer {
     Kind kind = kCall;
     if (callee != kNone) {
       kind = kFCall;
-      roles = CalleeRoles(callee);
+      callee_roles = CalleeRoles(callee);
+      roles = &callee_roles;
       std::string kind_name = CompositeKind(callee);
       if (!kind_name.empty()) base = Str(kind_name);
     }
@@ -541,8 +545,8 @@ class Namer {
     for (size_t i = 0; i < args.size(); ++i) {
       const ObjectRef& a = args[i];
       int32_t role = kNone;
-      if (!roles.none && i < roles.ids.size() && !strs_[roles.ids[i]].empty()) {
-        role = roles.ids[i];
+      if (!roles->none && i < roles->ids.size() && !strs_[roles->ids[i]].empty()) {
+        role = roles->ids[i];
       }
       int32_t tag = Tag(a) & kTagMask;
       if (packed_roles != nullptr && i == 1 && tag == kTTuple) {
