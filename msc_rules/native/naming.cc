@@ -191,9 +191,11 @@ class Namer {
         }
       };
       add(s.top);
-      auto extra = extra_tops_.find(static_cast<int32_t>(i));
-      if (extra != extra_tops_.end()) {
-        for (int32_t top : extra->second) add(top);
+      if (!extra_tops_.empty()) {  // (a node reached from several global functions)
+        auto extra = extra_tops_.find(static_cast<int32_t>(i));
+        if (extra != extra_tops_.end()) {
+          for (int32_t top : extra->second) add(top);
+        }
       }
     }
     Array<Any> per_top;
