@@ -243,7 +243,7 @@ class _Namer:
             assert self.mod is not None
             with paused_gc():  # (as the passes: the plan makes many objects)
                 plan = plan_names(self.mod, self.rules, self.entry)
-            self.by_handle = {s.node.__chandle__(): s.name for s in plan.slots}
+            self.by_handle = dict(zip(plan.handles, plan.labels))
             self.mod = None
         return self.by_handle
 

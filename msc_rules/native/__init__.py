@@ -1,7 +1,8 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
-Two walks: `read.cc` reads a global function for the dependency view (graph.py),
-`rebuild.cc` writes span markers (rewrite.py); both include `common.h`. They are
+Three walks: `read.cc` reads a global function for the dependency view (graph.py),
+`rebuild.cc` writes span markers (rewrite.py), `naming.cc` plans the names (naming.py);
+all include `common.h`. They are
 compiled side by side with plain `c++` commands against tvm-ffi's shipped headers and
 `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
 folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else
@@ -29,9 +30,9 @@ from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
 SOURCE = Path(__file__).with_name("rebuild.cc")
-SOURCES = (SOURCE, Path(__file__).with_name("read.cc"), Path(__file__).with_name("prune.cc"))
-"""The translation units of the library (all include `common.h`; `prune.cc` is the
-typed rebuild of a prune, prune_rebuild.py)."""
+SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for n in ("rebuild", "read", "naming", "prune"))
+"""The translation units of the library (all include `common.h`): the marker rebuild,
+the read of the dependency view, the naming walk, the typed rebuild of a prune."""
 HEADER = Path(__file__).with_name("common.h")
 
 VERSION = 3
@@ -139,6 +140,8 @@ def _build() -> Any:
         # table, which the Python rebuild only ever reaches with the GIL held, so two
         # threads' passes never touch it at once either way.
         module.rebuild.release_gil = False
+        # the naming walk calls back into Python (naming.py's class tags and rules)
+        module.plan_names.release_gil = False
         module.prune_rebuild.release_gil = False
     except NativeBuildError:
         raise
