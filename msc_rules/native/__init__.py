@@ -33,7 +33,7 @@ SOURCES = (SOURCE, Path(__file__).with_name("read.cc"))
 """The translation units of the library (both include `common.h`)."""
 HEADER = Path(__file__).with_name("common.h")
 
-VERSION = 3
+VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
 
 _lock = threading.Lock()

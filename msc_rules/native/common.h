@@ -120,6 +120,8 @@ class PtrMap {
  public:
   explicit PtrMap(size_t expected = 0) { Reset(expected * 2 + 16); }
 
+  size_t size() const { return size_; }
+
   const V* Find(const Object* key) const {
     for (size_t i = Slot(key);; i = (i + 1) & mask_) {
       if (keys_[i] == key) return &values_[i];
