@@ -466,6 +466,31 @@ _SEP = "\x1f"
 _chain = chain.from_iterable
 
 
+def _as_column(entries: dict[int, Markers], on_vars: bool) -> list[Any] | None:
+    """`entries` as a column item when every entry is one marker, all of one key and
+    with a value (the common case: names; layouts), which takes a list index per entry
+    here instead of iterating every pair; [] when there are none, None otherwise."""
+    if not entries:
+        return []
+    sets = list(entries.values())
+    first = sets[0]
+    key = first[0][0] if first else None
+    try:  # (a set of more than one pair does not unpack)
+        texts = [v for ((k, v),) in sets if k == key and v]
+    except ValueError:
+        return None
+    if len(texts) != len(sets):
+        return None
+    text = _SEP.join(texts)
+    if text.count(_SEP) != len(texts) - 1:
+        return None
+    handles = handle_bytes(entries, len(entries))
+    # equal texts share one set (and span) natively: worth it when they repeat
+    share = len(set(texts[:64])) < min(len(texts), 64)
+    return ["column", key, text, handles if on_vars else b"",
+            b"" if on_vars else handles, share]
+
+
 def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None:
     """The edits of one function in one layer as the native `rebuild` takes them (see
     `Edits::Add` in native/rebuild.cc), or None if a marker holds the separator
@@ -477,7 +502,10 @@ def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None
     if extra:
         vars_, values = {**vars_, **extra[0]}, {**values, **extra[1]}
     items: list[list[Any]] = []
-    if vars_ or values:
+    columns = [_as_column(vars_, True), _as_column(values, False)]
+    if all(c is not None for c in columns):  # the common case: one key per dict
+        items += [c for c in columns if c]
+    elif vars_ or values:
         sets = [*vars_.values(), *values.values()]
         try:
             sizes = bytes(map(len, sets))
