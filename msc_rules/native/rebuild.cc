@@ -267,8 +267,8 @@ class MarkerSets {
 
 // A node's marker set and the layer that gave it.
 struct Entry {
-  int32_t set = -1;
-  int32_t layer = -1;
+  int32_t set;
+  int32_t layer;
 };
 
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
@@ -288,8 +288,8 @@ class Rebuilder {
     for (const ObjectRef& p : old_params) params.push_back(VarDef(p));
     ObjectRef body = Expr(t_.func_body.Get(f.get()));
     ObjectRef out = t_.Copy(f);
-    t_.func_params.Set(out.get(), params);
-    t_.func_body.Set(out.get(), body);
+    t_.func_params.SetRef(out.get(), params);
+    t_.func_body.SetRef(out.get(), body);
     return out;
   }
 
@@ -334,7 +334,7 @@ class Rebuilder {
 
   ObjectRef Marked(const ObjectRef& e, int32_t set) {
     ObjectRef out = t_.Copy(e);
-    t_.expr_span.Set(out.get(), Span(t_.expr_span.Get(e.get()), set));
+    t_.expr_span.SetRef(out.get(), Span(t_.expr_span.Get(e.get()), set));
     return out;
   }
 
@@ -373,7 +373,7 @@ class Rebuilder {
       int32_t set = ValueSet(e.get());
       if (set < 0 && !changed) return e;
       ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-      t_.tuple_fields.Set(out.get(), fields);
+      t_.tuple_fields.SetRef(out.get(), fields);
       return out;
     }
     if (ti == t_.item) {
@@ -382,7 +382,7 @@ class Rebuilder {
       int32_t set = ValueSet(e.get());
       if (set < 0 && tuple.same_as(old_tuple)) return e;
       ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-      t_.item_tuple.Set(out.get(), tuple);
+      t_.item_tuple.SetRef(out.get(), tuple);
       return out;
     }
     if (ti == t_.seq) return Seq(e);
@@ -392,9 +392,9 @@ class Rebuilder {
       ObjectRef yes = Expr(t_.if_true.Get(e.get()));
       ObjectRef no = Expr(t_.if_false.Get(e.get()));
       ObjectRef out = t_.Copy(e);
-      t_.if_cond.Set(out.get(), cond);
-      t_.if_true.Set(out.get(), yes);
-      t_.if_false.Set(out.get(), no);
+      t_.if_cond.SetRef(out.get(), cond);
+      t_.if_true.SetRef(out.get(), yes);
+      t_.if_false.SetRef(out.get(), no);
       return out;
     }
     if (ti == t_.function) return Function(e);
@@ -427,8 +427,8 @@ class Rebuilder {
     int32_t set = ValueSet(e.get());
     if (set < 0 && !changed) return e;
     ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-    t_.call_args.Set(out.get(), args);
-    t_.call_op.Set(out.get(), op);
+    t_.call_args.SetRef(out.get(), args);
+    t_.call_op.SetRef(out.get(), op);
     return out;
   }
 
@@ -454,14 +454,14 @@ class Rebuilder {
       bindings.reserve(old_bindings.size());
       for (const ObjectRef& b : old_bindings) bindings.push_back(Binding(b));
       ObjectRef out = t_.Copy(block);
-      t_.block_bindings.Set(out.get(), bindings);
+      t_.block_bindings.SetRef(out.get(), bindings);
       memo_.Put(block.get(), out);
       blocks.push_back(out);
     }
     ObjectRef body = Expr(t_.seq_body.Get(e.get()));
     ObjectRef out = t_.Copy(e);
-    t_.seq_blocks.Set(out.get(), blocks);
-    t_.seq_body.Set(out.get(), body);
+    t_.seq_blocks.SetRef(out.get(), blocks);
+    t_.seq_body.SetRef(out.get(), body);
     return out;
   }
 
@@ -482,8 +482,8 @@ class Rebuilder {
     ObjectRef value = Expr(value_field->Get(b.get()));
     ObjectRef var = VarDef(var_field->Get(b.get()));
     ObjectRef out = t_.Copy(b);
-    var_field->Set(out.get(), var);
-    value_field->Set(out.get(), value);
+    var_field->SetRef(out.get(), var);
+    value_field->SetRef(out.get(), value);
     return out;
   }
 
@@ -503,6 +503,7 @@ class Rebuilder {
 std::vector<std::string_view> Split(std::string_view text) {
   std::vector<std::string_view> out;
   if (text.empty()) return out;
+  out.reserve(std::count(text.begin(), text.end(), '\x1f') + 1);
   size_t pos = 0;
   while (true) {
     size_t end = text.find('\x1f', pos);
@@ -592,12 +593,12 @@ class Edits {
   static std::string_view View(const ffi::String& s) { return {s.data(), s.size()}; }
 
   void Put(PtrMap<Entry>* map, int64_t handle, int32_t set, int32_t item) {
-    const Object* key = reinterpret_cast<const Object*>(handle);
-    const Entry* old = map->Find(key);
-    if (old != nullptr) {
-      set = old->layer == item ? sets.Replace(old->set, set) : sets.Compose(old->set, set);
+    bool fresh;
+    Entry* entry = map->Insert(reinterpret_cast<const Object*>(handle), &fresh);
+    if (!fresh) {
+      set = entry->layer == item ? sets.Replace(entry->set, set) : sets.Compose(entry->set, set);
     }
-    map->Put(key, Entry{set, item});
+    *entry = Entry{set, item};
   }
 
   void AddSets(const Array<Any>& item, int32_t index) {
