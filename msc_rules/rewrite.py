@@ -468,8 +468,9 @@ _chain = chain.from_iterable
 
 def _as_column(entries: dict[int, Markers], on_vars: bool) -> list[Any] | None:
     """`entries` as a column item when every entry is one marker, all of one key and
-    with a value (the common case: names; layouts), which takes a list index per entry
-    here instead of iterating every pair; [] when there are none, None otherwise."""
+    with a value (the common case: names; layouts): one comprehension over the sets
+    instead of iterating every pair of every set; [] when there are none, None
+    otherwise (the caller sends marker sets then)."""
     if not entries:
         return []
     sets = list(entries.values())

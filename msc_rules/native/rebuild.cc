@@ -265,7 +265,7 @@ class MarkerSets {
   std::vector<Set> sets_;
 };
 
-// A node's marker set and the layer that gave it.
+// A node's marker set and the (last) edit item that gave it.
 struct Entry {
   int32_t set;
   int32_t layer;
