@@ -545,18 +545,21 @@ class Edits {
   PtrMap<Entry> vars, values;
   MarkerSets sets;
 
-  explicit Edits(size_t expected) : vars(expected), values(expected) {
-    sets.Reserve(expected + expected / 4, expected);
+  // (`n_vars`, `n_values`: how many entries the items have, see Count: the maps are
+  // sized once, each for its own entries)
+  Edits(size_t n_vars, size_t n_values) : vars(n_vars), values(n_values) {
+    sets.Reserve(n_vars + n_values, 0);
   }
 
-  // The number of entries `item` has (to size the maps before any is put).
-  static size_t Count(const Array<Any>& item) {
-    size_t n = 0;
-    for (const Any& field : item) {
-      auto b = field.try_cast<ffi::Bytes>();
-      if (b.has_value()) n += b->size() / sizeof(int64_t);
+  // The number of var and of value entries of `item` (its handle arrays, fields 3 and
+  // 4 of both kinds), at most.
+  static std::pair<size_t, size_t> Count(const Array<Any>& item) {
+    size_t n[2] = {0, 0};
+    for (size_t k = 0; k < 2 && 3 + k < item.size(); ++k) {
+      auto b = item[3 + k].try_cast<ffi::Bytes>();
+      if (b.has_value()) n[k] = b->size() / sizeof(int64_t);
     }
-    return n;
+    return {n[0], n[1]};
   }
 
   // One item, as rewrite.py's `_native_items` makes them:
@@ -680,16 +683,18 @@ ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function, got " << func->GetTypeKey();
   }
   std::vector<Array<Any>> parsed;
-  size_t expected = 0;
+  size_t n_vars = 0, n_values = 0;
   for (const Any& item : items) {
     auto fields = item.try_cast<Array<Any>>();
     if (!fields.has_value() || fields->empty()) {
       TVM_FFI_THROW(TypeError) << "an edit item must be a non-empty list";
     }
-    expected += Edits::Count(*fields);
+    auto [v, x] = Edits::Count(*fields);
+    n_vars += v;
+    n_values += x;
     parsed.push_back(*fields);
   }
-  Edits edits(expected);
+  Edits edits(n_vars, n_values);
   for (size_t i = 0; i < parsed.size(); ++i) edits.Add(parsed[i], static_cast<int32_t>(i));
   Rebuilder rebuilder(t, edits.vars, edits.values, edits.sets);
   return rebuilder.Function(func);
