@@ -238,10 +238,12 @@ def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
     the rebuild as layers: the native one merges them per node itself).
     """
     with paused_gc():
-        names = plan_names(mod, rules, entry_name, "", None).edits()
         result = infer_layouts(mod, rules, entry_name)
         layouts = layout_edits(result)
-        del result  # the view lives on in the edits' records, which the rewrite frees
+        del result  # (for the Python rebuild the view lives on in the records)
+        # names planned after the inference: their edits (a dict entry per node) never
+        # sit beside the view and the engine, annotate's peak of memory
+        names = plan_names(mod, rules, entry_name, "", None).edits()
         out = rewrite_layers(mod, [names, layouts], release=True)
         del names, layouts
     return out

@@ -7,9 +7,10 @@ cost near the price of constructing the nodes and leaves the module structurally
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -525,13 +526,34 @@ def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None
     return items
 
 
+def _item_entries(item: list[Any]) -> Entries:
+    """The entries an item of `_native_items` writes (to rebuild in Python what the
+    native rebuild handed back, after `release` dropped the edits themselves)."""
+    if item[0] == "column":
+        _, key, text, var_handles, value_handles, share = item
+        return MarkerColumn(key, text.split(_SEP), var_handles, value_handles, share).entries()
+    _, text, sizes, var_handles, value_handles = item
+    strings = iter(text.split(_SEP) if text else [])
+    pairs = iter(list(zip(strings, strings)))
+    sets = [tuple(islice(pairs, n)) for n in sizes]
+    n_vars = len(var_handles) // 8
+    return (dict(zip(memoryview(var_handles).cast("q"), sets[:n_vars])),
+            dict(zip(memoryview(value_handles).cast("q"), sets[n_vars:])))
+
+
 def _rewrite_native(native: Any, mod: tvm.IRModule,
                     layers: Sequence[Mapping[str, SpanEdits]],
                     release: bool) -> dict[Any, Any]:
-    """The rebuilt functions, by the native rebuild where it can (see rewrite_layers)."""
+    """The rebuilt functions, by the native rebuild where it can (see rewrite_layers).
+
+    With `release`, a function's edits are emptied once they are made into the native
+    items (when no later function shares them): their Python objects (a tuple per node)
+    are freed before the rebuild makes the new nodes. A function handed back to Python
+    is rebuilt from the items then."""
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
     extras = [_records_entries(edits, release) if _has_records(edits) else {}
               for edits in layers]
+    uses = Counter(id(e) for edits in layers for e in edits.values())
     updates: dict[Any, Any] = {}
     for name in dict.fromkeys(n for edits in layers for n in edits):
         gv, func = funcs[name]
@@ -541,16 +563,26 @@ def _rewrite_native(native: Any, mod: tvm.IRModule,
             continue
         parts = [_native_items(e, x) for e, x in mine]
         new = None
+        plain: SpanEdits | None = None
         if all(p is not None for p in parts):
+            items = [item for p in parts if p for item in p]
+            if release:
+                for e, _ in mine:
+                    uses[id(e)] -= 1
+                    if not uses[id(e)]:
+                        e.vars, e.values, e.columns = {}, {}, []
+                del parts, mine
             try:
-                new = native.rebuild(func, [item for p in parts if p for item in p])
+                new = native.rebuild(func, items)
             except Exception as err:  # a node it does not know: this function goes to Python
                 fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
-                new = None
+                plain = combine(*({name: SpanEdits(*_item_entries(item))} for item in items))[name]
+        else:
+            plain = combine(*({name: _plain(e, x)} for e, x in mine))[name]
         if new is None:
-            edits = combine(*({name: _plain(e, x)} for e, x in mine))[name]
+            assert plain is not None
             try:
-                new = _Rebuilder(edits).function(func)
+                new = _Rebuilder(plain).function(func)
             except RecursionError:
                 raise IRError("module nests too deeply to rewrite", function=name) from None
         updates[gv] = new

@@ -153,3 +153,26 @@ def test_dicts_of_several_keys_or_pairs_go_as_marker_sets(set_mode: Any) -> None
     assert got["0"] == got["1"]
     assert ("ir.Call", "<Name>relu</Name><SharedRef>conv</SharedRef>") in got["1"]
     assert ("ir.Var", "<Layout>NC</Layout>") in got["1"]
+
+
+def test_a_released_function_handed_back_to_python_keeps_its_markers(set_mode: Any) -> None:
+    """With release=True the edits are emptied before the native rebuild runs: a
+    function it hands back is rebuilt in Python from what was handed over."""
+    from test_native import _opaque_module
+
+    mod = _opaque_module()
+    b = mod["main"].body.blocks[0].bindings[0]
+    expected = {}
+    for mode in ("0", "1"):
+        set_mode(mode)
+        e = SpanEdits()
+        e.add_var(b.var, span.LAYOUT, "AB")
+        e.add_value(b.value, span.NAME, "relu")
+        e.add_value(b.value, span.SHARED_REF, "conv")
+        before = len(rewrite.fallbacks)
+        out = rewrite.rewrite_module(mod, {"main": e}, release=True)
+        assert (len(rewrite.fallbacks) > before) == (mode == "1")
+        assert not e.vars and not e.values if mode == "1" else e.vars
+        expected[mode] = span_texts(out)
+    assert expected["0"] == expected["1"]
+    assert ("ir.Call", "<Name>relu</Name><SharedRef>conv</SharedRef>") in expected["1"]
