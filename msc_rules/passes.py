@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 import tvm
 from tvm import relax
 
+from . import native as _native
 from . import span
 from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
+from .graph import NativeValue, Value
 from .naming import plan_names
-from .rewrite import Markers, SpanEdits, marked, rewrite_layers, rewrite_module
+from .rewrite import Markers, SpanEdits, handle_bytes, marked, rewrite_layers, rewrite_module
 from .util import paused_gc
 
 _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
@@ -25,9 +27,11 @@ _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.Tup
 def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     """The Layout markers to write, per global function, from an inference result.
 
-    Call bindings get theirs from markers per leaf (`SpanEdits.leaf_markers`), with the
-    view's records, so neither this nor the rebuild reads a binding or a marker dict for
-    them; only the other values (`DependencyView.others`) are visited here.
+    The other values (`DependencyView.others`) get plain entries. Call bindings get
+    theirs by leaf: for the native rebuild as one column per function (`MarkerColumn`,
+    flat arrays read from the view here, so the view can go before the rewrite), for
+    the Python one as markers per leaf with the view's records (`SpanEdits.leaf_markers`:
+    its rebuild reuses what the view read of each binding).
     """
     view = result.view
     edits = {top: SpanEdits() for top in view.tops}
@@ -42,13 +46,6 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
         return got
 
     layouts = result.layouts
-    leaf_markers = [markers(x) if x else None for x in layouts]
-
-    def struct_markers(struct: Any) -> Markers | None:
-        # (reads the layouts only: the result, and so the view, can go before the rewrite)
-        text = marker_text(layouts, struct)
-        return markers(text) if text else None
-
     for vid in view.others:
         v = view.values[vid]
         st = v.struct
@@ -65,10 +62,61 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
         e.vars[v.expr.__chandle__()] = m
         if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
             e.values[v.value.__chandle__()] = m
+    if _native.get() is not None:
+        _binding_columns(view.values, layouts, edits)
+        return edits
+    leaf_markers = [markers(x) if x else None for x in layouts]
+
+    def struct_markers(struct: Any) -> Markers | None:
+        # (reads the layouts only: the result, and so the view, can go before the rewrite)
+        text = marker_text(layouts, struct)
+        return markers(text) if text else None
+
     for e in edits.values():
         e.records, e.leaf_markers, e.struct_markers = (
             view.block_records, leaf_markers, struct_markers)
     return edits
+
+
+def _binding_columns(values: list[Value], layouts: list[str | None],
+                     edits: dict[str, SpanEdits]) -> None:
+    """Add to each function's edits a column of its call bindings: the handles of their
+    vars and calls and their layout texts, read in one pass over the values (each
+    touched once, while in cache)."""
+    var_handles: list[int] = []
+    call_handles: list[int] = []
+    texts: list[str] = []
+    runs: list[tuple[str, int]] = []  # (function, first binding) where the function changes
+    top: str | None = None
+    native_value, value = NativeValue, Value
+    add_var, add_call, add_text = var_handles.append, call_handles.append, texts.append
+    everything: list[Any] = values  # (each kind checked by its exact class below)
+    for v in everything:
+        cls = type(v)
+        if cls is native_value:
+            hv, hc = v.handles()
+        elif cls is value and v.args is not None:  # a function graph.py read itself
+            hv, hc = v.expr.__chandle__(), v.value.__chandle__()
+        else:
+            continue
+        if v.top is not top:
+            top = v.top
+            runs.append((top, len(texts)))
+        add_var(hv)
+        add_call(hc)
+        st = v.struct
+        try:
+            add_text(layouts[st] or "")
+        except TypeError:  # a tuple, or no tensor
+            add_text(marker_text(layouts, st) if st is not None else "")
+    ends = [at for _, at in runs[1:]] + [len(texts)]
+    for (name, start), end in zip(runs, ends):
+        e = edits.get(name)
+        if e is not None:
+            n = end - start
+            e.add_column(span.LAYOUT, texts[start:end],
+                         vars=handle_bytes(var_handles[start:end], n),
+                         values=handle_bytes(call_handles[start:end], n), share=True)
 
 
 def write_layouts(mod: tvm.IRModule, result: InferenceResult) -> tvm.IRModule:
@@ -190,10 +238,12 @@ def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
     the rebuild as layers: the native one merges them per node itself).
     """
     with paused_gc():
-        names = plan_names(mod, rules, entry_name, "", None).edits()
         result = infer_layouts(mod, rules, entry_name)
         layouts = layout_edits(result)
-        del result  # the view lives on in the edits' records, which the rewrite frees
+        del result  # (for the Python rebuild the view lives on in the records)
+        # names planned after the inference: their edits (a dict entry per node) never
+        # sit beside the view and the engine, annotate's peak of memory
+        names = plan_names(mod, rules, entry_name, "", None).edits()
         out = rewrite_layers(mod, [names, layouts], release=True)
         del names, layouts
     return out

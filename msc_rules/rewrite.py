@@ -7,11 +7,13 @@ cost near the price of constructing the nodes and leaves the module structurally
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir import _ffi_api as _ir_ffi
@@ -36,6 +38,8 @@ Records = Mapping[int, tuple[Any, list[Any]]]
 """`DependencyView.block_records`: per block handle, the block and its bindings as read."""
 Markers = tuple[tuple[str, str], ...]
 """Markers to write on one node, as (key, value) pairs in writing order."""
+Entries = tuple[dict[int, Markers], dict[int, Markers]]
+"""Markers to write on vars and on other nodes, by handle (as `SpanEdits.vars`, `.values`)."""
 Var = tvm.ir.expr.Var
 Call = tvm.ir.expr.Call
 Tuple = tvm.ir.expr.Tuple
@@ -83,17 +87,84 @@ class SpanEdits:
     struct_markers: Callable[[Any], Markers | None] | None = None
     """With `leaf_markers`: the markers of a call binding whose value is a tuple."""
 
+    columns: list[MarkerColumn] = field(default_factory=list)
+    """Markers as flat arrays (see MarkerColumn), written after the dicts."""
+
     def add_var(self, var: Any, key: str, value: str) -> None:
         """Write marker `key` on a param or binding var."""
         if value:
             h = var.__chandle__()
-            self.vars[h] = marked(self.vars.get(h), key, value)
+            self.vars[h] = _with_pair(self.vars.get(h), key, value)
 
     def add_value(self, expr: Any, key: str, value: str) -> None:
         """Write marker `key` on a bound value or constant."""
         if value:
             h = expr.__chandle__()
-            self.values[h] = marked(self.values.get(h), key, value)
+            self.values[h] = _with_pair(self.values.get(h), key, value)
+
+    def add_column(self, key: str, texts: list[str], vars: bytes = b"", values: bytes = b"",
+                   share: bool = False) -> None:
+        """Write marker `key` with `texts[i]` on var `vars[i]` and on node `values[i]`, in
+        bulk (see MarkerColumn: handles as `handle_bytes` makes them): what add_var and
+        add_value in a loop write, except that a node given a key again in a later column
+        keeps that marker's place, as in a later layer."""
+        for handles in (vars, values):
+            if handles and len(handles) != 8 * len(texts):
+                raise ValueError("a MarkerColumn needs one handle per text")
+        self.columns.append(MarkerColumn(key, texts, vars, values, share))
+
+
+def _with_pair(old: Markers | None, key: str, value: str) -> Markers:
+    """`old` with `key` set to `value` (moved last), not interned: SpanEdits.add_* write
+    names, unique by design, which interning only piled up in the table (and kept)."""
+    if not old:
+        return ((key, value),)
+    return (*((k, v) for k, v in old if k != key), (key, value))
+
+
+@dataclass
+class MarkerColumn:
+    """One marker key on many nodes, as flat arrays: node i gets marker `key` with value
+    `texts[i]` ("" writes none), on var `vars[i]` and on node `values[i]` (handles,
+    int64 in native order, as `array("q", ...).tobytes()` makes them; either may be
+    empty).
+
+    The native rebuild takes the arrays as they are (no Python object per entry);
+    `share`: equal texts share one marker set and one span there (for a few distinct
+    texts, like layouts; leave it off for unique ones, like names). A column is written
+    after the dicts of its SpanEdits and after the columns before it, as a layer of its
+    own: a key it sets again replaces that marker in place.
+    """
+
+    key: str
+    texts: list[str]
+    vars: bytes = b""
+    values: bytes = b""
+    share: bool = False
+
+    def entries(self) -> Entries:
+        """The same markers as plain entries (vars, other nodes), for the Python rebuild."""
+        by_text: dict[str, Markers] = {}
+        key = self.key
+
+        def markers(text: str) -> Markers:
+            got = by_text.get(text)
+            if got is None:
+                got = by_text[text] = ((key, text),)
+            return got
+
+        out: Entries = ({}, {})
+        for into, handles in zip(out, (self.vars, self.values)):
+            if handles:
+                for h, text in zip(memoryview(handles).cast("q"), self.texts):
+                    if text:
+                        into[h] = markers(text)
+        return out
+
+
+def handle_bytes(handles: Iterable[int], count: int) -> bytes:
+    """`count` node handles as int64 bytes in native order (MarkerColumn's arrays)."""
+    return np.fromiter(handles, np.int64, count).tobytes()
 
 
 _INTERNED: dict[Markers, Markers] = {}
@@ -276,6 +347,10 @@ class _Rebuilder:
 def rewrite_function(func: Any, edits: SpanEdits, release: bool = False) -> Any:
     """`func` rebuilt with the markers of `edits` written into spans (see rewrite_module
     for `release`)."""
+    if edits.columns:
+        plain = _plain(edits)
+        edits = SpanEdits(plain.vars, plain.values, edits.records, edits.leaf_markers,
+                          edits.struct_markers)
     if not edits.vars and not edits.values and not edits.leaf_markers:
         return func
     return _Rebuilder(edits, release).function(func)
@@ -286,65 +361,11 @@ fallbacks: list[tuple[str, str]] = []
 last 100): what the tests check to know the native path really ran."""
 
 
-class _Flat:
-    """The edits of one function as the native rebuild takes them: distinct marker
-    sets, and (handle, set index) pairs for vars and for other nodes (a later pair for
-    the same handle wins, as markers from `SpanEdits.leaf_markers` win over the dicts)."""
-
-    __slots__ = ("set_of", "sets", "value_keys", "value_sets", "var_keys", "var_sets")
-
-    def __init__(self) -> None:
-        self.sets: list[Markers] = []
-        self.set_of: dict[Markers, int] = {}
-        self.var_keys: list[int] = []
-        self.var_sets: list[int] = []
-        self.value_keys: list[int] = []
-        self.value_sets: list[int] = []
-
-    def index(self, markers: Markers) -> int:
-        got = self.set_of.get(markers)
-        if got is None:
-            got = self.set_of[markers] = len(self.sets)
-            self.sets.append(markers)
-        return got
-
-    def add(self, keys: list[int], sets: list[int], entries: Mapping[int, Markers]) -> None:
-        index = self.index
-        keys.extend(entries)
-        sets.extend([index(m) for m in entries.values()])
-
-    def marker_text(self) -> str | None:
-        """The marker sets as the native `rebuild` takes them (None when a marker holds
-        one of the separator characters, or a set is empty: the Python rebuild takes
-        those)."""
-        sets = self.sets
-        pair, join = "\x1f".join, "\x1e".join
-        text = "\x1d".join([join(map(pair, m)) for m in sets])
-        n_pairs = sum(map(len, sets))
-        if (text.count("\x1f") != n_pairs or text.count("\x1e") != n_pairs - len(sets)
-                or text.count("\x1d") != max(len(sets) - 1, 0) or not all(sets)):
-            return None
-        return text
-
-    def edits(self) -> SpanEdits:
-        """The same edits for the Python rebuild."""
-        sets = self.sets
-        return SpanEdits(vars={k: sets[i] for k, i in zip(self.var_keys, self.var_sets)},
-                         values={k: sets[i] for k, i in zip(self.value_keys, self.value_sets)})
-
-
-def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
-    """Every function's edits as flat (handle, marker set) pairs (see `_Flat`).
-
-    Markers per leaf (`SpanEdits.leaf_markers`) become pairs on each call binding's var
-    and call, in one pass over the shared records for all functions (`Value.top` says
-    whose), releasing each record once read if `release`.
-    """
-    flat = {name: _Flat() for name in edits}
-    for name, e in edits.items():
-        f = flat[name]
-        f.add(f.var_keys, f.var_sets, e.vars)
-        f.add(f.value_keys, f.value_sets, e.values)
+def _records_entries(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, Entries]:
+    """The markers per leaf (`SpanEdits.leaf_markers`) of every function as plain
+    entries on each call binding's var and call, in one pass over the records shared by
+    all functions (`Value.top` says whose), releasing each record once read if `release`."""
+    out: dict[str, Entries] = {}
     walked: set[int] = set()
     for e in edits.values():
         records, leaf_markers = e.records, e.leaf_markers
@@ -352,9 +373,9 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
             continue
         walked.add(id(records))
         struct_markers = e.struct_markers
+        top: str | None = None
+        into: Entries | None = None
         for _block, recs in records.values():
-            top: str | None = None
-            into: _Flat | None = None
             for i, r in enumerate(recs):
                 if release:
                     recs[i] = None
@@ -376,21 +397,33 @@ def _flatten(edits: Mapping[str, SpanEdits], release: bool) -> dict[str, _Flat]:
                     continue
                 if r.top is not top:  # (the bindings of a block share one function)
                     top = r.top
-                    into = flat.get(top)
-                    if into is not None:
-                        set_of, index = into.set_of, into.index
-                        var_keys, var_sets = into.var_keys.append, into.var_sets.append
-                        value_keys, value_sets = into.value_keys.append, into.value_sets.append
-                if into is None:
-                    continue
-                k = set_of.get(m)
-                if k is None:
-                    k = index(m)
-                var_keys(var_handle)
-                var_sets(k)
-                value_keys(call_handle)
-                value_sets(k)
-    return flat
+                    into = out.setdefault(top, ({}, {})) if top in edits else None
+                if into is not None:
+                    into[0][var_handle] = m
+                    into[1][call_handle] = m
+    return out
+
+
+def _has_records(edits: Mapping[str, SpanEdits]) -> bool:
+    return any(e.records and e.leaf_markers is not None for e in edits.values())
+
+
+def _plain(e: SpanEdits, extra: Entries | None = None) -> SpanEdits:
+    """`e` as plain entries: its dicts, then `extra` (its records' entries, see
+    _records_entries: each wins over the dicts' for its node), then its columns (each
+    merged as a layer of its own, see MarkerColumn)."""
+    if not extra and not e.columns:
+        return SpanEdits(vars=e.vars, values=e.values)
+    out: Entries = (dict(e.vars), dict(e.values))
+    if extra:
+        out[0].update(extra[0])
+        out[1].update(extra[1])
+    for col in e.columns:
+        for mine, entries in zip(out, col.entries()):
+            for h, m in entries.items():
+                old = mine.get(h)
+                mine[h] = m if old is None else _merged(old, m)
+    return SpanEdits(vars=out[0], values=out[1])
 
 
 def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, SpanEdits]:
@@ -400,21 +433,14 @@ def combine(*maps: Mapping[str, SpanEdits], release: bool = False) -> dict[str, 
     `release` as for rewrite_module (the maps' records are emptied)."""
     out: dict[str, SpanEdits] = {}
     for edits in maps:
-        layer: dict[str, tuple[dict[int, Markers], dict[int, Markers]]]
-        if all(e.leaf_markers is None or not e.records for e in edits.values()):
-            layer = {name: (e.vars, e.values) for name, e in edits.items()}
-        else:  # within one map, a later entry replaces an earlier one
-            layer = {}
-            for name, f in _flatten(edits, release).items():
-                get = f.sets.__getitem__
-                layer[name] = (dict(zip(f.var_keys, map(get, f.var_sets))),
-                               dict(zip(f.value_keys, map(get, f.value_sets))))
-        for name, theirs in layer.items():
+        extra = _records_entries(edits, release) if _has_records(edits) else {}
+        for name, e in edits.items():
+            theirs = _plain(e, extra.get(name))
             target = out.get(name)
             if target is None:
-                out[name] = SpanEdits(vars=dict(theirs[0]), values=dict(theirs[1]))
+                out[name] = SpanEdits(vars=dict(theirs.vars), values=dict(theirs.values))
                 continue
-            for mine, entries in zip((target.vars, target.values), theirs):
+            for mine, entries in ((target.vars, theirs.vars), (target.values, theirs.values)):
                 for h, m in entries.items():
                     old = mine.get(h)
                     mine[h] = m if old is None else _merged(old, m)
@@ -437,60 +463,126 @@ def _merged(old: Markers, new: Markers) -> Markers:
     return tuple(out)
 
 
-def _native_args(layers: list[_Flat]) -> tuple[bytes, bytes, bytes, bytes, str, bytes,
-                                               bytes] | None:
-    """The arguments of the native `rebuild` after the function, for the edits of one
-    function in layers (None if a layer's markers cannot be passed: see marker_text).
+_SEP = "\x1f"
+_chain = chain.from_iterable
 
-    The layers' sets are concatenated (each layer's set indices shifted past the sets
-    before it) and so are their pairs, with where each layer's pairs end: the rebuild
-    writes a node's sets layer after layer."""
-    texts: list[str] = []
-    var_sets, value_sets = array("i"), array("i")
-    var_ends, value_ends = array("i"), array("i")
-    offset = 0
-    for f in layers:
-        if f.sets:
-            text = f.marker_text()
-            if text is None:
-                return None
-            texts.append(text)
-        var_sets.extend([k + offset for k in f.var_sets] if offset else f.var_sets)
-        value_sets.extend([k + offset for k in f.value_sets] if offset else f.value_sets)
-        var_ends.append(len(var_sets))
-        value_ends.append(len(value_sets))
-        offset += len(f.sets)
-    var_keys = array("q", [k for f in layers for k in f.var_keys])
-    value_keys = array("q", [k for f in layers for k in f.value_keys])
-    return (var_keys.tobytes(), var_sets.tobytes(), value_keys.tobytes(),
-            value_sets.tobytes(), "\x1d".join(texts), var_ends.tobytes(),
-            value_ends.tobytes())
+
+def _as_column(entries: dict[int, Markers], on_vars: bool) -> list[Any] | None:
+    """`entries` as a column item when every entry is one marker, all of one key and
+    with a value (the common case: names; layouts): one comprehension over the sets
+    instead of iterating every pair of every set; [] when there are none, None
+    otherwise (the caller sends marker sets then)."""
+    if not entries:
+        return []
+    sets = list(entries.values())
+    first = sets[0]
+    key = first[0][0] if first else None
+    try:  # (a set of more than one pair does not unpack)
+        texts = [v for ((k, v),) in sets if k == key and v]
+    except ValueError:
+        return None
+    if len(texts) != len(sets):
+        return None
+    text = _SEP.join(texts)
+    if text.count(_SEP) != len(texts) - 1:
+        return None
+    handles = handle_bytes(entries, len(entries))
+    # equal texts share one set (and span) natively: worth it when they repeat
+    share = len(set(texts[:64])) < min(len(texts), 64)
+    return ["column", key, text, handles if on_vars else b"",
+            b"" if on_vars else handles, share]
+
+
+def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None:
+    """The edits of one function in one layer as the native `rebuild` takes them (see
+    `Edits::Add` in native/rebuild.cc), or None if a marker holds the separator
+    character "\x1f" (or a set has 256 pairs or more): the Python rebuild takes those.
+
+    Flat arrays and one string per item: no Python object is made per entry, and the
+    dicts' marker sets are not deduplicated (most are unique: names)."""
+    vars_, values = e.vars, e.values
+    if extra:
+        vars_, values = {**vars_, **extra[0]}, {**values, **extra[1]}
+    items: list[list[Any]] = []
+    columns = [_as_column(vars_, True), _as_column(values, False)]
+    if all(c is not None for c in columns):  # the common case: one key per dict
+        items += [c for c in columns if c]
+    elif vars_ or values:
+        sets = [*vars_.values(), *values.values()]
+        try:
+            sizes = bytes(map(len, sets))
+        except ValueError:
+            return None
+        text = _SEP.join(_chain(_chain(sets)))
+        if text.count(_SEP) != max(2 * sum(sizes) - 1, 0):
+            return None
+        items.append(["sets", text, sizes, handle_bytes(vars_, len(vars_)),
+                      handle_bytes(values, len(values))])
+    for col in e.columns:
+        text = _SEP.join(col.texts)
+        if text.count(_SEP) != max(len(col.texts) - 1, 0):
+            return None
+        items.append(["column", col.key, text, col.vars, col.values, col.share])
+    return items
+
+
+def _item_entries(item: list[Any]) -> Entries:
+    """The entries an item of `_native_items` writes (to rebuild in Python what the
+    native rebuild handed back, after `release` dropped the edits themselves)."""
+    if item[0] == "column":
+        _, key, text, var_handles, value_handles, share = item
+        return MarkerColumn(key, text.split(_SEP), var_handles, value_handles, share).entries()
+    _, text, sizes, var_handles, value_handles = item
+    strings = iter(text.split(_SEP) if text else [])
+    pairs = iter(list(zip(strings, strings)))
+    sets = [tuple(islice(pairs, n)) for n in sizes]
+    n_vars = len(var_handles) // 8
+    return (dict(zip(memoryview(var_handles).cast("q"), sets[:n_vars])),
+            dict(zip(memoryview(value_handles).cast("q"), sets[n_vars:])))
 
 
 def _rewrite_native(native: Any, mod: tvm.IRModule,
                     layers: Sequence[Mapping[str, SpanEdits]],
                     release: bool) -> dict[Any, Any]:
-    """The rebuilt functions, by the native rebuild where it can (see rewrite_layers)."""
+    """The rebuilt functions, by the native rebuild where it can (see rewrite_layers).
+
+    With `release`, a function's edits are emptied once they are made into the native
+    items (when no later function shares them): their Python objects (a tuple per node)
+    are freed before the rebuild makes the new nodes. A function handed back to Python
+    is rebuilt from the items then."""
     funcs = {gv.name_hint: (gv, f) for gv, f in mod.functions.items()}
-    flat = [_flatten(edits, release) for edits in layers]
+    extras = [_records_entries(edits, release) if _has_records(edits) else {}
+              for edits in layers]
+    uses = Counter(id(e) for edits in layers for e in edits.values())
     updates: dict[Any, Any] = {}
-    for name in dict.fromkeys(n for f in flat for n in f):
+    for name in dict.fromkeys(n for edits in layers for n in edits):
         gv, func = funcs[name]
-        mine = [f[name] for f in flat if name in f]
-        if not any(f.var_keys or f.value_keys for f in mine):
+        mine = [(edits[name], extra.get(name)) for edits, extra in zip(layers, extras)
+                if name in edits]
+        if not any(e.vars or e.values or x or e.columns for e, x in mine):
             continue
-        args = _native_args(mine)
+        parts = [_native_items(e, x) for e, x in mine]
         new = None
-        if args is not None:
+        plain: SpanEdits | None = None
+        if all(p is not None for p in parts):
+            items = [item for p in parts if p for item in p]
+            if release:
+                for e, _ in mine:
+                    uses[id(e)] -= 1
+                    if not uses[id(e)]:
+                        e.vars, e.values, e.columns = {}, {}, []
+                del parts, mine
             try:
-                new = native.rebuild(func, *args)
+                new = native.rebuild(func, items)
             except Exception as err:  # a node it does not know: this function goes to Python
                 fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
-                new = None
+                plain = combine(*({name: SpanEdits(*_item_entries(item))} for item in items))[name]
+        else:
+            plain = combine(*({name: _plain(e, x)} for e, x in mine))[name]
         if new is None:
-            edits = combine(*({name: f.edits()} for f in mine))[name]
+            assert plain is not None
             try:
-                new = _Rebuilder(edits).function(func)
+                new = _Rebuilder(plain).function(func)
             except RecursionError:
                 raise IRError("module nests too deeply to rewrite", function=name) from None
         updates[gv] = new

@@ -177,15 +177,26 @@ def test_markers_with_separator_characters_take_the_python_rebuild(set_mode: Any
 
 def test_the_native_rebuild_rejects_inconsistent_arguments() -> None:
     mod = _opaque_module()
-    with pytest.raises(Exception, match="out of range"):
-        native.load().rebuild(mod["main"], (0).to_bytes(8, "little"),
-                              (5).to_bytes(4, "little"), b"", b"", "Layout\x1fAB", b"", b"")
-    with pytest.raises(Exception, match="bad layer ends"):
-        native.load().rebuild(mod["main"], (0).to_bytes(8, "little"),
-                              (0).to_bytes(4, "little"), b"", b"", "Layout\x1fAB",
-                              (2).to_bytes(4, "little"), b"")
+    rebuild = native.load().rebuild
+    one = (0).to_bytes(8, "little")
+
+    def sets(text: str = "Layout\x1fAB", sizes: bytes = b"\x01") -> list[Any]:
+        return ["sets", text, sizes, one, b""]
+
+    with pytest.raises(Exception, match="do not match the marker text"):
+        rebuild(mod["main"], [sets(sizes=b"\x02")])
+    with pytest.raises(Exception, match="do not match the marker text"):
+        rebuild(mod["main"], [sets(text="Layout\x1fAB\x1fName")])
+    with pytest.raises(Exception, match="differ in length"):
+        rebuild(mod["main"], [sets(sizes=b"\x01\x01")])
+    with pytest.raises(Exception, match="bad edit item"):
+        rebuild(mod["main"], [sets()[:4]])
+    with pytest.raises(Exception, match="differ in length"):
+        rebuild(mod["main"], [["column", "Layout", "AB\x1fBA\x1fCD", one * 2, b"", True]])
+    with pytest.raises(Exception, match="bad var handles"):
+        rebuild(mod["main"], [["column", "Layout", "AB", b"\x00" * 7, b"", True]])
     with pytest.raises(Exception, match=r"relax\.Function"):
-        native.load().rebuild(mod["main"].body, b"", b"", b"", b"", "", b"", b"")
+        rebuild(mod["main"].body, [])
 
 
 def test_layers_write_what_their_combination_writes(set_mode: Any) -> None:

@@ -35,7 +35,7 @@ SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for n in ("rebuild", "read",
 the read of the dependency view, the naming walk, the typed rebuild of a prune."""
 HEADER = Path(__file__).with_name("common.h")
 
-VERSION = 3
+VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
 
 _lock = threading.Lock()

@@ -93,6 +93,18 @@ struct Field {
     return out;
   }
 
+  // The field of a fresh copy of ours set to `value`, written in place for a field that
+  // holds an object reference (the walks only set such a field to a node of the type it
+  // held), else through the setter.
+  void SetRef(const Object* obj, ObjectRef value) const {
+    if (!direct) {
+      Set(obj, value);
+      return;
+    }
+    char* addr = const_cast<char*>(reinterpret_cast<const char*>(obj)) + info->offset;
+    *reinterpret_cast<ObjectRef*>(addr) = std::move(value);
+  }
+
   void Set(const Object* obj, AnyView value) const {
     // only on a fresh copy of ours: see Types::Copy
     char* addr = const_cast<char*>(reinterpret_cast<const char*>(obj)) + info->offset;
@@ -120,10 +132,30 @@ class PtrMap {
  public:
   explicit PtrMap(size_t expected = 0) { Reset(expected * 2 + 16); }
 
+  size_t size() const { return size_; }
+
   const V* Find(const Object* key) const {
     for (size_t i = Slot(key);; i = (i + 1) & mask_) {
       if (keys_[i] == key) return &values_[i];
       if (keys_[i] == nullptr) return nullptr;
+    }
+  }
+
+  // The value of `key`, inserted (default-made) if absent; `fresh` says which. (One
+  // probe where Find then Put take two.)
+  V* Insert(const Object* key, bool* fresh) {
+    if ((size_ + 1) * 2 > keys_.size()) Grow();
+    for (size_t i = Slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) {
+        *fresh = false;
+        return &values_[i];
+      }
+      if (keys_[i] == nullptr) {
+        keys_[i] = key;
+        ++size_;
+        *fresh = true;
+        return &values_[i];
+      }
     }
   }
 

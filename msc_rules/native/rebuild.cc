@@ -20,9 +20,12 @@
 
 #include "common.h"
 
+#include <algorithm>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,6 +63,13 @@ struct Types : RelaxNodes {
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
     make_source_name = Function::GetGlobalRequired("ir.SourceName");
+    for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
+                          shape, var_binding, match_cast, block, dataflow_block}) {
+      AnyView fn = copy_column[index];
+      if (fn.type_index() != ffi::TypeIndex::kTVMFFIFunction) continue;
+      if (copies.size() <= static_cast<size_t>(index)) copies.resize(index + 1);
+      copies[index] = fn.cast<Function>();
+    }
   }
 
   bool IsLeaf(int32_t index) const {
@@ -74,12 +84,20 @@ struct Types : RelaxNodes {
 
   // A fresh copy of `node` whose fields may be set (it is ours alone).
   ObjectRef Copy(const ObjectRef& node) const {
-    AnyView fn = copy_column[node->type_index()];
+    int32_t ti = node->type_index();
+    if (static_cast<size_t>(ti) < copies.size() && copies[ti] != nullptr) {
+      return copies[ti](node).cast<ObjectRef>();
+    }
+    AnyView fn = copy_column[ti];
     if (fn.type_index() != ffi::TypeIndex::kTVMFFIFunction) {
       TVM_FFI_THROW(RuntimeError) << "no __ffi_shallow_copy__ for " << node->GetTypeKey();
     }
     return fn.cast<Function>()(node).cast<ObjectRef>();
   }
+
+  // The copy functions of the nodes the rebuild copies most, by type index (looked up
+  // once instead of on every copy)
+  std::vector<Function> copies;
 };
 
 const Types& GetTypes() {
@@ -87,15 +105,8 @@ const Types& GetTypes() {
   return types;
 }
 
-// A marker set: (key, value) pairs, viewing the marker text passed in (alive for the
-// whole call).
+// A (key, value) marker pair, viewing the strings passed in (alive for the whole call).
 using Pair = std::pair<std::string_view, std::string_view>;
-struct Markers {
-  const Pair* begin_;
-  const Pair* end_;
-  const Pair* begin() const { return begin_; }
-  const Pair* end() const { return end_; }
-};
 
 const char* Legacy(std::string_view key) {
   if (key == "Name") return "name";
@@ -104,73 +115,170 @@ const char* Legacy(std::string_view key) {
   return nullptr;
 }
 
+// Where tag `<key>` (`</key>` if `closing`) first occurs in `text` at or after `from`.
+size_t FindTag(std::string_view text, std::string_view key, bool closing, size_t from) {
+  size_t pre = closing ? 2 : 1;
+  size_t len = pre + key.size() + 1;
+  for (size_t at = text.find('<', from); at != std::string_view::npos && at + len <= text.size();
+       at = text.find('<', at + 1)) {
+    if (closing && text[at + 1] != '/') continue;
+    if (text.compare(at + pre, key.size(), key) == 0 && text[at + pre + key.size()] == '>') {
+      return at;
+    }
+  }
+  return std::string_view::npos;
+}
+
 // span.set_marker_text on `text`, in place: replace the first `<key>..</key>` (or its
 // legacy key) with the marker, else append it. Python's regex `<key>(.*?)</key>` (re.S)
 // matches at the first `<key>` that has a `</key>` after it, ending at the first such
-// `</key>`.
+// `</key>` (and if the first `<key>` has none after it, no later one has).
 void SetMarker(std::string* text, std::string_view key, std::string_view value) {
   if (value.empty()) return;
-  std::string marker;
-  marker.reserve(key.size() * 2 + value.size() + 5);
-  marker.append("<").append(key).append(">").append(value).append("</").append(key).append(">");
   if (text->find('<') != std::string::npos) {
     const char* legacy = Legacy(key);
     for (std::string_view k : {key, legacy ? std::string_view(legacy) : std::string_view()}) {
       if (k.empty()) continue;
-      std::string open = std::string("<").append(k).append(">");
-      std::string close = std::string("</").append(k).append(">");
-      size_t start = text->find(open);
+      size_t start = FindTag(*text, k, false, 0);
       if (start == std::string::npos) continue;
-      size_t end = text->find(close, start + open.size());
+      size_t inner = start + k.size() + 2;
+      size_t end = FindTag(*text, k, true, inner);
       if (end == std::string::npos) continue;
-      text->replace(start, end + close.size() - start, marker);
+      if (k.data() == key.data()) {  // the same key: only its value changes
+        text->replace(inner, end - inner, value);
+      } else {
+        std::string marker;
+        marker.append("<").append(key).append(">").append(value).append("</").append(key).append(
+            ">");
+        text->replace(start, end + k.size() + 3 - start, marker);
+      }
       return;
     }
   }
-  text->append(marker);
+  text->append("<").append(key).append(">").append(value).append("</").append(key).append(">");
 }
 
-// The marker sets of one call: sets given by the caller, then composites made when a
-// node has a set in several layers (`Compose`): set `n_base + i` writes the sets of
-// `composites[i].first`, then those of base set `composites[i].second`, as rewriting
-// with each layer in turn would.
-struct MarkerSets {
-  std::vector<Markers> base;
-  std::vector<std::pair<int32_t, int32_t>> composites;
+// The marker sets of one call. Set s writes the sets of `prefix` first (if >= 0), then
+// pairs [start, end): a set given by the caller has no prefix; a node with sets in
+// several layers gets a composite (`Compose`), as rewriting with each layer in turn would.
+class MarkerSets {
+ public:
+  std::vector<Pair> pairs;
 
-  size_t size() const { return base.size() + composites.size(); }
+  int32_t Add(uint32_t start, uint32_t end) {
+    bool plain = true;  // no '<' in its strings: see Render
+    for (uint32_t i = start; i < end && plain; ++i) {
+      plain = pairs[i].first.find('<') == std::string_view::npos &&
+              pairs[i].second.find('<') == std::string_view::npos;
+    }
+    return Push(Set{-1, start, end, plain});
+  }
+  size_t size() const { return sets_.size(); }
 
+  // `first`, then the pairs of `then` (a set with no prefix)
   int32_t Compose(int32_t first, int32_t then) {
-    composites.emplace_back(first, then);
-    return static_cast<int32_t>(base.size() + composites.size() - 1);
+    const Set& t = sets_[then];
+    return Push(Set{first, t.start, t.end, t.plain});
   }
 
-  // `set` with its last layer's base set replaced by `then` (a later entry of the same
-  // layer wins)
+  // `set` with its last layer's pairs replaced by those of `then` (a later entry of the
+  // same layer wins)
   int32_t Replace(int32_t set, int32_t then) {
-    if (static_cast<size_t>(set) < base.size()) return then;
-    return Compose(composites[set - base.size()].first, then);
+    int32_t prefix = sets_[set].prefix;
+    return prefix < 0 ? then : Compose(prefix, then);
   }
 
   void Apply(std::string* text, int32_t set) const {
-    if (static_cast<size_t>(set) >= base.size()) {
-      const auto& [first, then] = composites[set - base.size()];
-      Apply(text, first);
-      set = then;
-    }
-    for (const Pair& kv : base[set]) SetMarker(text, kv.first, kv.second);
+    const Set& s = sets_[set];
+    if (s.prefix >= 0) Apply(text, s.prefix);
+    for (uint32_t i = s.start; i < s.end; ++i) SetMarker(text, pairs[i].first, pairs[i].second);
   }
+
+  // The text of `set` written on an empty span. Mostly each marker is just appended:
+  // when no string holds a '<' (so the text holds the tags of the keys written so far
+  // only) and no key is another's, or its legacy key, nothing is ever replaced.
+  void Render(std::string* text, int32_t set) const {
+    text->clear();
+    const Pair* seq[kMaxPlain];
+    size_t n = 0;
+    bool plain = true;
+    for (int32_t at = set; at >= 0 && plain; at = sets_[at].prefix) {
+      const Set& s = sets_[at];
+      plain = s.plain && n + (s.end - s.start) <= kMaxPlain;
+      for (uint32_t i = s.end; i > s.start && plain; --i) seq[n++] = &pairs[i - 1];
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < n && plain; ++i) {  // (seq is in reverse order)
+      std::string_view key = seq[i]->first;
+      const char* legacy = Legacy(key);
+      for (size_t j = i + 1; j < n && plain; ++j) {
+        plain = seq[j]->first != key && (legacy == nullptr || seq[j]->first != legacy);
+      }
+      if (!seq[i]->second.empty()) size += 2 * key.size() + seq[i]->second.size() + 5;
+    }
+    if (!plain) {
+      Apply(text, set);
+      return;
+    }
+    text->resize(size);
+    char* out = text->data();
+    auto put = [&out](std::string_view piece) {
+      std::memcpy(out, piece.data(), piece.size());
+      out += piece.size();
+    };
+    for (size_t i = n; i > 0; --i) {
+      std::string_view key = seq[i - 1]->first, value = seq[i - 1]->second;
+      if (value.empty()) continue;
+      *out++ = '<';
+      put(key);
+      *out++ = '>';
+      put(value);
+      *out++ = '<';
+      *out++ = '/';
+      put(key);
+      *out++ = '>';
+    }
+  }
+
+  void Reserve(size_t n_sets, size_t n_pairs) {
+    sets_.reserve(n_sets);
+    pairs.reserve(n_pairs);
+  }
+
+ private:
+  static constexpr size_t kMaxPlain = 16;
+
+  struct Set {
+    int32_t prefix;
+    uint32_t start, end;
+    bool plain;  // no '<' in the strings of pairs [start, end)
+  };
+
+  int32_t Push(Set s) {
+    if (sets_.size() >= static_cast<size_t>(INT32_MAX)) {
+      TVM_FFI_THROW(ValueError) << "too many marker sets";
+    }
+    sets_.push_back(s);
+    return static_cast<int32_t>(sets_.size() - 1);
+  }
+
+  std::vector<Set> sets_;
+};
+
+// A node's marker set and the (last) edit item that gave it.
+struct Entry {
+  int32_t set;
+  int32_t layer;
 };
 
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
 class Rebuilder {
  public:
-  Rebuilder(const Types& t, const PtrMap<int32_t>& vars,
-            const PtrMap<int32_t>& values,
+  Rebuilder(const Types& t, const PtrMap<Entry>& vars, const PtrMap<Entry>& values,
             const MarkerSets& sets)
       : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
-        bare_done_(sets.size(), false) {}
+        bare_done_(sets.size(), false), remap_(vars.size()) {}
 
   ObjectRef Function(const ObjectRef& f) {
     Guard guard(this);
@@ -180,8 +288,8 @@ class Rebuilder {
     for (const ObjectRef& p : old_params) params.push_back(VarDef(p));
     ObjectRef body = Expr(t_.func_body.Get(f.get()));
     ObjectRef out = t_.Copy(f);
-    t_.func_params.Set(out.get(), params);
-    t_.func_body.Set(out.get(), body);
+    t_.func_params.SetRef(out.get(), params);
+    t_.func_body.SetRef(out.get(), body);
     return out;
   }
 
@@ -198,10 +306,9 @@ class Rebuilder {
   ObjectRef Span(const ObjectRef& old, int32_t set) {
     if (!old.defined()) {
       if (!bare_done_[set]) {
-        std::string text;
-        sets_.Apply(&text, set);
-        if (!text.empty()) {
-          bare_[set] = t_.make_span(t_.make_source_name(text), 0, 0, 0, 0).cast<ObjectRef>();
+        sets_.Render(&text_, set);
+        if (!text_.empty()) {
+          bare_[set] = t_.make_span(t_.make_source_name(text_), 0, 0, 0, 0).cast<ObjectRef>();
         }
         bare_done_[set] = true;
       }
@@ -221,20 +328,20 @@ class Rebuilder {
   }
 
   int32_t ValueSet(const Object* e) const {
-    const int32_t* set = values_.Find(e);
-    return set == nullptr ? -1 : *set;
+    const Entry* got = values_.Find(e);
+    return got == nullptr ? -1 : got->set;
   }
 
   ObjectRef Marked(const ObjectRef& e, int32_t set) {
     ObjectRef out = t_.Copy(e);
-    t_.expr_span.Set(out.get(), Span(t_.expr_span.Get(e.get()), set));
+    t_.expr_span.SetRef(out.get(), Span(t_.expr_span.Get(e.get()), set));
     return out;
   }
 
   ObjectRef VarDef(const ObjectRef& v) {
-    const int32_t* set = vars_.Find(v.get());
-    if (set == nullptr) return v;
-    ObjectRef nv = Marked(v, *set);
+    const Entry* got = vars_.Find(v.get());
+    if (got == nullptr) return v;
+    ObjectRef nv = Marked(v, got->set);
     remap_.Put(v.get(), nv);
     return nv;
   }
@@ -266,7 +373,7 @@ class Rebuilder {
       int32_t set = ValueSet(e.get());
       if (set < 0 && !changed) return e;
       ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-      t_.tuple_fields.Set(out.get(), fields);
+      t_.tuple_fields.SetRef(out.get(), fields);
       return out;
     }
     if (ti == t_.item) {
@@ -275,7 +382,7 @@ class Rebuilder {
       int32_t set = ValueSet(e.get());
       if (set < 0 && tuple.same_as(old_tuple)) return e;
       ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-      t_.item_tuple.Set(out.get(), tuple);
+      t_.item_tuple.SetRef(out.get(), tuple);
       return out;
     }
     if (ti == t_.seq) return Seq(e);
@@ -285,9 +392,9 @@ class Rebuilder {
       ObjectRef yes = Expr(t_.if_true.Get(e.get()));
       ObjectRef no = Expr(t_.if_false.Get(e.get()));
       ObjectRef out = t_.Copy(e);
-      t_.if_cond.Set(out.get(), cond);
-      t_.if_true.Set(out.get(), yes);
-      t_.if_false.Set(out.get(), no);
+      t_.if_cond.SetRef(out.get(), cond);
+      t_.if_true.SetRef(out.get(), yes);
+      t_.if_false.SetRef(out.get(), no);
       return out;
     }
     if (ti == t_.function) return Function(e);
@@ -320,8 +427,8 @@ class Rebuilder {
     int32_t set = ValueSet(e.get());
     if (set < 0 && !changed) return e;
     ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
-    t_.call_args.Set(out.get(), args);
-    t_.call_op.Set(out.get(), op);
+    t_.call_args.SetRef(out.get(), args);
+    t_.call_op.SetRef(out.get(), op);
     return out;
   }
 
@@ -347,14 +454,14 @@ class Rebuilder {
       bindings.reserve(old_bindings.size());
       for (const ObjectRef& b : old_bindings) bindings.push_back(Binding(b));
       ObjectRef out = t_.Copy(block);
-      t_.block_bindings.Set(out.get(), bindings);
+      t_.block_bindings.SetRef(out.get(), bindings);
       memo_.Put(block.get(), out);
       blocks.push_back(out);
     }
     ObjectRef body = Expr(t_.seq_body.Get(e.get()));
     ObjectRef out = t_.Copy(e);
-    t_.seq_blocks.Set(out.get(), blocks);
-    t_.seq_body.Set(out.get(), body);
+    t_.seq_blocks.SetRef(out.get(), blocks);
+    t_.seq_body.SetRef(out.get(), body);
     return out;
   }
 
@@ -375,15 +482,16 @@ class Rebuilder {
     ObjectRef value = Expr(value_field->Get(b.get()));
     ObjectRef var = VarDef(var_field->Get(b.get()));
     ObjectRef out = t_.Copy(b);
-    var_field->Set(out.get(), var);
-    value_field->Set(out.get(), value);
+    var_field->SetRef(out.get(), var);
+    value_field->SetRef(out.get(), value);
     return out;
   }
 
   const Types& t_;
-  const PtrMap<int32_t>& vars_;
-  const PtrMap<int32_t>& values_;
+  const PtrMap<Entry>& vars_;
+  const PtrMap<Entry>& values_;
   const MarkerSets& sets_;
+  std::string text_;  // scratch for the text of a bare span
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
   PtrMap<ObjectRef> remap_;
@@ -391,95 +499,208 @@ class Rebuilder {
   int depth_ = 0;
 };
 
-// Marker sets, encoded as "key\x1fvalue\x1ekey\x1fvalue" joined by "\x1d": all pairs
-// in `pairs` (views of `text`), set i made of pairs [starts[i], starts[i + 1]).
-void ParseSets(std::string_view text, std::vector<Pair>* pairs, std::vector<Markers>* sets) {
-  std::vector<size_t> starts;
-  if (!text.empty()) {
-    size_t pos = 0;
-    starts.push_back(0);
-    while (true) {
-      size_t end = text.find_first_of("\x1d\x1e", pos);
-      std::string_view pair = text.substr(pos, end == std::string_view::npos ? end : end - pos);
-      size_t sep = pair.find('\x1f');
-      if (sep == std::string_view::npos) TVM_FFI_THROW(ValueError) << "bad marker set";
-      pairs->emplace_back(pair.substr(0, sep), pair.substr(sep + 1));
-      if (end == std::string_view::npos) break;
-      if (text[end] == '\x1d') starts.push_back(pairs->size());
-      pos = end + 1;
+// The parts of `text` separated by "\x1f" (none for an empty text).
+std::vector<std::string_view> Split(std::string_view text) {
+  std::vector<std::string_view> out;
+  if (text.empty()) return out;
+  out.reserve(std::count(text.begin(), text.end(), '\x1f') + 1);
+  size_t pos = 0;
+  while (true) {
+    size_t end = text.find('\x1f', pos);
+    out.push_back(text.substr(pos, end == std::string_view::npos ? end : end - pos));
+    if (end == std::string_view::npos) return out;
+    pos = end + 1;
+  }
+}
+
+// A flat array of `T` (native order) viewing `bytes`.
+template <typename T>
+struct Flat {
+  const char* data = nullptr;
+  size_t size = 0;
+
+  Flat(const Any& bytes, const char* what) {
+    auto b = bytes.try_cast<ffi::Bytes>();
+    if (!b.has_value()) TVM_FFI_THROW(TypeError) << what << " must be bytes";
+    holder = *b;
+    if (holder.size() % sizeof(T) != 0) TVM_FFI_THROW(ValueError) << "bad " << what;
+    data = holder.data();
+    size = holder.size() / sizeof(T);
+  }
+
+  T operator[](size_t i) const {
+    T out;
+    std::memcpy(&out, data + i * sizeof(T), sizeof(T));
+    return out;
+  }
+
+  ffi::Bytes holder;
+};
+
+// The edits of all items: a node's entry is its set in the first item that has one,
+// composed with its sets in the later items (as rewriting with each in turn would); a
+// later entry for a node within one item replaces an earlier one.
+class Edits {
+ public:
+  PtrMap<Entry> vars, values;
+  MarkerSets sets;
+
+  // (`n_vars`, `n_values`: how many entries the items have, see Count: the maps are
+  // sized once, each for its own entries)
+  Edits(size_t n_vars, size_t n_values) : vars(n_vars), values(n_values) {
+    sets.Reserve(n_vars + n_values, 0);
+  }
+
+  // The number of var and of value entries of `item` (its handle arrays, fields 3 and
+  // 4 of both kinds), at most.
+  static std::pair<size_t, size_t> Count(const Array<Any>& item) {
+    size_t n[2] = {0, 0};
+    for (size_t k = 0; k < 2 && 3 + k < item.size(); ++k) {
+      auto b = item[3 + k].try_cast<ffi::Bytes>();
+      if (b.has_value()) n[k] = b->size() / sizeof(int64_t);
+    }
+    return {n[0], n[1]};
+  }
+
+  // One item, as rewrite.py's `_native_items` makes them:
+  //   ["sets", text, sizes, vars, values]: marker sets and the nodes they go on. `text`
+  //     holds the strings of the sets, key and value of each pair in turn, joined by
+  //     "\x1f"; `sizes` the number of pairs of each set (one byte each); `vars` and
+  //     `values` the handles (int64) of the vars and other nodes, which take the sets
+  //     in order (vars first).
+  //   ["column", key, texts, vars, values, share]: marker `key` with value texts[i]
+  //     (joined by "\x1f"; "" for none) on vars[i] and on values[i] (int64 handles;
+  //     either may be empty); `share`: equal texts share one set (and one span).
+  void Add(const Array<Any>& item, int32_t index) {
+    const ffi::String& kind = Str(item, 0, "item kind");
+    if (kind == "sets" && item.size() == 5) {
+      AddSets(item, index);
+    } else if (kind == "column" && item.size() == 6) {
+      AddColumn(item, index);
+    } else {
+      TVM_FFI_THROW(ValueError) << "bad edit item " << kind << " of " << item.size()
+                                << " fields";
     }
   }
-  starts.push_back(pairs->size());
-  for (size_t i = 0; i + 1 < starts.size(); ++i) {
-    sets->push_back(Markers{pairs->data() + starts[i], pairs->data() + starts[i + 1]});
-  }
-}
 
-// int32 values of `bytes`
-std::vector<int32_t> Int32s(const ffi::Bytes& bytes) {
-  if (bytes.size() % sizeof(int32_t) != 0) TVM_FFI_THROW(ValueError) << "bad int32 array";
-  std::vector<int32_t> out(bytes.size() / sizeof(int32_t));
-  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-  return out;
-}
-
-// handles (int64, native order) and set indices (int32) -> map. The pairs come in
-// layers (`ends`: where each layer's pairs end; empty for one layer): within a layer
-// a later pair for a handle replaces an earlier one, a handle met in a later layer gets
-// a composite of its sets (see MarkerSets).
-PtrMap<int32_t> ParseKeys(const ffi::Bytes& keys, const ffi::Bytes& set_bytes,
-                          const ffi::Bytes& end_bytes, MarkerSets* sets) {
-  size_t n = keys.size() / sizeof(int64_t);
-  if (keys.size() % sizeof(int64_t) != 0 || set_bytes.size() != n * sizeof(int32_t)) {
-    TVM_FFI_THROW(ValueError) << "handles and marker sets differ in length";
+ private:
+  // (kept in `strings_`, which the pairs view: a short ffi::String holds its text
+  // inline, so a view of a temporary copy would dangle)
+  const ffi::String& Str(const Array<Any>& item, size_t at, const char* what) {
+    auto s = item[at].try_cast<ffi::String>();
+    if (!s.has_value()) TVM_FFI_THROW(TypeError) << what << " must be a string";
+    strings_.push_back(*s);
+    return strings_.back();
   }
-  std::vector<int32_t> ends = Int32s(end_bytes);
-  if (ends.empty()) ends.push_back(static_cast<int32_t>(n));
-  if (static_cast<size_t>(ends.back()) != n) TVM_FFI_THROW(ValueError) << "bad layer ends";
-  size_t n_base = sets->base.size();
-  PtrMap<int32_t> out(n);
-  PtrMap<int32_t> layer_of(ends.size() > 1 ? n : 0);
-  size_t i = 0;
-  for (int32_t layer = 0; layer < static_cast<int32_t>(ends.size()); ++layer) {
-    if (ends[layer] < static_cast<int32_t>(i)) TVM_FFI_THROW(ValueError) << "bad layer ends";
-    for (; i < static_cast<size_t>(ends[layer]); ++i) {
-      int64_t handle;
+
+  static std::string_view View(const ffi::String& s) { return {s.data(), s.size()}; }
+
+  void Put(PtrMap<Entry>* map, int64_t handle, int32_t set, int32_t item) {
+    bool fresh;
+    Entry* entry = map->Insert(reinterpret_cast<const Object*>(handle), &fresh);
+    if (!fresh) {
+      set = entry->layer == item ? sets.Replace(entry->set, set) : sets.Compose(entry->set, set);
+    }
+    *entry = Entry{set, item};
+  }
+
+  void AddSets(const Array<Any>& item, int32_t index) {
+    std::vector<std::string_view> parts = Split(View(Str(item, 1, "marker text")));
+    auto sizes = item[2].try_cast<ffi::Bytes>();
+    if (!sizes.has_value()) TVM_FFI_THROW(TypeError) << "set sizes must be bytes";
+    Flat<int64_t> var_keys(item[3], "var handles");
+    Flat<int64_t> value_keys(item[4], "value handles");
+    if (sizes->size() != var_keys.size + value_keys.size) {
+      TVM_FFI_THROW(ValueError) << "handles and marker sets differ in length";
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < sizes->size(); ++i) {
+      size_t n = static_cast<uint8_t>(sizes->data()[i]);
+      if (at + 2 * n > parts.size()) {
+        TVM_FFI_THROW(ValueError) << "set sizes do not match the marker text";
+      }
+      uint32_t start = static_cast<uint32_t>(sets.pairs.size());
+      for (size_t k = 0; k < n; ++k, at += 2) sets.pairs.emplace_back(parts[at], parts[at + 1]);
+      if (n == 0) continue;  // no markers: as if absent
+      int32_t set = sets.Add(start, static_cast<uint32_t>(sets.pairs.size()));
+      if (i < var_keys.size) {
+        Put(&vars, var_keys[i], set, index);
+      } else {
+        Put(&values, value_keys[i - var_keys.size], set, index);
+      }
+    }
+    if (at != parts.size()) TVM_FFI_THROW(ValueError) << "set sizes do not match the marker text";
+  }
+
+  void AddColumn(const Array<Any>& item, int32_t index) {
+    std::string_view key = View(Str(item, 1, "column key"));
+    std::vector<std::string_view> texts = Split(View(Str(item, 2, "column texts")));
+    Flat<int64_t> var_keys(item[3], "var handles");
+    Flat<int64_t> value_keys(item[4], "value handles");
+    auto share = item[5].try_cast<bool>();
+    if (!share.has_value()) TVM_FFI_THROW(TypeError) << "share must be a bool";
+    // (an empty text list and one empty text both join to "")
+    if (texts.empty() && std::max(var_keys.size, value_keys.size) == 1) texts.emplace_back();
+    if ((var_keys.size != 0 && var_keys.size != texts.size()) ||
+        (value_keys.size != 0 && value_keys.size != texts.size())) {
+      TVM_FFI_THROW(ValueError) << "handles and column texts differ in length";
+    }
+    std::unordered_map<std::string_view, int32_t> by_text;
+    std::string_view last;
+    int32_t last_set = -1;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      std::string_view text = texts[i];
+      if (text.empty()) continue;
       int32_t set;
-      std::memcpy(&handle, keys.data() + i * sizeof(int64_t), sizeof(int64_t));
-      std::memcpy(&set, set_bytes.data() + i * sizeof(int32_t), sizeof(int32_t));
-      if (set < 0 || static_cast<size_t>(set) >= n_base) {
-        TVM_FFI_THROW(ValueError) << "marker set index out of range";
+      if (*share && last_set >= 0 && text == last) {
+        set = last_set;  // (neighbours mostly share their layout)
+      } else if (*share) {
+        auto [it, fresh] = by_text.emplace(text, 0);
+        if (fresh) it->second = NewSet(key, text);
+        set = it->second;
+      } else {
+        set = NewSet(key, text);
       }
-      const Object* key = reinterpret_cast<const Object*>(handle);
-      const int32_t* old = out.Find(key);
-      if (old != nullptr && ends.size() > 1) {
-        bool same_layer = *layer_of.Find(key) == layer;
-        set = same_layer ? sets->Replace(*old, set) : sets->Compose(*old, set);
-      }
-      out.Put(key, set);
-      if (ends.size() > 1) layer_of.Put(key, layer);
+      last = text;
+      last_set = set;
+      if (var_keys.size != 0) Put(&vars, var_keys[i], set, index);
+      if (value_keys.size != 0) Put(&values, value_keys[i], set, index);
     }
   }
-  return out;
-}
 
-ObjectRef Rebuild(ObjectRef func, ffi::Bytes var_keys, ffi::Bytes var_sets,
-                  ffi::Bytes value_keys, ffi::Bytes value_sets, ffi::String marker_sets,
-                  ffi::Bytes var_ends, ffi::Bytes value_ends) {
+  int32_t NewSet(std::string_view key, std::string_view value) {
+    uint32_t start = static_cast<uint32_t>(sets.pairs.size());
+    sets.pairs.emplace_back(key, value);
+    return sets.Add(start, start + 1);
+  }
+
+  std::deque<ffi::String> strings_;  // the strings the pairs view
+};
+
+ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
   const Types& t = GetTypes();
   if (func->type_index() != t.function) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function, got " << func->GetTypeKey();
   }
-  std::vector<Pair> pairs;
-  MarkerSets sets;
-  ParseSets(std::string_view(marker_sets.data(), marker_sets.size()), &pairs, &sets.base);
-  auto vars = ParseKeys(var_keys, var_sets, var_ends, &sets);
-  auto values = ParseKeys(value_keys, value_sets, value_ends, &sets);
-  Rebuilder rebuilder(t, vars, values, sets);
+  std::vector<Array<Any>> parsed;
+  size_t n_vars = 0, n_values = 0;
+  for (const Any& item : items) {
+    auto fields = item.try_cast<Array<Any>>();
+    if (!fields.has_value() || fields->empty()) {
+      TVM_FFI_THROW(TypeError) << "an edit item must be a non-empty list";
+    }
+    auto [v, x] = Edits::Count(*fields);
+    n_vars += v;
+    n_values += x;
+    parsed.push_back(*fields);
+  }
+  Edits edits(n_vars, n_values);
+  for (size_t i = 0; i < parsed.size(); ++i) edits.Add(parsed[i], static_cast<int32_t>(i));
+  Rebuilder rebuilder(t, edits.vars, edits.values, edits.sets);
   return rebuilder.Function(func);
 }
 
-int64_t Version() { return 3; }
+int64_t Version() { return 4; }
 
 }  // namespace
 
