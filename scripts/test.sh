@@ -11,10 +11,12 @@ mypy || status=1
 # (built here at first use; the run fails if it cannot be built), then the tests that
 # write markers with the pure-Python fallback (about 5.5 + 3 min on the loaded 2-core
 # development machine; everything twice would be about 11). The rest (DSL, layout
-# algebra, engine, CLI rendering) never reaches the rebuild, and tests/test_native.py
-# compares both paths marker for marker anyway.
+# algebra, engine, CLI rendering) never reaches the rebuild, and tests/test_native.py,
+# test_naming_native.py, test_rewrite_columns.py and test_prune.py compare both paths
+# (read, naming, marker rebuild, prune rebuild) anyway.
 MSC_RULES_NATIVE=1 python -m pytest -q || status=1
 MSC_RULES_NATIVE=0 python -m pytest -q tests/test_set_expr_layout.py tests/test_naming.py \
     tests/test_pipeline.py tests/test_odd_modules.py tests/test_random_modules.py \
-    tests/test_threads.py tests/test_scale.py tests/test_native.py || status=1
+    tests/test_threads.py tests/test_scale.py tests/test_native.py tests/test_prune_shapes.py \
+    tests/test_view_columns.py || status=1
 exit $status
