@@ -270,23 +270,22 @@ _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
 class _Site:
+    """A call site as the engine runs it (made in _Engine._make_sites)."""
+
     __slots__ = ("akey", "attrs", "call_attrs", "index", "leaves", "pending", "plan", "ports",
                  "rule", "sig")
-
-    def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
-                 call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
-        self.index = index
-        self.rule = rule
-        self.plan = plan
-        self.ports = ports
-        # equations not fired yet; replaced (never changed in place), so sites of one
-        # rule can start out sharing one tuple
-        self.pending = pending
-        self.attrs: dict[str, Any] | None = None
-        self.call_attrs = call_attrs
-        self.akey: Any = _ABSENT  # see _Engine._attrs_key
-        self.sig: int | None = None  # see _Engine._signature
-        self.leaves: tuple[int, ...] = ()  # its ports' leaves (set with sig)
+    index: int
+    rule: Rule
+    plan: _RulePlan
+    ports: dict[str, Struct]
+    # equations not fired yet; replaced (never changed in place), so sites of one rule
+    # can start out sharing one tuple
+    pending: tuple[int, ...] | list[int]
+    attrs: dict[str, Any] | None
+    call_attrs: Any
+    akey: Any  # see _Engine._attrs_key
+    sig: int | None  # see _Engine._signature
+    leaves: tuple[int, ...]  # its ports' leaves (set with sig)
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
@@ -434,6 +433,7 @@ class _Engine:
         table = self.view.sites
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
+        new_site = _Site.__new__
         for i, op in enumerate(table.op):
             got = by_op.get(op)
             if got is None:
@@ -477,8 +477,18 @@ class _Engine:
                 ports = dict(zip(roles, args))
                 ports["out"] = out
             # (the attributes as the table holds them: fetched when read, see _call_attrs)
-            call_attrs = raw_attrs[i]
-            site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
+            # (no __init__: calling a class with one costs a frame from C per site)
+            site = new_site(_Site)
+            site.index = i
+            site.rule = rule
+            site.plan = plan
+            site.ports = ports
+            site.pending = plan.rest
+            site.attrs = None
+            site.call_attrs = raw_attrs[i]
+            site.akey = _ABSENT
+            site.sig = None
+            site.leaves = ()
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             sites.append(site)
@@ -771,9 +781,10 @@ class _Engine:
         self.decided_by[leaf] = site
         self.equations[leaf] = eq
         self.sequence.append(leaf)
+        queued = self.queued
         for s in self.leaf_sites[leaf]:
-            if not self.queued[s]:
-                self.queued[s] = True
+            if not queued[s]:
+                queued[s] = True
                 self.queue.append(s)
 
     def _apply(self, st: Struct, value: Any, site: _Site, eq: CompiledEquation, weak: bool) -> None:
@@ -959,8 +970,14 @@ class _Engine:
             ranks = tuple([self._rank_of(st) for st in values])
             leaves = tuple(_leaves(values, []))
         # (the roles a call lacks are the last ones: the count of ports tells them)
-        parts = (id(plan), len(values), ranks,
-                 *[self._type_of(ports.get(r)) for r in plan.types])
+        types = plan.types
+        if not types:
+            parts: tuple[Any, ...] = (id(plan), len(values), ranks)
+        elif len(types) == 1:
+            parts = (id(plan), len(values), ranks, self._type_of(ports.get(types[0])))
+        else:
+            parts = (id(plan), len(values), ranks,
+                     *[self._type_of(ports.get(r)) for r in types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
