@@ -352,9 +352,10 @@ class _Engine:
         "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
         "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
         "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
-        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_sites",
-        "letter_sym", "memo", "queue", "queued", "raw_conflicts", "rules", "seeded", "sequence",
-        "site", "sites", "sym_letter", "track_symbols", "unruled", "view", "weak",
+        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
+        "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
+        "rules", "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
+        "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -371,7 +372,12 @@ class _Engine:
         # so far in place of the existing Decision (made at the end, see infer_view)
         self.raw_conflicts: list[tuple[int, str, str, int, int, CompiledEquation, str]] = []
         self.unruled: dict[str, int] = {}
-        self.leaf_sites: list[list[int]] = []
+        # the sites where a leaf is a port, in order: the first two in columns (a
+        # chain's tensor has its producer and one consumer: no list per leaf), the
+        # rest by leaf; -1 for none
+        self.leaf_site1: list[int] = []
+        self.leaf_site2: list[int] = []
+        self.leaf_more: dict[int, list[int]] = {}
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
@@ -425,12 +431,16 @@ class _Engine:
 
     # ---- setup
     def _make_sites(self) -> None:
-        sites_of: list[list[int]] = [[] for _ in self.layouts]
+        site1 = [-1] * len(self.layouts)
+        site2 = list(site1)
+        more = self.leaf_more
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
-        sites, queued, seeded = self.sites, self.queued, self.seeded
-        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         table = self.view.sites
+        # every ruled site starts queued (the unruled ones are cleared below)
+        sites, seeded = self.sites, self.seeded
+        queued = self.queued = [True] * len(table.op)
+        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
         new_site = _Site.__new__
@@ -440,7 +450,7 @@ class _Engine:
                 rule = lookup(op)
                 if rule is None:
                     sites.append(None)
-                    queued.append(False)
+                    queued[i] = False
                     continue
                 plan = plans.get(id(rule))
                 if plan is None:
@@ -492,16 +502,25 @@ class _Engine:
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             sites.append(site)
-            queued.append(True)
             for st in ports.values():
                 if type(st) is int:
-                    sites_of[st].append(i)
+                    if site1[st] < 0:
+                        site1[st] = i
+                    elif site2[st] < 0:
+                        site2[st] = i
+                    else:
+                        more.setdefault(st, []).append(i)
                 elif st is not None:
                     for leaf in _leaves(st, []):
-                        sites_of[leaf].append(i)
+                        if site1[leaf] < 0:
+                            site1[leaf] = i
+                        elif site2[leaf] < 0:
+                            site2[leaf] = i
+                        else:
+                            more.setdefault(leaf, []).append(i)
         # every site, in order (the run loop skips the unruled ones: `sites[i]` is None)
         self.queue.extend(range(len(sites)))
-        self.leaf_sites = sites_of
+        self.leaf_site1, self.leaf_site2 = site1, site2
 
     def _rule_for(self, op: str) -> Rule | None:
         rule = self._rules_by_op.get(op)
@@ -750,7 +769,7 @@ class _Engine:
         """The letters of the known tensors at the call sites where `leaf` is a port."""
         met: set[str] = set()
         layouts = self.layouts
-        for si in self.leaf_sites[leaf]:
+        for si in self._sites_at(leaf):
             site = self.sites[si]
             if site is None:
                 continue
@@ -760,6 +779,11 @@ class _Engine:
                     if lay:
                         met.update(lay)
         return met
+
+    def _sites_at(self, leaf: int) -> list[int]:
+        """The sites where `leaf` is a port, in order."""
+        got = [s for s in (self.leaf_site1[leaf], self.leaf_site2[leaf]) if s >= 0]
+        return got + self.leaf_more.get(leaf, [])
 
     def _decide(
         self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
@@ -781,11 +805,24 @@ class _Engine:
         self.decided_by[leaf] = site
         self.equations[leaf] = eq
         self.sequence.append(leaf)
-        queued = self.queued
-        for s in self.leaf_sites[leaf]:
+        # (the sites of _sites_at, read in place)
+        s = self.leaf_site1[leaf]
+        if s >= 0:
+            queued = self.queued
             if not queued[s]:
                 queued[s] = True
                 self.queue.append(s)
+            s = self.leaf_site2[leaf]
+            if s >= 0:
+                if not queued[s]:
+                    queued[s] = True
+                    self.queue.append(s)
+                more = self.leaf_more.get(leaf)
+                if more is not None:
+                    for s in more:
+                        if not queued[s]:
+                            queued[s] = True
+                            self.queue.append(s)
 
     def _apply(self, st: Struct, value: Any, site: _Site, eq: CompiledEquation, weak: bool) -> None:
         if type(st) is int and type(value) is str:
@@ -1057,7 +1094,7 @@ class _Engine:
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final = transcript
         steps = site.plan.steps
-        ports, layouts = site.ports, self.layouts
+        ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
             if kind == _GIVE:
@@ -1069,8 +1106,7 @@ class _Engine:
                     old = layouts[target]
                     if old == value:
                         got: Any = old
-                    elif (old is None and len(value) == self.view.leaf_ndim[target]
-                          and self._valid.get(value)):
+                    elif old is None and len(value) == ndims[target] and valid.get(value):
                         self._decide(target, value, "rule", site.index, step[0])
                         got = value
                     else:
