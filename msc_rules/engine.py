@@ -1283,6 +1283,7 @@ class _Engine:
     # ---- the loop
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
+        layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
         for site, seeds in self.seeded:
             eqs, ports = site.rule.equations, site.ports
             for k in seeds:
@@ -1291,7 +1292,14 @@ class _Engine:
                 if value is not None:
                     role, idx = eq.target
                     target = ports.get(role) if idx is None else self._port(site, role, idx)
-                    self._apply(target, value, site, eq, weak=False)
+                    if (type(target) is int and type(value) is str and not eq.mints
+                            and layouts[target] is None and len(value) == ndims[target]
+                            and valid.get(value)):
+                        # _apply's common case inline (as in _scan): a first decision
+                        # of a valid layout of the right rank
+                        self._decide(target, value, "rule", site.index, eq)
+                    else:
+                        self._apply(target, value, site, eq, weak=False)
         self.seeded = []
 
     def run(self) -> None:
