@@ -270,23 +270,22 @@ _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
 class _Site:
+    """A call site as the engine runs it (made in _Engine._make_sites)."""
+
     __slots__ = ("akey", "attrs", "call_attrs", "index", "leaves", "pending", "plan", "ports",
                  "rule", "sig")
-
-    def __init__(self, index: int, rule: Rule, plan: _RulePlan, ports: dict[str, Struct],
-                 call_attrs: Any, pending: tuple[int, ...] | list[int]) -> None:
-        self.index = index
-        self.rule = rule
-        self.plan = plan
-        self.ports = ports
-        # equations not fired yet; replaced (never changed in place), so sites of one
-        # rule can start out sharing one tuple
-        self.pending = pending
-        self.attrs: dict[str, Any] | None = None
-        self.call_attrs = call_attrs
-        self.akey: Any = _ABSENT  # see _Engine._attrs_key
-        self.sig: int | None = None  # see _Engine._signature
-        self.leaves: tuple[int, ...] = ()  # its ports' leaves (set with sig)
+    index: int
+    rule: Rule
+    plan: _RulePlan
+    ports: dict[str, Struct]
+    # equations not fired yet; replaced (never changed in place), so sites of one rule
+    # can start out sharing one tuple
+    pending: tuple[int, ...] | list[int]
+    attrs: dict[str, Any] | None
+    call_attrs: Any
+    akey: Any  # see _Engine._attrs_key
+    sig: int | None  # see _Engine._signature
+    leaves: tuple[int, ...]  # its ports' leaves (set with sig)
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
@@ -353,9 +352,10 @@ class _Engine:
         "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
         "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
         "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
-        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_sites",
-        "letter_sym", "memo", "queue", "queued", "raw_conflicts", "rules", "seeded", "sequence",
-        "site", "sites", "sym_letter", "track_symbols", "unruled", "view", "weak",
+        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
+        "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
+        "rules", "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
+        "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -372,7 +372,12 @@ class _Engine:
         # so far in place of the existing Decision (made at the end, see infer_view)
         self.raw_conflicts: list[tuple[int, str, str, int, int, CompiledEquation, str]] = []
         self.unruled: dict[str, int] = {}
-        self.leaf_sites: list[list[int]] = []
+        # the sites where a leaf is a port, in order: the first two in columns (a
+        # chain's tensor has its producer and one consumer: no list per leaf), the
+        # rest by leaf; -1 for none
+        self.leaf_site1: list[int] = []
+        self.leaf_site2: list[int] = []
+        self.leaf_more: dict[int, list[int]] = {}
         self.sites: list[_Site | None] = []
         self.queue: deque[int] = deque()
         self.queued: list[bool] = []
@@ -426,21 +431,26 @@ class _Engine:
 
     # ---- setup
     def _make_sites(self) -> None:
-        sites_of: list[list[int]] = [[] for _ in self.layouts]
+        site1 = [-1] * len(self.layouts)
+        site2 = list(site1)
+        more = self.leaf_more
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
-        sites, queued, seeded = self.sites, self.queued, self.seeded
-        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         table = self.view.sites
+        # every ruled site starts queued (the unruled ones are cleared below)
+        sites, seeded = self.sites, self.seeded
+        queued = self.queued = [True] * len(table.op)
+        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
+        new_site = _Site.__new__
         for i, op in enumerate(table.op):
             got = by_op.get(op)
             if got is None:
                 rule = lookup(op)
                 if rule is None:
                     sites.append(None)
-                    queued.append(False)
+                    queued[i] = False
                     continue
                 plan = plans.get(id(rule))
                 if plan is None:
@@ -477,21 +487,40 @@ class _Engine:
                 ports = dict(zip(roles, args))
                 ports["out"] = out
             # (the attributes as the table holds them: fetched when read, see _call_attrs)
-            call_attrs = raw_attrs[i]
-            site = _Site(i, rule, plan, ports, call_attrs, plan.rest)
+            # (no __init__: calling a class with one costs a frame from C per site)
+            site = new_site(_Site)
+            site.index = i
+            site.rule = rule
+            site.plan = plan
+            site.ports = ports
+            site.pending = plan.rest
+            site.attrs = None
+            site.call_attrs = raw_attrs[i]
+            site.akey = _ABSENT
+            site.sig = None
+            site.leaves = ()
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             sites.append(site)
-            queued.append(True)
             for st in ports.values():
                 if type(st) is int:
-                    sites_of[st].append(i)
+                    if site1[st] < 0:
+                        site1[st] = i
+                    elif site2[st] < 0:
+                        site2[st] = i
+                    else:
+                        more.setdefault(st, []).append(i)
                 elif st is not None:
                     for leaf in _leaves(st, []):
-                        sites_of[leaf].append(i)
+                        if site1[leaf] < 0:
+                            site1[leaf] = i
+                        elif site2[leaf] < 0:
+                            site2[leaf] = i
+                        else:
+                            more.setdefault(leaf, []).append(i)
         # every site, in order (the run loop skips the unruled ones: `sites[i]` is None)
         self.queue.extend(range(len(sites)))
-        self.leaf_sites = sites_of
+        self.leaf_site1, self.leaf_site2 = site1, site2
 
     def _rule_for(self, op: str) -> Rule | None:
         rule = self._rules_by_op.get(op)
@@ -740,7 +769,7 @@ class _Engine:
         """The letters of the known tensors at the call sites where `leaf` is a port."""
         met: set[str] = set()
         layouts = self.layouts
-        for si in self.leaf_sites[leaf]:
+        for si in self._sites_at(leaf):
             site = self.sites[si]
             if site is None:
                 continue
@@ -750,6 +779,11 @@ class _Engine:
                     if lay:
                         met.update(lay)
         return met
+
+    def _sites_at(self, leaf: int) -> list[int]:
+        """The sites where `leaf` is a port, in order."""
+        got = [s for s in (self.leaf_site1[leaf], self.leaf_site2[leaf]) if s >= 0]
+        return got + self.leaf_more.get(leaf, [])
 
     def _decide(
         self, leaf: int, value: str, kind: str, site: int, eq: CompiledEquation | None
@@ -771,10 +805,24 @@ class _Engine:
         self.decided_by[leaf] = site
         self.equations[leaf] = eq
         self.sequence.append(leaf)
-        for s in self.leaf_sites[leaf]:
-            if not self.queued[s]:
-                self.queued[s] = True
+        # (the sites of _sites_at, read in place)
+        s = self.leaf_site1[leaf]
+        if s >= 0:
+            queued = self.queued
+            if not queued[s]:
+                queued[s] = True
                 self.queue.append(s)
+            s = self.leaf_site2[leaf]
+            if s >= 0:
+                if not queued[s]:
+                    queued[s] = True
+                    self.queue.append(s)
+                more = self.leaf_more.get(leaf)
+                if more is not None:
+                    for s in more:
+                        if not queued[s]:
+                            queued[s] = True
+                            self.queue.append(s)
 
     def _apply(self, st: Struct, value: Any, site: _Site, eq: CompiledEquation, weak: bool) -> None:
         if type(st) is int and type(value) is str:
@@ -959,8 +1007,14 @@ class _Engine:
             ranks = tuple([self._rank_of(st) for st in values])
             leaves = tuple(_leaves(values, []))
         # (the roles a call lacks are the last ones: the count of ports tells them)
-        parts = (id(plan), len(values), ranks,
-                 *[self._type_of(ports.get(r)) for r in plan.types])
+        types = plan.types
+        if not types:
+            parts: tuple[Any, ...] = (id(plan), len(values), ranks)
+        elif len(types) == 1:
+            parts = (id(plan), len(values), ranks, self._type_of(ports.get(types[0])))
+        else:
+            parts = (id(plan), len(values), ranks,
+                     *[self._type_of(ports.get(r)) for r in types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
@@ -1040,7 +1094,7 @@ class _Engine:
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final = transcript
         steps = site.plan.steps
-        ports, layouts = site.ports, self.layouts
+        ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
             if kind == _GIVE:
@@ -1052,8 +1106,7 @@ class _Engine:
                     old = layouts[target]
                     if old == value:
                         got: Any = old
-                    elif (old is None and len(value) == self.view.leaf_ndim[target]
-                          and self._valid.get(value)):
+                    elif old is None and len(value) == ndims[target] and valid.get(value):
                         self._decide(target, value, "rule", site.index, step[0])
                         got = value
                     else:
@@ -1230,6 +1283,7 @@ class _Engine:
     # ---- the loop
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
+        layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
         for site, seeds in self.seeded:
             eqs, ports = site.rule.equations, site.ports
             for k in seeds:
@@ -1238,7 +1292,14 @@ class _Engine:
                 if value is not None:
                     role, idx = eq.target
                     target = ports.get(role) if idx is None else self._port(site, role, idx)
-                    self._apply(target, value, site, eq, weak=False)
+                    if (type(target) is int and type(value) is str and not eq.mints
+                            and layouts[target] is None and len(value) == ndims[target]
+                            and valid.get(value)):
+                        # _apply's common case inline (as in _scan): a first decision
+                        # of a valid layout of the right rank
+                        self._decide(target, value, "rule", site.index, eq)
+                    else:
+                        self._apply(target, value, site, eq, weak=False)
         self.seeded = []
 
     def run(self) -> None:
