@@ -1,13 +1,13 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
-Three walks: `read.cc` reads a global function for the dependency view (graph.py),
-`rebuild.cc` writes span markers (rewrite.py), `naming.cc` plans the names (naming.py);
-all include `common.h`. They are
-compiled side by side with plain `c++` commands against tvm-ffi's shipped headers and
-`libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
-folder per (msc_rules, tvm, tvm-ffi) version and source hash: `$MSC_RULES_CACHE`, else
-`$XDG_CACHE_HOME/msc_rules`, else `~/.cache/msc_rules`. `$CXX` picks the compiler. Stale
-folders of other versions are removed at load (see cache.py).
+Four walks: `read.cc` reads a global function for the dependency view (graph.py),
+`naming.cc` plans the names (naming.py), `rebuild.cc` writes span markers (rewrite.py),
+`prune.cc` rebuilds a pruned function (prune_rebuild.py); all include `common.h`. They
+are compiled side by side with plain `c++` commands against tvm-ffi's shipped headers
+and `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
+folder per (msc_rules, tvm, tvm-ffi) version and hash of the sources and flags:
+`$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`, else `~/.cache/msc_rules`. `$CXX`
+picks the compiler. Stale folders of other versions are removed at load (see cache.py).
 
 `MSC_RULES_NATIVE` chooses the path, read on every call: `0` the Python walk, `1` the
 native one (a build failure raises `NativeBuildError`), unset: native if it builds, else
@@ -34,6 +34,10 @@ SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for n in ("rebuild", "read",
 """The translation units of the library (all include `common.h`): the marker rebuild,
 the read of the dependency view, the naming walk, the typed rebuild of a prune."""
 HEADER = Path(__file__).with_name("common.h")
+FLAGS = ("-std=c++17", "-O1", "-fPIC")
+"""Compiler flags (part of the cache key). -O1, not -O2: the same instructions per
+binding of annotate (95.6k against 95.5k, count_instructions.py) for a first-use build
+of 6 s instead of 9.6 on two cores (the Python around the walks dominates)."""
 
 VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
@@ -58,7 +62,8 @@ def mode() -> str:
 def cache_dir() -> Path:
     """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
     and this source."""
-    return cache.folder_for(b"".join(p.read_bytes() for p in (*SOURCES, HEADER)))
+    return cache.folder_for(b"".join([*(p.read_bytes() for p in (*SOURCES, HEADER)),
+                                      " ".join(FLAGS).encode()]))
 
 
 def _first_error(done: Any) -> str:
@@ -77,7 +82,7 @@ def _compile(out: Path) -> None:
     cxx = shlex.split(os.environ.get("CXX", "c++"))
     with tempfile.TemporaryDirectory() as tmp:
         objects = [str(Path(tmp) / f"{src.stem}.o") for src in SOURCES]
-        jobs = [subprocess.Popen([*cxx, "-std=c++17", "-O2", "-fPIC",
+        jobs = [subprocess.Popen([*cxx, *FLAGS,
                                   *(f"-I{p}" for p in includes), "-c", str(src), "-o", obj],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for src, obj in zip(SOURCES, objects)]
@@ -184,5 +189,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["HEADER", "SOURCE", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
+__all__ = ["FLAGS", "HEADER", "SOURCE", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
            "cache_dir", "get", "load", "mode"]

@@ -250,6 +250,30 @@ struct RelaxNodes {
   }
 };
 
+// Counts the nesting of a recursive walk: past `limit` levels it raises, and the caller
+// hands the function to Python (a C++ stack is smaller than what Python allows).
+class DepthGuard {
+ public:
+  DepthGuard(int* depth, int limit) : depth_(depth) {
+    if (++*depth_ > limit) {
+      --*depth_;
+      TVM_FFI_THROW(RuntimeError) << "module nests too deeply";
+    }
+  }
+  ~DepthGuard() { --*depth_; }
+  DepthGuard(const DepthGuard&) = delete;
+  DepthGuard& operator=(const DepthGuard&) = delete;
+
+ private:
+  int* depth_;
+};
+
+// A vector's contents as bytes (the flat arrays a walk returns to Python).
+template <typename T>
+ffi::Bytes ToBytes(const std::vector<T>& v) {
+  return ffi::Bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
 }  // namespace msc_rules
 
 #endif  // MSC_RULES_NATIVE_COMMON_H_

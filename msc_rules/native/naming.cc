@@ -199,25 +199,12 @@ class Namer {
       }
     }
     Array<Any> per_top;
-    for (const auto& c : changes) per_top.push_back(Bytes(c));
-    return Array<Any>{ffi::Bytes(blob.data(), blob.size()), Bytes(handles), Bytes(refs), tops,
-                      per_top};
+    for (const auto& c : changes) per_top.push_back(ToBytes(c));
+    return Array<Any>{ffi::Bytes(blob.data(), blob.size()), ToBytes(handles), ToBytes(refs),
+                      tops, per_top};
   }
 
  private:
-  struct Guard {
-    explicit Guard(Namer* n) : n(n) {
-      if (++n->depth_ > kMaxDepth) TVM_FFI_THROW(RuntimeError) << "module nests too deeply";
-    }
-    ~Guard() { --n->depth_; }
-    Namer* n;
-  };
-
-  template <typename T>
-  static ffi::Bytes Bytes(const std::vector<T>& v) {
-    return ffi::Bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-  }
-
   // an interned string (base names, roles) and its id
   int32_t Str(const std::string& s) {
     auto [it, fresh] = str_ids_.emplace(s, static_cast<int32_t>(strs_.size()));
@@ -349,7 +336,7 @@ class Namer {
   // -- functions
   void WalkFunction(const std::string* global, const Object* key, std::string name,
                 const ObjectRef& func) {
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     Func info;
     info.name = std::move(name);
     for (const ObjectRef& p : t_.func_params.GetArray(func.get())) info.params.push_back(p.get());
@@ -438,7 +425,7 @@ class Namer {
 
   // -- expressions
   int32_t Visit(const ObjectRef& e) {
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     int32_t tag = Tag(e) & kTagMask;
     if (tag < kTSeq) {  // a node that gets a name
       const int32_t* known = slot_of_.Find(e.get());
@@ -734,7 +721,7 @@ class Namer {
     if (slots_[i].state == kBusy) {  // a cycle cannot happen in valid IR
       TVM_FFI_THROW(RuntimeError) << "a naming cycle";
     }
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     slots_[i].state = kBusy;
     const Slot& s = slots_[i];
     const std::string* name;

@@ -108,25 +108,13 @@ class Reader {
   Array<Any> Output() {
     Array<ObjectRef> nodes(std::move(nodes_));
     Array<ffi::String> strings(std::move(strings_));
-    return Array<Any>{Bytes(events_), Bytes(leaves_), Bytes(handles_), Bytes(shapes_),
-                      nodes, strings, Bytes(call_handles_), Bytes(call_nodes_),
-                      Bytes(edge_src_), Bytes(edge_dst_), Bytes(flat_), Bytes(attrs_)};
+    return Array<Any>{ToBytes(events_), ToBytes(leaves_), ToBytes(handles_),
+                      ToBytes(shapes_), nodes, strings,
+                      ToBytes(call_handles_), ToBytes(call_nodes_), ToBytes(edge_src_),
+                      ToBytes(edge_dst_), ToBytes(flat_), ToBytes(attrs_)};
   }
 
  private:
-  struct Guard {
-    explicit Guard(Reader* r) : r(r) {
-      if (++r->depth_ > kMaxDepth) TVM_FFI_THROW(RuntimeError) << "module nests too deeply";
-    }
-    ~Guard() { --r->depth_; }
-    Reader* r;
-  };
-
-  template <typename T>
-  static ffi::Bytes Bytes(const std::vector<T>& v) {
-    return ffi::Bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-  }
-
   bool Is(const ObjectRef& e, int32_t base) const {
     return e.defined() && DerivesFrom(e->type_index(), base);
   }
@@ -320,7 +308,7 @@ class Reader {
 
   // -- functions
   void Function(const ObjectRef& f, const std::string& name) {
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     events_.push_back(kFunc);
     events_.push_back(String(name));
     for (const ObjectRef& p : t_.func_params.GetArray(f.get())) {
@@ -340,7 +328,7 @@ class Reader {
   int32_t Body(const std::string& fname, const ObjectRef& seq) {
     std::vector<int32_t> users;
     if (!Is(seq, t_.seq)) return ArgStruct(seq, &users);
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     for (const ObjectRef& block : t_.seq_blocks.GetArray(seq.get())) {
       std::vector<int32_t> records;
       for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) {

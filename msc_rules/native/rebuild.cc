@@ -281,7 +281,7 @@ class Rebuilder {
         bare_done_(sets.size(), false), remap_(vars.size()) {}
 
   ObjectRef Function(const ObjectRef& f) {
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     Array<ObjectRef> old_params = t_.func_params.GetArray(f.get());
     Array<ObjectRef> params;
     params.reserve(old_params.size());
@@ -294,14 +294,6 @@ class Rebuilder {
   }
 
  private:
-  struct Guard {
-    explicit Guard(Rebuilder* r) : r(r) {
-      if (++r->depth_ > kMaxDepth) TVM_FFI_THROW(RuntimeError) << "module nests too deeply";
-    }
-    ~Guard() { --r->depth_; }
-    Rebuilder* r;
-  };
-
   // `old` (a node's span) with marker set `set` written (span.with_markers)
   ObjectRef Span(const ObjectRef& old, int32_t set) {
     if (!old.defined()) {
@@ -387,7 +379,7 @@ class Rebuilder {
     }
     if (ti == t_.seq) return Seq(e);
     if (ti == t_.if_) {
-      Guard guard(this);
+      DepthGuard guard(&depth_, kMaxDepth);
       ObjectRef cond = Expr(t_.if_cond.Get(e.get()));
       ObjectRef yes = Expr(t_.if_true.Get(e.get()));
       ObjectRef no = Expr(t_.if_false.Get(e.get()));
@@ -433,7 +425,7 @@ class Rebuilder {
   }
 
   ObjectRef Seq(const ObjectRef& e) {
-    Guard guard(this);
+    DepthGuard guard(&depth_, kMaxDepth);
     Array<ObjectRef> old_blocks = t_.seq_blocks.GetArray(e.get());
     Array<ObjectRef> blocks;
     blocks.reserve(old_blocks.size());
