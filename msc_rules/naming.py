@@ -126,6 +126,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -268,8 +269,32 @@ class NamePlan:
         labels = self.labels
         return {labels[i]: labels[r] for i, r in self.refs.items()}
 
-    def edits(self) -> dict[str, SpanEdits]:
-        """The markers to write, per global function (only those that change)."""
+    def edits(self, columns: bool = True) -> dict[str, SpanEdits]:
+        """The markers to write, per global function (only those that change): two
+        marker columns per function, Name then SharedRef (`SpanEdits.add_column`: flat
+        arrays the native rebuild takes as they are, no Python object per node), or
+        with `columns=False` one marker tuple per node in `SpanEdits.values`. Both
+        write the same markers."""
+        if not columns:
+            return self._edit_dicts()
+        labels, refs = self.labels, self.refs
+        handles = np.asarray(self.handles, dtype=np.int64)
+        edits: dict[str, SpanEdits] = {}
+        for top, nodes, what in self.changes:
+            e = edits[top] = SpanEdits()
+            at = np.asarray(nodes, dtype=np.int64)
+            flags = np.asarray(what, dtype=np.int64)
+            named = at[(flags & _WRITE_NAME) != 0]
+            if len(named):
+                e.add_column(span.NAME, [labels[i] for i in named.tolist()],
+                             values=handles[named].tobytes())
+            shared = at[(flags & _WRITE_REF) != 0]
+            if len(shared):
+                e.add_column(span.SHARED_REF, [labels[refs[i]] for i in shared.tolist()],
+                             values=handles[shared].tobytes())
+        return edits
+
+    def _edit_dicts(self) -> dict[str, SpanEdits]:
         labels, handles, refs = self.labels, self.handles, self.refs
         n, r = span.NAME, span.SHARED_REF
         edits: dict[str, SpanEdits] = {}

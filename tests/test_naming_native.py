@@ -28,9 +28,11 @@ Plan = tuple[Any, ...]
 
 def snapshot(plan: naming.NamePlan) -> Plan:
     """Everything a plan tells: names, nodes, SharedRefs, edits (as compared values)."""
-    edits = {top: (e.values, e.vars) for top, e in plan.edits().items()}
+    edits = {top: (e.values, e.vars) for top, e in plan.edits(columns=False).items()}
+    columns = {top: [(c.key, c.texts, c.vars, c.values) for c in e.columns]
+               for top, e in plan.edits().items()}
     return (plan.names(), plan.handles, plan.shared_refs(), edits,
-            [(top, list(nodes), list(what)) for top, nodes, what in plan.changes])
+            [(top, list(nodes), list(what)) for top, nodes, what in plan.changes], columns)
 
 
 def both_ways(mod: tvm.IRModule, **kwargs: Any) -> tuple[Plan, Plan, list[Any]]:
@@ -74,7 +76,9 @@ def _params(names: Any) -> list[Any]:
 @pytest.mark.parametrize("name", _params(BUILDERS))
 def test_real_models_get_the_same_plan_both_ways(name: str) -> None:
     mod = BUILDERS[name]().mod
-    names, handles, refs, edits, _ = same_both_ways(mod)
+    names, handles, refs, edits, _, columns = same_both_ways(mod)
+    # the columns form: the Name column first, one text per name
+    assert columns["main"][0][0] == "Name" and columns["main"][0][1] == names
     assert len(names) == len(handles) > 10 and len(set(names)) == len(names)
     assert set(edits) == {"main"} and len(edits["main"][0]) == len(names)
     named = msc_rules.SetExprName()(mod)

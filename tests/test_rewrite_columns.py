@@ -67,11 +67,15 @@ def test_names_as_columns_write_what_the_dicts_write(name: str, set_mode: Any) -
     got = {}
     for mode in ("0", "1"):
         set_mode(mode)
-        names = plan_names(mod).edits()
+        plan = plan_names(mod)
+        names = plan.edits(columns=False)
+        assert all(e.values and not e.columns for e in names.values())
+        assert all(e.columns and not e.values for e in plan.edits().values())
         layouts = layout_edits(msc_rules.infer_layouts(mod))
         before = len(rewrite.fallbacks)
         dicts = rewrite_layers(mod, [names, layouts])
         columns = rewrite_layers(mod, [as_columns(names), layouts])
+        assert span_texts(rewrite_layers(mod, [plan.edits(), layouts])) == span_texts(dicts)
         assert len(rewrite.fallbacks) == before, rewrite.fallbacks[before:]
         tvm.ir.assert_structural_equal(columns, mod)
         got[mode] = span_texts(columns)
