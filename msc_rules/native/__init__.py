@@ -29,7 +29,6 @@ from typing import IO, Any
 from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
-SOURCE = Path(__file__).with_name("rebuild.cc")
 SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for n in ("rebuild", "read", "naming", "prune"))
 """The translation units of the library (all include `common.h`): the marker rebuild,
 the read of the dependency view, the naming walk, the typed rebuild of a prune."""
@@ -37,7 +36,7 @@ HEADER = Path(__file__).with_name("common.h")
 FLAGS = ("-std=c++17", "-O1", "-fPIC")
 """Compiler flags (part of the cache key). -O1, not -O2: the same instructions per
 binding of annotate (95.6k against 95.5k, count_instructions.py) for a first-use build
-of 6 s instead of 9.6 on two cores (the Python around the walks dominates)."""
+in about two thirds of the time on two cores (the Python around the walks dominates)."""
 
 VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
@@ -189,5 +188,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["FLAGS", "HEADER", "SOURCE", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
+__all__ = ["FLAGS", "HEADER", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
            "cache_dir", "get", "load", "mode"]
