@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tvm
@@ -44,8 +44,7 @@ _SHAPE_OPS = frozenset(("relax.split", "relax.reshape", "relax.broadcast_to", "r
                         "relax.zeros", "relax.ones"))
 
 
-@dataclass
-class _Edge:
+class _Edge(NamedTuple):
     """Index i of src's axis is the range [offset + i * block, ... + block) of dst's,
     repeated `repeat` times `stride` apart (an inner axis merged by a reshape: channel
     c of an NHWC flatten is every C-th input); a negative block -k: dst's index is
@@ -76,11 +75,11 @@ class ChannelGraph:
     weight_views: set[int] = field(default_factory=set)  # bindings viewing a weight
     io_leaves: set[int] = field(default_factory=set)
     depthwise: dict[int, int] = field(default_factory=dict)  # weight leaf -> site
-    # the sites whose attributes or arguments carry extents (splits, reshapes,
-    # broadcasts, tensor creation) and the depthwise convs (by value id): what a
-    # prune may have to edit besides types
-    shape_sites: list[CallSite] = field(default_factory=list)
-    depthwise_sites: dict[int, CallSite] = field(default_factory=dict)
+    # the sites (indices in the view's site table) whose attributes or arguments
+    # carry extents (splits, reshapes, broadcasts, tensor creation) and the depthwise
+    # convs (by value id): what a prune may have to edit besides types
+    shape_sites: list[int] = field(default_factory=list)
+    depthwise_sites: dict[int, int] = field(default_factory=dict)
     # class -> a known extent (noted once a tensor of unknown shape needs it)
     class_ext: dict[int, Dim] = field(default_factory=dict)
     # class of an axis merged by a reshape -> the nodes (and extents) merged into it
@@ -205,6 +204,25 @@ def _extent(view: DependencyView, leaf: int, axis: int) -> Dim | None:
     if shape is None or not 0 <= axis < len(shape):
         return None
     return shape[axis]
+
+
+def mark_io(view: DependencyView, num_input: int | None) -> tuple[set[int], set[int]]:
+    """The leaves of the model inputs and of the weights: entry params before
+    `num_input` are inputs, the rest weights (all inputs without it)."""
+    params = [view.values[vid] for vid in view.others]
+    params = [v for v in params if v.kind == "param" and v.func == view.entry]
+    n_input = len(params) if num_input is None else num_input
+    io: set[int] = set()
+    weights: set[int] = set()
+    for k, v in enumerate(params):
+        (io if k < n_input else weights).update(_leaves(v.struct))
+    return io, weights
+
+
+def op_family(rules: RuleSet, op: str) -> str | None:
+    """The family of the op's rule (None without one)."""
+    rule = rules.lookup(op) if op and not op.startswith(("plugin:", "@", "%")) else None
+    return rule.family if rule is not None else None
 
 
 class _Builder:
@@ -386,7 +404,7 @@ class _Builder:
                     if arg is not None and not noted[arg]:
                         self.note_ext(arg)
             if op in _SHAPE_OPS:
-                g.shape_sites.append(site)
+                g.shape_sites.append(pos)
             fn = handlers.get(op)
             if fn is None:
                 fn = handlers[op] = handler(op)
@@ -404,9 +422,7 @@ class _Builder:
         """The family of the op's rule (None without one)."""
         if op in self.families:
             return self.families[op]
-        rule = self.rules.lookup(op) if op and not op.startswith(
-            ("plugin:", "@", "%")) else None
-        family = self.families[op] = rule.family if rule is not None else None
+        family = self.families[op] = op_family(self.rules, op)
         return family
 
     def handler(self, op: str) -> Callable[[CallSite, list[int | None], list[int]], None]:
@@ -478,13 +494,7 @@ class _Builder:
                                            math.prod(sizes[:k])))
 
     def _mark_io(self) -> None:
-        """Entry params before `num_input` are model inputs, the rest are weights."""
-        view, g = self.view, self.g
-        params = [v for v in view.values if v.kind == "param" and v.func == view.entry]
-        n_input = len(params) if self.num_input is None else self.num_input
-        for k, v in enumerate(params):
-            for leaf in _leaves(v.struct):
-                (g.io_leaves if k < n_input else g.weight_leaves).add(leaf)
+        self.g.io_leaves, self.g.weight_leaves = mark_io(self.view, self.num_input)
 
     def opaque(self, site: CallSite, reason: str) -> None:
         for a in site.args:
@@ -626,7 +636,7 @@ class _Builder:
             g.union(bd + d_c, bo + o_c)
             g.union(bw + w_o, bo + o_c)
             g.depthwise[weight] = self.view.leaf_value[out]
-            g.depthwise_sites[site.value_id] = site
+            g.depthwise_sites[site.value_id] = self.pos
         elif (not site.op.endswith("_transpose") and isinstance(c_in, int)
               and isinstance(c_out, int) and c_in % groups == 0 and c_out % groups == 0):
             # grouped conv: as Torch-Pruning, prune the same positions in every group
@@ -872,11 +882,19 @@ def channel_graph(mod: tvm.IRModule, entry_name: str = "main",
     else:
         with paused_gc():
             result = _without_layouts(mod, rules, entry_name)
-    b = _Builder(result, result.rules)
+    from .channel_native import native_graph
+
     func = mod[entry_name]
-    if func.attrs is not None and "num_input" in func.attrs:
-        b.num_input = int(func.attrs["num_input"])
-    g = b.run()
+    num_input = int(func.attrs["num_input"]) if func.attrs is not None and \
+        "num_input" in func.attrs else None
+    rules_ = result.rules
+    families: dict[str, str | None] = {}
+    g = native_graph(result, lambda op: families.setdefault(op, op_family(rules_, op)),
+                     num_input)
+    if g is None:
+        b = _Builder(result, rules_)
+        b.num_input = num_input
+        g = b.run()
     g.funcs = tuple((gv.name_hint, f) for gv, f in mod.functions_items())
     ret = func.body.body
     vid = result.view.value_id(ret)

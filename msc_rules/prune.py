@@ -172,14 +172,15 @@ def _attrs_edit(attrs: Any) -> CallEdit:
     return edit
 
 
-def _call_edits(view: Any, attrs: Mapping[int, Any], shaped: Sequence[tuple[Any, int]],
+def _call_edits(view: Any, attrs: Mapping[int, Any], shaped: Sequence[tuple[int, int]],
                 extents: Mapping[int, Mapping[int, Any]]) -> dict[int, CallEdit]:
     """The edits of calls for the Python rebuilds: new attributes, and the shape
-    argument of each reshape or broadcast_to whose output lost channels."""
+    argument of each reshape or broadcast_to (by site index) whose output lost
+    channels."""
     calls: dict[int, CallEdit] = {h: _attrs_edit(a) for h, a in attrs.items()}
-    for call, made in shaped:
+    for i, made in shaped:
         new = extents[made]
-        calls[call.__chandle__()] = _reshape_edit(
+        calls[view.sites.call_of(i).__chandle__()] = _reshape_edit(
             [new.get(i) for i in range(view.leaf_ndim[made])])
     return calls
 
@@ -292,7 +293,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
            names: Any) -> tvm.IRModule:
     view = g.view
     attrs: dict[int, Any] = {}  # call handle -> its new attributes
-    shaped: list[tuple[Any, int]] = []  # (reshape or broadcast_to, its output leaf)
+    shaped: list[tuple[int, int]] = []  # (reshape or broadcast_to site, its output leaf)
     # (a mask keeps every type: its constants keep their shapes)
     extents = {} if zero else _new_extents(g, per_leaf)
     retype = Retyper(extents)
@@ -329,13 +330,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
             sliced.append((v.expr, leaf, arr))
     consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
         sliced, _tensors([a for _, _, a in sliced]), strict=True)]
-    for site in () if zero else g.shape_sites:
-        op = site.op
-        if op == "relax.split" and site.args[0] in per_leaf:
+    sites = view.sites
+    site_ops, site_outs = sites.op, sites.out
+    for i in () if zero else g.shape_sites:
+        op = site_ops[i]
+        if op == "relax.split" and sites.args_of(i)[0] in per_leaf:
+            site = sites[i]
             split = split_attrs(view, site, per_leaf)
             if split is not None:  # (before the test below: a split makes a tuple)
                 attrs[site.call.__chandle__()] = split
-        made = site.out
+        made = site_outs[i]
         if type(made) is not int or not extents.get(made):
             continue
         if op in ("relax.full", "relax.zeros", "relax.ones"):
@@ -343,11 +347,11 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
                              "shape argument")
         # a reshape's or broadcast_to's shape argument is its output's new shape
         if op in ("relax.reshape", "relax.broadcast_to"):
-            shaped.append((site.call, made))
+            shaped.append((i, made))
     for weight, vid in g.depthwise.items():
         cut_w = per_leaf.get(weight)
         if cut_w and not zero:
-            site = g.depthwise_sites[vid]
+            site = sites[g.depthwise_sites[vid]]
             dims = view.shape(weight) or []
             o = str(site.attrs.kernel_layout).index("O")
             e = dims[o]

@@ -1,8 +1,9 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
-Four walks: `read.cc` reads a global function for the dependency view (graph.py),
+Five walks: `read.cc` reads a global function for the dependency view (graph.py),
 `naming.cc` plans the names (naming.py), `rebuild.cc` writes span markers (rewrite.py),
-`prune.cc` rebuilds a pruned function (prune_rebuild.py); all include `common.h`. They
+`prune.cc` rebuilds a pruned function (prune_rebuild.py), `ties.cc` finds the channel
+ties (channel_native.py); all include `common.h`. They
 are compiled side by side with plain `c++` commands against tvm-ffi's shipped headers
 and `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
 folder per (msc_rules, tvm, tvm-ffi) version and hash of the sources and flags:
@@ -29,9 +30,11 @@ from typing import IO, Any
 from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
-SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for n in ("rebuild", "read", "naming", "prune"))
+SOURCES = tuple(Path(__file__).with_name(f"{n}.cc")
+                for n in ("rebuild", "read", "naming", "prune", "ties"))
 """The translation units of the library (all include `common.h`): the marker rebuild,
-the read of the dependency view, the naming walk, the typed rebuild of a prune."""
+the read of the dependency view, the naming walk, the typed rebuild of a prune, the
+channel ties walk."""
 HEADER = Path(__file__).with_name("common.h")
 FLAGS = ("-std=c++17", "-O1", "-fPIC")
 """Compiler flags (part of the cache key). -O1, not -O2: the same instructions per
