@@ -92,6 +92,10 @@ class ChannelGraph:
     # the module's functions the ties were found on, by name (held: their handles
     # cannot be reused while the graph lives)
     funcs: tuple[tuple[str, Any], ...] = ()
+    # whether every node's parent is its root (see flatten), and the roots as an array
+    flat: bool = False
+    root_array: np.ndarray | None = None
+    _classes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def built_on(self, mod: tvm.IRModule, entry_name: str, rules: RuleSet | None) -> bool:
         """Whether the ties were found on `mod` as it is now (the same function
@@ -126,10 +130,36 @@ class ChannelGraph:
     def roots(self) -> list[int]:
         """The representative of every node, in one pass: a node's parent is smaller
         than the node (the smaller representative wins), so its root is known first."""
+        if self.flat:
+            return self.parent[:]
         roots = self.parent[:]
         for n, p in enumerate(roots):
             roots[n] = roots[p] if p <= n else self.find(n)
         return roots
+
+    def flatten(self) -> list[int]:
+        """Point every node at its root, so a find is one step (after the walk: no
+        union comes later); the roots."""
+        if not self.flat:
+            self.parent = self.roots()
+            self.flat = True
+        return self.parent
+
+    def members(self, cls: int) -> list[int]:
+        """The nodes of class `cls` (its root), ascending (from one sort of the roots,
+        made on the first call, after the walk)."""
+        got = self._classes
+        if got is None:
+            roots = self.root_array
+            if roots is None:
+                roots = self.root_array = np.array(self.flatten(), dtype=np.int64)
+            counts = np.bincount(roots, minlength=len(roots))
+            got = self._classes = (np.argsort(roots, kind="stable"),
+                                   np.cumsum(counts) - counts, counts)
+        order, starts, counts = got
+        start = int(starts[cls])
+        out: list[int] = order[start:start + int(counts[cls])].tolist()
+        return out
 
     def union(self, a: int, b: int) -> None:
         """Tie two nodes (the smaller representative wins, so classes are deterministic);

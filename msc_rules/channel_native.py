@@ -320,6 +320,7 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     ends = np.cumsum(nds)
     g = ChannelGraph(result, (ends - nds).tolist(),
                      np.repeat(np.arange(len(nds)), nds).tolist(), roots)
+    g.flat, g.root_array = True, np.frombuffer(parts[0], dtype=np.int64)
     g.producers = dict(zip(producers[0::2], producers[1::2], strict=True))
     g.consumers = list(zip(consumers[0::3], consumers[1::3], consumers[2::3], strict=True))
     g.derived = list(map(_Edge, derived[0::6], derived[1::6], derived[2::6], derived[3::6],

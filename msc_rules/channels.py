@@ -157,22 +157,31 @@ _Row = tuple[int, int, str, str, int, int, int, int]
 
 
 class _Rows:
-    """A group's members as the walk found them, made into Members (sorted by role,
-    tensor, axis, offset) when first read: a prune reads the rows alone, and making
-    a member costs more than finding it."""
+    """A group's members as the walk found them (its walks' visits), made into rows
+    when first asked for and into Members (sorted by role, tensor, axis, offset) when
+    first read: a prune reads the visits alone, and making a member costs more than
+    finding it."""
 
-    __slots__ = ("layouts", "letters", "names", "rows")
+    __slots__ = ("_rows", "grouper", "layouts", "letters", "names", "walks")
 
-    def __init__(self, rows: list[_Row], names: Any, letters: Any,
+    def __init__(self, walks: list[_Walk], grouper: _Grouper, names: Any, letters: Any,
                  layouts: list[str | None]) -> None:
-        self.rows, self.names, self.letters, self.layouts = rows, names, letters, layouts
+        self.walks, self.grouper = walks, grouper
+        self.names, self.letters, self.layouts = names, letters, layouts
+        self._rows: list[_Row] | None = None
+
+    def rows(self) -> list[_Row]:
+        """(leaf, axis, role, kind, offset, block, stride, repeat) per member."""
+        if self._rows is None:
+            self._rows = self.grouper.rows(self.walks)
+        return self._rows
 
     def members(self) -> tuple[Member, ...]:
         """The Members, in order."""
         name, letters, layouts = self.names, self.letters, self.layouts
         order = _ROLE_ORDER
         keyed = []
-        for k, (leaf, axis, role, kind, off, blk, st, rep) in enumerate(self.rows):
+        for k, (leaf, axis, role, kind, off, blk, st, rep) in enumerate(self.rows()):
             if letters is None:
                 lay = layouts[leaf] or ""
                 got = lay[axis] if axis < len(lay) else ""
@@ -206,7 +215,7 @@ def member_rows(group: ChannelGroup) -> list[_Row]:
     particular order, without making the members if they are not made yet."""
     got = group.__dict__.get("_members")
     if type(got) is _Rows:
-        return got.rows
+        return got.rows()
     return [(m.leaf, m.axis, m.role, m.kind, m.offset, m.block, m.stride, m.repeat)
             for m in group.members]
 
@@ -311,6 +320,21 @@ def _through(v: _Visit, e: _Edge) -> _Visit | None:
     return cls, e.offset + off * e.block, blk * e.block, False, st2, rep2
 
 
+class _Classes:
+    """A class's nodes by its root (ChannelGraph.members), kept once asked for: the
+    walks read only the classes they reach."""
+
+    def __init__(self, g: ChannelGraph) -> None:
+        self.g = g
+        self.memo: dict[int, list[int]] = {}
+
+    def __getitem__(self, cls: int) -> list[int]:
+        got = self.memo.get(cls)
+        if got is None:
+            got = self.memo[cls] = self.g.members(cls)
+        return got
+
+
 class _Grouper:
     """Walks each producer class over the derived edges and consumer attachments, then
     merges the walks that reach the same channels (attention heads: q, k and v; GQA:
@@ -318,20 +342,8 @@ class _Grouper:
 
     def __init__(self, g: ChannelGraph, names: Any, letters: _Letters | None = None) -> None:
         self.g, self.names, self.letters = g, names, letters
-        self.classes: dict[int, list[int]] = {}
-        classes = self.classes
-        # (a class's representative is its smallest node: met first, in node order;
-        # a node's parent is smaller than the node, so its root is known first, as in
-        # ChannelGraph.roots)
-        root_of = g.parent[:]
-        find = g.find
-        for n, p in enumerate(root_of):
-            r = root_of[n] = root_of[p] if p <= n else find(n)
-            if r == n:
-                classes[n] = [n]
-            else:
-                classes[r].append(n)
-        g.parent = root_of  # (every node now points at its root: a find is one step)
+        g.flatten()  # (every node points at its root: a find is one step)
+        self.classes = _Classes(g)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
             self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
@@ -496,23 +508,30 @@ class _Grouper:
         return {r: find(r) for r in walks}, bool(need)
 
     def groups(self, walks: dict[int, _Walk], merged: dict[int, int]) -> list[ChannelGroup]:
-        g, view, result = self.g, self.g.view, self.g.result
+        """A group per leader of merged walks: its size, whether it is exact and why
+        not, whether it reaches the model's inputs or outputs; its members are made
+        from the walks when asked for (see _Rows)."""
+        g = self.g
         by_leader: dict[int, list[_Walk]] = {}
         for r in sorted(walks):
             by_leader.setdefault(merged[r], []).append(walks[r])
-        producer_set = set(g.producers)
-        classes, node_leaf, base = self.classes, g.node_leaf, g.base
-        io_leaves, blocked, layouts = g.io_leaves, g.blocked, result.layouts
-        values, leaf_value = view.values, view.leaf_value
+        node_leaf, base, blocked, root = g.node_leaf, g.base, g.blocked, g.parent
+        # (a find is one step: see __init__)
+        blocked_in: dict[int, list[int]] = {}
+        for n in sorted(blocked):
+            blocked_in.setdefault(root[n], []).append(n)
+        io_classes: set[int] = set()
+        for leaf in g.io_leaves:
+            b = base[leaf]
+            io_classes.update(root[b + i] for i in range(max(g.view.leaf_ndim[leaf], 0)))
         name = _lazy(self.names)
         letter = _lazy(self.letters) if self.letters is not None else None
+        layouts = g.result.layouts
         out: list[ChannelGroup] = []
         for lead in sorted(by_leader):
             ws = by_leader[lead]
             size = ws[0].size
             reasons: list[str] = []
-            seen: set[tuple[int, int, int, int, int, int]] = set()
-            rows: list[_Row] = []
             io = has_consumer = False
             for w in ws:
                 for why in w.reasons:
@@ -520,37 +539,53 @@ class _Grouper:
                         reasons.append(why)
                 if w.size != size:
                     reasons.append(f"tied producers differ in size ({w.size} and {size})")
-                for cls, off, blk, consumer, st, rep in w.visits:
-                    has_consumer = has_consumer or consumer
-                    for n in classes[cls]:
+                for cls, _, _, consumer, _, _ in w.visits:
+                    io = io or cls in io_classes
+                    if consumer:
+                        has_consumer = True
+                        continue
+                    for n in blocked_in.get(cls, ()):
                         leaf = node_leaf[n]
-                        axis = n - base[leaf]
-                        at_io = leaf in io_leaves
-                        io = io or at_io
-                        if not consumer and n in blocked:
-                            for reason in blocked[n]:
-                                text = f"{reason} ({self.names(leaf)} axis {axis})"
-                                if text not in reasons:
-                                    reasons.append(text)
-                        key = (leaf, axis, off, blk, st, rep)
-                        if key in seen:
-                            continue
-                        seen.add(key)
-                        kind = values[leaf_value[leaf]].kind
-                        if kind == "binding" or at_io:
-                            role = ACTIVATION  # (a model input is an activation)
-                        elif consumer:
-                            role = CONSUMER
-                        elif n in producer_set:
-                            role = PRODUCER
-                        else:
-                            role = FOLLOW
-                        rows.append((leaf, axis, role, kind, off, blk, st, rep))
+                        for reason in blocked[n]:
+                            text = f"{reason} ({self.names(leaf)} axis {n - base[leaf]})"
+                            if text not in reasons:
+                                reasons.append(text)
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
-            out.append(ChannelGroup(len(out), size, _Rows(rows, name, letter, layouts),  # type: ignore[arg-type]
+            out.append(ChannelGroup(len(out), size, _Rows(ws, self, name, letter, layouts),  # type: ignore[arg-type]
                                     not reasons, tuple(reasons), io))
         return out
+
+    def rows(self, ws: list[_Walk]) -> list[_Row]:
+        """The member rows of a group's walks: every axis of every class they visit,
+        once per range."""
+        g, view = self.g, self.g.view
+        producer_set = set(g.producers)
+        classes, node_leaf, base = self.classes, g.node_leaf, g.base
+        io_leaves = g.io_leaves
+        values, leaf_value = view.values, view.leaf_value
+        seen: set[tuple[int, int, int, int, int, int]] = set()
+        rows: list[_Row] = []
+        for w in ws:
+            for cls, off, blk, consumer, st, rep in w.visits:
+                for n in classes[cls]:
+                    leaf = node_leaf[n]
+                    axis = n - base[leaf]
+                    key = (leaf, axis, off, blk, st, rep)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    kind = values[leaf_value[leaf]].kind
+                    if kind == "binding" or leaf in io_leaves:
+                        role = ACTIVATION  # (a model input is an activation)
+                    elif consumer:
+                        role = CONSUMER
+                    elif n in producer_set:
+                        role = PRODUCER
+                    else:
+                        role = FOLLOW
+                    rows.append((leaf, axis, role, kind, off, blk, st, rep))
+        return rows
 
 
 def _first(row: tuple[Any, ...]) -> Any:
