@@ -10,6 +10,7 @@ confirm a change with `bench_layout.py` too.
     python benchmarks/count_instructions.py --size 5000
     python benchmarks/count_instructions.py --annotate # annotate's phases instead
     python benchmarks/count_instructions.py --json bert12.json   # a saved module
+    python benchmarks/count_instructions.py --channels # channel_groups and prune
 
 `--json` reads a module saved with `tvm.ir.save_json` (bench_infer.py --save writes
 a BERT): a real model's mix of ops, where the conv chain has five.
@@ -40,6 +41,7 @@ import tvm
 from synthetic import conv_chain, count_bindings
 
 PHASES = ("names", "view", "infer", "edits", "rewrite", "free")
+CHANNEL_PHASES = ("view", "ties", "groups", "select", "prune", "free")
 
 
 def load(size: int, json_path: str | None) -> tvm.IRModule:
@@ -90,6 +92,44 @@ def child(size: int, annotate: bool, json_path: str | None) -> None:
     control("-i", "off")
 
 
+def channels_child(size: int, json_path: str | None) -> None:
+    """(Under callgrind) channel_groups' phases (the view, the ties, the groups), then a
+    prune of half of every exact group inside the model given those groups, as
+    bench_channels.py runs them."""
+    import msc_rules
+    from msc_rules.channel_graph import channel_graph
+    from msc_rules.channels import ChannelGroups, _Letters, _Namer, build_groups
+    from msc_rules.graph import build_view
+
+    mod = load(size, json_path)
+    msc_rules.prune(mod, {0: [0]}, groups=msc_rules.channel_groups(mod))  # warm
+    gc.collect()
+    gc.disable()
+    pid = str(os.getpid())
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, pid], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    control("-i", "on")
+    build_view(mod, "main")  # (the view alone: channel_graph builds its own)
+    control("-d", "view")
+    g = channel_graph(mod, layouts=False)
+    control("-d", "ties")
+    groups = ChannelGroups(build_groups(g, _Namer(mod, g.result, "main"),
+                                        _Letters(g.view, g.result.rules)))
+    groups.graph = g
+    control("-d", "groups")
+    sel = {gr.id: list(range(0, gr.size, 2)) for gr in groups
+           if gr.exact and not gr.touches_io}
+    control("-d", "select")
+    out = msc_rules.prune(mod, sel, groups=groups)
+    control("-d", "prune")
+    del out, groups, g
+    control("-d", "free")
+    control("-i", "off")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the phases under callgrind and print instructions per binding of each."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,20 +137,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotate", action="store_true",
                     help="annotate's phases (names planned, then SetExprLayout's)")
     ap.add_argument("--json", help="count a module saved with tvm.ir.save_json instead")
+    ap.add_argument("--channels", action="store_true",
+                    help="channel_groups' and prune's phases instead (the view is counted "
+                         "alone too: the ties phase builds it again)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.size, args.annotate, args.json)
+        if args.channels:
+            channels_child(args.size, args.json)
+        else:
+            child(args.size, args.annotate, args.json)
         return 0
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("count_instructions.py needs valgrind (callgrind)", file=sys.stderr)
         return 2
+    phases = CHANNEL_PHASES if args.channels else PHASES
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
              "--child", "--size", str(args.size), *(["--annotate"] * args.annotate),
+             *(["--channels"] * args.channels),
              *(["--json", os.path.abspath(args.json)] if args.json else [])],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -125,15 +173,17 @@ def main(argv: list[str] | None = None) -> int:
                         trigger = line.split()[-1]
                     elif line.startswith("summary:"):
                         total = int(line.split()[1])
-            phase = trigger if trigger in PHASES else None
+            phase = trigger if trigger in phases else None
             if phase is not None:
                 counts[phase] = total
-    what = "annotate" if args.annotate else "SetExprLayout"
+    what = "channel_groups and prune" if args.channels else \
+        "annotate" if args.annotate else "SetExprLayout"
     print(f"instructions per binding of {what} ({bindings} bindings, callgrind)")
-    for phase in PHASES:
+    for phase in phases:
         if phase in counts:
             print(f"  {phase:8s} {counts[phase] // bindings:8d}")
-    print(f"  {'total':8s} {sum(counts.values()) // bindings:8d}")
+    total = sum(v for k, v in counts.items() if not (args.channels and k == "view"))
+    print(f"  {'total':8s} {total // bindings:8d}")
     return 0
 
 

@@ -96,6 +96,13 @@ class ChannelGraph:
     flat: bool = False
     root_array: np.ndarray | None = None
     _classes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # the native walk's: each node's static extent, each leaf's kind (0 a binding,
+    # 1 a constant, 2 a parameter); None from the Python walk
+    node_ext: np.ndarray | None = None
+    leaf_kind: np.ndarray | None = None
+    # per value: leaf, kind, handle; the tuple bindings (prune_cut.py's, made once)
+    value_arrays: tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None = None
+    _arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def built_on(self, mod: tvm.IRModule, entry_name: str, rules: RuleSet | None) -> bool:
         """Whether the ties were found on `mod` as it is now (the same function
@@ -145,9 +152,10 @@ class ChannelGraph:
             self.flat = True
         return self.parent
 
-    def members(self, cls: int) -> list[int]:
-        """The nodes of class `cls` (its root), ascending (from one sort of the roots,
-        made on the first call, after the walk)."""
+    def class_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nodes sorted by class (each class's ascending), and per class root where
+        its nodes start there and how many (one sort of the roots, made on the first
+        call, after the walk)."""
         got = self._classes
         if got is None:
             roots = self.root_array
@@ -156,7 +164,25 @@ class ChannelGraph:
             counts = np.bincount(roots, minlength=len(roots))
             got = self._classes = (np.argsort(roots, kind="stable"),
                                    np.cumsum(counts) - counts, counts)
-        order, starts, counts = got
+        return got
+
+    def leaf_array(self) -> np.ndarray:
+        """node_leaf as an array."""
+        return self._leaf_base()[0]
+
+    def base_array(self) -> np.ndarray:
+        """base as an array."""
+        return self._leaf_base()[1]
+
+    def _leaf_base(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = (np.array(self.node_leaf, dtype=np.int64),
+                            np.array(self.base, dtype=np.int64))
+        return self._arrays
+
+    def members(self, cls: int) -> list[int]:
+        """The nodes of class `cls` (its root), ascending."""
+        order, starts, counts = self.class_arrays()
         start = int(starts[cls])
         out: list[int] = order[start:start + int(counts[cls])].tolist()
         return out

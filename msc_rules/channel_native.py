@@ -155,10 +155,9 @@ class _Pack:
         and the arguments (their count, then each leaf or -1)."""
         sites = self.view.sites
         n = len(sites)
-        index: dict[str, int] = {}
-        op_of = np.fromiter((index.setdefault(o, len(index)) for o in sites.op),
-                            dtype=np.int64, count=n)
-        names = list(index)
+        names = list(dict.fromkeys(sites.op))
+        index = {o: k for k, o in enumerate(names)}
+        op_of = np.fromiter(map(index.__getitem__, sites.op), dtype=np.int64, count=n)
         codes = np.array([_code(o, self.family(o)) for o in names], dtype=np.int64)
         if not codes.all():
             fallbacks.append("ops the native walk does not know: " + ", ".join(
@@ -264,11 +263,15 @@ class _Pack:
             counts = args[out[rows, 3]]
             data = np.where(counts > 0, args[np.minimum(out[rows, 3] + 1, len(args) - 1)], -1)
             made_leaf = out[rows, 2]
-            for i, d, o in zip(rows.tolist(), data.tolist(), made_leaf.tolist(), strict=True):
-                if d < 0 or o < 0:
-                    continue
-                sd, so = int(self.ids[d]), int(self.ids[o])
-                out[i, 4] = put(("r", sd, so), _plan, self.table[sd], self.table[so])
+            ok = (data >= 0) & (made_leaf >= 0)
+            rows, data, made_leaf = rows[ok], data[ok], made_leaf[ok]
+            # (by the static shapes' ids: models repeat the same reshapes)
+            pairs = np.stack([self.ids[data], self.ids[made_leaf]], axis=1).astype(np.int64)
+            if len(pairs):
+                uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+                made = np.array([put(("r", sd, so), _plan, self.table[sd], self.table[so])
+                                 for sd, so in uniq.tolist()], dtype=np.int64)
+                out[rows, 4] = made[inverse.reshape(-1)]
 
     def _attr_entries(self, rows: np.ndarray) -> np.ndarray:
         """The native read's attribute entries of these sites (-1: none, or not read
@@ -316,11 +319,14 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     (roots, producers, consumers, derived, blocked, composite, depthwise, depthwise_sites,
      folds, views) = (np.frombuffer(p, dtype=np.int64).tolist() for p in parts[:10])
     reasons = [str(r) for r in items(parts[10])]
-    nds = np.maximum(np.array(view.leaf_ndim, dtype=np.int64), 0)
-    ends = np.cumsum(nds)
-    g = ChannelGraph(result, (ends - nds).tolist(),
-                     np.repeat(np.arange(len(nds)), nds).tolist(), roots)
+    nds = leaves[:, 0]
+    base = np.cumsum(nds) - nds
+    node_leaf = np.repeat(np.arange(len(nds)), nds)
+    g = ChannelGraph(result, base.tolist(), node_leaf.tolist(), roots)
     g.flat, g.root_array = True, np.frombuffer(parts[0], dtype=np.int64)
+    g._arrays = (node_leaf, base)
+    g.node_ext = dims[np.repeat(leaves[:, 3] - base, nds) + np.arange(len(node_leaf))]
+    g.leaf_kind = leaves[:, 1].copy()
     g.producers = dict(zip(producers[0::2], producers[1::2], strict=True))
     g.consumers = list(zip(consumers[0::3], consumers[1::3], consumers[2::3], strict=True))
     g.derived = list(map(_Edge, derived[0::6], derived[1::6], derived[2::6], derived[3::6],
@@ -344,6 +350,11 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
 
 def _blocked(flat: list[int], mine: list[str], given: list[str]) -> dict[int, list[str]]:
     """The blocked nodes and their reasons (ties.cc's ids >= 0, the caller's < 0)."""
+    if flat[1::3] == [1] * (len(flat) // 3) and len(flat) % 3 == 0:
+        # (one reason per node, the common case: [node, 1, reason] each)
+        texts = [mine[r] if r >= 0 else given[-1 - r] for r in dict.fromkeys(flat[2::3])]
+        text_of = dict(zip(dict.fromkeys(flat[2::3]), texts, strict=True))
+        return {n: [text_of[r]] for n, r in zip(flat[0::3], flat[2::3], strict=True)}
     out: dict[int, list[str]] = {}
     k = 0
     while k < len(flat):

@@ -25,7 +25,7 @@ by id pays for neither.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +176,18 @@ class _Rows:
             self._rows = self.grouper.rows(self.walks)
         return self._rows
 
+    def axes(self) -> Iterator[tuple[tuple[int, int, int, int], list[tuple[int, int]]]]:
+        """See member_axes."""
+        g = self.grouper.g
+        classes, node_leaf, base = self.grouper.classes, g.node_leaf, g.base
+        for w in self.walks:
+            for cls, off, blk, _, st, rep in w.visits:
+                at = []
+                for n in classes[cls]:
+                    leaf = node_leaf[n]
+                    at.append((leaf, n - base[leaf]))
+                yield (off, blk, st, rep), at
+
     def members(self) -> tuple[Member, ...]:
         """The Members, in order."""
         name, letters, layouts = self.names, self.letters, self.layouts
@@ -218,6 +230,24 @@ def member_rows(group: ChannelGroup) -> list[_Row]:
         return got.rows()
     return [(m.leaf, m.axis, m.role, m.kind, m.offset, m.block, m.stride, m.repeat)
             for m in group.members]
+
+
+def member_walks(group: ChannelGroup) -> list[_Walk] | None:
+    """The walks a group's members come from; None when its members are made already
+    (see member_rows)."""
+    got = group.__dict__.get("_members")
+    return got.walks if type(got) is _Rows else None
+
+
+def member_axes(group: ChannelGroup) -> Iterator[tuple[tuple[int, int, int, int],
+                                                       list[tuple[int, int]]]] | None:
+    """The members' ranges as ((offset, block, stride, repeat), their (leaf, axis)
+    pairs), a range possibly more than once, found from the group's walks without
+    making its rows; None when its members are made already (see member_rows)."""
+    got = group.__dict__.get("_members")
+    if type(got) is not _Rows:
+        return None
+    return got.axes()
 
 
 @dataclass(frozen=True)

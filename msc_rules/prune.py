@@ -22,10 +22,19 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .channel_graph import ChannelGraph, channel_graph
-from .channels import CONSUMER, ChannelGroup, _Namer, build_groups, covered, member_rows
+from .channels import (
+    CONSUMER,
+    ChannelGroup,
+    _Namer,
+    build_groups,
+    covered,
+    member_axes,
+    member_rows,
+)
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
+from .prune_cut import ByLeaf, plan_cut
 from .prune_edits import ParamEdit, split_attrs
 from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, const_nodes, rebuild
 from .util import paused_gc
@@ -79,6 +88,21 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     for gid, rem in removed.items():
         # most members share a range
         ranges: dict[tuple[int, int, int, int], list[int]] = {}
+        found = None if consumers_only else member_axes(by_id[gid])
+        if found is not None:
+            for (off, blk, st, rep), at in found:
+                rng = (off, blk, st, rep)
+                idx = ranges.get(rng)
+                if idx is None:
+                    idx = ranges[rng] = covered(off, blk, st, rep, rem)
+                for leaf, axis in at:
+                    axes = cut.get(leaf)
+                    if axes is None:
+                        cut[leaf] = {axis: idx}
+                        continue
+                    got = axes.get(axis)
+                    axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
+            continue
         for leaf, axis, role, _, off, blk, st, rep in member_rows(by_id[gid]):
             if consumers_only and role != CONSUMER:
                 continue
@@ -219,7 +243,8 @@ def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
     return values[axis] if values is not None and axis < len(values) else None
 
 
-def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
+def _new_extents(g: ChannelGraph, cut: Mapping[int, Mapping[int, list[int]]]
+                 ) -> dict[int, dict[int, Any]]:
     """The new extent of every tensor axis the prune shrinks, by leaf and axis: the cut
     axes lose their removed indices, and an axis a reshape merged from cut ones (batch
     times heads) is the product of their new extents, on every axis of its class."""
@@ -269,10 +294,12 @@ def _new_extents(g: ChannelGraph, cut: Cut) -> dict[int, dict[int, Any]]:
             changed = True
     if merged:
         node_leaf, base = g.node_leaf, g.base
-        for n, r in enumerate(g.roots()):
-            if r in merged:
+        g.flatten()  # (no union comes after the walk)
+        for r in sorted(merged):
+            size = merged[r]
+            for n in g.members(r):
                 leaf = node_leaf[n]
-                out.setdefault(leaf, {})[n - base[leaf]] = merged[r]
+                out.setdefault(leaf, {})[n - base[leaf]] = size
     return out
 
 
@@ -289,23 +316,36 @@ def _kept(extent: int, idx: list[int], memo: dict[tuple[int, ...], np.ndarray]
     return got
 
 
-def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
-           names: Any) -> tvm.IRModule:
+def _weights(g: ChannelGraph, per_leaf: Mapping[int, Any]) -> list[int]:
+    """The cut leaves that are not bindings' (constants, parameters), sorted."""
+    if isinstance(per_leaf, ByLeaf) and g.leaf_kind is not None:
+        leaves = per_leaf.leaves
+        out: list[int] = leaves[g.leaf_kind[leaves] != 0].tolist()
+        return out
+    values, leaf_value = g.view.values, g.view.leaf_value
+    return sorted(leaf for leaf in per_leaf if values[leaf_value[leaf]].kind != "binding")
+
+
+def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Mapping[int, Mapping[int, list[int]]],
+           zero: bool, names: Any, new_extents: Mapping[int, Any] | None = None
+           ) -> tvm.IRModule:
     view = g.view
     attrs: dict[int, Any] = {}  # call handle -> its new attributes
     shaped: list[tuple[int, int]] = []  # (reshape or broadcast_to site, its output leaf)
     # (a mask keeps every type: its constants keep their shapes)
-    extents = {} if zero else _new_extents(g, per_leaf)
+    extents: Mapping[int, Any] = {} if zero else new_extents if new_extents is not None \
+        else _new_extents(g, per_leaf)
     retype = Retyper(extents)
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
     sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
     kept: dict[tuple[int, ...], np.ndarray] = {}
-    for leaf, axes in sorted(per_leaf.items()):
+    # constants by (shape, dtype, removed indices per axis) -> their places in sliced
+    alike: dict[tuple[Any, ...], list[int]] = {}
+    for leaf in _weights(g, per_leaf):
+        axes = per_leaf[leaf]
         v = values[leaf_value[leaf]]
         kind = v.kind
-        if kind == "binding":
-            continue
         if kind == "param":
             if leaf in g.io_leaves:
                 raise PruneError(f"the channels reach the model input '{names(leaf)}': "
@@ -325,9 +365,16 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
                     sl[axis] = idx
                     arr[tuple(sl)] = 0
             else:
-                for axis, idx in sorted(axes.items()):
-                    arr = arr.take(_kept(arr.shape[axis], idx, kept), axis)
+                # (sliced below, with the constants of its shape that lose the same)
+                cuts = tuple((axis, tuple(axes[axis])) for axis in sorted(axes))
+                alike.setdefault((arr.shape, arr.dtype.str, cuts), []).append(len(sliced))
             sliced.append((v.expr, leaf, arr))
+    for (_, _, cuts), at in alike.items():
+        stack = np.stack([sliced[k][2] for k in at])
+        for axis, idx in cuts:
+            stack = stack.take(_kept(stack.shape[axis + 1], list(idx), kept), axis + 1)
+        for k, arr in zip(at, stack, strict=True):
+            sliced[k] = (sliced[k][0], sliced[k][1], arr)
     consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
         sliced, _tensors([a for _, _, a in sliced]), strict=True)]
     sites = view.sites
@@ -340,7 +387,9 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Cut, zero: bool,
             if split is not None:  # (before the test below: a split makes a tuple)
                 attrs[site.call.__chandle__()] = split
         made = site_outs[i]
-        if type(made) is not int or not extents.get(made):
+        # (a ByLeaf's leaves all have extents: no dict made to know)
+        if type(made) is not int or made not in extents or (
+                type(extents) is dict and not extents[made]):
             continue
         if op in ("relax.full", "relax.zeros", "relax.ones"):
             raise PruneError(f"'{names(made)}' ({op}) carries a pruned extent in its "
@@ -392,6 +441,9 @@ def prune(mod: tvm.IRModule, selection: Selection, allow_io: bool = False,
     with paused_gc():
         g, names, gs = _graph_and_groups(mod, entry_name, rules, groups)
         removed = check_selection(gs, selection, allow_io)
+        planned = plan_cut(g, gs, removed)
+        if planned is not None:
+            return _apply(g, mod, planned[0], False, names, planned[1])
         return _apply(g, mod, plan_prune(gs, removed), False, names)
 
 

@@ -31,6 +31,7 @@ from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
+from .prune_cut import NewExtents
 from .rewrite import (
     _MAKE_BINDING,
     _MAKE_CALL,
@@ -238,6 +239,18 @@ def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
     bindings whole (their handles, their types); None when an extent is not a static
     int."""
     extents = retype.extents
+    if isinstance(extents, NewExtents):  # (all static, as arrays: records made at once)
+        typed_keys: list[int] = []
+        typed: list[Any] = []
+        for vid in extents.tuples():
+            var = view.values[vid].expr
+            ty = var.ty
+            new = retype(ty, view.values[vid].struct)
+            if new is not ty:
+                typed_keys.append(var.__chandle__())
+                typed.append(new)
+        return (extents.records().tobytes(), np.array(typed_keys, dtype=np.int64).tobytes(),
+                typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
     for expr, leaf, _ in consts:
@@ -248,8 +261,8 @@ def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
                 if type(pair[1]) is not int:
                     return None  # (a symbolic product: the Python rebuild makes it)
                 add(pair)
-    typed_keys: list[int] = []
-    typed: list[Any] = []
+    typed_keys = []
+    typed = []
     native_value = _NativeValue
     # (by value, not by leaf: an alias or a tuple item shares its source's leaves)
     for v in view.values:

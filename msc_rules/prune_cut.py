@@ -1,0 +1,184 @@
+"""A prune's cut as arrays, for a channel graph the native ties walk found (every
+extent static): the removed indices of every tensor axis the chosen groups reach, the
+new extents, and the new types as the native rebuild takes them, found with numpy
+passes over the groups' classes instead of a Python loop per axis.
+
+`plan_cut` gives what prune.py's `plan_prune` and `_new_extents` give (the same
+removed indices and extents, as read-only mappings by leaf that make a leaf's axes
+when first asked for), or None for what it does not take (a graph the Python walk
+found, a reshape that merges pruned channels with another axis, members already
+made), and the caller takes the dict path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .channel_graph import ChannelGraph
+from .channels import ChannelGroup, covered, member_walks
+from .graph import DependencyView, NativeValue
+
+_PARAM = 2  # (a leaf kind, as channel_native's)
+
+
+class ByLeaf(Mapping[int, dict[int, Any]]):
+    """Per leaf, its cut axes -> a value (removed indices, or new extents): rows
+    `starts[k]:ends[k]` of node arrays sorted by node, a leaf's dict made when first
+    read."""
+
+    def __init__(self, leaves: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 axes: np.ndarray, values: Sequence[Any]) -> None:
+        self.leaves, self.starts, self.ends = leaves, starts, ends
+        self.axes, self.data = axes, values
+        self.row = dict(zip(leaves.tolist(), range(len(leaves)), strict=True))
+        self.made: dict[int, dict[int, Any]] = {}
+
+    def __getitem__(self, leaf: int) -> dict[int, Any]:
+        got = self.made.get(leaf)
+        if got is None:
+            k = self.row[leaf]
+            lo, hi = int(self.starts[k]), int(self.ends[k])
+            got = self.made[leaf] = dict(zip(self.axes[lo:hi].tolist(), self.data[lo:hi],
+                                             strict=True))
+        return got
+
+    def __contains__(self, leaf: object) -> bool:
+        return leaf in self.row
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.row)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+class NewExtents(ByLeaf):
+    """The new extents (all static), and the records of the native rebuild."""
+
+    def __init__(self, cut: ByLeaf, new: np.ndarray, g: ChannelGraph) -> None:
+        super().__init__(cut.leaves, cut.starts, cut.ends, cut.axes, new.tolist())
+        self.row = cut.row
+        self.g, self.new = g, new
+
+    def records(self) -> np.ndarray:
+        """(handle, n, n (axis, extent) pairs) per binding or constant whose tensor lost
+        channels (aliases share their source's leaf: each gets its own record)."""
+        leaf_of, kind_of, handle_of, _ = _values(self.g)
+        row = np.full(len(self.g.view.leaf_ndim), -1, dtype=np.int64)
+        row[self.leaves] = np.arange(len(self.leaves))
+        vids = np.flatnonzero(leaf_of >= 0)
+        vids = vids[(kind_of[vids] != _PARAM) & (row[leaf_of[vids]] >= 0)]
+        rows = row[leaf_of[vids]]
+        n = (self.ends - self.starts)[rows]
+        sizes = 2 + 2 * n
+        at = np.cumsum(sizes) - sizes
+        out = np.empty(int(sizes.sum()), dtype=np.int64)
+        out[at] = handle_of[vids]
+        out[at + 1] = n
+        which = np.repeat(np.arange(len(vids)), n)
+        k = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
+        src = self.starts[rows][which] + k
+        pos = at[which] + 2 + 2 * k
+        out[pos] = self.axes[src]
+        out[pos + 1] = self.new[src]
+        return out
+
+    def tuples(self) -> list[int]:
+        """The value ids of the bindings of tuples."""
+        return _values(self.g)[3]
+
+
+def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Per value of the view: its leaf (-1: not one tensor), kind, node handle (the
+    var's, or the constant's); and the bindings of tuples. Made once per graph."""
+    got = g.value_arrays
+    if got is None:
+        view: DependencyView = g.view
+        values = view.values
+        leaf_list: list[int] = []
+        tuples: list[int] = []
+        reads: dict[int, Any] = {}
+        native = NativeValue
+        for v in values:
+            st = v.struct
+            if type(st) is int:
+                leaf_list.append(st)
+            else:
+                leaf_list.append(-1)
+                if type(st) is tuple:
+                    tuples.append(v.id)
+            if type(v) is native:
+                read = v._read
+                if read.first not in reads:
+                    reads[read.first] = read
+        kind_of = np.zeros(len(values), dtype=np.int64)
+        handle_of = np.zeros(len(values), dtype=np.int64)
+        for first, read in reads.items():
+            # (a read's handles: one per value it made)
+            h = np.frombuffer(read.handles, dtype=np.int64)
+            handle_of[first:first + len(h)] = h
+        for vid in view.others:  # (the rest are bindings of calls)
+            v = values[vid]
+            kind_of[vid] = 0 if v.kind == "binding" else 1 if v.kind == "const" else _PARAM
+            handle_of[vid] = v.expr.__chandle__()
+        got = g.value_arrays = (np.array(leaf_list, dtype=np.int64), kind_of, handle_of,
+                                [t for t in tuples if values[t].kind == "binding"])
+    return got
+
+
+def plan_cut(g: ChannelGraph, groups: Sequence[ChannelGroup],
+             removed: Mapping[int, Sequence[int]]) -> tuple[ByLeaf, NewExtents] | None:
+    """The removed indices and new extents by leaf and axis (see the module docstring);
+    None when the dict path must do it."""
+    node_ext = g.node_ext
+    if node_ext is None:
+        return None
+    by_id = {gr.id: gr for gr in groups}
+    cls_of: list[int] = []
+    idx_of: list[list[int]] = []
+    for gid, rem in removed.items():
+        walks = member_walks(by_id[gid])
+        if walks is None:
+            return None
+        ranges: dict[tuple[int, int, int, int], list[int]] = {}
+        for w in walks:
+            for c, off, blk, _, st, rep in w.visits:
+                rng = (off, blk, st, rep)
+                idx = ranges.get(rng)
+                if idx is None:
+                    idx = ranges[rng] = covered(off, blk, st, rep, rem)
+                cls_of.append(c)
+                idx_of.append(idx)
+    order, starts, counts = g.class_arrays()
+    cls = np.array(cls_of, dtype=np.int64)
+    size = counts[cls]
+    visit = np.repeat(np.arange(len(cls)), size)
+    pos = np.repeat(starts[cls] - (np.cumsum(size) - size), size) + np.arange(len(visit))
+    nodes = order[pos]
+    by_node = np.argsort(nodes, kind="stable")
+    nodes, visit = nodes[by_node], visit[by_node]
+    uniq, first, times = np.unique(nodes, return_index=True, return_counts=True)
+    lists = [idx_of[v] for v in visit[first].tolist()]
+    for k in np.flatnonzero(times > 1).tolist():
+        got = lists[k]
+        for v in visit[first[k] + 1:first[k] + times[k]].tolist():
+            idx = idx_of[v]
+            if idx is not got:
+                got = sorted({*got, *idx})
+        lists[k] = got
+    if g.composite:
+        # (a reshape that merged a pruned axis with another: the dict path multiplies
+        # their new extents)
+        cut_classes = set(np.asarray(g.root_array)[uniq].tolist())
+        root = g.parent
+        if any(root[n] in cut_classes for parts in g.composite.values() for n, _ in parts):
+            return None
+    leaves = g.leaf_array()[uniq]
+    axes = uniq - g.base_array()[leaves]
+    lead, starts_, counts_ = np.unique(leaves, return_index=True, return_counts=True)
+    cut = ByLeaf(lead, starts_, starts_ + counts_, axes, lists)
+    left = node_ext[uniq] - np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    return cut, NewExtents(cut, left, g)
