@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -34,6 +33,7 @@ from .channels import (
 from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
+from .prune_consts import Consts, host_array
 from .prune_cut import ByLeaf, plan_cut
 from .prune_edits import ParamEdit, split_attrs
 from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, const_nodes, rebuild
@@ -209,33 +209,6 @@ def _call_edits(view: Any, attrs: Mapping[int, Any], shaped: Sequence[tuple[int,
     return calls
 
 
-def _host_array(t: Any) -> np.ndarray:
-    """A constant's data as a numpy array (a view, not a copy, on the CPU)."""
-    try:
-        return np.from_dlpack(t)
-    except (BufferError, RuntimeError, TypeError, ValueError):
-        return t.numpy()
-
-
-def _tensors(arrays: Sequence[np.ndarray]) -> list[Any]:
-    """TVM tensors holding `arrays`: copies into one buffer, each at an offset aligned
-    as TVM requires (64 bytes; numpy aligns to 16), handed over without a second copy
-    (one allocation and one address read for all of a prune's constants)."""
-    sizes = [(a.nbytes + 63) // 64 * 64 for a in arrays]
-    raw = np.empty(sum(sizes) + 64, dtype=np.uint8)
-    off = -raw.__array_interface__["data"][0] % 64
-    out = []
-    for arr, size in zip(arrays, sizes, strict=True):
-        buf = raw[off:off + arr.nbytes].view(arr.dtype).reshape(arr.shape)
-        buf[...] = arr
-        off += size
-        try:
-            out.append(tvm.runtime.from_dlpack(buf))
-        except (BufferError, RuntimeError, TypeError, ValueError):
-            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr)))
-    return out
-
-
 def _extent_expr(view: Any, leaf: int, axis: int) -> Any:
     """The extent of `axis` of `leaf` as its type says (a PrimExpr), None if unknown."""
     shape = getattr(view.leaf_type[leaf], "shape", None)
@@ -303,19 +276,6 @@ def _new_extents(g: ChannelGraph, cut: Mapping[int, Mapping[int, list[int]]]
     return out
 
 
-def _kept(extent: int, idx: list[int], memo: dict[tuple[int, ...], np.ndarray]
-          ) -> np.ndarray:
-    """The indices of an axis of `extent` not in `idx` (one array per extent and
-    removed indices: groups of a model tend to lose the same ones)."""
-    key = (extent, *idx)
-    got = memo.get(key)
-    if got is None:
-        keep = np.ones(extent, dtype=bool)
-        keep[idx] = False
-        got = memo[key] = np.flatnonzero(keep)
-    return got
-
-
 def _weights(g: ChannelGraph, per_leaf: Mapping[int, Any]) -> list[int]:
     """The cut leaves that are not bindings' (constants, parameters), sorted."""
     if isinstance(per_leaf, ByLeaf) and g.leaf_kind is not None:
@@ -338,10 +298,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Mapping[int, Mapping[in
     retype = Retyper(extents)
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
-    sliced: list[tuple[Any, int, np.ndarray]] = []  # sliced constants: expr, leaf, data
-    kept: dict[tuple[int, ...], np.ndarray] = {}
-    # constants by (shape, dtype, removed indices per axis) -> their places in sliced
-    alike: dict[tuple[Any, ...], list[int]] = {}
+    consts = Consts(view)
     for leaf in _weights(g, per_leaf):
         axes = per_leaf[leaf]
         v = values[leaf_value[leaf]]
@@ -357,26 +314,15 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Mapping[int, Mapping[in
             params.add(v.expr, axes, zero)
             continue
         if kind == "const":
-            arr = _host_array(v.expr.value)
             if zero:
-                arr = arr.copy()
+                arr = host_array(v.expr.value).copy()
                 for axis, idx in axes.items():
                     sl: list[Any] = [slice(None)] * arr.ndim
                     sl[axis] = idx
                     arr[tuple(sl)] = 0
+                consts.add_data(v.expr, leaf, arr)
             else:
-                # (sliced below, with the constants of its shape that lose the same)
-                cuts = tuple((axis, tuple(axes[axis])) for axis in sorted(axes))
-                alike.setdefault((arr.shape, arr.dtype.str, cuts), []).append(len(sliced))
-            sliced.append((v.expr, leaf, arr))
-    for (_, _, cuts), at in alike.items():
-        stack = np.stack([sliced[k][2] for k in at])
-        for axis, idx in cuts:
-            stack = stack.take(_kept(stack.shape[axis + 1], list(idx), kept), axis + 1)
-        for k, arr in zip(at, stack, strict=True):
-            sliced[k] = (sliced[k][0], sliced[k][1], arr)
-    consts = [(expr, leaf, data) for (expr, leaf, _), data in zip(
-        sliced, _tensors([a for _, _, a in sliced]), strict=True)]
+                consts.add_cut(v.expr, leaf, axes)
     sites = view.sites
     site_ops, site_outs = sites.op, sites.out
     for i in () if zero else g.shape_sites:
@@ -412,10 +358,11 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Mapping[int, Mapping[in
         return _call_edits(view, attrs, shaped, extents)
 
     if params.cuts:  # new parameter vars: the mutator rebuilds the signature
-        return _Rewriter(mod, const_nodes(view, consts, retype), calls(), params).run(mod)
+        return _Rewriter(mod, const_nodes(view, consts.made(), retype), calls(),
+                         params).run(mod)
     out = rebuild(mod, view, consts, attrs, retype, calls)
     return out if out is not None else _Rewriter(
-        mod, const_nodes(view, consts, retype), calls()).run(mod)
+        mod, const_nodes(view, consts.made(), retype), calls()).run(mod)
 
 
 def _graph_and_groups(mod: tvm.IRModule, entry_name: str, rules: RuleSet | None,

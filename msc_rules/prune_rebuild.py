@@ -31,6 +31,7 @@ from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
+from .prune_consts import Consts, ConstSlices
 from .prune_cut import NewExtents
 from .rewrite import (
     _MAKE_BINDING,
@@ -43,8 +44,6 @@ from .rewrite import (
 
 Extents = Mapping[int, Mapping[int, int]]
 """New extents per leaf and axis (the axes a prune shrinks)."""
-ConstSlices = list[tuple[Any, int, Any]]
-"""The sliced constants: (the old constant, its leaf, its new data as a TVM tensor)."""
 CallEdit = Callable[[Any, list[Any], Any], tuple[list[Any], Any]]
 """(call, its arguments and attrs as rebuilt so far) -> (arguments, attrs): the prune's
 own edits of a call (reshape shapes, conv group counts), by the call's handle."""
@@ -232,7 +231,7 @@ Python (the last 100): what the tests check to know the native path really ran."
 _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
-def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
+def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Retyper
                  ) -> tuple[bytes, bytes, list[Any]] | None:
     """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
     pairs) records for tensor bindings and sliced constants, and the types of tuple
@@ -253,7 +252,7 @@ def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
                 typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
-    for expr, leaf, _ in consts:
+    for expr, leaf in consts:
         axes = extents.get(leaf)
         if axes:
             add((expr.__chandle__(), len(axes)))
@@ -288,19 +287,20 @@ def _native_cuts(view: DependencyView, consts: ConstSlices, retype: Retyper
             np.array(typed_keys, dtype=np.int64).tobytes(), typed)
 
 
-def _native_function(native: Any, func: Any, view: DependencyView, consts: ConstSlices,
+def _native_function(native: Any, func: Any, view: DependencyView, consts: Consts,
                      attrs: Mapping[int, Any], retype: Retyper) -> Any:
     """`func` rebuilt by native/prune.cc; None when it hands the function back."""
-    packed = _native_cuts(view, consts, retype)
-    if packed is None:
+    packed = _native_cuts(view, consts.keys(), retype)
+    slices = consts.native()
+    if packed is None or slices is None:
         return None
     cuts, typed_keys, typed = packed
     shape_ops = [tvm.ir.Op.get(name) for name in _SHAPE_OPS]
     try:
-        seq = native.prune_rebuild(func.body, cuts, typed_keys, typed,
-                                   np.array([e.__chandle__() for e, _, _ in consts],
+        seq = native.prune_rebuild(func.body, cuts, typed_keys, typed, slices[0],
+                                   np.array([e.__chandle__() for e, _ in slices[1]],
                                             dtype=np.int64).tobytes(),
-                                   [data for _, _, data in consts],
+                                   [data for _, data in slices[1]],
                                    np.array(list(attrs), dtype=np.int64).tobytes(),
                                    list(attrs.values()),
                                    shape_ops)
@@ -322,11 +322,11 @@ def _function(func: Any, seq: Any, view: DependencyView, retype: Retyper) -> Any
                           func.attrs, func.span)
 
 
-def rebuild(mod: tvm.IRModule, view: DependencyView, consts: ConstSlices,
+def rebuild(mod: tvm.IRModule, view: DependencyView, consts: Consts,
             attrs: Mapping[int, Any], retype: Retyper,
             calls: Callable[[], Mapping[int, CallEdit]]) -> tvm.IRModule | None:
     """`mod` with the entry function rebuilt (see the module docstring); None when the
-    module holds what this rebuild does not handle. `consts`: the sliced constants;
+    module holds what this rebuild does not handle. `consts`: the constants it changes;
     `attrs`: new attributes by call
     handle; `calls`: all the edits of calls (those and the reshape shapes) for the
     Python rebuild, asked for only if it runs."""
@@ -341,7 +341,8 @@ def rebuild(mod: tvm.IRModule, view: DependencyView, consts: ConstSlices,
     if native is not None and type(func.body) is relax.SeqExpr:
         new = _native_function(native, func, view, consts, attrs, retype)
     if new is None:
-        new = _Rebuild(view, const_nodes(view, consts, retype), calls(), retype).function(func)
+        new = _Rebuild(view, const_nodes(view, consts.made(), retype), calls(),
+                       retype).function(func)
     if new is None:
         return None
     return tvm.IRModule({g: new if g.same_as(gv) else f for g, f in mod.functions_items()},

@@ -71,7 +71,7 @@ def test_the_arrays_are_the_dict_path(make: Any, step: int,
     new = _new_extents(g, by_dict)
     assert {k: extents[k] for k in extents} == new
     view = g.view
-    consts = [(v.expr, leaf, None) for leaf in by_dict
+    consts = [(v.expr, leaf) for leaf in by_dict
               for v in (view.values[view.leaf_value[leaf]],) if v.kind == "const"]
     assert consts
     fast_records = _native_cuts(view, consts, Retyper(extents))

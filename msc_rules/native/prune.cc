@@ -13,6 +13,7 @@
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/cast.h>
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/object.h>
@@ -21,6 +22,7 @@
 
 #include "common.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -330,6 +332,88 @@ class PruneRebuilder {
   std::vector<ObjectRef> held_;
 };
 
+// The data of sliced constants, allocated here (64-byte aligned, as TVM wants it) and
+// freed by this library's deleter (the library stays loaded while the process runs).
+struct AlignedAlloc {
+  void AllocData(DLTensor* tensor) {
+    size_t size = (ffi::GetDataSize(*tensor) + 63) / 64 * 64;
+    tensor->data = std::aligned_alloc(64, size > 0 ? size : 64);
+    if (tensor->data == nullptr) TVM_FFI_THROW(RuntimeError) << "out of memory";
+  }
+  void FreeData(DLTensor* tensor) { std::free(tensor->data); }
+};
+
+// Copy the kept indices of each axis of `src` (compact, row-major) into `dst`, from
+// axis `d` on: a run of trailing whole axes is one memcpy.
+void Gather(const char* src, char* dst, const std::vector<std::vector<int64_t>>& kept,
+            const std::vector<int64_t>& src_stride, const std::vector<int64_t>& dst_stride,
+            size_t d, int64_t whole_from, int64_t run) {
+  if (static_cast<int64_t>(d) == whole_from) {
+    std::memcpy(dst, src, run);
+    return;
+  }
+  const std::vector<int64_t>& keep = kept[d];
+  for (size_t k = 0; k < keep.size(); ++k) {
+    Gather(src + keep[k] * src_stride[d], dst + static_cast<int64_t>(k) * dst_stride[d], kept,
+           src_stride, dst_stride, d + 1, whole_from, run);
+  }
+}
+
+// A constant's data with only the kept indices of its cut axes. `at`: the record (ncut,
+// then per cut axis: axis, count, kept indices), advanced past it.
+ObjectRef SliceData(const ffi::Tensor& old, const int64_t* words, size_t n, size_t* at) {
+  const DLTensor* t = old.GetDLTensorPtr();
+  if (t->device.device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "a constant not on the CPU";
+  int64_t nd = t->ndim;
+  std::vector<std::vector<int64_t>> kept(nd);
+  std::vector<bool> cut(nd, false);
+  if (*at >= n) TVM_FFI_THROW(ValueError) << "bad slices";
+  int64_t ncut = words[(*at)++];
+  for (int64_t c = 0; c < ncut; ++c) {
+    if (*at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
+    int64_t axis = words[*at], count = words[*at + 1];
+    *at += 2;
+    if (axis < 0 || axis >= nd || count < 0 || *at + count > n || cut[axis]) {
+      TVM_FFI_THROW(ValueError) << "bad slices";
+    }
+    cut[axis] = true;
+    for (int64_t k = 0; k < count; ++k) {
+      int64_t i = words[(*at)++];
+      if (i < 0 || i >= t->shape[axis]) TVM_FFI_THROW(ValueError) << "a kept index out of range";
+      kept[axis].push_back(i);
+    }
+  }
+  int64_t bytes = (static_cast<int64_t>(t->dtype.bits) * t->dtype.lanes + 7) / 8;
+  std::vector<int64_t> shape(nd), src_stride(nd), dst_stride(nd);
+  int64_t s = bytes, ds = bytes;
+  for (int64_t d = nd - 1; d >= 0; --d) {
+    if (t->strides != nullptr && t->shape[d] > 1 && t->strides[d] * bytes != s) {
+      TVM_FFI_THROW(ValueError) << "a constant that is not compact";
+    }
+    if (!cut[d]) {
+      for (int64_t i = 0; i < t->shape[d]; ++i) kept[d].push_back(i);
+    }
+    shape[d] = static_cast<int64_t>(kept[d].size());
+    src_stride[d] = s;
+    dst_stride[d] = ds;
+    s *= t->shape[d];
+    ds *= shape[d];
+  }
+  // the trailing axes kept whole are one run of bytes
+  int64_t whole_from = nd, run = bytes;
+  while (whole_from > 0 && !cut[whole_from - 1]) {
+    --whole_from;
+    run *= t->shape[whole_from];
+  }
+  ffi::Tensor out = ffi::Tensor::FromNDAlloc(AlignedAlloc(), ffi::ShapeView(shape.data(), nd),
+                                             t->dtype, t->device);
+  if (ds > 0) {
+    Gather(static_cast<const char*>(t->data) + t->byte_offset, static_cast<char*>(out.GetDLTensorPtr()->data),
+           kept, src_stride, dst_stride, 0, whole_from, run);
+  }
+  return out;
+}
+
 // handles (int64, native order) paired with `objects` -> map
 PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& objects) {
   size_t n = keys.size() / sizeof(int64_t);
@@ -347,11 +431,13 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
 
 // `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var handle, n,
 // then n (axis, new extent) pairs); `typed_keys`/`typed`: vars given their new type
-// whole (tuples); `const_keys`/`consts`: sliced constants and their new data (their
+// whole (tuples); `slices`: constants to slice here (int64 records: handle, then as
+// SliceData reads them); `const_keys`/`consts`: sliced constants and their new data (their
 // new types from `cuts`); `attr_keys`/`attrs`: calls
 // given new attributes; `shape_ops`: the ops whose second argument is the output shape.
 ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
-                       Array<ObjectRef> typed, ffi::Bytes const_keys, Array<ObjectRef> consts,
+                       Array<ObjectRef> typed, ffi::Bytes slices, ffi::Bytes const_keys,
+                       Array<ObjectRef> consts,
                        ffi::Bytes attr_keys, Array<ObjectRef> attrs,
                        Array<ObjectRef> shape_ops) {
   const PruneTypes& t = GetPruneTypes();
@@ -370,6 +456,18 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
   }
   PtrMap<ObjectRef> typed_map = Objects(typed_keys, typed);
   PtrMap<ObjectRef> const_map = Objects(const_keys, consts);
+  if (slices.size() % sizeof(int64_t) != 0) TVM_FFI_THROW(ValueError) << "bad slices";
+  size_t ns = slices.size() / sizeof(int64_t);
+  std::vector<int64_t> slice_words(ns);
+  if (ns > 0) std::memcpy(slice_words.data(), slices.data(), slices.size());
+  for (size_t at = 0; at < ns;) {
+    const Object* c = reinterpret_cast<const Object*>(slice_words[at++]);
+    if (c == nullptr || c->type_index() != t.constant) {
+      TVM_FFI_THROW(ValueError) << "a slice of a node that is not a constant";
+    }
+    ffi::Tensor old = t.const_value.GetAny(c).cast<ffi::Tensor>();
+    const_map.Put(c, SliceData(old, slice_words.data(), ns, &at));
+  }
   PtrMap<ObjectRef> attr_map = Objects(attr_keys, attrs);
   PruneRebuilder rebuilder(t, cuts, typed_map, const_map, attr_map, shape_ops);
   return rebuilder.Seq(seq);
