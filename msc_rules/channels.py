@@ -314,7 +314,7 @@ def _kind(view: DependencyView, leaf: int) -> str:
 _Visit = tuple[int, int, int, bool, int, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Walk:
     """What one producer class reaches, with its channel unit (whole heads: the head
     size; otherwise 1) and its fold (a grouped conv's group count: channel c is then
@@ -403,6 +403,10 @@ class _Grouper:
         self.roots = sorted(roots)
 
     def extent(self, cls: int) -> int | None:
+        """The first static extent of the class's nodes (the root's, when the native
+        walk gives them all)."""
+        if self.g.node_ext is not None:
+            return int(self.g.node_ext[cls])
         for n in self.classes[cls]:
             e = _extent(self.g.view, *self.g.axis_of(n))
             if isinstance(e, int):
@@ -514,7 +518,10 @@ class _Grouper:
                 spans.setdefault(cls, []).append((off, hi, blk, r, st, rep))
         need: dict[int, int] = {}
         for cls in sorted(spans):
-            items_ = sorted(set(spans[cls]))
+            got = spans[cls]
+            if len(got) < 2:
+                continue  # (most classes: one walk reaches them, no pair to compare)
+            items_ = sorted(set(got))
             for k, (lo, hi, blk, r, st, rep) in enumerate(items_):
                 for lo2, hi2, blk2, r2, st2, rep2 in items_[k + 1:]:
                     if lo2 >= hi or r2 == r:
@@ -582,8 +589,11 @@ class _Grouper:
                                 reasons.append(text)
             if not has_consumer and not io:
                 reasons.append("its channels reach no consumer weight")
-            out.append(ChannelGroup(len(out), size, _Rows(ws, self, name, letter, layouts),  # type: ignore[arg-type]
-                                    not reasons, tuple(reasons), io))
+            group = _new(ChannelGroup)  # (as _member: without the frozen __init__)
+            group.__dict__.update(id=len(out), size=size,
+                                  _members=_Rows(ws, self, name, letter, layouts),
+                                  exact=not reasons, reasons=tuple(reasons), touches_io=io)
+            out.append(group)
         return out
 
     def rows(self, ws: list[_Walk]) -> list[_Row]:
