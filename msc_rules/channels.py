@@ -90,6 +90,8 @@ def covered(offset: int, block: int, stride: int, repeat: int,
             channels: Iterable[int]) -> list[int]:
     """The indices a member's range covers for the given group channels, sorted (see
     Member)."""
+    if block == 1 and repeat == 1:  # (most members: one index per channel)
+        return sorted([offset + c for c in channels])
     return sorted(offset + c * block + j + r * stride
                   for c in channels for r in range(repeat) for j in range(block))
 

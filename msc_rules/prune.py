@@ -51,12 +51,15 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
         gr = by_id.get(gid)
         if gr is None:
             raise PruneError(f"unknown group id {gid} (groups: 0..{len(groups) - 1})")
-        try:
-            keep = [int(k) for k in kept]
-        except (TypeError, ValueError):
-            raise PruneError(f"group {gid}: kept indices must be integers") from None
-        if any(k != x for k, x in zip(keep, kept, strict=True)):
-            raise PruneError(f"group {gid}: kept indices must be integers")
+        if type(kept) is list and all(type(k) is int for k in kept):
+            keep = kept  # (the common case: a list of ints, nothing to convert)
+        else:
+            try:
+                keep = [int(k) for k in kept]
+            except (TypeError, ValueError):
+                raise PruneError(f"group {gid}: kept indices must be integers") from None
+            if any(k != x for k, x in zip(keep, kept, strict=True)):
+                raise PruneError(f"group {gid}: kept indices must be integers")
         if not keep:
             raise PruneError(f"group {gid}: the kept set is empty")
         kept_set = set(keep)
@@ -71,7 +74,7 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
         if gr.touches_io and not allow_io:
             raise PruneError(f"group {gid} reaches a model input or output "
                              "(pass allow_io=True to prune it anyway)")
-        out[gid] = [c for c in range(gr.size) if c not in kept_set]
+        out[gid] = sorted(set(range(gr.size)) - kept_set)
     return out
 
 

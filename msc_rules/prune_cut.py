@@ -30,10 +30,12 @@ class ByLeaf(Mapping[int, dict[int, Any]]):
     read."""
 
     def __init__(self, leaves: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                 axes: np.ndarray, values: Sequence[Any]) -> None:
+                 axes: np.ndarray, values: Sequence[Any],
+                 row: dict[int, int] | None = None) -> None:
         self.leaves, self.starts, self.ends = leaves, starts, ends
         self.axes, self.data = axes, values
-        self.row = dict(zip(leaves.tolist(), range(len(leaves)), strict=True))
+        self.row = row if row is not None else dict(
+            zip(leaves.tolist(), range(len(leaves)), strict=True))
         self.made: dict[int, dict[int, Any]] = {}
 
     def __getitem__(self, leaf: int) -> dict[int, Any]:
@@ -59,8 +61,7 @@ class NewExtents(ByLeaf):
     """The new extents (all static), and the records of the native rebuild."""
 
     def __init__(self, cut: ByLeaf, new: np.ndarray, g: ChannelGraph) -> None:
-        super().__init__(cut.leaves, cut.starts, cut.ends, cut.axes, new.tolist())
-        self.row = cut.row
+        super().__init__(cut.leaves, cut.starts, cut.ends, cut.axes, new.tolist(), cut.row)
         self.g, self.new = g, new
 
     def records(self) -> np.ndarray:
