@@ -126,6 +126,17 @@ def test_native_ties_are_the_python_walks(make: Any) -> None:
     assert python.composite or python.folds
 
 
+@pytest.mark.parametrize("name", ["conv_bias_net", "grouped_net"])
+def test_native_ties_of_imported_models(name: str) -> None:
+    """Models through ONNX whose ops it takes (batch norms folded into the convs;
+    grouped convs, an NHWC flatten into a linear)."""
+    from channel_models import onnx_model
+
+    python, native = _graphs(onnx_model(name)[0])
+    assert native is not None, channel_native.fallbacks[-1:]
+    assert _fields(native) == _fields(python)
+
+
 def test_the_models_exercise_every_kind_of_tie() -> None:
     cnn, _ = _graphs(_cnn())
     att, _ = _graphs(_attention())
