@@ -295,13 +295,18 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
         return None
     view = result.view
     pack = _Pack(view, family, num_input)
-    got = pack.leaves()
-    if got is None:
-        fallbacks.append("a tensor without a static shape")
+    try:  # (the view's columns are read as graph.py keeps them: see _Pack)
+        got = pack.leaves()
+        if got is None:
+            fallbacks.append("a tensor without a static shape")
+            del fallbacks[:-100]
+            return None
+        leaves, dims = got
+        got = pack.sites()
+    except (AttributeError, TypeError, ValueError, IndexError) as err:
+        fallbacks.append(f"the view's columns not as expected: {err!r}")
         del fallbacks[:-100]
         return None
-    leaves, dims = got
-    got = pack.sites()
     if got is None:
         del fallbacks[:-100]
         return None

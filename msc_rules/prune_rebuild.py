@@ -239,17 +239,22 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
     int."""
     extents = retype.extents
     if isinstance(extents, NewExtents):  # (all static, as arrays: records made at once)
-        typed_keys: list[int] = []
-        typed: list[Any] = []
-        for vid in extents.tuples():
-            var = view.values[vid].expr
-            ty = var.ty
-            new = retype(ty, view.values[vid].struct)
-            if new is not ty:
-                typed_keys.append(var.__chandle__())
-                typed.append(new)
-        return (extents.records().tobytes(), np.array(typed_keys, dtype=np.int64).tobytes(),
-                typed)
+        try:  # (the view's values are read as graph.py keeps them: see prune_cut._values)
+            records, tuples = extents.records(), extents.tuples()
+        except (AttributeError, TypeError, ValueError):
+            records = None
+        if records is not None:
+            typed_keys: list[int] = []
+            typed: list[Any] = []
+            for vid in tuples:
+                var = view.values[vid].expr
+                ty = var.ty
+                new = retype(ty, view.values[vid].struct)
+                if new is not ty:
+                    typed_keys.append(var.__chandle__())
+                    typed.append(new)
+            return (records.tobytes(), np.array(typed_keys, dtype=np.int64).tobytes(),
+                    typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
     for expr, leaf in consts:
