@@ -909,8 +909,8 @@ last 100): what the tests check to know the native read really ran."""
 (_E_FUNC, _E_PARAM, _E_PARAMS_END, _E_RET, _E_CONST, _E_STRUCT, _E_BINDING, _E_SITE,
  _E_LINK, _E_PENDING, _E_BLOCK) = range(1, 12)
 _S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
-_ARGS_OF_KIND = (None, NATIVE, None, NATIVE)  # (None: given by a SITE or LINK event)
-_ATTRS_OF_KIND = (None, None, NATIVE, NATIVE)
+_ARGS_OF_KIND = np.array([None, NATIVE, None, NATIVE], dtype=object)  # (None: in an event)
+_ATTRS_OF_KIND = np.array([None, None, NATIVE, NATIVE], dtype=object)
 
 
 class _Replay:
@@ -1074,9 +1074,10 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
-        b.const_ids.extend(const_ids)
-        handles = read.handles
-        b.const_keys.extend([handles[vid - first] for vid in const_ids])
+        if const_ids:
+            ids = np.array(const_ids, np.int64)
+            b.const_ids.frombytes(ids.astype(np.int32).tobytes())
+            b.const_keys.frombytes(np.frombuffer(read.handles, np.int64)[ids - first].tobytes())
         if dropped:
             sites._drop(dropped)
         self.edges(view)
@@ -1088,12 +1089,14 @@ class _Replay:
         at = sites._at
         if len(at) < 2 * base:  # (sites added by value have no entry)
             at.extend(repeat(-1, 2 * base - len(at)))
+        # (numpy's take on object arrays: a C loop, where map calls a method per site)
         sites.value_id += memoryview(self.site_vid).cast("i").tolist()
-        sites.op += map(self.strings.__getitem__, memoryview(self.site_name).cast("i"))
+        names = np.array(self.strings, dtype=object)
+        sites.op += names[np.frombuffer(self.site_name, np.int32)].tolist()
         sites.out += memoryview(self.site_out).cast("i").tolist()
-        kinds = self.site_kind
-        sites._args += map(_ARGS_OF_KIND.__getitem__, kinds)
-        sites._attrs += map(_ATTRS_OF_KIND.__getitem__, kinds)
+        kinds = np.frombuffer(self.site_kind, np.uint8)
+        sites._args += _ARGS_OF_KIND[kinds].tolist()
+        sites._attrs += _ATTRS_OF_KIND[kinds].tolist()
         at.frombytes(self.site_at)
         sites._flat.frombytes(self.flat)
         sites._attrs_info.frombytes(self.attrs)
@@ -1103,12 +1106,12 @@ class _Replay:
     def edges(self, view: DependencyView) -> None:
         """Add this read's edges (before its values can be looked up: a var to look up
         is one of an earlier function, and those the view has no value for go)."""
-        src = memoryview(self.edge_src).cast("i")
-        if src and min(src) < 0:
+        src = np.frombuffer(self.edge_src, np.int32)
+        if len(src) and src.min() < 0:
             get, table = view.value_of.get, self.table
             dst = memoryview(self.edge_dst).cast("i")
             pairs = [(s if s >= 0 else get(_get(table, -1 - s).__chandle__()), d)
-                     for s, d in zip(src, dst)]
+                     for s, d in zip(src.tolist(), dst)]
             view.edge_src.extend([s for s, _ in pairs if s is not None])
             view.edge_dst.extend([d for s, d in pairs if s is not None])
         else:
