@@ -36,7 +36,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -102,6 +101,15 @@ int32_t Int32(int64_t x) {
   return static_cast<int32_t>(x);
 }
 
+// a hash of static dims (the key of the distinct shapes of a read)
+struct DimsHash {
+  size_t operator()(const std::vector<int64_t>& dims) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t d : dims) h = (h ^ static_cast<uint64_t>(d)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
 class Reader {
  public:
   // `globals`: the module's global vars, 1 for those of Relax functions, 0 for others;
@@ -131,6 +139,8 @@ class Reader {
     }
     for (auto* v : {&site_at_, &edge_src_, &edge_dst_}) v->reserve(2 * n + 8);
     call_nodes_.reserve(3 * n + 8);
+    pool_.reserve(4 * n + 8);
+    value_struct_.reserve(n + 8);
     flat_.reserve(3 * n + 8);
     handles_.reserve(n + 8);
     call_handles_.reserve(n + 8);
@@ -214,8 +224,10 @@ class Reader {
       if (!d.defined() || d->type_index() != t_.int_imm) return -1;
       dims_.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
     }
-    auto [it, fresh] = shape_ids_.emplace(dims_, static_cast<int32_t>(shape_ids_.size()));
-    if (fresh) {
+    // (find first: emplace would make a node, copying the dims, for every leaf)
+    auto it = shape_ids_.find(dims_);
+    if (it == shape_ids_.end()) {
+      it = shape_ids_.emplace(dims_, static_cast<int32_t>(shape_ids_.size())).first;
       shapes_.push_back(static_cast<int64_t>(dims_.size()));
       shapes_.insert(shapes_.end(), dims_.begin(), dims_.end());
     }
@@ -501,8 +513,12 @@ class Reader {
   // nodes from the binding's), with no event unless its struct is neither a leaf nor None
   int32_t CallBinding(const ObjectRef& b, const ObjectRef& var, const ObjectRef& call) {
     Array<ObjectRef> raw = t_.call_args.GetArray(call.get());
-    std::vector<int32_t> users, args;
-    args.reserve(raw.size());
+    // (scratch vectors of the reader: no allocation per binding; nothing below reads a
+    // binding, so nothing reenters)
+    std::vector<int32_t>& users = call_users_;
+    std::vector<int32_t>& args = call_args_;
+    users.clear();
+    args.clear();
     for (const ObjectRef& a : raw) args.push_back(ArgStruct(a, &users));
     int32_t vid = AddValue(var);
     const ObjectRef& ty = t_.expr_ty.Get(var.get());
@@ -622,7 +638,8 @@ class Reader {
       site_name_, site_out_, site_at_, block_ids_;
   std::vector<uint8_t> site_kind_;
   std::vector<int64_t> handles_, shapes_, call_handles_, attrs_, dims_;
-  std::map<std::vector<int64_t>, int32_t> shape_ids_;
+  std::unordered_map<std::vector<int64_t>, int32_t, DimsHash> shape_ids_;
+  std::vector<int32_t> call_users_, call_args_;
   std::vector<ObjectRef> nodes_;
   std::vector<ffi::String> strings_;
   std::unordered_map<std::string, int32_t> string_ids_;
