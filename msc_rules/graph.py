@@ -370,8 +370,8 @@ class SiteTable(Sequence[CallSite]):
     one int32 array, and its attributes as a node of the read's table, fetched when
     asked for. A site's call is its binding's value (None for a link)."""
 
-    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_flat", "_tables", "_values", "op",
-                 "out", "value_id")
+    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_calls", "_flat", "_tables",
+                 "_values", "op", "out", "value_id")
 
     def __init__(self, values: ValueTable) -> None:
         self.value_id: list[int] = []
@@ -390,6 +390,9 @@ class SiteTable(Sequence[CallSite]):
         self._at = array("i")
         self._attrs_info = array("q")
         self._tables: list[tuple[int, Any]] = []
+        # per site up to the last of a native read: its call's node in that read's table
+        # (-1: a link, or a site added by value)
+        self._calls = array("i")
         self._values = values
 
     def append(self, cs: CallSite) -> None:
@@ -404,7 +407,7 @@ class SiteTable(Sequence[CallSite]):
         """Remove sites (of the last native read: no read starts after them)."""
         for i in sorted(sites, reverse=True):
             del self.value_id[i], self.op[i], self.out[i], self._args[i], self._attrs[i]
-            del self._at[2 * i:2 * i + 2]
+            del self._at[2 * i:2 * i + 2], self._calls[i]
 
     def args_of(self, i: int) -> list[Struct]:
         """The argument structs of site `i`."""
@@ -431,6 +434,10 @@ class SiteTable(Sequence[CallSite]):
 
     def call_of(self, i: int) -> Any:
         """The call of site `i` (None for a link)."""
+        calls = self._calls
+        if i < len(calls) and calls[i] >= 0:
+            tables = self._tables
+            return _get(tables[bisect_right(tables, i, key=itemgetter(0)) - 1][1], calls[i])
         return None if self.op[i] == "<link>" else self._values.call_of(self.value_id[i])
 
     def __len__(self) -> int:
@@ -445,12 +452,30 @@ class SiteTable(Sequence[CallSite]):
     def __getitem__(self, i: int | slice) -> CallSite | list[CallSite]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self.value_id)
         if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
+            i += n
+        if not 0 <= i < n:
             raise IndexError("site index out of range")
-        return _new_tuple(CallSite, (self.value_id[i], self.call_of(i), self.op[i],
-                                     self.args_of(i), self.out[i], self.attrs_of(i)))
+        # (call_of, args_of and attrs_of inline, the read's table found once: the channel
+        # walks make a CallSite per visit)
+        args, attrs, calls = self._args[i], self._attrs[i], self._calls
+        node = calls[i] if i < len(calls) else -1
+        table = None
+        if node >= 0 or attrs is NATIVE:
+            tables = self._tables
+            table = tables[bisect_right(tables, i, key=itemgetter(0)) - 1][1]
+        op = self.op[i]
+        if node >= 0:
+            call = _get(table, node)
+        else:
+            call = None if op == "<link>" else self._values.call_of(self.value_id[i])
+        if args is NATIVE:
+            flat, at = self._flat, self._at[2 * i]
+            args = [x if x >= 0 else None for x in flat[at + 1:at + 1 + flat[at]]]
+        if attrs is NATIVE:
+            attrs = _get(table, self._attrs_info[3 * self._at[2 * i + 1]])
+        return _new_tuple(CallSite, (self.value_id[i], call, op, args, self.out[i], attrs))
 
     def __iter__(self) -> Iterator[CallSite]:
         return (self[i] for i in range(len(self)))
@@ -919,7 +944,7 @@ class _Replay:
 
     Most of it comes as final columns, added in bulk: per value (its handles, struct,
     function: `_NativeRead`; a call binding's Value is made when asked for), per leaf,
-    per site (value, op name, out, flat arguments' and attributes' entries, kind),
+    per site (value, op name, out, flat arguments' and attributes' entries, kind, call),
     edges, the records of blocks. The events (int32) give the rest, in order: FUNC
     name; PARAM value node struct; PARAMS_END; RET struct (the current function's
     return); CONST value node struct; STRUCT value struct (a call binding's struct that
@@ -944,7 +969,7 @@ class _Replay:
         (events, handles, calls, call_nodes, structs, funcs, self.leaf_ndim, self.leaf_type,
          self.leaf_owner, self.leaf_static, shapes, nodes, strings, self.edge_src,
          self.edge_dst, self.flat, self.attrs, self.site_vid, self.site_name, self.site_out,
-         self.site_at, self.site_kind, block_ids) = out
+         self.site_at, self.site_kind, self.site_call, block_ids) = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
@@ -1086,9 +1111,11 @@ class _Replay:
     def sites(self, sites: SiteTable) -> int:
         """Add this read's site columns; the index of its first site."""
         base = len(sites)
-        at = sites._at
+        at, calls = sites._at, sites._calls
         if len(at) < 2 * base:  # (sites added by value have no entry)
             at.extend(repeat(-1, 2 * base - len(at)))
+            calls.extend(repeat(-1, base - len(calls)))
+        calls.frombytes(self.site_call)
         # (numpy's take on object arrays: a C loop, where map calls a method per site)
         sites.value_id += memoryview(self.site_vid).cast("i").tolist()
         names = np.array(self.strings, dtype=object)

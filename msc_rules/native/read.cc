@@ -22,8 +22,8 @@
 // (int64: per entry its node, type index and structural hash, see Attrs); per site:
 // value, op name string, out (a leaf, else in a SITE event), its flat arguments' offset
 // and attributes entry (int32 pairs, numbered from `flat_base` and `attrs_base`, -1 for
-// none), its kind (uint8: 1 arguments flat, 2 attributes native); the records of
-// binding blocks (int32)].
+// none), its kind (uint8: 1 arguments flat, 2 attributes native), the node of its call
+// (int32, -1 for a link); the records of binding blocks (int32)].
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -134,7 +134,8 @@ class Reader {
       n += t_.block_bindings.GetArray(block.get()).size();
     }
     for (auto* v : {&value_struct_col_, &value_func_, &leaf_ndim_, &leaf_type_, &leaf_owner_,
-                    &leaf_static_, &site_vid_, &site_name_, &site_out_, &block_ids_}) {
+                    &leaf_static_, &site_vid_, &site_name_, &site_out_, &site_call_,
+                    &block_ids_}) {
       v->reserve(n + 8);
     }
     for (auto* v : {&site_at_, &edge_src_, &edge_dst_}) v->reserve(2 * n + 8);
@@ -158,7 +159,8 @@ class Reader {
                       ToBytes(leaf_static_), ToBytes(shapes_), nodes, strings,
                       ToBytes(edge_src_), ToBytes(edge_dst_), ToBytes(flat_), ToBytes(attrs_),
                       ToBytes(site_vid_), ToBytes(site_name_), ToBytes(site_out_),
-                      ToBytes(site_at_), ToBytes(site_kind_), ToBytes(block_ids_)};
+                      ToBytes(site_at_), ToBytes(site_kind_), ToBytes(site_call_),
+                      ToBytes(block_ids_)};
   }
 
  private:
@@ -377,9 +379,10 @@ class Reader {
 
   // a site's columns (its out and, unless `flat`, its arguments then come in an event)
   int32_t SiteColumns(int32_t vid, int32_t name, int32_t out, int32_t flat_at,
-                      int32_t attrs_entry) {
+                      int32_t attrs_entry, int32_t call_node) {
     int32_t site = Int32(static_cast<int64_t>(site_vid_.size()));
     site_vid_.push_back(vid);
+    site_call_.push_back(call_node);
     site_name_.push_back(name);
     site_out_.push_back(out);
     site_at_.insert(site_at_.end(), {flat_at < 0 ? -1 : Int32(flat_base_ + flat_at),
@@ -392,7 +395,7 @@ class Reader {
   // (a struct of the caller's view may be None: the replay drops such links)
   void Link(int32_t vid, int32_t src, int32_t dst) {
     if (pool_[src] == kNone || pool_[dst] == kNone) return;
-    int32_t site = SiteColumns(vid, String("<link>"), kInEvent, -1, -1);
+    int32_t site = SiteColumns(vid, String("<link>"), kInEvent, -1, -1, -1);
     events_.insert(events_.end(), {kLink, site});
     Emit(src, &events_);
     Emit(dst, &events_);
@@ -505,6 +508,7 @@ class Reader {
                     const ObjectRef& value, int32_t st) {
     // nodes first: Node() may not run between the pushes of one event
     int32_t nb = Node(b), nv = Node(var), nval = Node(value);
+    call_node_ = nval;
     events_.insert(events_.end(), {kBinding, vid, nb, nv, nval});
     Emit(st, &events_);
   }
@@ -528,6 +532,7 @@ class Reader {
     call_nodes_[3 * i] = nb;
     call_nodes_[3 * i + 1] = nc;
     call_nodes_[3 * i + 2] = nty;
+    call_node_ = nc;
     SetStruct(vid, NewStruct(ty, vid, nty), true);
     CallSite(vid, call, args);
     Edges(vid, users);
@@ -604,7 +609,8 @@ class Reader {
       for (int32_t a : args) flat_.push_back(pool_[a]);
     }
     int32_t code = pool_[out];
-    int32_t site = SiteColumns(vid, name, code >= 0 ? code : kInEvent, flat_at, attrs);
+    int32_t site = SiteColumns(vid, name, code >= 0 ? code : kInEvent, flat_at, attrs,
+                               call_node_);
     if (flat && code >= 0) return;
     events_.insert(events_.end(), {kSite, site, flat ? -1 : Int32(static_cast<int64_t>(
                                                                   args.size()))});
@@ -628,6 +634,7 @@ class Reader {
   int64_t n_values_ = 0, n_leaves_ = 0;
   int depth_ = 0;
   int32_t func_ = -1;  // the string of the function being read
+  int32_t call_node_ = -1;  // the node of the value of the binding read last
   PtrMap<int32_t> value_of_;
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
   PtrMap<int32_t> op_names_;  // op -> its name's string id (-1 - it for call_dps_packed)
@@ -635,7 +642,7 @@ class Reader {
   std::vector<int32_t> pool_;
   std::vector<int32_t> events_, call_nodes_, value_struct_col_, value_func_, leaf_ndim_,
       leaf_type_, leaf_owner_, leaf_static_, edge_src_, edge_dst_, flat_, site_vid_,
-      site_name_, site_out_, site_at_, block_ids_;
+      site_name_, site_out_, site_at_, site_call_, block_ids_;
   std::vector<uint8_t> site_kind_;
   std::vector<int64_t> handles_, shapes_, call_handles_, attrs_, dims_;
   std::unordered_map<std::vector<int64_t>, int32_t, DimsHash> shape_ids_;
