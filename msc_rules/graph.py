@@ -461,7 +461,7 @@ class SiteTable(Sequence[CallSite]):
         # walks make a CallSite per visit)
         args, attrs, calls = self._args[i], self._attrs[i], self._calls
         node = calls[i] if i < len(calls) else -1
-        table = None
+        table: Any = None
         if node >= 0 or attrs is NATIVE:
             tables = self._tables
             table = tables[bisect_right(tables, i, key=itemgetter(0)) - 1][1]
