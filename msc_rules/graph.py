@@ -207,8 +207,8 @@ def _read_call_bindings(values: list[Any]) -> Iterator[CallBindings]:
 
 class ValueTable(Sequence[Value]):
     """The view's values, by id (`DependencyView.values`). The call bindings of a
-    native read are made when first asked for (a NativeValue, kept): no object per
-    binding until then. Iterating makes them all."""
+    native read are made when first asked for by index (a NativeValue, kept): no object
+    per binding until then. Iterating makes those not made yet for the walk only."""
 
     __slots__ = ("_items", "_lazy", "_reads")
 
@@ -291,7 +291,21 @@ class ValueTable(Sequence[Value]):
         return items_  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[Value]:
-        return iter(self.fill() if self._lazy else self._items)  # type: ignore[arg-type]
+        if not self._lazy:
+            return iter(self._items)  # type: ignore[arg-type]
+        return self._walk()
+
+    def _walk(self) -> Iterator[Value]:
+        """Every value; those not made yet made for the walk only (not kept: a walk over
+        all values, a search for the params say, leaves no object per binding behind)."""
+        items_ = self._items
+        at = 0
+        for first, read in self._lazy:
+            yield from items_[at:first]  # type: ignore[misc]
+            at = first + len(read.handles)
+            for i, v in enumerate(items_[first:at], first):
+                yield v if v is not None else NativeValue(i, read)
+        yield from items_[at:]  # type: ignore[misc]
 
 
 class _LazyRecords:

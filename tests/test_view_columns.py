@@ -142,7 +142,10 @@ def test_native_values_are_made_when_asked_for(monkeypatch: pytest.MonkeyPatch) 
     v = table[vid]
     assert type(v) is graph.NativeValue and v.id == vid and table[vid] is v
     assert table[vid - len(table)] is v and table[vid:vid + 1] == [v]
-    assert all(x is not None for x in list(table)) and len(list(table)) == len(table)
+    walked = list(table)  # (made for the walk: not kept)
+    assert len(walked) == len(table) and walked[vid] is v
+    assert all(type(x) is graph.NativeValue for i, x in enumerate(walked) if i in lazy)
+    assert [i for i, x in enumerate(table._items) if x is None] == [i for i in lazy if i != vid]
 
 
 def test_block_records_are_made_on_access(monkeypatch: pytest.MonkeyPatch) -> None:
