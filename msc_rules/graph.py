@@ -7,15 +7,18 @@ value is a *leaf* (a tuple-typed value has one leaf per field); TupleGetItem, Tu
 and var-to-var bindings share leaves with what they alias, so they never disagree.
 
 Each global function is read by the native read (native/read.cc) when the native walk
-is available (MSC_RULES_NATIVE), which records what `_Builder.function` would add and
-`_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
-in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
-asked for), and static shapes come with the read.
+is available (MSC_RULES_NATIVE), which gives what `_Builder.function` would add as the
+view's own columns (`_Replay` adds them in bulk, no Python loop per binding), giving the
+same view; a function the C++ side refuses is read here, in Python. Static shapes come
+with the read.
 
-Few objects per binding: call sites are columns of a `SiteTable` (a CallSite is made on
-access; a native read's arguments sit in one int32 array and its attributes, hashed by
-the C++ side, are fetched when read), edges and leaf owners are int32 arrays, leaf
-types and the handle -> value lookups of a native read are made on first use.
+Few objects per binding: the values are a `ValueTable` whose natively read call
+bindings are made when asked for (a `NativeValue`, its IR nodes fetched when asked
+for), call sites are columns of a `SiteTable` (a CallSite is made on access; a native
+read's arguments sit in one int32 array and its attributes, hashed by the C++ side,
+are fetched when read), edges and leaf owners are int32 arrays, leaf types, the records
+of binding blocks and the handle -> value lookups of a native read are made on first
+use.
 """
 
 from __future__ import annotations
