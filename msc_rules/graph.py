@@ -117,18 +117,31 @@ class NativeValue(Value):
     """A call binding's Value as the native read made it, made when first asked for
     (`DependencyView.values` holds none until then): the IR nodes (`expr`, `value`,
     `binding`, `args`, `op`, `ty`) are fetched when asked for (most runs ask for none:
-    the native rebuild takes the handles, `handles`). Equal to the Value graph.py's own
-    read makes, field for field."""
+    the native rebuild takes the handles, `handles`), and its struct, function and top
+    read from the read's arrays. Equal to the Value graph.py's own read makes, field for
+    field. Two slots of its own: its id and the read (a walk makes one per binding)."""
 
     __slots__ = ("_read",)
+    kind = "binding"
 
     def __init__(self, vid: int, read: _NativeRead) -> None:
-        i = vid - read.first
-        st = read.structs[i]
-        self.id, self.kind, self.top = vid, "binding", read.top
-        self.func = read.strings[read.funcs[i]]
-        self.struct = st if st >= 0 else None if st == -1 else read.extra[vid]
+        self.id = vid
         self._read = read
+
+    @property
+    def struct(self) -> Struct:  # type: ignore[override]
+        read = self._read
+        st = read.structs[self.id - read.first]
+        return st if st >= 0 else None if st == -1 else read.extra[self.id]
+
+    @property
+    def func(self) -> str:  # type: ignore[override]
+        read = self._read
+        return read.strings[read.funcs[self.id - read.first]]
+
+    @property
+    def top(self) -> str:  # type: ignore[override]
+        return self._read.top
 
     @property
     def name(self) -> str:
@@ -206,6 +219,9 @@ def _read_call_bindings(values: list[Any]) -> Iterator[CallBindings]:
         yield CallBindings(top, np.array(ids, np.int64), np.array(structs, np.int32),
                            np.array(var_handles, np.int64).tobytes(),
                            np.array(call_handles, np.int64).tobytes())
+
+
+_new_native = object.__new__
 
 
 class ValueTable(Sequence[Value]):
@@ -306,8 +322,12 @@ class ValueTable(Sequence[Value]):
         for first, read in self._lazy:
             yield from items_[at:first]  # type: ignore[misc]
             at = first + len(read.handles)
+            new = _new_native
             for i, v in enumerate(items_[first:at], first):
-                yield v if v is not None else NativeValue(i, read)
+                if v is None:  # (NativeValue's __init__ inline: no frame per value)
+                    v = new(NativeValue)
+                    v.id, v._read = i, read
+                yield v
         yield from items_[at:]  # type: ignore[misc]
 
 
