@@ -272,6 +272,11 @@ class ValueTable(Sequence[Value]):
         got = items_[i] = NativeValue(i, read)
         return got
 
+    def kind_of(self, vid: int) -> str:
+        """`self[vid].kind`, without making the Value."""
+        got = self._items[vid]
+        return "binding" if got is None else got.kind
+
     def call_of(self, vid: int) -> Any:
         """`self[vid].value` (the value of a call binding), without making the Value."""
         got = self._items[vid]

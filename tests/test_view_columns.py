@@ -137,7 +137,9 @@ def test_native_values_are_made_when_asked_for(monkeypatch: pytest.MonkeyPatch) 
         if view.sites.op[i] != "<link>":
             call = view.sites.call_of(i)
             assert isinstance(call, relax.Call)
+    kinds = [table.kind_of(i) for i in range(len(table))]
     assert [i for i, v in enumerate(table._items) if v is None] == lazy  # none made
+    assert kinds == [v.kind for v in table]
     vid = lazy[len(lazy) // 2]
     v = table[vid]
     assert type(v) is graph.NativeValue and v.id == vid and table[vid] is v
