@@ -7,28 +7,32 @@ value is a *leaf* (a tuple-typed value has one leaf per field); TupleGetItem, Tu
 and var-to-var bindings share leaves with what they alias, so they never disagree.
 
 Each global function is read by the native read (native/read.cc) when the native walk
-is available (MSC_RULES_NATIVE), which records what `_Builder.function` would add and
-`_Replay` adds it, giving the same view; a function the C++ side refuses is read here,
-in Python. Call bindings read natively are `NativeValue`s (their IR nodes fetched when
-asked for), and static shapes come with the read.
+is available (MSC_RULES_NATIVE), which gives what `_Builder.function` would add as the
+view's own columns (`_Replay` adds them in bulk, no Python loop per binding), giving the
+same view; a function the C++ side refuses is read here, in Python. Static shapes come
+with the read.
 
-Few objects per binding: call sites are columns of a `SiteTable` (a CallSite is made on
-access; a native read's arguments sit in one int32 array and its attributes, hashed by
-the C++ side, are fetched when read), edges and leaf owners are int32 arrays, leaf
-types and the handle -> value lookups of a native read are made on first use.
+Few objects per binding: the values are a `ValueTable` whose natively read call
+bindings are made when asked for (a `NativeValue`, its IR nodes fetched when asked
+for), call sites are columns of a `SiteTable` (a CallSite is made on access; a native
+read's arguments sit in one int32 array and its attributes, hashed by the C++ side,
+are fetched when read), edges and leaf owners are int32 arrays, leaf types, the records
+of binding blocks and the handle -> value lookups of a native read are made on first
+use.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, Union, overload
 
 import networkx as nx
+import numpy as np
 import tvm
 from tvm import relax
 from tvm_ffi import _ffi_api
@@ -88,30 +92,56 @@ _get = _ffi_api.ArrayGetItem
 
 
 class _NativeRead:
-    """What the values of one native read share: its node table and, per value of the
-    read (by id - `first`), its node's handle, and for a call binding the call's handle,
-    the node of the binding in the table and the number of arguments (read.cc's
-    output; the arrays are memoryviews of it, so no Python int per value)."""
+    """What the values of one native read share: its node table, strings and function,
+    and per value of the read (by id - `first`) its node's handle, the call's handle
+    (0: not a call binding), the nodes of the binding, the call and its var's type, its struct
+    (a leaf, -1 None, -2 in `extra`) and its function's string (read.cc's output; the
+    arrays are memoryviews of it, so no Python object per value)."""
 
-    __slots__ = ("calls", "first", "handles", "nodes", "table")
+    __slots__ = ("calls", "extra", "first", "funcs", "handles", "nodes", "strings", "structs",
+                 "table", "top")
 
-    def __init__(self, table: Any, first: int, handles: Any, calls: Any, nodes: Any) -> None:
-        self.table, self.first = table, first
-        self.handles, self.calls, self.nodes = handles, calls, nodes
+    def __init__(self, table: Any, first: int, top: str, strings: list[str],
+                 out: Sequence[Any]) -> None:
+        self.table, self.first, self.top, self.strings = table, first, top, strings
+        handles, calls, nodes, structs, funcs = out
+        self.handles = memoryview(handles).cast("q")
+        self.calls = memoryview(calls).cast("q")
+        self.nodes = memoryview(nodes).cast("i")
+        self.structs = memoryview(structs).cast("i")
+        self.funcs = memoryview(funcs).cast("i")
+        self.extra: dict[int, Struct] = {}  # the structs neither a leaf nor None, by value
 
 
 class NativeValue(Value):
-    """A call binding's Value as the native read made it: the IR nodes (`expr`, `value`,
-    `binding`, `args`, `op`, `ty`) stay in the read's node table and are fetched when
-    asked for (most runs ask for none: the native rebuild takes the handles, `handles`).
-    Equal to the Value graph.py's own read makes, field for field. One slot of its own
-    (the read): everything else it knows is in the read's arrays, by its id."""
+    """A call binding's Value as the native read made it, made when first asked for
+    (`DependencyView.values` holds none until then): the IR nodes (`expr`, `value`,
+    `binding`, `args`, `op`, `ty`) are fetched when asked for (most runs ask for none:
+    the native rebuild takes the handles, `handles`), and its struct, function and top
+    read from the read's arrays. Equal to the Value graph.py's own read makes, field for
+    field. Two slots of its own: its id and the read (a walk makes one per binding)."""
 
     __slots__ = ("_read",)
+    kind = "binding"
 
-    def __init__(self, vid: int, func: str, struct: Struct, top: str, read: _NativeRead) -> None:
-        self.id, self.kind, self.func, self.struct, self.top = vid, "binding", func, struct, top
+    def __init__(self, vid: int, read: _NativeRead) -> None:
+        self.id = vid
         self._read = read
+
+    @property
+    def struct(self) -> Struct:  # type: ignore[override]
+        read = self._read
+        st = read.structs[self.id - read.first]
+        return st if st >= 0 else None if st == -1 else read.extra[self.id]
+
+    @property
+    def func(self) -> str:  # type: ignore[override]
+        read = self._read
+        return read.strings[read.funcs[self.id - read.first]]
+
+    @property
+    def top(self) -> str:  # type: ignore[override]
+        return self._read.top
 
     @property
     def name(self) -> str:
@@ -130,36 +160,225 @@ class NativeValue(Value):
         i = self.id - read.first
         return read.handles[i], read.calls[i]
 
-    def _node(self, k: int) -> Any:
-        read = self._read
-        return _get(read.table, read.nodes[2 * (self.id - read.first)] + k)
-
     @property
     def binding(self) -> Any:
-        return self._node(0)
+        read = self._read
+        return _get(read.table, read.nodes[3 * (self.id - read.first)])
 
     @property
     def expr(self) -> Any:
-        return self._node(1)
+        return self.binding.var
 
     @property
     def value(self) -> Any:
-        return self._node(2)
+        read = self._read
+        return _get(read.table, read.nodes[3 * (self.id - read.first) + 1])
 
     @property
     def op(self) -> Any:
-        return self._node(3)
+        return self.value.op
 
     @property
     def ty(self) -> Any:
-        return self._node(4)
+        read = self._read
+        return _get(read.table, read.nodes[3 * (self.id - read.first) + 2])
 
     @property
     def args(self) -> list[Any]:  # type: ignore[override]
-        read = self._read
-        i = 2 * (self.id - read.first)
-        at, n, table = read.nodes[i] + 5, read.nodes[i + 1], read.table
-        return [_get(table, at + k) for k in range(n)]
+        return items(self.value.args)
+
+
+class CallBindings(NamedTuple):
+    """Call bindings of one function (see `ValueTable.call_bindings`): their value ids
+    and structs (int arrays: a leaf, -1 None, -2 another: see the Value), the handles of
+    their vars and calls (int64 bytes)."""
+
+    top: str
+    ids: Any
+    structs: Any
+    var_handles: bytes
+    call_handles: bytes
+
+
+def _read_call_bindings(values: list[Any]) -> Iterator[CallBindings]:
+    """`ValueTable.call_bindings` of Values graph.py's own read made (those with args),
+    a chunk per run of one function."""
+    runs: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
+    for v in values:
+        if v.args is None:
+            continue
+        got = runs.get(v.top)
+        if got is None:
+            got = runs[v.top] = ([], [], [], [])
+        st = v.struct
+        got[0].append(v.id)
+        got[1].append(st if type(st) is int else -1 if st is None else -2)
+        got[2].append(v.expr.__chandle__())
+        got[3].append(v.value.__chandle__())
+    for top, (ids, structs, var_handles, call_handles) in runs.items():
+        yield CallBindings(top, np.array(ids, np.int64), np.array(structs, np.int32),
+                           np.array(var_handles, np.int64).tobytes(),
+                           np.array(call_handles, np.int64).tobytes())
+
+
+_new_native = object.__new__
+
+
+class ValueTable(Sequence[Value]):
+    """The view's values, by id (`DependencyView.values`). The call bindings of a
+    native read are made when first asked for by index (a NativeValue, kept): no object
+    per binding until then. Iterating makes those not made yet for the walk only."""
+
+    __slots__ = ("_items", "_lazy", "_reads")
+
+    def __init__(self) -> None:
+        self._items: list[Value | None] = []  # None: a native read's, not made yet
+        self._lazy: list[tuple[int, _NativeRead]] = []  # (first value id, read), in order
+        self._reads: list[tuple[int, _NativeRead]] = []  # the same, all of them
+
+    def append(self, value: Value) -> None:
+        """Add a value."""
+        self._items.append(value)
+
+    def add_native(self, read: _NativeRead) -> None:
+        """Add the values of a native read (its other values are set by id after)."""
+        self._lazy.append((len(self._items), read))
+        self._reads.append(self._lazy[-1])
+        self._items.extend(repeat(None, len(read.handles)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Value: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Value]: ...
+
+    def __getitem__(self, i: int | slice) -> Value | list[Value]:
+        got = self._items[i]
+        if got is None:
+            return self._make(i)  # type: ignore[arg-type]
+        if type(got) is list:
+            return [self[k] for k in range(*i.indices(len(self)))]  # type: ignore[union-attr]
+        return got  # type: ignore[return-value]
+
+    def _make(self, i: int) -> Value:
+        items_ = self._items
+        if i < 0:
+            i += len(items_)
+        lazy = self._lazy
+        read = lazy[bisect_right(lazy, i, key=itemgetter(0)) - 1][1]
+        got = items_[i] = NativeValue(i, read)
+        return got
+
+    def kind_of(self, vid: int) -> str:
+        """`self[vid].kind`, without making the Value."""
+        got = self._items[vid]
+        return "binding" if got is None else got.kind
+
+    def call_of(self, vid: int) -> Any:
+        """`self[vid].value` (the value of a call binding), without making the Value."""
+        got = self._items[vid]
+        if got is not None:
+            return got.value
+        lazy = self._lazy
+        read = lazy[bisect_right(lazy, vid, key=itemgetter(0)) - 1][1]
+        return _get(read.table, read.nodes[3 * (vid - read.first) + 1])
+
+    def call_bindings(self) -> Iterator[CallBindings]:
+        """The call bindings (VarBindings of Calls) as columns, one chunk per function
+        read (`Value.top`), in order, without making their Values."""
+        items_ = self._items
+        at = 0
+        for first, read in [*self._reads, (len(items_), None)]:
+            if at < first:  # values graph.py's own read made
+                yield from _read_call_bindings(items_[at:first])
+            if read is None:
+                break
+            calls = np.frombuffer(read.calls, np.int64)
+            picked = np.flatnonzero(calls)
+            yield CallBindings(read.top, picked + first,
+                               np.frombuffer(read.structs, np.int32)[picked],
+                               np.frombuffer(read.handles, np.int64)[picked].tobytes(),
+                               calls[picked].tobytes())
+            at = first + len(calls)
+
+    def fill(self) -> list[Value]:
+        """Every value made; the list of them (the table's own: do not change it)."""
+        items_ = self._items
+        for first, read in self._lazy:
+            for i in range(first, first + len(read.handles)):
+                if items_[i] is None:
+                    items_[i] = NativeValue(i, read)
+        self._lazy.clear()
+        return items_  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[Value]:
+        if not self._lazy:
+            return iter(self._items)  # type: ignore[arg-type]
+        return self._walk()
+
+    def _walk(self) -> Iterator[Value]:
+        """Every value; those not made yet made for the walk only (not kept: a walk over
+        all values, a search for the params say, leaves no object per binding behind)."""
+        items_ = self._items
+        at = 0
+        for first, read in self._lazy:
+            yield from items_[at:first]  # type: ignore[misc]
+            at = first + len(read.handles)
+            new = _new_native
+            for i, v in enumerate(items_[first:at], first):
+                if v is None:  # (NativeValue's __init__ inline: no frame per value)
+                    v = new(NativeValue)
+                    v.id, v._read = i, read
+                yield v
+        yield from items_[at:]  # type: ignore[misc]
+
+
+class _LazyRecords:
+    """A binding block of a native read whose records are not made yet: the record of
+    each binding (a value id, or -1 - the table node of a local function's binding)."""
+
+    __slots__ = ("block", "ids", "table")
+
+    def __init__(self, block: Any, ids: Any, table: Any) -> None:
+        self.block, self.ids, self.table = block, ids, table
+
+
+class BlockRecords(MutableMapping[int, tuple[Any, list[Any]]]):
+    """`DependencyView.block_records`: per block handle, the block and its records. A
+    native read's are made on first access (most runs never read them)."""
+
+    __slots__ = ("_items", "_values")
+
+    def __init__(self, values: ValueTable) -> None:
+        self._items: dict[int, Any] = {}
+        self._values = values
+
+    def add_native(self, handle: int, block: Any, ids: Any, table: Any) -> None:
+        """Add a native read's block: `ids` as in `_LazyRecords`."""
+        self._items[handle] = _LazyRecords(block, ids, table)
+
+    def __getitem__(self, handle: int) -> tuple[Any, list[Any]]:
+        got = self._items[handle]
+        if type(got) is _LazyRecords:
+            values, table = self._values, got.table
+            got = self._items[handle] = (
+                got.block, [values[r] if r >= 0 else _get(table, -1 - r) for r in got.ids])
+        return got
+
+    def __setitem__(self, handle: int, entry: tuple[Any, list[Any]]) -> None:
+        self._items[handle] = entry
+
+    def __delitem__(self, handle: int) -> None:
+        del self._items[handle]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class _Native:
@@ -193,10 +412,10 @@ class SiteTable(Sequence[CallSite]):
     one int32 array, and its attributes as a node of the read's table, fetched when
     asked for. A site's call is its binding's value (None for a link)."""
 
-    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_flat", "_tables", "_values", "op",
-                 "out", "value_id")
+    __slots__ = ("_args", "_at", "_attrs", "_attrs_info", "_calls", "_flat", "_tables",
+                 "_values", "op", "out", "value_id")
 
-    def __init__(self, values: list[Value]) -> None:
+    def __init__(self, values: ValueTable) -> None:
         self.value_id: list[int] = []
         self.op: list[str] = []
         self.out: list[Struct] = []
@@ -213,6 +432,9 @@ class SiteTable(Sequence[CallSite]):
         self._at = array("i")
         self._attrs_info = array("q")
         self._tables: list[tuple[int, Any]] = []
+        # per site up to the last of a native read: its call's node in that read's table
+        # (-1: a link, or a site added by value)
+        self._calls = array("i")
         self._values = values
 
     def append(self, cs: CallSite) -> None:
@@ -222,6 +444,12 @@ class SiteTable(Sequence[CallSite]):
         self._args.append(cs.args)
         self.out.append(cs.out)
         self._attrs.append(cs.attrs)
+
+    def _drop(self, sites: list[int]) -> None:
+        """Remove sites (of the last native read: no read starts after them)."""
+        for i in sorted(sites, reverse=True):
+            del self.value_id[i], self.op[i], self.out[i], self._args[i], self._attrs[i]
+            del self._at[2 * i:2 * i + 2], self._calls[i]
 
     def args_of(self, i: int) -> list[Struct]:
         """The argument structs of site `i`."""
@@ -248,7 +476,11 @@ class SiteTable(Sequence[CallSite]):
 
     def call_of(self, i: int) -> Any:
         """The call of site `i` (None for a link)."""
-        return None if self.op[i] == "<link>" else self._values[self.value_id[i]].value
+        calls = self._calls
+        if i < len(calls) and calls[i] >= 0:
+            tables = self._tables
+            return _get(tables[bisect_right(tables, i, key=itemgetter(0)) - 1][1], calls[i])
+        return None if self.op[i] == "<link>" else self._values.call_of(self.value_id[i])
 
     def __len__(self) -> int:
         return len(self.value_id)
@@ -262,12 +494,30 @@ class SiteTable(Sequence[CallSite]):
     def __getitem__(self, i: int | slice) -> CallSite | list[CallSite]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self.value_id)
         if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
+            i += n
+        if not 0 <= i < n:
             raise IndexError("site index out of range")
-        return _new_tuple(CallSite, (self.value_id[i], self.call_of(i), self.op[i],
-                                     self.args_of(i), self.out[i], self.attrs_of(i)))
+        # (call_of, args_of and attrs_of inline, the read's table found once: the channel
+        # walks make a CallSite per visit)
+        args, attrs, calls = self._args[i], self._attrs[i], self._calls
+        node = calls[i] if i < len(calls) else -1
+        table: Any = None
+        if node >= 0 or attrs is NATIVE:
+            tables = self._tables
+            table = tables[bisect_right(tables, i, key=itemgetter(0)) - 1][1]
+        op = self.op[i]
+        if node >= 0:
+            call = _get(table, node)
+        else:
+            call = None if op == "<link>" else self._values.call_of(self.value_id[i])
+        if args is NATIVE:
+            flat, at = self._flat, self._at[2 * i]
+            args = [x if x >= 0 else None for x in flat[at + 1:at + 1 + flat[at]]]
+        if attrs is NATIVE:
+            attrs = _get(table, self._attrs_info[3 * self._at[2 * i + 1]])
+        return _new_tuple(CallSite, (self.value_id[i], call, op, args, self.out[i], attrs))
 
     def __iter__(self) -> Iterator[CallSite]:
         return (self[i] for i in range(len(self)))
@@ -320,7 +570,7 @@ class DependencyView:
     """Values, leaves and call sites of the functions reachable from the entry."""
 
     entry: str
-    values: list[Value] = field(default_factory=list)
+    values: ValueTable = field(default_factory=ValueTable)
     leaf_ndim: list[int] = field(default_factory=list)
     leaf_type: LeafTypes = field(default_factory=LeafTypes)
     leaf_value: array[int] = field(default_factory=lambda: array("i"))
@@ -334,7 +584,7 @@ class DependencyView:
     others: list[int] = field(default_factory=list)
     """Ids of the values without `Value.args`, in order: params, constants and the
     bindings that are not a `VarBinding` of a `Call` (those have `Value.args`)."""
-    block_records: dict[int, tuple[Any, list[Any]]] = field(default_factory=dict)
+    block_records: BlockRecords = field(init=False)
     """Per binding block (by handle): the block and what the view read of each binding
     (its Value, or the Binding itself for a local function). The rewrite reuses these
     reads. Holding the block keeps its handle from being reused while the view lives."""
@@ -351,6 +601,7 @@ class DependencyView:
 
     def __post_init__(self) -> None:
         self.sites = SiteTable(self.values)
+        self.block_records = BlockRecords(self.values)
 
     @property
     def value_of(self) -> dict[int, int]:
@@ -458,6 +709,8 @@ class _Builder:
         self.global_args: tuple[bytes, bytes] | None = None
         # the view's lookups (complete while a function is read here: see build)
         self.value_of = self.view._value_of
+        # the values as a plain list (complete while a function is read here: see build)
+        self.values: list[Any] = self.view.values._items
         sites = self.view.sites  # (its columns' appends, for the common binding)
         self.add_site = (sites.value_id.append, sites.op.append, sites._args.append,
                          sites.out.append, sites._attrs.append)
@@ -476,9 +729,9 @@ class _Builder:
 
     def add_value(self, kind: str, expr: Any, func: str, value: Any = None) -> Value:
         view = self.view
-        vid = len(view.values)
+        vid = len(self.values)
         val = Value(vid, kind, expr, func, None, value, self.top)
-        view.values.append(val)
+        self.values.append(val)
         self.value_of[expr.__chandle__()] = vid
         view.others.append(vid)
         return val
@@ -493,7 +746,7 @@ class _Builder:
             if vid is None:
                 return None  # a local function or an unbound var: no tensor value
             users.append(vid)
-            return self.view.values[vid].struct
+            return self.values[vid].struct
         if cls is Constant or isinstance(e, Constant):
             h = e.__chandle__()
             vid = self.value_of.get(h)
@@ -504,7 +757,7 @@ class _Builder:
                 self.const_keys.append(h)
                 self.const_ids.append(vid)
             users.append(vid)
-            return self.view.values[vid].struct
+            return self.values[vid].struct
         if isinstance(e, tvm.ir.expr.Tuple):
             return tuple(self.struct_of(f, func, users) for f in items(e.fields))
         if isinstance(e, tvm.ir.expr.TupleGetItem):
@@ -543,7 +796,7 @@ class _Builder:
             # The common case, with struct_of (for var arguments), add_value and
             # new_struct (for a tensor result) inline: this runs once per binding.
             view = self.view
-            values, value_of = view.values, self.value_of
+            values, value_of = self.values, self.value_of
             args_users: list[int] = []
             raw = items(value.args)
             args: list[Struct] = []
@@ -670,9 +923,11 @@ class _Builder:
             self.global_args = (array("q", [h for h, _ in pairs]).tobytes(),
                                 array("i", [int(r) for _, r in pairs]).tobytes())
         try:
+            sites = view.sites
             out = native.read(func, name, len(view.values), len(view.leaf_ndim),
-                              self.const_keys.tobytes(), self.const_ids.tobytes(),
-                              *self.global_args)
+                              len(sites._flat), len(sites._attrs_info) // 3,
+                              len(view._static_table), self.const_keys.tobytes(),
+                              self.const_ids.tobytes(), *self.global_args)
         except Exception as err:  # a node it does not know: this function goes to Python
             text = str(err).splitlines()[0] if str(err) else repr(err)
             read_fallbacks.append((name, text))
@@ -700,6 +955,7 @@ class _Builder:
             if native is not None and self.read_native(native, name, func):
                 continue
             self.view._map()  # (the lookups of native reads: the walk reads them)
+            self.view.values.fill()  # (and their values)
             try:
                 self.function(name, func)
             except RecursionError:
@@ -716,52 +972,55 @@ read_fallbacks: list[tuple[str, str]] = []
 """(function, reason) for every function the native read handed back to Python (the
 last 100): what the tests check to know the native read really ran."""
 
-# the native read's events and struct codes (native/read.cc)
-(_E_FUNC, _E_PARAM, _E_PARAMS_END, _E_RET, _E_CONST, _E_CALL_BINDING, _E_BINDING, _E_SITE,
- _E_LINK, _E_PENDING, _E_EDGES, _E_BLOCK, _E_CALL_OP) = range(1, 14)
+# the native read's events, struct codes and site kinds (native/read.cc)
+(_E_FUNC, _E_PARAM, _E_PARAMS_END, _E_RET, _E_CONST, _E_STRUCT, _E_BINDING, _E_SITE,
+ _E_LINK, _E_PENDING, _E_BLOCK) = range(1, 12)
 _S_NONE, _S_TUPLE, _S_VALUE, _S_LOOKUP = -1, -2, -3, -4
-_SITE_OP, _SITE_PLUGIN = 0, 1
-_LONG_RUN = 8  # (CALL_OP runs this long are added column by column)
+_ARGS_OF_KIND = np.array([None, NATIVE, None, NATIVE], dtype=object)  # (None: in an event)
+_ATTRS_OF_KIND = np.array([None, None, NATIVE, NATIVE], dtype=object)
 
 
 class _Replay:
-    """The records of one native read (native/read.cc) replayed into a _Builder's view:
-    what `_Builder.function` would have added, in the same order.
+    """The output of one native read (native/read.cc) added to a _Builder's view: what
+    `_Builder.function` would have added, in the same order.
 
-    Events (int32): FUNC name; PARAM node struct; PARAMS_END; RET struct (the current
-    function's return); CONST node struct; CALL_BINDING binding var call op type n
-    arg-nodes*n struct (graph.py's fast path); BINDING binding var value struct; SITE
-    value kind(0 op, 1 plugin, 2 opaque) name attrs(-1: None) call n structs*n out; LINK
-    value src dst; PENDING value global(1/0) callee n structs*n out; CALL_OP n
-    (binding attrs name out args)*n (a run of the common call binding, with its site:
-    a call of an op, its attributes' entry or -1, its result leaf or -1 for None, its
-    arguments at `args` in the read's flat array: their count, then each leaf or -1;
-    the binding's nodes as for CALL_BINDING); BLOCK
-    node n records*n (a value id, or -1 - the node of a local function's binding). A
-    struct: a leaf id (>= 0), -1 None, -2 n structs*n (a tuple), -3 value (the struct of a value
-    of an earlier function: a shared constant), -4 node (a var the C++ side did not see
-    defined, a symbolic var say: the struct of the value the view has for it, if any).
-    Names and strings are indices into the strings, nodes into the nodes. Edges come
-    in two arrays of their own (a source: a value id, or -1 - the node of a var to look
-    up), in the order the Python walk adds them.
+    Most of it comes as final columns, added in bulk: per value (its handles, struct,
+    function: `_NativeRead`; a call binding's Value is made when asked for), per leaf,
+    per site (value, op name, out, flat arguments' and attributes' entries, kind, call),
+    edges, the records of blocks. The events (int32) give the rest, in order: FUNC
+    name; PARAM value node struct; PARAMS_END; RET struct (the current function's
+    return); CONST value node struct; STRUCT value struct (a call binding's struct that
+    is neither a leaf nor None); BINDING value binding var value struct (the values
+    other than call bindings); SITE site n structs*n out (a site's arguments, n = -1:
+    they are flat, and out, where the columns do not hold them); LINK site src dst;
+    PENDING value global(1/0) callee n structs*n out; BLOCK node n at (the records of a
+    block: n from `at` of the block records, each a value id, or -1 - the node of a
+    local function's binding). A struct: a leaf id (>= 0), -1 None, -2 n structs*n (a
+    tuple), -3 value (the struct of a value of an earlier function: a shared
+    constant), -4 node (a var the C++ side did not see defined, a symbolic var say: the
+    struct of the value the view has for it, if any). Names and strings are indices
+    into the strings, nodes into the nodes. Edges come in two arrays of their own (a
+    source: a value id, or -1 - the node of a var to look up), in the order the Python
+    walk adds them.
 
     The view's `value_of` gets this read's values at the end, so a var looked up finds
     what graph.py's walk would have found: values of earlier functions only.
     """
 
     def __init__(self, builder: _Builder, top: str, out: list[Any]) -> None:
-        (events, leaves, handles, shapes, nodes, strings, calls, call_nodes, self.edge_src,
-         self.edge_dst, self.flat, self.attrs) = out
+        (events, handles, calls, call_nodes, structs, funcs, self.leaf_ndim, self.leaf_type,
+         self.leaf_owner, self.leaf_static, shapes, nodes, strings, self.edge_src,
+         self.edge_dst, self.flat, self.attrs, self.site_vid, self.site_name, self.site_out,
+         self.site_at, self.site_kind, self.site_call, block_ids) = out
         self.b = builder
         self.top = top
         self.ev: list[int] = memoryview(events).cast("i").tolist()
-        self.leaves = memoryview(leaves).cast("i")
-        self.handles = memoryview(handles).cast("q")
         self.shapes: list[int] = memoryview(shapes).cast("q").tolist()
         self.table = nodes  # the node table, fetched from by index (`node`)
-        self.read = _NativeRead(nodes, len(builder.view.values), self.handles,
-                                memoryview(calls).cast("q"), memoryview(call_nodes).cast("i"))
         self.strings = [str(x) for x in items(strings)]
+        self.block_ids = memoryview(block_ids).cast("i")
+        self.read = _NativeRead(nodes, len(builder.view.values), top, self.strings,
+                                (handles, calls, call_nodes, structs, funcs))
 
     def struct(self, i: int) -> tuple[Struct, int]:
         """The struct at event `i`, and the event after it."""
@@ -799,129 +1058,67 @@ class _Replay:
     def run(self) -> None:
         b, view, top, read = self.b, self.view_leaves(), self.top, self.read
         ev, table, strings, struct = self.ev, self.table, self.strings, self.struct
-        handles = self.handles
-        values, sites, others = view.values, view.sites, view.others
-        records = view.block_records
-        site_value, site_op, site_out = sites.value_id, sites.op, sites.out
-        site_args, site_attrs, site_at = sites._args, sites._attrs, sites._at
-        if len(site_at) < 2 * len(sites):  # (sites added by value have no entry)
-            site_at.extend(repeat(-1, 2 * len(sites) - len(site_at)))
-        flat_base = len(sites._flat)
-        sites._flat.frombytes(self.flat)
-        attrs_base = len(sites._attrs_info) // 3
-        sites._attrs_info.frombytes(self.attrs)
-        sites._tables.append((len(sites), table))
+        values, others, records = view.values, view.others, view.block_records
+        items_ = values._items
         first = len(values)
+        values.add_native(read)
+        sites = view.sites
+        base = self.sites(sites)
+        site_args, site_out = sites._args, sites.out
+        dropped: list[int] = []
         stack: list[tuple[str, list[Struct]]] = []
         fname = ""
         params: list[Struct] = []
         n = len(ev)
         i = 0
+        const_ids: list[int] = []
+        e_const, e_param, e_binding = _E_CONST, _E_PARAM, _E_BINDING
         while i < n:
             e = ev[i]
-            if e == _E_CALL_OP and ev[i + 1] < _LONG_RUN:
-                # a short run of call bindings of ops (see the class docstring)
-                count = ev[i + 1]
-                for j in range(i + 3, i + 2 + 5 * count, 5):
-                    attr, name_id, out_code, at = ev[j:j + 4]
-                    vid = len(values)
-                    st: Struct = out_code if out_code >= 0 else None
-                    values.append(NativeValue(vid, fname, st, top, read))
-                    site_value.append(vid)
-                    site_op.append(strings[name_id])
-                    site_args.append(NATIVE)
-                    site_out.append(st)
-                    if attr < 0:
-                        site_at.extend((at + flat_base, -1))
-                        site_attrs.append(None)
-                    else:
-                        site_at.extend((at + flat_base, attr + attrs_base))
-                        site_attrs.append(NATIVE)
-                i += 2 + 5 * count
-            elif e == _E_CALL_OP:
-                # a long one: added column by column, no Python loop but NativeValue's
-                # __init__ (a loop costs less for a few)
-                count = ev[i + 1]
-                body = ev[i + 2:i + 2 + 5 * count]
-                i += 2 + 5 * count
-                vids = list(range(len(values), len(values) + count))
-                outs: list[Struct] = [x if x >= 0 else None for x in body[3::5]]
-                values.extend(map(NativeValue, vids, repeat(fname), outs, repeat(top),
-                                  repeat(read)))
-                site_value.extend(vids)
-                site_op.extend(map(strings.__getitem__, body[2::5]))
-                site_args.extend(repeat(NATIVE, count))
-                site_out.extend(outs)
-                attrs = body[1::5]
-                site_attrs.extend([None if a < 0 else NATIVE for a in attrs])
-                pairs: list[int] = [0] * (2 * count)
-                if flat_base or attrs_base:
-                    pairs[0::2] = [x + flat_base for x in body[4::5]]
-                    pairs[1::2] = [-1 if a < 0 else a + attrs_base for a in attrs]
-                else:
-                    pairs[0::2] = body[4::5]
-                    pairs[1::2] = attrs
-                site_at.extend(pairs)
-            elif e == _E_CALL_BINDING:
-                # the binding's nodes are consecutive in the table: binding, var, call,
-                # op, type, arguments (read.cc's CallBinding)
-                na = ev[i + 6]
-                i += 7 + na
-                st = ev[i]  # (a leaf, the common case, inline)
-                if ev[i] >= 0:
-                    i += 1
-                else:
-                    st, i = struct(i)
-                values.append(NativeValue(len(values), fname, st, top, read))
-            elif e == _E_SITE:
-                vid, kind, name_id, attr, node, na = ev[i + 1:i + 7]
-                args, i = self.structs(i + 7, na)
-                out: Struct = ev[i]
-                if ev[i] >= 0:
-                    i += 1
-                else:
-                    out, i = struct(i)
-                site_value.append(vid)
-                site_op.append(strings[name_id])
-                site_args.append(args)
-                site_out.append(out)
-                if kind != _SITE_OP or attr < 0:
-                    site_at.extend((-1, -1))
-                    site_attrs.append(None)
-                else:
-                    site_at.extend((-1, attr + attrs_base))
-                    site_attrs.append(NATIVE)
-            elif e == _E_BLOCK:
-                node, k = ev[i + 1], ev[i + 2]
-                block = _get(table, node)
-                recs = [values[r] if r >= 0 else _get(table, -1 - r)
-                        for r in ev[i + 3:i + 3 + k]]
-                records[block.__chandle__()] = (block, recs)
-                i += 3 + k
-            elif e in (_E_CONST, _E_PARAM, _E_BINDING):
-                if e == _E_BINDING:
-                    nb, nv, nval = ev[i + 1:i + 4]
-                    val = Value(len(values), "binding", _get(table, nv), fname, None,
-                                _get(table, nval), top, None, _get(table, nb))
-                    val.struct, i = struct(i + 4)
-                else:
-                    val = Value(len(values), "const" if e == _E_CONST else "param",
-                                _get(table, ev[i + 1]), fname, None, None, top)
-                    val.struct, i = struct(i + 2)
-                values.append(val)
-                others.append(val.id)
-                if e == _E_PARAM:
-                    params.append(val.struct)
-                elif e == _E_CONST:
-                    b.const_keys.append(handles[val.id - first])
-                    b.const_ids.append(val.id)
-            elif e == _E_LINK:
+            if e in (e_const, e_param):  # (the most common events first)
                 vid = ev[i + 1]
+                val = Value(vid, "const" if e == e_const else "param", _get(table, ev[i + 2]),
+                            fname, None, None, top)
+                st = ev[i + 3]
+                if st >= 0:
+                    val.struct = st
+                    i += 4
+                else:
+                    val.struct, i = struct(i + 3)
+                items_[vid] = val
+                others.append(vid)
+                if e == e_const:
+                    const_ids.append(vid)
+                else:
+                    params.append(val.struct)
+            elif e == e_binding:
+                vid, nb, nv, nval = ev[i + 1:i + 5]
+                val = Value(vid, "binding", _get(table, nv), fname, None, _get(table, nval), top,
+                            None, _get(table, nb))
+                val.struct, i = struct(i + 5)
+                items_[vid] = val
+                others.append(vid)
+            elif e == _E_SITE:
+                s, na = base + ev[i + 1], ev[i + 2]
+                i += 3
+                if na >= 0:
+                    site_args[s], i = self.structs(i, na)
+                site_out[s], i = struct(i)
+            elif e == _E_STRUCT:
+                read.extra[ev[i + 1]], i = struct(i + 2)
+            elif e == _E_BLOCK:
+                node, k, at = ev[i + 1:i + 4]
+                block = _get(table, node)
+                records.add_native(block.__chandle__(), block, self.block_ids[at:at + k], table)
+                i += 4
+            elif e == _E_LINK:
+                s = base + ev[i + 1]
                 src, i = struct(i + 2)
                 dst, i = struct(i)
-                if src is not None and dst is not None:
-                    sites.append(CallSite(vid, None, "<link>", [src], dst))
-                    site_at.extend(_NO_AT)
+                if src is None or dst is None:
+                    dropped.append(s)
+                else:
+                    site_args[s], site_out[s] = [src], dst
             elif e == _E_PENDING:
                 vid, is_global, callee, na = ev[i + 1:i + 5]
                 args, i = self.structs(i + 5, na)
@@ -944,44 +1141,69 @@ class _Replay:
                 fname, params = stack.pop()
             else:
                 raise IRError(f"the native read gave an unknown record {e}", function=top)
+        if const_ids:
+            ids = np.array(const_ids, np.int64)
+            b.const_ids.frombytes(ids.astype(np.int32).tobytes())
+            b.const_keys.frombytes(np.frombuffer(read.handles, np.int64)[ids - first].tobytes())
+        if dropped:
+            sites._drop(dropped)
         self.edges(view)
-        view._unmapped.append((handles, first))
+        view._unmapped.append((read.handles, first))
+
+    def sites(self, sites: SiteTable) -> int:
+        """Add this read's site columns; the index of its first site."""
+        base = len(sites)
+        at, calls = sites._at, sites._calls
+        if len(at) < 2 * base:  # (sites added by value have no entry)
+            at.extend(repeat(-1, 2 * base - len(at)))
+            calls.extend(repeat(-1, base - len(calls)))
+        calls.frombytes(self.site_call)
+        # (numpy's take on object arrays: a C loop, where map calls a method per site)
+        sites.value_id += memoryview(self.site_vid).cast("i").tolist()
+        names = np.array(self.strings, dtype=object)
+        sites.op += names[np.frombuffer(self.site_name, np.int32)].tolist()
+        sites.out += memoryview(self.site_out).cast("i").tolist()
+        kinds = np.frombuffer(self.site_kind, np.uint8)
+        sites._args += _ARGS_OF_KIND[kinds].tolist()
+        sites._attrs += _ATTRS_OF_KIND[kinds].tolist()
+        at.frombytes(self.site_at)
+        sites._flat.frombytes(self.flat)
+        sites._attrs_info.frombytes(self.attrs)
+        sites._tables.append((base, self.table))
+        return base
 
     def edges(self, view: DependencyView) -> None:
         """Add this read's edges (before its values can be looked up: a var to look up
         is one of an earlier function, and those the view has no value for go)."""
-        src = array("i")
-        src.frombytes(self.edge_src)
-        if src and min(src) < 0:
+        src = np.frombuffer(self.edge_src, np.int32)
+        if len(src) and src.min() < 0:
             get, table = view.value_of.get, self.table
             dst = memoryview(self.edge_dst).cast("i")
             pairs = [(s if s >= 0 else get(_get(table, -1 - s).__chandle__()), d)
-                     for s, d in zip(src, dst)]
+                     for s, d in zip(src.tolist(), dst)]
             view.edge_src.extend([s for s, _ in pairs if s is not None])
             view.edge_dst.extend([d for s, d in pairs if s is not None])
         else:
-            view.edge_src.extend(src)
+            view.edge_src.frombytes(self.edge_src)
             view.edge_dst.frombytes(self.edge_dst)
 
     def view_leaves(self) -> DependencyView:
         """The view, with this read's leaves (and their static shapes) added."""
         view = self.b.view
-        leaves, table, shapes = self.leaves, self.table, self.shapes
         first = len(view.leaf_ndim)
-        view.leaf_ndim.extend(leaves[0::4])
-        view.leaf_type.add_native(table, leaves[1::4])
-        view.leaf_value.extend(leaves[2::4])
-        base = len(view._static_table)
+        view.leaf_ndim += memoryview(self.leaf_ndim).cast("i").tolist()
+        view.leaf_type.add_native(self.table, memoryview(self.leaf_type).cast("i"))
+        view.leaf_value.frombytes(self.leaf_owner)
+        shapes, table = self.shapes, view._static_table
         at = 0
         while at < len(shapes):
             k = shapes[at]
-            view._static_table.append(list(shapes[at + 1:at + 1 + k]))
+            table.append(list(shapes[at + 1:at + 1 + k]))
             at += 1 + k
         ids = view._static_ids
         if len(ids) < first:
             ids.extend(repeat(-1, first - len(ids)))
-        ids.extend(leaves[3::4] if base == 0 else
-                   [x + base if x >= 0 else -1 for x in leaves[3::4]])
+        ids.frombytes(self.leaf_static)
         return view
 
 

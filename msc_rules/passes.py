@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -15,9 +16,9 @@ from . import span
 from .dsl.ruleset import RuleSet
 from .engine import InferenceResult, infer_layouts, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
-from .graph import NativeValue, Value
+from .graph import DependencyView
 from .naming import plan_names
-from .rewrite import Markers, SpanEdits, handle_bytes, marked, rewrite_layers, rewrite_module
+from .rewrite import Markers, SpanEdits, marked, rewrite_layers, rewrite_module
 from .util import paused_gc
 
 _MARKED_VALUES = frozenset((tvm.ir.expr.Call, tvm.ir.expr.Tuple, tvm.ir.expr.TupleGetItem,
@@ -63,7 +64,7 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
         if v.kind == "binding" and type(v.value) in _MARKED_VALUES:
             e.values[v.value.__chandle__()] = m
     if _native.get() is not None:
-        _binding_columns(view.values, layouts, edits)
+        _binding_columns(view, layouts, edits)
         return edits
     leaf_markers = [markers(x) if x else None for x in layouts]
 
@@ -78,45 +79,23 @@ def layout_edits(result: InferenceResult) -> dict[str, SpanEdits]:
     return edits
 
 
-def _binding_columns(values: list[Value], layouts: list[str | None],
+def _binding_columns(view: DependencyView, layouts: list[str | None],
                      edits: dict[str, SpanEdits]) -> None:
     """Add to each function's edits a column of its call bindings: the handles of their
-    vars and calls and their layout texts, read in one pass over the values (each
-    touched once, while in cache)."""
-    var_handles: list[int] = []
-    call_handles: list[int] = []
-    texts: list[str] = []
-    runs: list[tuple[str, int]] = []  # (function, first binding) where the function changes
-    top: str | None = None
-    native_value, value = NativeValue, Value
-    add_var, add_call, add_text = var_handles.append, call_handles.append, texts.append
-    everything: list[Any] = values  # (each kind checked by its exact class below)
-    for v in everything:
-        cls = type(v)
-        if cls is native_value:
-            hv, hc = v.handles()
-        elif cls is value and v.args is not None:  # a function graph.py read itself
-            hv, hc = v.expr.__chandle__(), v.value.__chandle__()
-        else:
+    vars and calls and their layout texts, from the view's columns in bulk (no Value
+    made: `DependencyView.values.call_bindings`)."""
+    # per leaf its text, and "" last: a struct of -1 (None) picks it
+    texts_of = np.array([*(x or "" for x in layouts), ""], dtype=object)
+    for run in view.values.call_bindings():
+        e = edits.get(run.top)
+        if e is None or not len(run.ids):
             continue
-        if v.top is not top:
-            top = v.top
-            runs.append((top, len(texts)))
-        add_var(hv)
-        add_call(hc)
-        st = v.struct
-        try:
-            add_text(layouts[st] or "")
-        except TypeError:  # a tuple, or no tensor
-            add_text(marker_text(layouts, st) if st is not None else "")
-    ends = [at for _, at in runs[1:]] + [len(texts)]
-    for (name, start), end in zip(runs, ends):
-        e = edits.get(name)
-        if e is not None:
-            n = end - start
-            e.add_column(span.LAYOUT, texts[start:end],
-                         vars=handle_bytes(var_handles[start:end], n),
-                         values=handle_bytes(call_handles[start:end], n), share=True)
+        structs = run.structs
+        texts: list[str] = texts_of[np.maximum(structs, -1)].tolist()
+        for k in np.flatnonzero(structs == -2).tolist():  # (a tuple: its leaves' texts)
+            texts[k] = marker_text(layouts, view.values[int(run.ids[k])].struct)
+        e.add_column(span.LAYOUT, texts, vars=run.var_handles, values=run.call_handles,
+                     share=True)
 
 
 def write_layouts(mod: tvm.IRModule, result: InferenceResult) -> tvm.IRModule:

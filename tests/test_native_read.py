@@ -97,3 +97,21 @@ def test_a_function_the_native_read_does_not_know_is_read_in_python(
     assert "an item of a value of another function" in refused[0][1]
     assert cc == py
     assert py["sites"][0][2] == "relax.add" and py["sites"][0][3][0] == 0  # x[0]: leaf 0
+
+
+def test_a_link_from_an_unknown_var_goes_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A match_cast of a var bound nowhere: the C++ side leaves it to the view to look
+    up (none: no link, no edge), as graph.py's read drops it; the sites after it keep
+    their places."""
+    t = relax.TensorType((2, 3), "float32")
+    x, free, y, z = (relax.Var(n, t) for n in ("x", "free", "y", "z"))
+    body = relax.SeqExpr([relax.BindingBlock([
+        relax.VarBinding(z, relax.op.add(x, x)),
+        relax.MatchCast(y, free, t),
+        relax.VarBinding(relax.Var("w", t), relax.op.multiply(y, z)),
+    ])], z)
+    mod = tvm.IRModule({tvm.ir.GlobalVar("main"): relax.Function([x], body, t)})
+    py, cc, refused = _both_ways(mod, monkeypatch)
+    assert refused == []
+    assert cc == py
+    assert [s[2] for s in py["sites"]] == ["relax.add", "relax.multiply"]

@@ -122,3 +122,68 @@ def test_native_values_keep_their_nodes_in_the_read(monkeypatch: pytest.MonkeyPa
     leaf = v.struct
     assert isinstance(leaf, int) and view.leaf_type._items[leaf] is None
     assert view.leaf_type[leaf].same_as(v.ty) and view.leaf_type._items[leaf] is not None
+
+
+def test_native_values_are_made_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No object per call binding until asked: a NativeValue is made on access (and
+    kept), sites' calls come without one, iterating makes them all."""
+    mod = models.BUILDERS["resnet18_like"]().mod
+    view = _view(mod, True, monkeypatch)
+    table = view.values
+    lazy = [i for i, v in enumerate(table._items) if v is None]
+    assert len(lazy) >= 20  # (every call binding)
+    assert len(lazy) == sum(1 for v in graph.build_view(mod).values if v.args is not None)
+    for i in range(len(view.sites)):
+        if view.sites.op[i] != "<link>":
+            call = view.sites.call_of(i)
+            assert isinstance(call, relax.Call)
+    kinds = [table.kind_of(i) for i in range(len(table))]
+    assert [i for i, v in enumerate(table._items) if v is None] == lazy  # none made
+    assert kinds == [v.kind for v in table]
+    vid = lazy[len(lazy) // 2]
+    v = table[vid]
+    assert type(v) is graph.NativeValue and v.id == vid and table[vid] is v
+    assert table[vid - len(table)] is v and table[vid:vid + 1] == [v]
+    walked = list(table)  # (made for the walk: not kept)
+    assert len(walked) == len(table) and walked[vid] is v
+    assert all(type(x) is graph.NativeValue for i, x in enumerate(walked) if i in lazy)
+    assert [i for i, x in enumerate(table._items) if x is None] == [i for i in lazy if i != vid]
+
+
+def test_block_records_are_made_on_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = models.BUILDERS["bert_like"]().mod
+    view = _view(mod, True, monkeypatch)
+    records = view.block_records
+    assert all(type(x) is graph._LazyRecords for x in records._items.values())
+    handle = next(iter(records))
+    block, recs = records[handle]
+    assert block.__chandle__() == handle and records.get(handle)[1] is recs
+    assert [r.id for r in recs] == [view.values[r.id].id for r in recs]
+    assert all(r is view.values[r.id] for r in recs)
+    assert type(records._items[handle]) is tuple  # made once, kept
+    assert records.get(-1) is None and -1 not in records
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_call_bindings_come_as_columns(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ValueTable.call_bindings`: the Values with args, a chunk per function, with their
+    structs coded and their var and call handles, read both ways alike."""
+    mod = models.BUILDERS["gpt2_like"]().mod
+    view = _view(mod, native, monkeypatch)
+    chunks = list(view.values.call_bindings())
+    got: list[Any] = []
+    for chunk in chunks:
+        n = len(chunk.ids)
+        assert len(chunk.structs) == n
+        assert len(chunk.var_handles) == len(chunk.call_handles) == 8 * n
+        var_handles = memoryview(chunk.var_handles).cast("q").tolist()
+        call_handles = memoryview(chunk.call_handles).cast("q").tolist()
+        for k, vid in enumerate(chunk.ids.tolist()):
+            v = view.values[vid]
+            st = v.struct
+            assert v.top == chunk.top
+            assert int(chunk.structs[k]) == (st if type(st) is int else -1 if st is None else -2)
+            assert var_handles[k] == v.expr.__chandle__()
+            assert call_handles[k] == v.value.__chandle__()
+            got.append(vid)
+    assert got == [v.id for v in view.values if v.args is not None]

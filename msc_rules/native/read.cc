@@ -8,16 +8,22 @@
 // type ancestry. Anything it does not know raises, and the caller reads that function
 // in Python instead: never a silently wrong view.
 //
-// Output: [events (bytes, int32), leaves (bytes, int32: ndim, type node, owner value,
-// static shape id per leaf), handles (bytes, int64: the node of each value, for
-// `value_of`), shapes (bytes, int64: per static shape its ndim then its dims), nodes
-// (array), strings (array), call handles (bytes, int64: per value, the call of a call
-// binding, else 0), call nodes (bytes, int32: per value, the node of a call binding and
-// its number of arguments (see CALL_BINDING), else -1 0), edge sources and edge
-// destinations (bytes, int32: a value id, or for a source -1 - the node of a var to
-// look up), the arguments of CALL_OP sites (bytes, int32), the attributes of sites
-// (bytes, int64: per entry its node, type index and structural hash, see Attrs)].
-// Events and structs are described in graph.py (`_Replay`).
+// Output, as final columns of the view where it can (graph.py's `_Replay` adds them
+// with one bulk copy each, no Python loop per binding): [events (bytes, int32: the rare
+// records, see graph.py), per value of the read: handles (int64: its node, for
+// `value_of`), call handles (int64: the call of a call binding, else 0), call nodes
+// (int32 triples: the nodes of a call binding, its call and its var's type, else -1s),
+// structs (int32: a leaf, -1 None, -2 in a STRUCT event), functions (int32: string of
+// its function); per leaf: ndim, type node, owner value, static shape id (int32 each,
+// the ids numbered from `shape_base`); shapes (bytes, int64: per static shape its ndim
+// then its dims), nodes (array), strings (array), edge sources and destinations
+// (int32: a value id, or for a source -1 - the node of a var to look up); the flat
+// arguments of sites (int32: count, then each leaf or -1), the attributes of sites
+// (int64: per entry its node, type index and structural hash, see Attrs); per site:
+// value, op name string, out (a leaf, else in a SITE event), its flat arguments' offset
+// and attributes entry (int32 pairs, numbered from `flat_base` and `attrs_base`, -1 for
+// none), its kind (uint8: 1 arguments flat, 2 attributes native), the node of its call
+// (int32, -1 for a link); the records of binding blocks (int32)].
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -30,7 +36,7 @@
 
 #include <cstdint>
 #include <cstring>
-#include <map>
+#include <iterator>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -44,13 +50,15 @@ using namespace msc_rules;  // NOLINT(build/namespaces): this file's own helpers
 
 // events (see graph.py's _Replay)
 enum Event : int32_t {
-  kFunc = 1, kParam, kParamsEnd, kRet, kConst, kCallBinding, kBinding, kSite, kLink,
-  kPending, kEdges, kBlock, kCallOp,
+  kFunc = 1, kParam, kParamsEnd, kRet, kConst, kStruct, kBinding, kSite, kLink, kPending,
+  kBlock,
 };
 // struct codes below 0 (a leaf id is >= 0)
 constexpr int32_t kNone = -1, kTuple = -2, kValueStruct = -3, kVarLookup = -4;
-// site kinds
-constexpr int32_t kOpSite = 0, kPluginSite = 1, kOpaqueSite = 2;
+// a value's or site's struct column: not a leaf or None, given by an event
+constexpr int32_t kInEvent = -2;
+// site kinds (bits)
+constexpr uint8_t kFlatArgs = 1, kNativeAttrs = 2;
 
 struct ReadTypes : RelaxNodes {
   int32_t tensor_type, tuple_type, op, global_var, extern_func, int_imm;
@@ -94,24 +102,69 @@ int32_t Int32(int64_t x) {
   return static_cast<int32_t>(x);
 }
 
+// a hash of static dims (the key of the distinct shapes of a read)
+struct DimsHash {
+  size_t operator()(const std::vector<int64_t>& dims) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t d : dims) h = (h ^ static_cast<uint64_t>(d)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
 class Reader {
  public:
-  // `globals`: the module's global vars, 1 for those of Relax functions, 0 for others
-  Reader(const ReadTypes& t, int64_t first_value, int64_t first_leaf,
-         const PtrMap<int32_t>& globals)
-      : t_(t), first_value_(first_value), first_leaf_(first_leaf), globals_(globals) {}
+  // `globals`: the module's global vars, 1 for those of Relax functions, 0 for others;
+  // the bases: the view's values, leaves, flat arguments, attributes entries and static
+  // shapes before this read
+  Reader(const ReadTypes& t, int64_t first_value, int64_t first_leaf, int64_t flat_base,
+         int64_t attrs_base, int64_t shape_base, const PtrMap<int32_t>& globals)
+      : t_(t), first_value_(first_value), first_leaf_(first_leaf), flat_base_(flat_base),
+        attrs_base_(attrs_base), shape_base_(shape_base), globals_(globals) {}
 
   void KnownConstant(const Object* handle, int32_t vid) { value_of_.Put(handle, vid); }
 
   void Global(const ObjectRef& f, const std::string& name) { Function(f, name); }
 
+  // room for the bindings of the function's top-level blocks (most of a function); before
+  // the known constants
+  void Reserve(const ObjectRef& f) {
+    const ObjectRef& seq = t_.func_body.Get(f.get());
+    if (!Is(seq, t_.seq)) return;
+    size_t n = 0;
+    for (const ObjectRef& block : t_.seq_blocks.GetArray(seq.get())) {
+      n += t_.block_bindings.GetArray(block.get()).size();
+    }
+    for (auto* v : {&value_struct_col_, &value_func_, &leaf_ndim_, &leaf_type_, &leaf_owner_,
+                    &leaf_static_, &site_vid_, &site_name_, &site_out_, &site_call_,
+                    &block_ids_}) {
+      v->reserve(n + 8);
+    }
+    for (auto* v : {&site_at_, &edge_src_, &edge_dst_}) v->reserve(2 * n + 8);
+    call_nodes_.reserve(3 * n + 8);
+    pool_.reserve(4 * n + 8);
+    value_struct_.reserve(n + 8);
+    flat_.reserve(3 * n + 8);
+    handles_.reserve(n + 8);
+    call_handles_.reserve(n + 8);
+    site_kind_.reserve(n + 8);
+    nodes_.reserve(4 * n + 8);
+    value_of_ = PtrMap<int32_t>(n);
+  }
+
   Array<Any> Output() {
-    Array<ObjectRef> nodes(std::move(nodes_));
+    // (moved in: a copy would touch every node's count twice more, cold by now)
+    Array<ObjectRef> nodes(std::make_move_iterator(nodes_.begin()),
+                           std::make_move_iterator(nodes_.end()));
+    nodes_.clear();
     Array<ffi::String> strings(std::move(strings_));
-    return Array<Any>{ToBytes(events_), ToBytes(leaves_), ToBytes(handles_),
-                      ToBytes(shapes_), nodes, strings,
-                      ToBytes(call_handles_), ToBytes(call_nodes_), ToBytes(edge_src_),
-                      ToBytes(edge_dst_), ToBytes(flat_), ToBytes(attrs_)};
+    return Array<Any>{ToBytes(events_), ToBytes(handles_), ToBytes(call_handles_),
+                      ToBytes(call_nodes_), ToBytes(value_struct_col_), ToBytes(value_func_),
+                      ToBytes(leaf_ndim_), ToBytes(leaf_type_), ToBytes(leaf_owner_),
+                      ToBytes(leaf_static_), ToBytes(shapes_), nodes, strings,
+                      ToBytes(edge_src_), ToBytes(edge_dst_), ToBytes(flat_), ToBytes(attrs_),
+                      ToBytes(site_vid_), ToBytes(site_name_), ToBytes(site_out_),
+                      ToBytes(site_at_), ToBytes(site_kind_), ToBytes(site_call_),
+                      ToBytes(block_ids_)};
   }
 
  private:
@@ -130,6 +183,18 @@ class Reader {
     return it->second;
   }
 
+  // an op's name as a string id (ops are global singletons: each name read once)
+  int32_t OpName(const ObjectRef& op, bool* dps_packed) {
+    bool fresh;
+    int32_t* got = op_names_.Insert(op.get(), &fresh);
+    if (fresh) {
+      std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
+      *got = name == "relax.call_dps_packed" ? -1 - String(name) : String(name);
+    }
+    *dps_packed = *got < 0;
+    return *got < 0 ? -1 - *got : *got;
+  }
+
   // -- structs: kept in `pool_` (encoded as in the events), referred to by offset
   // graph.py's new_struct (`ty_node`: the node of `ty` if it is one already)
   int32_t NewStruct(const ObjectRef& ty, int32_t owner, int32_t ty_node = -1) {
@@ -141,10 +206,10 @@ class Reader {
   void WriteNewStruct(const ObjectRef& ty, int32_t owner, int32_t ty_node = -1) {
     if (Is(ty, t_.tensor_type)) {
       int32_t leaf = Int32(first_leaf_ + n_leaves_++);
-      leaves_.push_back(Int32(t_.tensor_ndim.GetAny(ty.get()).cast<int64_t>()));
-      leaves_.push_back(ty_node >= 0 ? ty_node : Node(ty));
-      leaves_.push_back(owner);
-      leaves_.push_back(StaticShape(ty));
+      leaf_ndim_.push_back(Int32(t_.tensor_ndim.GetAny(ty.get()).cast<int64_t>()));
+      leaf_type_.push_back(ty_node >= 0 ? ty_node : Node(ty));
+      leaf_owner_.push_back(owner);
+      leaf_static_.push_back(StaticShape(ty));
       pool_.push_back(leaf);
     } else if (Is(ty, t_.tuple_type)) {
       Array<ObjectRef> fields = t_.tuple_type_fields.GetArray(ty.get());
@@ -160,17 +225,19 @@ class Reader {
   int32_t StaticShape(const ObjectRef& ty) {
     auto sh = t_.tensor_shape.GetAny(ty.get()).cast<ffi::Optional<ObjectRef>>();
     if (!sh.has_value() || (*sh)->type_index() != t_.shape) return -1;
-    std::vector<int64_t> dims;
+    dims_.clear();
     for (const ObjectRef& d : t_.shape_values.GetArray(sh.value().get())) {
       if (!d.defined() || d->type_index() != t_.int_imm) return -1;
-      dims.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
+      dims_.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
     }
-    auto [it, fresh] = shape_ids_.emplace(dims, static_cast<int32_t>(shape_ids_.size()));
-    if (fresh) {
-      shapes_.push_back(static_cast<int64_t>(dims.size()));
-      shapes_.insert(shapes_.end(), dims.begin(), dims.end());
+    // (find first: emplace would make a node, copying the dims, for every leaf)
+    auto it = shape_ids_.find(dims_);
+    if (it == shape_ids_.end()) {
+      it = shape_ids_.emplace(dims_, static_cast<int32_t>(shape_ids_.size())).first;
+      shapes_.push_back(static_cast<int64_t>(dims_.size()));
+      shapes_.insert(shapes_.end(), dims_.begin(), dims_.end());
     }
-    return it->second;
+    return Int32(shape_base_ + it->second);
   }
 
   // offset in the pool just past the struct at `at`
@@ -200,12 +267,30 @@ class Reader {
     value_of_.Put(expr.get(), vid);
     handles_.push_back(reinterpret_cast<int64_t>(expr.get()));
     call_handles_.push_back(0);
-    call_nodes_.insert(call_nodes_.end(), {-1, 0});
+    call_nodes_.insert(call_nodes_.end(), {-1, -1, -1});
     value_struct_.push_back(-1);
+    value_struct_col_.push_back(kNone);
+    value_func_.push_back(func_);
     return vid;
   }
 
   int32_t& StructOf(int32_t vid) { return value_struct_[vid - first_value_]; }
+
+  // value `vid`'s struct is the one at pool offset `st` (a STRUCT event for a call
+  // binding's that is neither a leaf nor None: the other values' events carry theirs)
+  void SetStruct(int32_t vid, int32_t st, bool call_binding) {
+    StructOf(vid) = st;
+    int32_t code = pool_[st];
+    if (code >= kNone) {
+      value_struct_col_[vid - first_value_] = code;
+      return;
+    }
+    value_struct_col_[vid - first_value_] = kInEvent;
+    if (call_binding) {
+      events_.insert(events_.end(), {kStruct, vid});
+      Emit(st, &events_);
+    }
+  }
 
   // graph.py's struct_of: the struct an argument refers to (a pool offset); the values
   // it reads go to `users`
@@ -236,9 +321,8 @@ class Reader {
       if (known == nullptr) {
         vid = AddValue(e);
         int32_t st = NewStruct(t_.expr_ty.Get(e.get()), vid);
-        StructOf(vid) = st;
-        events_.push_back(kConst);
-        events_.push_back(Node(e));
+        SetStruct(vid, st, false);
+        events_.insert(events_.end(), {kConst, vid, Node(e)});
         Emit(st, &events_);
       } else {
         vid = *known;
@@ -297,11 +381,26 @@ class Reader {
     edge_dst_.insert(edge_dst_.end(), users.size(), dst);
   }
 
+  // a site's columns (its out and, unless `flat`, its arguments then come in an event)
+  int32_t SiteColumns(int32_t vid, int32_t name, int32_t out, int32_t flat_at,
+                      int32_t attrs_entry, int32_t call_node) {
+    int32_t site = Int32(static_cast<int64_t>(site_vid_.size()));
+    site_vid_.push_back(vid);
+    site_call_.push_back(call_node);
+    site_name_.push_back(name);
+    site_out_.push_back(out);
+    site_at_.insert(site_at_.end(), {flat_at < 0 ? -1 : Int32(flat_base_ + flat_at),
+                                     attrs_entry < 0 ? -1 : Int32(attrs_base_ + attrs_entry)});
+    site_kind_.push_back(static_cast<uint8_t>((flat_at >= 0 ? kFlatArgs : 0) |
+                                              (attrs_entry >= 0 ? kNativeAttrs : 0)));
+    return site;
+  }
+
   // (a struct of the caller's view may be None: the replay drops such links)
   void Link(int32_t vid, int32_t src, int32_t dst) {
     if (pool_[src] == kNone || pool_[dst] == kNone) return;
-    events_.push_back(kLink);
-    events_.push_back(vid);
+    int32_t site = SiteColumns(vid, String("<link>"), kInEvent, -1, -1, -1);
+    events_.insert(events_.end(), {kLink, site});
     Emit(src, &events_);
     Emit(dst, &events_);
   }
@@ -309,20 +408,22 @@ class Reader {
   // -- functions
   void Function(const ObjectRef& f, const std::string& name) {
     DepthGuard guard(&depth_, kMaxDepth);
+    int32_t outer = func_;
+    func_ = String(name);
     events_.push_back(kFunc);
-    events_.push_back(String(name));
+    events_.push_back(func_);
     for (const ObjectRef& p : t_.func_params.GetArray(f.get())) {
       int32_t vid = AddValue(p);
       int32_t st = NewStruct(t_.expr_ty.Get(p.get()), vid);
-      StructOf(vid) = st;
-      events_.push_back(kParam);
-      events_.push_back(Node(p));
+      SetStruct(vid, st, false);
+      events_.insert(events_.end(), {kParam, vid, Node(p)});
       Emit(st, &events_);
     }
     events_.push_back(kParamsEnd);
     int32_t ret = Body(name, t_.func_body.Get(f.get()));
     events_.push_back(kRet);
     Emit(ret, &events_);
+    func_ = outer;
   }
 
   int32_t Body(const std::string& fname, const ObjectRef& seq) {
@@ -334,10 +435,10 @@ class Reader {
       for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) {
         records.push_back(Binding(fname, b));
       }
-      events_.push_back(kBlock);
-      events_.push_back(Node(block));
-      events_.push_back(Int32(static_cast<int64_t>(records.size())));
-      events_.insert(events_.end(), records.begin(), records.end());
+      events_.insert(events_.end(), {kBlock, Node(block),
+                                     Int32(static_cast<int64_t>(records.size())),
+                                     Int32(static_cast<int64_t>(block_ids_.size()))});
+      block_ids_.insert(block_ids_.end(), records.begin(), records.end());
     }
     return ArgStruct(t_.seq_body.Get(seq.get()), &users);
   }
@@ -356,7 +457,7 @@ class Reader {
       TVM_FFI_THROW(RuntimeError) << "a binding without a var or a value";
     }
     int32_t vti = value->type_index();
-    if (vti == t_.call && bti == t_.var_binding) return CallBinding(fname, b, var, value);
+    if (vti == t_.call && bti == t_.var_binding) return CallBinding(b, var, value);
     std::vector<int32_t> users;
     if (DerivesFrom(vti, t_.function)) {
       std::string local = fname + "." + std::string(t_.var_name.GetAny(var.get())
@@ -391,8 +492,8 @@ class Reader {
         vid = SlowBinding(b, var, value);
       } else {
         vid = AddValue(var);
-        StructOf(vid) = alias;
-        BindingEvent(b, var, value, alias);
+        SetStruct(vid, alias, false);
+        BindingEvent(vid, b, var, value, alias);
       }
     }
     Edges(vid, users);
@@ -402,87 +503,54 @@ class Reader {
   int32_t SlowBinding(const ObjectRef& b, const ObjectRef& var, const ObjectRef& value) {
     int32_t vid = AddValue(var);
     int32_t st = NewStruct(t_.expr_ty.Get(var.get()), vid);
-    StructOf(vid) = st;
-    BindingEvent(b, var, value, st);
+    SetStruct(vid, st, false);
+    BindingEvent(vid, b, var, value, st);
     return vid;
   }
 
-  void BindingEvent(const ObjectRef& b, const ObjectRef& var, const ObjectRef& value,
-                    int32_t st) {
+  void BindingEvent(int32_t vid, const ObjectRef& b, const ObjectRef& var,
+                    const ObjectRef& value, int32_t st) {
     // nodes first: Node() may not run between the pushes of one event
     int32_t nb = Node(b), nv = Node(var), nval = Node(value);
-    value_node_ = nval;
-    events_.insert(events_.end(), {kBinding, nb, nv, nval});
+    call_node_ = nval;
+    events_.insert(events_.end(), {kBinding, vid, nb, nv, nval});
     Emit(st, &events_);
   }
 
-  // graph.py's fast path: a VarBinding of a Call
-  int32_t CallBinding(const std::string& fname, const ObjectRef& b, const ObjectRef& var,
-                      const ObjectRef& call) {
+  // graph.py's fast path, a VarBinding of a Call: a value made when asked for (its
+  // nodes from the binding's), with no event unless its struct is neither a leaf nor None
+  int32_t CallBinding(const ObjectRef& b, const ObjectRef& var, const ObjectRef& call) {
     Array<ObjectRef> raw = t_.call_args.GetArray(call.get());
-    std::vector<int32_t> users, args;
-    args.reserve(raw.size());
+    // (scratch vectors of the reader: no allocation per binding; nothing below reads a
+    // binding, so nothing reenters)
+    std::vector<int32_t>& users = call_users_;
+    std::vector<int32_t>& args = call_args_;
+    users.clear();
+    args.clear();
     for (const ObjectRef& a : raw) args.push_back(ArgStruct(a, &users));
     int32_t vid = AddValue(var);
     const ObjectRef& ty = t_.expr_ty.Get(var.get());
-    const ObjectRef& op = t_.call_op.Get(call.get());
-    int32_t nb = Node(b), nv = Node(var), nc = Node(call), nop = Node(op), nty = Node(ty);
-    call_handles_[vid - first_value_] = reinterpret_cast<int64_t>(call.get());
-    call_nodes_[2 * (vid - first_value_)] = nb;
-    call_nodes_[2 * (vid - first_value_) + 1] = Int32(static_cast<int64_t>(raw.size()));
-    value_node_ = nc;
-    std::vector<int32_t> arg_nodes;
-    arg_nodes.reserve(raw.size());
-    for (const ObjectRef& a : raw) arg_nodes.push_back(Node(a));
-    int32_t st = NewStruct(ty, vid, nty);
-    StructOf(vid) = st;
-    if (CallOp(vid, nb, op, call, args, st, users)) return vid;
-    events_.insert(events_.end(), {kCallBinding, nb, nv, nc, nop, nty,
-                                   Int32(static_cast<int64_t>(raw.size()))});
-    events_.insert(events_.end(), arg_nodes.begin(), arg_nodes.end());
-    Emit(st, &events_);
+    int32_t nb = Node(b), nc = Node(call), nty = Node(ty);
+    size_t i = vid - first_value_;
+    call_handles_[i] = reinterpret_cast<int64_t>(call.get());
+    call_nodes_[3 * i] = nb;
+    call_nodes_[3 * i + 1] = nc;
+    call_nodes_[3 * i + 2] = nty;
+    call_node_ = nc;
+    SetStruct(vid, NewStruct(ty, vid, nty), true);
     CallSite(vid, call, args);
     Edges(vid, users);
     return vid;
   }
 
-  // The common call binding in one record of a CALL_OP run: a call of an op (not
-  // call_dps_packed) whose arguments and result are leaves or None (its arguments go
-  // to `flat_`: their count, then each leaf or -1). False (nothing written) for any other.
-  bool CallOp(int32_t vid, int32_t binding_node, const ObjectRef& op, const ObjectRef& call,
-              const std::vector<int32_t>& args, int32_t out,
-              const std::vector<int32_t>& users) {
-    if (!Is(op, t_.op) || pool_[out] < kNone) return false;
-    for (int32_t a : args) {
-      if (pool_[a] < kNone) return false;
-    }
-    std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
-    if (name == "relax.call_dps_packed") return false;
-    const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-    int32_t attrs_entry = Attrs(attrs), name_id = String(name);
-    // consecutive ones share one event (a run: CALL_OP count, then 5 fields each)
-    if (run_end_ != events_.size()) {
-      events_.insert(events_.end(), {kCallOp, 0});
-      run_at_ = events_.size() - 1;
-    }
-    events_.insert(events_.end(), {binding_node, attrs_entry, name_id, pool_[out],
-                                   Int32(static_cast<int64_t>(flat_.size()))});
-    ++events_[run_at_];
-    run_end_ = events_.size();
-    flat_.push_back(Int32(static_cast<int64_t>(args.size())));
-    for (int32_t a : args) flat_.push_back(pool_[a]);
-    Edges(vid, users);
-    return true;
-  }
-
   // graph.py's call_site
-  // (`call` is the value of the binding event just emitted: node `value_node_`)
   void CallSite(int32_t vid, const ObjectRef& call, const std::vector<int32_t>& args) {
     const ObjectRef& op = t_.call_op.Get(call.get());
     int32_t out = StructOf(vid);
     if (Is(op, t_.op)) {
-      std::string name = t_.op_name.GetAny(op.get()).cast<ffi::String>();
-      if (name == "relax.call_dps_packed") {
+      bool dps_packed;
+      int32_t name = OpName(op, &dps_packed);
+      if (dps_packed) {
         Array<ObjectRef> raw = t_.call_args.GetArray(call.get());
         if (!raw.empty() && Is(raw[0], t_.extern_func)) {
           std::string sym = t_.extern_symbol.GetAny(raw[0].get()).cast<ffi::String>();
@@ -493,12 +561,11 @@ class Reader {
             size_t at = args[1] + 2;
             for (int32_t i = 0; i < n; ++i, at = Skip(at)) inner.push_back(Int32(at));
           }
-          Site(vid, kPluginSite, String("plugin:" + sym), -1, inner, out);
+          Site(vid, String("plugin:" + sym), -1, inner, out);
           return;
         }
       }
-      const ObjectRef& attrs = t_.call_attrs.Get(call.get());
-      Site(vid, kOpSite, String(name), Attrs(attrs), args, out);
+      Site(vid, name, Attrs(t_.call_attrs.Get(call.get())), args, out);
     } else if (Is(op, t_.global_var)) {
       const int32_t* relax = globals_.Find(op.get());
       if (relax == nullptr) {
@@ -508,12 +575,12 @@ class Reader {
         std::string callee = t_.gv_name.GetAny(op.get()).cast<ffi::String>();
         Pending(vid, 1, String(callee), args, out);
       } else {
-        Site(vid, kOpaqueSite, String(""), -1, args, out);
+        Site(vid, String(""), -1, args, out);
       }
     } else if (Is(op, t_.var) && local_funcs_.Find(op.get()) != nullptr) {
       Pending(vid, 0, *local_funcs_.Find(op.get()), args, out);
     } else {
-      Site(vid, kOpaqueSite, String(""), -1, args, out);
+      Site(vid, String(""), -1, args, out);
     }
   }
 
@@ -533,11 +600,27 @@ class Reader {
     return entry;
   }
 
-  void Site(int32_t vid, int32_t kind, int32_t name, int32_t attrs,
-            const std::vector<int32_t>& args, int32_t out) {
-    events_.insert(events_.end(), {kSite, vid, kind, name, attrs, value_node_,
-                                   Int32(static_cast<int64_t>(args.size()))});
-    for (int32_t a : args) Emit(a, &events_);
+  // A site: its arguments go to `flat_` (their count, then each leaf or -1) when they
+  // are all leaves or None, else into a SITE event, as its out when not a leaf
+  void Site(int32_t vid, int32_t name, int32_t attrs, const std::vector<int32_t>& args,
+            int32_t out) {
+    bool flat = true;
+    for (int32_t a : args) flat = flat && pool_[a] >= kNone;
+    int32_t flat_at = -1;
+    if (flat) {
+      flat_at = Int32(static_cast<int64_t>(flat_.size()));
+      flat_.push_back(Int32(static_cast<int64_t>(args.size())));
+      for (int32_t a : args) flat_.push_back(pool_[a]);
+    }
+    int32_t code = pool_[out];
+    int32_t site = SiteColumns(vid, name, code >= 0 ? code : kInEvent, flat_at, attrs,
+                               call_node_);
+    if (flat && code >= 0) return;
+    events_.insert(events_.end(), {kSite, site, flat ? -1 : Int32(static_cast<int64_t>(
+                                                                  args.size()))});
+    if (!flat) {
+      for (int32_t a : args) Emit(a, &events_);
+    }
     Emit(out, &events_);
   }
 
@@ -550,31 +633,37 @@ class Reader {
   }
 
   const ReadTypes& t_;
-  int64_t first_value_, first_leaf_;
+  int64_t first_value_, first_leaf_, flat_base_, attrs_base_, shape_base_;
   const PtrMap<int32_t>& globals_;
   int64_t n_values_ = 0, n_leaves_ = 0;
   int depth_ = 0;
-  int32_t value_node_ = -1;  // the node of the value of the last binding event
-  size_t run_at_ = 0, run_end_ = 0;  // the count of the last CALL_OP run, and its end
+  int32_t func_ = -1;  // the string of the function being read
+  int32_t call_node_ = -1;  // the node of the value of the binding read last
   PtrMap<int32_t> value_of_;
   PtrMap<int32_t> local_funcs_;  // local function var -> its name's string id
+  PtrMap<int32_t> op_names_;  // op -> its name's string id (-1 - it for call_dps_packed)
   std::vector<int32_t> value_struct_;  // per value of this read: its pool offset
   std::vector<int32_t> pool_;
-  std::vector<int32_t> events_, leaves_, call_nodes_, edge_src_, edge_dst_, flat_;
-  std::vector<int64_t> handles_, shapes_, call_handles_, attrs_;
-  std::map<std::vector<int64_t>, int32_t> shape_ids_;
+  std::vector<int32_t> events_, call_nodes_, value_struct_col_, value_func_, leaf_ndim_,
+      leaf_type_, leaf_owner_, leaf_static_, edge_src_, edge_dst_, flat_, site_vid_,
+      site_name_, site_out_, site_at_, site_call_, block_ids_;
+  std::vector<uint8_t> site_kind_;
+  std::vector<int64_t> handles_, shapes_, call_handles_, attrs_, dims_;
+  std::unordered_map<std::vector<int64_t>, int32_t, DimsHash> shape_ids_;
+  std::vector<int32_t> call_users_, call_args_;
   std::vector<ObjectRef> nodes_;
   std::vector<ffi::String> strings_;
   std::unordered_map<std::string, int32_t> string_ids_;
 };
 
 // Read global function `func` named `name`: values numbered from `first_value`, leaves
-// from `first_leaf`; `const_keys` (int64 handles) and `const_ids` (int32 value ids) are
+// from `first_leaf`, flat arguments, attributes entries and static shapes from
+// `flat_base`, `attrs_base`, `shape_base`; `const_keys` (int64 handles) and `const_ids` (int32 value ids) are
 // the constants earlier functions of the view met; `global_keys` (int64 handles) and
 // `global_relax` (int32, 1 or 0) the module's global vars and whether each names a
 // Relax function.
 Array<Any> Read(ObjectRef func, ffi::String name, int64_t first_value, int64_t first_leaf,
-                ffi::Bytes const_keys, ffi::Bytes const_ids, ffi::Bytes global_keys,
+                int64_t flat_base, int64_t attrs_base, int64_t shape_base, ffi::Bytes const_keys, ffi::Bytes const_ids, ffi::Bytes global_keys,
                 ffi::Bytes global_relax) {
   const ReadTypes& t = GetReadTypes();
   if (!func.defined() || func->type_index() != t.function) {
@@ -597,7 +686,8 @@ Array<Any> Read(ObjectRef func, ffi::String name, int64_t first_value, int64_t f
     std::memcpy(&relax, global_relax.data() + i * sizeof(int32_t), sizeof(int32_t));
     globals.Put(reinterpret_cast<const Object*>(handle), relax);
   }
-  Reader reader(t, first_value, first_leaf, globals);
+  Reader reader(t, first_value, first_leaf, flat_base, attrs_base, shape_base, globals);
+  reader.Reserve(func);
   for (size_t i = 0; i < n; ++i) {
     int64_t handle;
     int32_t vid;
