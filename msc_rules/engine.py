@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -259,6 +260,15 @@ class _Failure(NamedTuple):
     err: Exception
 
 
+class _Settled(NamedTuple):
+    """A memoised result of an equation that settles (CompiledEquation.settled), with
+    the calls of reshape_ids its evaluation counted (a hit counts them again: within one
+    evaluation the engine tells by the count whether a reshape ran, see _mints_new)."""
+
+    value: Any
+    calls: int
+
+
 _GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
 _Event = tuple[int, int, int, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
@@ -299,12 +309,17 @@ the ports whose layouts key its memoised result (None: not memoised)."""
 
 def _memo_roles(eq: CompiledEquation) -> tuple[str, ...] | None:
     """The ports whose layouts key a memoised result of `eq` (with the site's
-    signature); None when `eq` is not memoised: it keeps run state, it copies a port
-    (a read costs less than a key), or it reads no port."""
-    inputs = eq.inputs
+    signature); None when `eq` is not memoised: it keeps run state that does not
+    settle (CompiledEquation.settled), it copies a port (a read costs less than a key),
+    or it reads no port."""
+    inputs = eq.inputs if eq.inputs is not None else eq.settled
     if inputs is None or eq.copy_of is not None or not (inputs.layouts or inputs.types):
         return None  # (an attribute seed: evaluated once per site, its key costs as much)
     return inputs.layouts
+
+
+_RANKED, _TYPED, _MIXED = range(3)
+_plan_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +338,11 @@ class _RulePlan:
     """Whether examinations of its sites are worth recording (see _Engine._replay): it
     has a memoised equation that reads a port (else every examination evaluates a
     stateful one, or only copies)."""
+    typing: int
+    """_TYPED when `types` holds every port, _RANKED when none, else _MIXED: what a
+    site's signature holds of each port, in the common case (see _Engine._signature)."""
+    number: int
+    """A number of its own (negative: a signature's key tells the common case)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -337,12 +357,14 @@ class _RulePlan:
              eq.partial_reads if not eq.strict_reads else (),
              *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late, _memo_roles(eq))
             for eq in eqs)
-        memoised = [eq.inputs for eq in eqs if eq.inputs is not None and _memo_roles(eq)
-                    is not None]
-        types = tuple(sorted({r for i in memoised for r in i.types}))
+        memoised = [eq.inputs or eq.settled for eq in eqs if _memo_roles(eq) is not None]
+        types = tuple(sorted({r for i in memoised if i is not None for r in i.types}))
+        typing = (_RANKED if not types else _TYPED if set(types) >= {*rule.roles, "out"}
+                  else _MIXED)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
-                         types, any(i.attrs for i in memoised),
-                         any(i.layouts for i in memoised))
+                         types, any(i is not None and i.attrs for i in memoised),
+                         any(i is not None and i.layouts for i in memoised), typing,
+                         -next(_plan_numbers))
 
 
 class _Engine:
@@ -350,7 +372,7 @@ class _Engine:
     # attribute read of the hot loop gets slower
     __slots__ = (
         "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
-        "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
+        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape", "_tids",
         "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
         "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
         "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
@@ -413,11 +435,12 @@ class _Engine:
         # pending-equation tuples, one object per content (keyed by id in _transcripts)
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
-        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
+        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: a number per (rank, shape)
         self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
+        self._state_reads = 0  # reads of run state (see _settle)
         self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
         self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
         self.track_symbols = any(
@@ -680,6 +703,7 @@ class _Engine:
     def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
         """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
         self._impure += 1  # a result that depends on it is not memoised
+        self._state_reads += 1  # (unless it settles: see _settle)
         got = self._state.get(key)
         if got is None:
             got = self._state[key] = factory()
@@ -985,12 +1009,38 @@ class _Engine:
         if got is _ABSENT:
             impure = self._impure
             self.site = site
+            if eq.settled is not None:
+                return self._settle(eq, key)
             try:
                 got = eq.fn(self)
             except _EVAL_ERRORS as err:
                 got = _Failure(err)
             if self._impure == impure:
                 results[key] = got
+        elif type(got) is _Settled:
+            self.memo.calls += got.calls
+            return got.value
+        return got
+
+    def _settle(self, eq: CompiledEquation, key: tuple[Any, ...]) -> Any:
+        """Evaluate an equation that settles (at self.site) and memoise its result under
+        `key` when it is kept for the run: not when it raised, nor while the reshape
+        memory keeps a journal (the engine may take the evaluation back, see _scan); a
+        failure makes the examination under way unrecorded (see _examine)."""
+        memo = self.memo
+        impure, reads, calls = self._impure, self._state_reads, memo.calls
+        try:
+            got = eq.fn(self)
+        except _EVAL_ERRORS as err:
+            self._impure += 1
+            return _Failure(err)
+        if self._impure - impure == self._state_reads - reads:
+            # pure but for its own reads of run state (nothing unshared): they do not
+            # keep the examination under way from being recorded either
+            self._impure = impure
+            if memo.journal is None:
+                assert self._results is not None
+                self._results[key] = _Settled(got, memo.calls - calls)
         return got
 
     def _signature(self, site: _Site) -> int:
@@ -1001,21 +1051,30 @@ class _Engine:
         plan = site.plan
         ports = site.ports
         values = tuple(ports.values())
-        leaves = tuple([st for st in values if type(st) is int])
-        if len(leaves) == len(values):  # every port a tensor (the common case)
-            ranks = tuple(map(self.view.leaf_ndim.__getitem__, leaves))
+        typing = plan.typing
+        got: list[Any] | None = None
+        if typing != _MIXED:
+            # the common case, every port a tensor: the rank or the type of each port
+            # in one flat key (the count of ports tells the roles a call lacks: the
+            # last ones)
+            try:
+                if typing == _TYPED:
+                    tids = self._tids
+                    got = [tids[x] for x in values]
+                    if _ABSENT in got:
+                        got = [self._type_of(x) for x in values]
+                else:
+                    got = list(map(self.view.leaf_ndim.__getitem__, values))
+            except TypeError:  # a tuple port, or a missing one
+                got = None
+        if got is not None:
+            leaves = values
+            parts: tuple[Any, ...] = (plan.number, *got)
         else:
-            ranks = tuple([self._rank_of(st) for st in values])
             leaves = tuple(_leaves(values, []))
-        # (the roles a call lacks are the last ones: the count of ports tells them)
-        types = plan.types
-        if not types:
-            parts: tuple[Any, ...] = (id(plan), len(values), ranks)
-        elif len(types) == 1:
-            parts = (id(plan), len(values), ranks, self._type_of(ports.get(types[0])))
-        else:
+            ranks = tuple([self._rank_of(st) for st in values])
             parts = (id(plan), len(values), ranks,
-                     *[self._type_of(ports.get(r)) for r in types])
+                     *[self._type_of(ports.get(r)) for r in plan.types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
@@ -1045,11 +1104,14 @@ class _Engine:
                 else:
                     # shape lists are shared per distinct shape (see read_shape): the
                     # content is read once per list (each is kept alive in _shapes)
-                    number = self._shape_keys.get(id(dims), -2)
+                    # (a number per list, not per content: reshape_ids keeps its results
+                    # by the lists' identity, see CompiledEquation.settled)
+                    keys = self._shape_keys
+                    number = keys.get(id(dims), -2)
                     if number == -2:
-                        number = self._shape_keys[id(dims)] = self._sigs.setdefault(
-                            ("shape", *dims), len(self._sigs))
-                tid = self._tids[st] = (self.view.leaf_ndim[st], number)
+                        number = keys[id(dims)] = len(keys)
+                tid = self._tids[st] = self._sigs.setdefault(
+                ("type", self.view.leaf_ndim[st], number), len(self._sigs))
             return tid
         if isinstance(st, tuple):
             return tuple([self._type_of(s) for s in st])
@@ -1225,6 +1287,9 @@ class _Engine:
                         # names it first, when it can (two chains minting apart would
                         # meet and disagree), and the evaluation leaves no trace
                         memo.undo(journal)
+                        if eq.settled is not None:
+                            # (taken back: evaluated again later, maybe otherwise)
+                            recordable = False
                         still.append(k)
                         self._wait(site, False)
                         if rec is not None:
