@@ -269,13 +269,15 @@ class _Settled(NamedTuple):
     calls: int
 
 
-_GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
-_Event = tuple[int, int, int, Any, Any, int]
+_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST = range(6)
+_Event = tuple[int, int, Any, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
 equations, the kind (a result given to its target, a weak default queued, a failed
-evaluation, a wait for the late or the waiting minting equations), the equation, the
-result (or the exception), the target's layouts after a result, the kept equations so
-far."""
+evaluation, a wait for the late or the waiting minting equations, a first decision),
+the equation (its number; a _FIRST: the equation), the result (or the exception), the
+target's layouts after a result (a _FIRST: the target role), the kept equations so far.
+A _FIRST decides the target (a tensor) of an equation that mints nothing, so it comes
+out the same at every replay; re-derivations of a decided layout are not recorded."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -372,8 +374,9 @@ class _Engine:
     # attribute read of the hot loop gets slower
     __slots__ = (
         "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
-        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape", "_tids",
-        "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
+        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
+        "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
+        "guessed",
         "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
         "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
         "rules", "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
@@ -1062,7 +1065,7 @@ class _Engine:
                     tids = self._tids
                     got = [tids[x] for x in values]
                     if _ABSENT in got:
-                        got = [self._type_of(x) for x in values]
+                        got = [self._tid(x) for x in values]
                 else:
                     got = list(map(self.view.leaf_ndim.__getitem__, values))
             except TypeError:  # a tuple port, or a missing one
@@ -1094,28 +1097,34 @@ class _Engine:
 
     def _type_of(self, st: Struct) -> Any:
         """What an equation can read of a port but its layout: per leaf, its rank and
-        shape (a number per distinct shape), in the port's tuple structure."""
+        shape (a number per distinct shape, see _tid), in the port's tuple structure."""
         if type(st) is int:
             tid = self._tids[st]
-            if tid is _ABSENT:
-                dims = self._leaf_shape(st)
-                if dims is None:
-                    number = -1
-                else:
-                    # shape lists are shared per distinct shape (see read_shape): the
-                    # content is read once per list (each is kept alive in _shapes)
-                    # (a number per list, not per content: reshape_ids keeps its results
-                    # by the lists' identity, see CompiledEquation.settled)
-                    keys = self._shape_keys
-                    number = keys.get(id(dims), -2)
-                    if number == -2:
-                        number = keys[id(dims)] = len(keys)
-                tid = self._tids[st] = self._sigs.setdefault(
-                ("type", self.view.leaf_ndim[st], number), len(self._sigs))
-            return tid
+            return self._tid(st) if tid is _ABSENT else tid
         if isinstance(st, tuple):
             return tuple([self._type_of(s) for s in st])
         return None
+
+    def _tid(self, leaf: int) -> Any:
+        """A leaf's type as one number (cached in _tids): its rank and its shape list.
+        Shape lists are shared per distinct shape (see read_shape) and kept alive in
+        _shapes; they are numbered per list, not per content: reshape_ids keeps its
+        results by the lists' identity (see CompiledEquation.settled)."""
+        dims = self._shapes[leaf]
+        if dims is _ABSENT:
+            dims = self._shapes[leaf] = self._shape_of(leaf)
+        ndim = self.view.leaf_ndim[leaf]
+        if dims is None:
+            tid: Any = -2 - ndim  # (ndim >= -1: a negative number)
+        else:
+            keys = self._shape_keys
+            number = keys.get(id(dims))
+            if number is None:
+                number = keys[id(dims)] = len(keys)
+            # (a rank past 62 cannot share the numbers: a tuple of its own)
+            tid = number * 64 + ndim + 1 if ndim < 63 else ("type", ndim, number)
+        self._tids[leaf] = tid
+        return tid
 
     def _failed(self, site: _Site, eq: CompiledEquation, err: Exception) -> None:
         """Record an equation that raised as an "error" conflict."""
@@ -1137,12 +1146,17 @@ class _Engine:
         layouts = self.layouts
         key = (sig, id(site.pending), self.late_ok, *map(layouts.__getitem__, site.leaves))
         got = transcripts.get(key)
-        if got is not None:
-            if got is _UNRECORDED:
-                self._scan(site, site.pending, 0, [], None)
-            else:
-                self._replay(site, got)
-            return
+        if got is None:
+            self._record(site, key)
+        elif got is _UNRECORDED:
+            self._scan(site, site.pending, 0, [], None)
+        else:
+            self._replay(site, got)
+
+    def _record(self, site: _Site, key: tuple[Any, ...]) -> None:
+        """Scan `site` and keep the examination's transcript under `key` (see _examine)."""
+        transcripts = self._transcripts
+        assert transcripts is not None
         rec: list[_Event] = []
         impure = self._impure
         if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
@@ -1160,7 +1174,9 @@ class _Engine:
         ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
-            if kind == _GIVE:
+            if kind == _FIRST:
+                self._decide(ports[post], value, "rule", site.index, k)
+            elif kind == _GIVE:
                 step = steps[k]
                 target = ports.get(step[4]) if step[5] is None else None
                 if type(target) is int and type(value) is str and (fresh or not step[8]):
@@ -1299,9 +1315,10 @@ class _Engine:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
-            if type(target) is int and type(value) is str and not (
+            old = layouts[target] if type(target) is int else _ABSENT
+            if type(value) is str and old is not _ABSENT and not (
                 mints and (self.track_symbols or self.guessed)
-            ) and ((old := layouts[target]) == value or (
+            ) and (old == value or (
                 old is None and len(value) == ndims[target] and self._valid.get(value)
             )):
                 # the common cases of _apply, inline: a re-derivation of the decided
@@ -1311,7 +1328,14 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+                if mints or idx is not None or type(value) is not str or old is _ABSENT:
+                    rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+                elif old is None and layouts[target] == value:
+                    # a first decision that mints nothing: the same at every replay
+                    rec.append((i, _FIRST, eq, value, role, len(still)))
+                elif old != value:
+                    rec.append((i, _GIVE, k, value, layouts[target], len(still)))
+                # (else a re-derivation of the decided layout: no effect to replay)
         if memoise and site.plan.transcribe:
             # one object per content: _examine keys its transcripts by its id
             kept = tuple(still)
@@ -1378,16 +1402,29 @@ class _Engine:
         layouts = self.layouts
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
-        transcribe = self._transcripts is not None
+        transcripts = self._transcripts
+        queue, queued, sites = self.queue, self.queued, self.sites
         while True:
-            while self.queue:
-                i = self.queue.popleft()
-                self.queued[i] = False
-                site = self.sites[i]
+            while queue:
+                i = queue.popleft()
+                queued[i] = False
+                site = sites[i]
                 if site is not None and site.pending:
-                    if transcribe and site.plan.transcribe:
-                        self._examine(site)
-                    else:  # (what _examine does then, without a call)
+                    if transcripts is not None and site.plan.transcribe:
+                        # (what _examine does, without a call: late_ok is False here)
+                        sig = site.sig
+                        if sig is None:
+                            sig = self._signature(site)
+                        key = (sig, id(site.pending), False,
+                               *map(layouts.__getitem__, site.leaves))
+                        got = transcripts.get(key)
+                        if got is None:
+                            self._record(site, key)
+                        elif got is _UNRECORDED:
+                            self._scan(site, site.pending, 0, [], None)
+                        else:
+                            self._replay(site, got)
+                    else:
                         self._scan(site, site.pending, 0, [], None)
             if self.late or self.late_back:
                 known = len(self.memo.split)
