@@ -975,8 +975,9 @@ class _Engine:
         self.raw_conflicts.append(
             (leaf, kind, proposed, len(self.sequence), site.index, eq, message))
 
-    def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
-        roles = _memo_roles(eq)
+    def _evaluate(self, site: _Site, eq: CompiledEquation, roles: tuple[str, ...] | None) -> Any:
+        """`eq`'s result at `site` (None when it raised: recorded as a conflict); `roles`:
+        its _memo_roles (a _Step holds them)."""
         if roles is not None and self._results is not None:
             got = self._memoised(site, eq, roles)
             if type(got) is _Failure:
@@ -1053,7 +1054,7 @@ class _Engine:
         same result on the same layouts, and an examination the same course."""
         plan = site.plan
         ports = site.ports
-        values = tuple(ports.values())
+        values: tuple[Any, ...] = tuple(ports.values())
         typing = plan.typing
         got: list[Any] | None = None
         if typing != _MIXED:
@@ -1175,7 +1176,7 @@ class _Engine:
         fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
             if kind == _FIRST:
-                self._decide(ports[post], value, "rule", site.index, k)
+                self._decide(ports[post], value, "rule", site.index, k)  # type: ignore[arg-type]
             elif kind == _GIVE:
                 step = steps[k]
                 target = ports.get(step[4]) if step[5] is None else None
@@ -1315,12 +1316,15 @@ class _Engine:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
-            old = layouts[target] if type(target) is int else _ABSENT
-            if type(value) is str and old is not _ABSENT and not (
-                mints and (self.track_symbols or self.guessed)
-            ) and (old == value or (
-                old is None and len(value) == ndims[target] and self._valid.get(value)
-            )):
+            if type(target) is not int:
+                self._apply(target, value, site, eq, weak=False)
+                if rec is not None:
+                    rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+                continue
+            old = layouts[target]
+            if type(value) is str and not (mints and (self.track_symbols or self.guessed)) and (
+                old == value or (
+                    old is None and len(value) == ndims[target] and self._valid.get(value))):
                 # the common cases of _apply, inline: a re-derivation of the decided
                 # layout, and a first decision of a valid layout of the right rank
                 if old is None:
@@ -1328,13 +1332,14 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                if mints or idx is not None or type(value) is not str or old is _ABSENT:
-                    rec.append((i, _GIVE, k, value, self._value(target), len(still)))
-                elif old is None and layouts[target] == value:
-                    # a first decision that mints nothing: the same at every replay
-                    rec.append((i, _FIRST, eq, value, role, len(still)))
-                elif old != value:
+                if mints or idx is not None or type(value) is not str or (
+                        old is not None and old != value):
                     rec.append((i, _GIVE, k, value, layouts[target], len(still)))
+                elif old is None:
+                    # a first decision that mints nothing: the same at every replay (or
+                    # a conflict, the same too)
+                    rec.append((i, _FIRST, eq, value, role, len(still)) if layouts[target]
+                               == value else (i, _GIVE, k, value, None, len(still)))
                 # (else a re-derivation of the decided layout: no effect to replay)
         if memoise and site.plan.transcribe:
             # one object per content: _examine keys its transcripts by its id
@@ -1375,10 +1380,11 @@ class _Engine:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
         layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
         for site, seeds in self.seeded:
-            eqs, ports = site.rule.equations, site.ports
+            steps, ports = site.plan.steps, site.ports
             for k in seeds:
-                eq = eqs[k]
-                value = self._evaluate(site, eq)
+                step = steps[k]
+                eq = step[0]
+                value = self._evaluate(site, eq, step[10])
                 if value is not None:
                     role, idx = eq.target
                     target = ports.get(role) if idx is None else self._port(site, role, idx)
@@ -1485,9 +1491,10 @@ class _Engine:
             _, si, k = heapq.heappop(self.weak)
             site = self.sites[si]
             assert site is not None
-            eq = site.rule.equations[k]
+            eq, roles = site.plan.steps[k][0], site.plan.steps[k][10]
             before = len(self.sequence)
-            self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=True)
+            self._apply(self._port(site, *eq.target), self._evaluate(site, eq, roles), site, eq,
+                        weak=True)
             if len(self.sequence) != before:
                 return True
             if self._next_weak() is None:

@@ -155,8 +155,13 @@ def test_a_replay_that_diverges_scans_on(monkeypatch: pytest.MonkeyPatch) -> Non
 
     def never_matching(self: engine._Engine, site: Any, transcript: Any) -> None:
         events, final = transcript
-        forged = tuple((*e[:4], ("differs",), *e[5:]) if e[1] == engine._GIVE else e
-                       for e in events)
+        # (a first decision as the result it records, given to its equation's target)
+        number = {id(step[0]): k for k, step in enumerate(site.plan.steps)}
+        forged = tuple(
+            (e[0], engine._GIVE, number[id(e[2])], e[3], ("differs",), e[5])
+            if e[1] == engine._FIRST
+            else (*e[:4], ("differs",), *e[5:]) if e[1] == engine._GIVE else e
+            for e in events)
         diverged.extend(e for e in forged if e[1] == engine._GIVE)
         original(self, site, (forged, final))
         # the layouts did match: scanning on kept what the replay would have kept
@@ -230,13 +235,40 @@ def test_undeclared_run_state_is_not_memoised(
 
 
 def test_stateful_equations_are_marked() -> None:
-    """Equations calling reshape_ids (reshape memory) have no Inputs: never memoised;
-    the others say what they read."""
+    """Equations calling reshape_ids (reshape memory) have no Inputs (their results are
+    no function of the call alone) but settle (CompiledEquation.settled: memoised once
+    an evaluation is kept, the shapes they read in the signature); those calling
+    fresh_beside do not settle; the others say what they read."""
     rules = default_rules()
     reshape = rules.lookup("relax.reshape")
     permute = rules.lookup("relax.permute_dims")
     assert reshape is not None and permute is not None
     assert all(eq.inputs is None for eq in reshape.equations)
+    assert [eq.settled.types for eq in reshape.equations if eq.settled] == [("data", "out")] * 2
+    fresh = [eq for rule in rules.rules.values() for eq in rule.equations
+             if "fresh_beside" in eq.text]
+    assert fresh and all(eq.inputs is None and eq.settled is None for eq in fresh)
     forward = permute.equations[0].inputs
     assert forward is not None
     assert forward.layouts == ("data",) and forward.attrs
+
+
+def test_reshape_sites_are_replayed() -> None:
+    """reshape_ids settles: the examinations of reshape sites are recorded and replayed
+    like any other (BERT's head splits and merges repeat per layer), and the outcome
+    is the memo-off one, where every reshape is evaluated afresh."""
+    replayed = []
+    original = engine._Engine._replay
+
+    def counting(self: engine._Engine, site: Any, transcript: Any) -> None:
+        if site.rule.op == "relax.reshape":
+            replayed.append(site.index)
+        original(self, site, transcript)
+
+    mod = models.bert_like().mod
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine._Engine, "_replay", counting)
+        result = assert_same(mod)
+    reshapes = [i for i, op in enumerate(result.view.sites.op) if op == "relax.reshape"]
+    assert len(set(replayed)) > len(reshapes) // 2
+
