@@ -278,6 +278,10 @@ the equation (its number; a _FIRST: the equation), the result (or the exception)
 target's layouts after a result (a _FIRST: the target role), the kept equations so far.
 A _FIRST decides the target (a tensor) of an equation that mints nothing, so it comes
 out the same at every replay; re-derivations of a decided layout are not recorded."""
+_Transcript = tuple[tuple[_Event, ...], tuple[int, ...],
+                    tuple[tuple[str, str, CompiledEquation], ...] | None]
+"""A recorded examination: its effects, the pending equations it left and, when its
+effects are first decisions only, those as (target role, layout, equation)."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -373,7 +377,7 @@ class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
+        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
         "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
         "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
         "guessed",
@@ -439,7 +443,6 @@ class _Engine:
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
         self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: a number per (rank, shape)
-        self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
@@ -463,9 +466,9 @@ class _Engine:
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
         table = self.view.sites
-        # every ruled site starts queued (the unruled ones are cleared below)
+        # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
-        queued = self.queued = [True] * len(table.op)
+        self.queued = [True] * len(table.op)
         by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
@@ -476,7 +479,6 @@ class _Engine:
                 rule = lookup(op)
                 if rule is None:
                     sites.append(None)
-                    queued[i] = False
                     continue
                 plan = plans.get(id(rule))
                 if plan is None:
@@ -1118,12 +1120,9 @@ class _Engine:
         if dims is None:
             tid: Any = -2 - ndim  # (ndim >= -1: a negative number)
         else:
-            keys = self._shape_keys
-            number = keys.get(id(dims))
-            if number is None:
-                number = keys[id(dims)] = len(keys)
-            # (a rank past 62 cannot share the numbers: a tuple of its own)
-            tid = number * 64 + ndim + 1 if ndim < 63 else ("type", ndim, number)
+            # (the list's id: unique while it lives; a rank past 62 cannot share the
+            # numbers: a tuple of its own)
+            tid = id(dims) * 64 + ndim + 1 if ndim < 63 else ("type", ndim, id(dims))
         self._tids[leaf] = tid
         return tid
 
@@ -1161,16 +1160,20 @@ class _Engine:
         rec: list[_Event] = []
         impure = self._impure
         if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
-            transcripts[key] = (tuple(rec), site.pending)
+            events = tuple(rec)
+            # (first decisions only: the run loop replays them itself)
+            firsts = (tuple((e[4], e[3], e[2]) for e in events)
+                      if all(e[1] == _FIRST for e in events) else None)
+            transcripts[key] = (events, site.pending, firsts)
         else:
             transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
 
-    def _replay(self, site: _Site, transcript: tuple[tuple[_Event, ...], tuple[int, ...]]) -> None:
+    def _replay(self, site: _Site, transcript: _Transcript) -> None:
         """Repeat a recorded examination: its effects in order, no readiness check and
         no evaluation. A decision can come out differently (symbolic letters, minted
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
-        events, final = transcript
+        events, final, _ = transcript
         steps = site.plan.steps
         ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
@@ -1409,13 +1412,15 @@ class _Engine:
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
         transcripts = self._transcripts
-        queue, queued, sites = self.queue, self.queued, self.sites
+        queue, queued, sites, decide = self.queue, self.queued, self.sites, self._decide
         while True:
             while queue:
                 i = queue.popleft()
-                queued[i] = False
                 site = sites[i]
+                # (a site with nothing pending never will have: it stays marked queued,
+                # so no decision queues it again)
                 if site is not None and site.pending:
+                    queued[i] = False
                     if transcripts is not None and site.plan.transcribe:
                         # (what _examine does, without a call: late_ok is False here)
                         sig = site.sig
@@ -1428,6 +1433,12 @@ class _Engine:
                             self._record(site, key)
                         elif got is _UNRECORDED:
                             self._scan(site, site.pending, 0, [], None)
+                        elif got[2] is not None:
+                            # (_replay's work for first decisions only, without a call)
+                            ports = site.ports
+                            for role, value, eq in got[2]:
+                                decide(ports[role], value, "rule", i, eq)  # type: ignore[arg-type]
+                            site.pending = got[1]
                         else:
                             self._replay(site, got)
                     else:
