@@ -278,10 +278,13 @@ the equation (its number; a _FIRST: the equation), the result (or the exception)
 target's layouts after a result (a _FIRST: the target role), the kept equations so far.
 A _FIRST decides the target (a tensor) of an equation that mints nothing, so it comes
 out the same at every replay; re-derivations of a decided layout are not recorded."""
+_SIMPLE = frozenset((_FIRST, _WEAK, _LATE))
 _Transcript = tuple[tuple[_Event, ...], tuple[int, ...],
-                    tuple[tuple[str, str, CompiledEquation], ...] | None]
+                    tuple[tuple[int, Any, Any, Any], ...] | None]
 """A recorded examination: its effects, the pending equations it left and, when its
-effects are first decisions only, those as (target role, layout, equation)."""
+effects are all first decisions, weak defaults queued and waits for late equations
+(none can come out differently), those as (kind, target role, layout, equation) or
+(kind, _Step, equation number, None)."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -342,8 +345,9 @@ class _RulePlan:
     """Whether a memoised equation reads attributes (they are in a site's signature)."""
     transcribe: bool
     """Whether examinations of its sites are worth recording (see _Engine._replay): it
-    has a memoised equation that reads a port (else every examination evaluates a
-    stateful one, or only copies)."""
+    has a memoised equation that reads a port, or one that copies a port (a first
+    decision replays for less than a scan); else every examination evaluates a
+    stateful equation."""
     typing: int
     """_TYPED when `types` holds every port, _RANKED when none, else _MIXED: what a
     site's signature holds of each port, in the common case (see _Engine._signature)."""
@@ -369,7 +373,8 @@ class _RulePlan:
                   else _MIXED)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
                          types, any(i is not None and i.attrs for i in memoised),
-                         any(i is not None and i.layouts for i in memoised), typing,
+                         any(i is not None and i.layouts for i in memoised)
+                         or any(eq.copy_of is not None for eq in eqs), typing,
                          -next(_plan_numbers))
 
 
@@ -1161,10 +1166,12 @@ class _Engine:
         impure = self._impure
         if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
             events = tuple(rec)
-            # (first decisions only: the run loop replays them itself)
-            firsts = (tuple((e[4], e[3], e[2]) for e in events)
-                      if all(e[1] == _FIRST for e in events) else None)
-            transcripts[key] = (events, site.pending, firsts)
+            # (effects that cannot come out differently: see _replay)
+            steps = site.plan.steps
+            simple = (tuple((e[1], e[4], e[3], e[2]) if e[1] == _FIRST
+                            else (e[1], steps[e[2]], e[2], None) for e in events)
+                      if all(e[1] in _SIMPLE for e in events) else None)
+            transcripts[key] = (events, site.pending, simple)
         else:
             transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
 
@@ -1173,7 +1180,18 @@ class _Engine:
         no evaluation. A decision can come out differently (symbolic letters, minted
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
-        events, final, _ = transcript
+        events, final, simple = transcript
+        if simple is not None:
+            ports, index = site.ports, site.index
+            for kind, a, b, c in simple:
+                if kind == _FIRST:
+                    self._decide(ports[a], b, "rule", index, c)  # type: ignore[arg-type]
+                elif kind == _WEAK:
+                    self._push_weak(site, a, b)
+                else:
+                    self._wait(site, True)
+            site.pending = final
+            return
         steps = site.plan.steps
         ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
@@ -1412,7 +1430,7 @@ class _Engine:
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
         transcripts = self._transcripts
-        queue, queued, sites, decide = self.queue, self.queued, self.sites, self._decide
+        queue, queued, sites = self.queue, self.queued, self.sites
         while True:
             while queue:
                 i = queue.popleft()
@@ -1433,12 +1451,6 @@ class _Engine:
                             self._record(site, key)
                         elif got is _UNRECORDED:
                             self._scan(site, site.pending, 0, [], None)
-                        elif got[2] is not None:
-                            # (_replay's work for first decisions only, without a call)
-                            ports = site.ports
-                            for role, value, eq in got[2]:
-                                decide(ports[role], value, "rule", i, eq)  # type: ignore[arg-type]
-                            site.pending = got[1]
                         else:
                             self._replay(site, got)
                     else:
