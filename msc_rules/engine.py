@@ -269,7 +269,7 @@ class _Settled(NamedTuple):
     calls: int
 
 
-_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST = range(6)
+_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST, _MINTED = range(7)
 _Event = tuple[int, int, Any, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
 equations, the kind (a result given to its target, a weak default queued, a failed
@@ -277,14 +277,17 @@ evaluation, a wait for the late or the waiting minting equations, a first decisi
 the equation (its number; a _FIRST: the equation), the result (or the exception), the
 target's layouts after a result (a _FIRST: the target role), the kept equations so far.
 A _FIRST decides the target (a tensor) of an equation that mints nothing, so it comes
-out the same at every replay; re-derivations of a decided layout are not recorded."""
-_SIMPLE = frozenset((_FIRST, _WEAK, _LATE))
+out the same at every replay; a _MINTED is a _GIVE that decided its target (a tensor)
+with the result as it is (it comes out the same at a replay where no letters are
+symbolic or guessed); re-derivations of a decided layout are not recorded."""
+_SIMPLE = frozenset((_FIRST, _MINTED, _WEAK, _LATE))
 _Transcript = tuple[tuple[_Event, ...], tuple[int, ...],
-                    tuple[tuple[int, Any, Any, Any], ...] | None]
+                    tuple[tuple[int, Any, Any, Any], ...] | None, bool]
 """A recorded examination: its effects, the pending equations it left and, when its
 effects are all first decisions, weak defaults queued and waits for late equations
-(none can come out differently), those as (kind, target role, layout, equation) or
-(kind, _Step, equation number, None)."""
+(none can come out differently; a _MINTED one, where no letters are symbolic or
+guessed), those as (kind, target role, layout, equation) or (kind, _Step, equation
+number, None), and whether any is a _MINTED one."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -1168,10 +1171,13 @@ class _Engine:
             events = tuple(rec)
             # (effects that cannot come out differently: see _replay)
             steps = site.plan.steps
-            simple = (tuple((e[1], e[4], e[3], e[2]) if e[1] == _FIRST
+            simple = (tuple((_FIRST, e[4], e[3], e[2]) if e[1] == _FIRST
+                            else (_FIRST, steps[e[2]][4], e[3], steps[e[2]][0])
+                            if e[1] == _MINTED
                             else (e[1], steps[e[2]], e[2], None) for e in events)
                       if all(e[1] in _SIMPLE for e in events) else None)
-            transcripts[key] = (events, site.pending, simple)
+            transcripts[key] = (events, site.pending, simple,
+                                any(e[1] == _MINTED for e in events))
         else:
             transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
 
@@ -1180,8 +1186,8 @@ class _Engine:
         no evaluation. A decision can come out differently (symbolic letters, minted
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
-        events, final, simple = transcript
-        if simple is not None:
+        events, final, simple, mints = transcript
+        if simple is not None and not (mints and (self.track_symbols or self.guessed)):
             ports, index = site.ports, site.index
             for kind, a, b, c in simple:
                 if kind == _FIRST:
@@ -1198,7 +1204,7 @@ class _Engine:
         for i, kind, k, value, post, nstill in events:
             if kind == _FIRST:
                 self._decide(ports[post], value, "rule", site.index, k)  # type: ignore[arg-type]
-            elif kind == _GIVE:
+            elif kind in (_GIVE, _MINTED):
                 step = steps[k]
                 target = ports.get(step[4]) if step[5] is None else None
                 if type(target) is int and type(value) is str and (fresh or not step[8]):
@@ -1353,7 +1359,9 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                if mints or idx is not None or type(value) is not str or (
+                if mints and old is None and idx is None and layouts[target] == value:
+                    rec.append((i, _MINTED, k, value, value, len(still)))
+                elif mints or idx is not None or type(value) is not str or (
                         old is not None and old != value):
                     rec.append((i, _GIVE, k, value, layouts[target], len(still)))
                 elif old is None:
@@ -1438,7 +1446,6 @@ class _Engine:
                 # (a site with nothing pending never will have: it stays marked queued,
                 # so no decision queues it again)
                 if site is not None and site.pending:
-                    queued[i] = False
                     if transcripts is not None and site.plan.transcribe:
                         # (what _examine does, without a call: late_ok is False here)
                         sig = site.sig
@@ -1448,12 +1455,21 @@ class _Engine:
                                *map(layouts.__getitem__, site.leaves))
                         got = transcripts.get(key)
                         if got is None:
+                            queued[i] = False
                             self._record(site, key)
                         elif got is _UNRECORDED:
+                            queued[i] = False
                             self._scan(site, site.pending, 0, [], None)
                         else:
+                            # a replay that cannot come out differently and leaves
+                            # nothing pending: the site stays marked queued (its own
+                            # decisions would queue it for a pop that does nothing)
+                            if got[1] or got[2] is None or (got[3] and (
+                                    self.track_symbols or self.guessed)):
+                                queued[i] = False
                             self._replay(site, got)
                     else:
+                        queued[i] = False
                         self._scan(site, site.pending, 0, [], None)
             if self.late or self.late_back:
                 known = len(self.memo.split)
