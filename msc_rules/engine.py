@@ -356,6 +356,9 @@ class _RulePlan:
     site's signature holds of each port, in the common case (see _Engine._signature)."""
     number: int
     """A number of its own (negative: a signature's key tells the common case)."""
+    pure_seeds: bool
+    """Whether its attribute seeds are pure and read neither layouts nor shapes (their
+    results are a function of the attributes and the ports' ranks: see _Engine._seed)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -378,7 +381,9 @@ class _RulePlan:
                          types, any(i is not None and i.attrs for i in memoised),
                          any(i is not None and i.layouts for i in memoised)
                          or any(eq.copy_of is not None for eq in eqs), typing,
-                         -next(_plan_numbers))
+                         -next(_plan_numbers),
+                         all(eqs[k].inputs is not None and _memo_roles(eqs[k]) is None
+                             for k in seeds))
 
 
 class _Engine:
@@ -1408,12 +1413,35 @@ class _Engine:
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
         layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
+        # the seeds' results per (rule, attributes, ranks of the ports): a pure seed
+        # reads nothing else (memo on; a site with a tuple or missing port: never)
+        memo: dict[tuple[Any, ...], list[Any]] | None = {} if self._results is not None else None
         for site, seeds in self.seeded:
-            steps, ports = site.plan.steps, site.ports
-            for k in seeds:
+            plan = site.plan
+            steps, ports = plan.steps, site.ports
+            key: tuple[Any, ...] | None = None
+            got = None
+            if memo is not None and plan.pure_seeds:
+                try:
+                    key = (plan.number, self._attrs_key(site),
+                           *map(ndims.__getitem__, ports.values()))  # type: ignore[arg-type]
+                except TypeError:  # a tuple port, or a missing one
+                    key = None
+                else:
+                    got = memo.get(key)
+            impure, fresh = self._impure, got is None
+            values = got if got is not None else []
+            for n, k in enumerate(seeds):
                 step = steps[k]
                 eq = step[0]
-                value = self._evaluate(site, eq, step[10])
+                if fresh:
+                    before = len(self.raw_conflicts)
+                    value = self._evaluate(site, eq, step[10])
+                    if len(self.raw_conflicts) != before:
+                        key = None  # it raised: evaluated (and reported) at every site
+                    values.append(value)
+                else:
+                    value = values[n]
                 if value is not None:
                     role, idx = eq.target
                     target = ports.get(role) if idx is None else self._port(site, role, idx)
@@ -1425,6 +1453,8 @@ class _Engine:
                         self._decide(target, value, "rule", site.index, eq)
                     else:
                         self._apply(target, value, site, eq, weak=False)
+            if fresh and key is not None and memo is not None and self._impure == impure:
+                memo[key] = values
         self.seeded = []
 
     def run(self) -> None:

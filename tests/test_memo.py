@@ -283,3 +283,39 @@ def test_reshape_sites_are_replayed() -> None:
     off = scans(mod, False, "relax.reshape")
     assert off >= reshapes and scans(mod, True, "relax.reshape") < off // 2
 
+
+
+@I.ir_module
+class ThreeConvs:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w: R.Tensor((4, 4, 3, 3), "float32"),
+             v: R.Tensor((3, 3, 8, 8), "float32")) -> R.Tensor((1, 2, 4, 8), "float32"):
+        with R.dataflow():
+            a = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+            b = R.nn.conv2d(a, w, padding=[1, 1, 1, 1])
+            c = R.nn.conv2d(b, v, strides=[2, 2], padding=[1, 1, 1, 1], data_layout="NHWC",
+                            kernel_layout="HWIO", out_layout="NHWC")
+            R.output(c)
+        return c
+
+
+def test_attribute_seeds_are_evaluated_once_per_attributes() -> None:
+    """The attribute seeds of calls with structurally equal attributes (and ports of the
+    same ranks) are evaluated once: the second conv repeats the first's results, the
+    third (other layouts) evaluates its own; the outcome is the memo-off one."""
+    evaluated = []
+    original = engine._Engine._evaluate
+
+    def counting(self: engine._Engine, site: Any, eq: Any, roles: Any) -> Any:
+        evaluated.append(site.index)
+        return original(self, site, eq, roles)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine._Engine, "_evaluate", counting)
+        result = assert_same(ThreeConvs)
+        evaluated.clear()
+        infer(ThreeConvs, True)
+    first, _, third = (i for i, op in enumerate(result.view.sites.op) if op == "relax.nn.conv2d")
+    assert sorted(set(evaluated)) == [first, third]
+    by_name = {v.name: result.marker(v.struct) for v in result.view.values}
+    assert by_name["b"] == "NCHW" and by_name["c"] == "NHWC"
