@@ -1354,6 +1354,10 @@ class _Engine:
                     rec.append((i, _GIVE, k, value, self._value(target), len(still)))
                 continue
             old = layouts[target]
+            # (for the record: a minting equation's result that holds only letters it
+            # read names nothing anew, and comes out the same in any state: see _apply)
+            minted = mints and (rec is None or type(value) is not str
+                                or not self._inherited(site, eq).issuperset(value))
             if type(value) is str and not (mints and (self.track_symbols or self.guessed)) and (
                 old == value or (
                     old is None and len(value) == ndims[target] and self._valid.get(value))):
@@ -1364,14 +1368,14 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                if mints and old is None and idx is None and layouts[target] == value:
+                if minted and old is None and idx is None and layouts[target] == value:
                     rec.append((i, _MINTED, k, value, value, len(still)))
-                elif mints or idx is not None or type(value) is not str or (
+                elif minted or idx is not None or type(value) is not str or (
                         old is not None and old != value):
                     rec.append((i, _GIVE, k, value, layouts[target], len(still)))
                 elif old is None:
-                    # a first decision that mints nothing: the same at every replay (or
-                    # a conflict, the same too)
+                    # a first decision that names nothing anew: the same at every
+                    # replay (or a conflict, the same too)
                     rec.append((i, _FIRST, eq, value, role, len(still)) if layouts[target]
                                == value else (i, _GIVE, k, value, None, len(still)))
                 # (else a re-derivation of the decided layout: no effect to replay)
