@@ -269,25 +269,23 @@ class _Settled(NamedTuple):
     calls: int
 
 
-_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST, _MINTED = range(7)
+_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST = range(6)
 _Event = tuple[int, int, Any, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
 equations, the kind (a result given to its target, a weak default queued, a failed
 evaluation, a wait for the late or the waiting minting equations, a first decision),
 the equation (its number; a _FIRST: the equation), the result (or the exception), the
 target's layouts after a result (a _FIRST: the target role), the kept equations so far.
-A _FIRST decides the target (a tensor) of an equation that mints nothing, so it comes
-out the same at every replay; a _MINTED is a _GIVE that decided its target (a tensor)
-with the result as it is (it comes out the same at a replay where no letters are
-symbolic or guessed); re-derivations of a decided layout are not recorded."""
-_SIMPLE = frozenset((_FIRST, _MINTED, _WEAK, _LATE))
+A _FIRST decides the target (a tensor) with a result that names nothing anew (an
+equation that mints nothing, or a result of letters it read), so it comes out the same
+at every replay; re-derivations of a decided layout are not recorded."""
+_SIMPLE = frozenset((_FIRST, _WEAK, _LATE))
 _Transcript = tuple[tuple[_Event, ...], tuple[int, ...],
-                    tuple[tuple[int, Any, Any, Any], ...] | None, bool]
+                    tuple[tuple[int, Any, Any, Any], ...] | None]
 """A recorded examination: its effects, the pending equations it left and, when its
 effects are all first decisions, weak defaults queued and waits for late equations
-(none can come out differently; a _MINTED one, where no letters are symbolic or
-guessed), those as (kind, target role, layout, equation) or (kind, _Step, equation
-number, None), and whether any is a _MINTED one."""
+(none can come out differently), those as (kind, target role, layout, equation) or
+(kind, _Step, equation number, None)."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -1177,12 +1175,9 @@ class _Engine:
             # (effects that cannot come out differently: see _replay)
             steps = site.plan.steps
             simple = (tuple((_FIRST, e[4], e[3], e[2]) if e[1] == _FIRST
-                            else (_FIRST, steps[e[2]][4], e[3], steps[e[2]][0])
-                            if e[1] == _MINTED
                             else (e[1], steps[e[2]], e[2], None) for e in events)
                       if all(e[1] in _SIMPLE for e in events) else None)
-            transcripts[key] = (events, site.pending, simple,
-                                any(e[1] == _MINTED for e in events))
+            transcripts[key] = (events, site.pending, simple)
         else:
             transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
 
@@ -1191,8 +1186,8 @@ class _Engine:
         no evaluation. A decision can come out differently (symbolic letters, minted
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
-        events, final, simple, mints = transcript
-        if simple is not None and not (mints and (self.track_symbols or self.guessed)):
+        events, final, simple = transcript
+        if simple is not None:
             ports, index = site.ports, site.index
             for kind, a, b, c in simple:
                 if kind == _FIRST:
@@ -1209,7 +1204,7 @@ class _Engine:
         for i, kind, k, value, post, nstill in events:
             if kind == _FIRST:
                 self._decide(ports[post], value, "rule", site.index, k)  # type: ignore[arg-type]
-            elif kind in (_GIVE, _MINTED):
+            elif kind == _GIVE:
                 step = steps[k]
                 target = ports.get(step[4]) if step[5] is None else None
                 if type(target) is int and type(value) is str and (fresh or not step[8]):
@@ -1356,8 +1351,8 @@ class _Engine:
             old = layouts[target]
             # (for the record: a minting equation's result that holds only letters it
             # read names nothing anew, and comes out the same in any state: see _apply)
-            minted = mints and (rec is None or type(value) is not str
-                                or not self._inherited(site, eq).issuperset(value))
+            anew = mints and (rec is None or type(value) is not str
+                              or not self._inherited(site, eq).issuperset(value))
             if type(value) is str and not (mints and (self.track_symbols or self.guessed)) and (
                 old == value or (
                     old is None and len(value) == ndims[target] and self._valid.get(value))):
@@ -1368,9 +1363,7 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                if minted and old is None and idx is None and layouts[target] == value:
-                    rec.append((i, _MINTED, k, value, value, len(still)))
-                elif minted or idx is not None or type(value) is not str or (
+                if anew or idx is not None or type(value) is not str or (
                         old is not None and old != value):
                     rec.append((i, _GIVE, k, value, layouts[target], len(still)))
                 elif old is None:
@@ -1498,8 +1491,7 @@ class _Engine:
                             # a replay that cannot come out differently and leaves
                             # nothing pending: the site stays marked queued (its own
                             # decisions would queue it for a pop that does nothing)
-                            if got[1] or got[2] is None or (got[3] and (
-                                    self.track_symbols or self.guessed)):
+                            if got[1] or got[2] is None:
                                 queued[i] = False
                             self._replay(site, got)
                     else:
