@@ -26,15 +26,20 @@ override or conflict: they only fill what is still unknown.
 
 Models repeat themselves (every layer of a transformer, every block of a CNN), so the
 engine memoises per *site signature*: the rule, the ranks and tuple structure of the
-call's ports, the shapes of the ports its equations may read (a number per distinct
-shape) and its attributes (by structural hash). A pure equation's result is memoised
-by (equation, signature, the layouts it reads); a whole examination of a site (which
-equations fire, in which order, with which results, which wait) is recorded by
-(signature, pending equations, late_ok, the layouts of all the site's tensors) and
-replayed at the next site in the same state, the decisions still made (and checked)
-one by one. Equations that keep run state (reshape_ids' memory, see
-Builtin.stateful) are never memoised, and an examination that evaluates one is not
-recorded. The results are identical with the memo off (MEMOISE, MSC_RULES_MEMO=0).
+call's ports, the shapes of the ports its equations may read (a number per shape
+list: one per distinct shape, see graph.read_shape) and its attributes (by structural
+hash). A pure equation's result is memoised by (equation, signature, the layouts it
+reads); a whole examination of a site (which equations fire, in which order, with
+which results, which wait) is recorded by (signature, pending equations, late_ok, the
+layouts of all the site's tensors) and replayed at the next site in the same state,
+the decisions still made (and, where they can come out differently, checked) one by
+one. Equations that keep run state (see Builtin.stateful) are never memoised,
+and an examination that evaluates one is not recorded, unless the state settles
+(Builtin.settles: reshape_ids keeps each call's result for the run, so its equations
+are memoised once an evaluation is kept, and reshape sites are replayed; signatures
+then number shapes per shape list, the identity reshape_ids keys its results by).
+Pure attribute seeds are evaluated once per (rule, attributes, ranks of the ports).
+The results are identical with the memo off (MEMOISE, MSC_RULES_MEMO=0).
 """
 
 from __future__ import annotations
