@@ -26,21 +26,27 @@ override or conflict: they only fill what is still unknown.
 
 Models repeat themselves (every layer of a transformer, every block of a CNN), so the
 engine memoises per *site signature*: the rule, the ranks and tuple structure of the
-call's ports, the shapes of the ports its equations may read (a number per distinct
-shape) and its attributes (by structural hash). A pure equation's result is memoised
-by (equation, signature, the layouts it reads); a whole examination of a site (which
-equations fire, in which order, with which results, which wait) is recorded by
-(signature, pending equations, late_ok, the layouts of all the site's tensors) and
-replayed at the next site in the same state, the decisions still made (and checked)
-one by one. Equations that keep run state (reshape_ids' memory, see
-Builtin.stateful) are never memoised, and an examination that evaluates one is not
-recorded. The results are identical with the memo off (MEMOISE, MSC_RULES_MEMO=0).
+call's ports, the shapes of the ports its equations may read (a number per shape
+list: one per distinct shape, see graph.read_shape) and its attributes (by structural
+hash). A pure equation's result is memoised by (equation, signature, the layouts it
+reads); a whole examination of a site (which equations fire, in which order, with
+which results, which wait) is recorded by (signature, pending equations, late_ok, the
+layouts of all the site's tensors) and replayed at the next site in the same state,
+the decisions still made (and, where they can come out differently, checked) one by
+one. Equations that keep run state (see Builtin.stateful) are never memoised,
+and an examination that evaluates one is not recorded, unless the state settles
+(Builtin.settles: reshape_ids keeps each call's result for the run, so its equations
+are memoised once an evaluation is kept, and reshape sites are replayed; signatures
+then number shapes per shape list, the identity reshape_ids keys its results by).
+Pure attribute seeds are evaluated once per (rule, attributes, ranks of the ports).
+The results are identical with the memo off (MEMOISE, MSC_RULES_MEMO=0).
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -259,13 +265,32 @@ class _Failure(NamedTuple):
     err: Exception
 
 
-_GIVE, _WEAK, _FAIL, _LATE, _BACK = range(5)
-_Event = tuple[int, int, int, Any, Any, int]
+class _Settled(NamedTuple):
+    """A memoised result of an equation that settles (CompiledEquation.settled), with
+    the calls of reshape_ids its evaluation counted (a hit counts them again: within one
+    evaluation the engine tells by the count whether a reshape ran, see _mints_new)."""
+
+    value: Any
+    calls: int
+
+
+_GIVE, _WEAK, _FAIL, _LATE, _BACK, _FIRST = range(6)
+_Event = tuple[int, int, Any, Any, Any, int]
 """One effect of an examination (see _Engine._replay): the position in the pending
 equations, the kind (a result given to its target, a weak default queued, a failed
-evaluation, a wait for the late or the waiting minting equations), the equation, the
-result (or the exception), the target's layouts after a result, the kept equations so
-far."""
+evaluation, a wait for the late or the waiting minting equations, a first decision),
+the equation (its number; a _FIRST: the equation), the result (or the exception), the
+target's layouts after a result (a _FIRST: the target role), the kept equations so far.
+A _FIRST decides the target (a tensor) with a result that names nothing anew (an
+equation that mints nothing, or a result of letters it read), so it comes out the same
+at every replay; re-derivations of a decided layout are not recorded."""
+_SIMPLE = frozenset((_FIRST, _WEAK, _LATE))
+_Transcript = tuple[tuple[_Event, ...], tuple[int, ...],
+                    tuple[tuple[int, Any, Any, Any], ...] | None]
+"""A recorded examination: its effects, the pending equations it left and, when its
+effects are all first decisions, weak defaults queued and waits for late equations
+(none can come out differently), those as (kind, target role, layout, equation) or
+(kind, _Step, equation number, None)."""
 _UNRECORDED: Any = object()  # an examination that evaluated a stateful equation
 
 
@@ -299,12 +324,17 @@ the ports whose layouts key its memoised result (None: not memoised)."""
 
 def _memo_roles(eq: CompiledEquation) -> tuple[str, ...] | None:
     """The ports whose layouts key a memoised result of `eq` (with the site's
-    signature); None when `eq` is not memoised: it keeps run state, it copies a port
-    (a read costs less than a key), or it reads no port."""
-    inputs = eq.inputs
+    signature); None when `eq` is not memoised: it keeps run state that does not
+    settle (CompiledEquation.settled), it copies a port (a read costs less than a key),
+    or it reads no port."""
+    inputs = eq.inputs if eq.inputs is not None else eq.settled
     if inputs is None or eq.copy_of is not None or not (inputs.layouts or inputs.types):
         return None  # (an attribute seed: evaluated once per site, its key costs as much)
     return inputs.layouts
+
+
+_RANKED, _TYPED, _MIXED = range(3)
+_plan_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,8 +351,17 @@ class _RulePlan:
     """Whether a memoised equation reads attributes (they are in a site's signature)."""
     transcribe: bool
     """Whether examinations of its sites are worth recording (see _Engine._replay): it
-    has a memoised equation that reads a port (else every examination evaluates a
-    stateful one, or only copies)."""
+    has a memoised equation that reads a port, or one that copies a port (a first
+    decision replays for less than a scan); else every examination evaluates a
+    stateful equation."""
+    typing: int
+    """_TYPED when `types` holds every port, _RANKED when none, else _MIXED: what a
+    site's signature holds of each port, in the common case (see _Engine._signature)."""
+    number: int
+    """A number of its own (negative: a signature's key tells the common case)."""
+    pure_seeds: bool
+    """Whether its attribute seeds are pure and read neither layouts nor shapes (their
+    results are a function of the attributes and the ports' ranks: see _Engine._seed)."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -337,21 +376,27 @@ class _RulePlan:
              eq.partial_reads if not eq.strict_reads else (),
              *eq.target, eq.weak, eq.copy_of, eq.mints, eq.late, _memo_roles(eq))
             for eq in eqs)
-        memoised = [eq.inputs for eq in eqs if eq.inputs is not None and _memo_roles(eq)
-                    is not None]
-        types = tuple(sorted({r for i in memoised for r in i.types}))
+        memoised = [eq.inputs or eq.settled for eq in eqs if _memo_roles(eq) is not None]
+        types = tuple(sorted({r for i in memoised if i is not None for r in i.types}))
+        typing = (_RANKED if not types else _TYPED if set(types) >= {*rule.roles, "out"}
+                  else _MIXED)
         return _RulePlan(seeds, tuple(k for k in range(len(eqs)) if k not in seeds), steps,
-                         types, any(i.attrs for i in memoised),
-                         any(i.layouts for i in memoised))
+                         types, any(i is not None and i.attrs for i in memoised),
+                         any(i is not None and i.layouts for i in memoised)
+                         or any(eq.copy_of is not None for eq in eqs), typing,
+                         -next(_plan_numbers),
+                         all(eqs[k].inputs is not None and _memo_roles(eqs[k]) is None
+                             for k in seeds))
 
 
 class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op", "_shape_keys",
-        "_shape_of", "_shapes", "_sigs", "_state", "_sym_axes", "_sym_by_shape", "_tids",
-        "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations", "guessed",
+        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
+        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
+        "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
+        "guessed",
         "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
         "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
         "rules", "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
@@ -413,11 +458,11 @@ class _Engine:
         # pending-equation tuples, one object per content (keyed by id in _transcripts)
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
-        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: (rank, shape number)
-        self._shape_keys: dict[int, int] = {}  # id(shape list) -> shape number
+        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: a number per (rank, shape)
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
+        self._state_reads = 0  # reads of run state (see _settle)
         self._sym_axes: list[list[tuple[int, L.Dim]] | None] = [None] * n  # per leaf
         self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
         self.track_symbols = any(
@@ -437,9 +482,9 @@ class _Engine:
         lookup = self._rule_for
         plans: dict[int, _RulePlan] = {}
         table = self.view.sites
-        # every ruled site starts queued (the unruled ones are cleared below)
+        # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
-        queued = self.queued = [True] * len(table.op)
+        self.queued = [True] * len(table.op)
         by_op: dict[str, tuple[Rule, _RulePlan]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
@@ -450,7 +495,6 @@ class _Engine:
                 rule = lookup(op)
                 if rule is None:
                     sites.append(None)
-                    queued[i] = False
                     continue
                 plan = plans.get(id(rule))
                 if plan is None:
@@ -680,6 +724,7 @@ class _Engine:
     def run_state(self, key: str, factory: Callable[[], Any]) -> Any:
         """Per-run state a builtin keeps between calls (e.g. reshape's split memory)."""
         self._impure += 1  # a result that depends on it is not memoised
+        self._state_reads += 1  # (unless it settles: see _settle)
         got = self._state.get(key)
         if got is None:
             got = self._state[key] = factory()
@@ -948,8 +993,9 @@ class _Engine:
         self.raw_conflicts.append(
             (leaf, kind, proposed, len(self.sequence), site.index, eq, message))
 
-    def _evaluate(self, site: _Site, eq: CompiledEquation) -> Any:
-        roles = _memo_roles(eq)
+    def _evaluate(self, site: _Site, eq: CompiledEquation, roles: tuple[str, ...] | None) -> Any:
+        """`eq`'s result at `site` (None when it raised: recorded as a conflict); `roles`:
+        its _memo_roles (a _Step holds them)."""
         if roles is not None and self._results is not None:
             got = self._memoised(site, eq, roles)
             if type(got) is _Failure:
@@ -985,12 +1031,38 @@ class _Engine:
         if got is _ABSENT:
             impure = self._impure
             self.site = site
+            if eq.settled is not None:
+                return self._settle(eq, key)
             try:
                 got = eq.fn(self)
             except _EVAL_ERRORS as err:
                 got = _Failure(err)
             if self._impure == impure:
                 results[key] = got
+        elif type(got) is _Settled:
+            self.memo.calls += got.calls
+            return got.value
+        return got
+
+    def _settle(self, eq: CompiledEquation, key: tuple[Any, ...]) -> Any:
+        """Evaluate an equation that settles (at self.site) and memoise its result under
+        `key` when it is kept for the run: not when it raised, nor while the reshape
+        memory keeps a journal (the engine may take the evaluation back, see _scan); a
+        failure makes the examination under way unrecorded (see _examine)."""
+        memo = self.memo
+        impure, reads, calls = self._impure, self._state_reads, memo.calls
+        try:
+            got = eq.fn(self)
+        except _EVAL_ERRORS as err:
+            self._impure += 1
+            return _Failure(err)
+        if self._impure - impure == self._state_reads - reads:
+            # pure but for its own reads of run state (nothing unshared): they do not
+            # keep the examination under way from being recorded either
+            self._impure = impure
+            if memo.journal is None:
+                assert self._results is not None
+                self._results[key] = _Settled(got, memo.calls - calls)
         return got
 
     def _signature(self, site: _Site) -> int:
@@ -1000,22 +1072,31 @@ class _Engine:
         same result on the same layouts, and an examination the same course."""
         plan = site.plan
         ports = site.ports
-        values = tuple(ports.values())
-        leaves = tuple([st for st in values if type(st) is int])
-        if len(leaves) == len(values):  # every port a tensor (the common case)
-            ranks = tuple(map(self.view.leaf_ndim.__getitem__, leaves))
+        values: tuple[Any, ...] = tuple(ports.values())
+        typing = plan.typing
+        got: list[Any] | None = None
+        if typing != _MIXED:
+            # the common case, every port a tensor: the rank or the type of each port
+            # in one flat key (the count of ports tells the roles a call lacks: the
+            # last ones)
+            try:
+                if typing == _TYPED:
+                    tids = self._tids
+                    got = [tids[x] for x in values]
+                    if _ABSENT in got:
+                        got = [self._tid(x) for x in values]
+                else:
+                    got = list(map(self.view.leaf_ndim.__getitem__, values))
+            except TypeError:  # a tuple port, or a missing one
+                got = None
+        if got is not None:
+            leaves = values
+            parts: tuple[Any, ...] = (plan.number, *got)
         else:
-            ranks = tuple([self._rank_of(st) for st in values])
             leaves = tuple(_leaves(values, []))
-        # (the roles a call lacks are the last ones: the count of ports tells them)
-        types = plan.types
-        if not types:
-            parts: tuple[Any, ...] = (id(plan), len(values), ranks)
-        elif len(types) == 1:
-            parts = (id(plan), len(values), ranks, self._type_of(ports.get(types[0])))
-        else:
+            ranks = tuple([self._rank_of(st) for st in values])
             parts = (id(plan), len(values), ranks,
-                     *[self._type_of(ports.get(r)) for r in types])
+                     *[self._type_of(ports.get(r)) for r in plan.types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
@@ -1035,25 +1116,31 @@ class _Engine:
 
     def _type_of(self, st: Struct) -> Any:
         """What an equation can read of a port but its layout: per leaf, its rank and
-        shape (a number per distinct shape), in the port's tuple structure."""
+        shape (a number per distinct shape, see _tid), in the port's tuple structure."""
         if type(st) is int:
             tid = self._tids[st]
-            if tid is _ABSENT:
-                dims = self._leaf_shape(st)
-                if dims is None:
-                    number = -1
-                else:
-                    # shape lists are shared per distinct shape (see read_shape): the
-                    # content is read once per list (each is kept alive in _shapes)
-                    number = self._shape_keys.get(id(dims), -2)
-                    if number == -2:
-                        number = self._shape_keys[id(dims)] = self._sigs.setdefault(
-                            ("shape", *dims), len(self._sigs))
-                tid = self._tids[st] = (self.view.leaf_ndim[st], number)
-            return tid
+            return self._tid(st) if tid is _ABSENT else tid
         if isinstance(st, tuple):
             return tuple([self._type_of(s) for s in st])
         return None
+
+    def _tid(self, leaf: int) -> Any:
+        """A leaf's type as one number (cached in _tids): its rank and its shape list.
+        Shape lists are shared per distinct shape (see read_shape) and kept alive in
+        _shapes; they are numbered per list, not per content: reshape_ids keeps its
+        results by the lists' identity (see CompiledEquation.settled)."""
+        dims = self._shapes[leaf]
+        if dims is _ABSENT:
+            dims = self._shapes[leaf] = self._shape_of(leaf)
+        ndim = self.view.leaf_ndim[leaf]
+        if dims is None:
+            tid: Any = -2 - ndim  # (ndim >= -1: a negative number)
+        else:
+            # (the list's id: unique while it lives; a rank past 62 cannot share the
+            # numbers: a tuple of its own)
+            tid = id(dims) * 64 + ndim + 1 if ndim < 63 else ("type", ndim, id(dims))
+        self._tids[leaf] = tid
+        return tid
 
     def _failed(self, site: _Site, eq: CompiledEquation, err: Exception) -> None:
         """Record an equation that raised as an "error" conflict."""
@@ -1075,30 +1162,54 @@ class _Engine:
         layouts = self.layouts
         key = (sig, id(site.pending), self.late_ok, *map(layouts.__getitem__, site.leaves))
         got = transcripts.get(key)
-        if got is not None:
-            if got is _UNRECORDED:
-                self._scan(site, site.pending, 0, [], None)
-            else:
-                self._replay(site, got)
-            return
+        if got is None:
+            self._record(site, key)
+        elif got is _UNRECORDED:
+            self._scan(site, site.pending, 0, [], None)
+        else:
+            self._replay(site, got)
+
+    def _record(self, site: _Site, key: tuple[Any, ...]) -> None:
+        """Scan `site` and keep the examination's transcript under `key` (see _examine)."""
+        transcripts = self._transcripts
+        assert transcripts is not None
         rec: list[_Event] = []
         impure = self._impure
         if self._scan(site, site.pending, 0, [], rec) and self._impure == impure:
-            transcripts[key] = (tuple(rec), site.pending)
+            events = tuple(rec)
+            # (effects that cannot come out differently: see _replay)
+            steps = site.plan.steps
+            simple = (tuple((_FIRST, e[4], e[3], e[2]) if e[1] == _FIRST
+                            else (e[1], steps[e[2]], e[2], None) for e in events)
+                      if all(e[1] in _SIMPLE for e in events) else None)
+            transcripts[key] = (events, site.pending, simple)
         else:
             transcripts[key] = _UNRECORDED  # it evaluated a stateful equation
 
-    def _replay(self, site: _Site, transcript: tuple[tuple[_Event, ...], tuple[int, ...]]) -> None:
+    def _replay(self, site: _Site, transcript: _Transcript) -> None:
         """Repeat a recorded examination: its effects in order, no readiness check and
         no evaluation. A decision can come out differently (symbolic letters, minted
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
-        events, final = transcript
+        events, final, simple = transcript
+        if simple is not None:
+            ports, index = site.ports, site.index
+            for kind, a, b, c in simple:
+                if kind == _FIRST:
+                    self._decide(ports[a], b, "rule", index, c)  # type: ignore[arg-type]
+                elif kind == _WEAK:
+                    self._push_weak(site, a, b)
+                else:
+                    self._wait(site, True)
+            site.pending = final
+            return
         steps = site.plan.steps
         ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
         for i, kind, k, value, post, nstill in events:
-            if kind == _GIVE:
+            if kind == _FIRST:
+                self._decide(ports[post], value, "rule", site.index, k)  # type: ignore[arg-type]
+            elif kind == _GIVE:
                 step = steps[k]
                 target = ports.get(step[4]) if step[5] is None else None
                 if type(target) is int and type(value) is str and (fresh or not step[8]):
@@ -1225,6 +1336,9 @@ class _Engine:
                         # names it first, when it can (two chains minting apart would
                         # meet and disagree), and the evaluation leaves no trace
                         memo.undo(journal)
+                        if eq.settled is not None:
+                            # (taken back: evaluated again later, maybe otherwise)
+                            recordable = False
                         still.append(k)
                         self._wait(site, False)
                         if rec is not None:
@@ -1234,11 +1348,19 @@ class _Engine:
                 if any(not self._known(ports.get(r)) for r in eq.partial_reads):
                     still.append(k)  # a partial reader may decide once more are known
                 continue
-            if type(target) is int and type(value) is str and not (
-                mints and (self.track_symbols or self.guessed)
-            ) and ((old := layouts[target]) == value or (
-                old is None and len(value) == ndims[target] and self._valid.get(value)
-            )):
+            if type(target) is not int:
+                self._apply(target, value, site, eq, weak=False)
+                if rec is not None:
+                    rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+                continue
+            old = layouts[target]
+            # (for the record: a minting equation's result that holds only letters it
+            # read names nothing anew, and comes out the same in any state: see _apply)
+            anew = mints and (rec is None or type(value) is not str
+                              or not self._inherited(site, eq).issuperset(value))
+            if type(value) is str and not (mints and (self.track_symbols or self.guessed)) and (
+                old == value or (
+                    old is None and len(value) == ndims[target] and self._valid.get(value))):
                 # the common cases of _apply, inline: a re-derivation of the decided
                 # layout, and a first decision of a valid layout of the right rank
                 if old is None:
@@ -1246,7 +1368,15 @@ class _Engine:
             else:
                 self._apply(target, value, site, eq, weak=False)
             if rec is not None:
-                rec.append((i, _GIVE, k, value, self._value(target), len(still)))
+                if anew or idx is not None or type(value) is not str or (
+                        old is not None and old != value):
+                    rec.append((i, _GIVE, k, value, layouts[target], len(still)))
+                elif old is None:
+                    # a first decision that names nothing anew: the same at every
+                    # replay (or a conflict, the same too)
+                    rec.append((i, _FIRST, eq, value, role, len(still)) if layouts[target]
+                               == value else (i, _GIVE, k, value, None, len(still)))
+                # (else a re-derivation of the decided layout: no effect to replay)
         if memoise and site.plan.transcribe:
             # one object per content: _examine keys its transcripts by its id
             kept = tuple(still)
@@ -1285,11 +1415,35 @@ class _Engine:
     def _seed(self) -> None:
         """Fire every equation that reads no port (attribute seeds) before propagating."""
         layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
+        # the seeds' results per (rule, attributes, ranks of the ports): a pure seed
+        # reads nothing else (memo on; a site with a tuple or missing port: never)
+        memo: dict[tuple[Any, ...], list[Any]] | None = {} if self._results is not None else None
         for site, seeds in self.seeded:
-            eqs, ports = site.rule.equations, site.ports
-            for k in seeds:
-                eq = eqs[k]
-                value = self._evaluate(site, eq)
+            plan = site.plan
+            steps, ports = plan.steps, site.ports
+            key: tuple[Any, ...] | None = None
+            got = None
+            if memo is not None and plan.pure_seeds:
+                try:
+                    key = (plan.number, self._attrs_key(site),
+                           *map(ndims.__getitem__, ports.values()))  # type: ignore[arg-type]
+                except TypeError:  # a tuple port, or a missing one
+                    key = None
+                else:
+                    got = memo.get(key)
+            impure, fresh = self._impure, got is None
+            values = got if got is not None else []
+            for n, k in enumerate(seeds):
+                step = steps[k]
+                eq = step[0]
+                if fresh:
+                    before = len(self.raw_conflicts)
+                    value = self._evaluate(site, eq, step[10])
+                    if len(self.raw_conflicts) != before:
+                        key = None  # it raised: evaluated (and reported) at every site
+                    values.append(value)
+                else:
+                    value = values[n]
                 if value is not None:
                     role, idx = eq.target
                     target = ports.get(role) if idx is None else self._port(site, role, idx)
@@ -1301,6 +1455,8 @@ class _Engine:
                         self._decide(target, value, "rule", site.index, eq)
                     else:
                         self._apply(target, value, site, eq, weak=False)
+            if fresh and key is not None and memo is not None and self._impure == impure:
+                memo[key] = values
         self.seeded = []
 
     def run(self) -> None:
@@ -1313,16 +1469,38 @@ class _Engine:
         layouts = self.layouts
         nleaves = len(layouts)
         last = 0  # earliest unknown leaf
-        transcribe = self._transcripts is not None
+        transcripts = self._transcripts
+        queue, queued, sites = self.queue, self.queued, self.sites
         while True:
-            while self.queue:
-                i = self.queue.popleft()
-                self.queued[i] = False
-                site = self.sites[i]
+            while queue:
+                i = queue.popleft()
+                site = sites[i]
+                # (a site with nothing pending never will have: it stays marked queued,
+                # so no decision queues it again)
                 if site is not None and site.pending:
-                    if transcribe and site.plan.transcribe:
-                        self._examine(site)
-                    else:  # (what _examine does then, without a call)
+                    if transcripts is not None and site.plan.transcribe:
+                        # (what _examine does, without a call: late_ok is False here)
+                        sig = site.sig
+                        if sig is None:
+                            sig = self._signature(site)
+                        key = (sig, id(site.pending), False,
+                               *map(layouts.__getitem__, site.leaves))
+                        got = transcripts.get(key)
+                        if got is None:
+                            queued[i] = False
+                            self._record(site, key)
+                        elif got is _UNRECORDED:
+                            queued[i] = False
+                            self._scan(site, site.pending, 0, [], None)
+                        else:
+                            # a replay that cannot come out differently and leaves
+                            # nothing pending: the site stays marked queued (its own
+                            # decisions would queue it for a pop that does nothing)
+                            if got[1] or got[2] is None:
+                                queued[i] = False
+                            self._replay(site, got)
+                    else:
+                        queued[i] = False
                         self._scan(site, site.pending, 0, [], None)
             if self.late or self.late_back:
                 known = len(self.memo.split)
@@ -1383,9 +1561,10 @@ class _Engine:
             _, si, k = heapq.heappop(self.weak)
             site = self.sites[si]
             assert site is not None
-            eq = site.rule.equations[k]
+            eq, roles = site.plan.steps[k][0], site.plan.steps[k][10]
             before = len(self.sequence)
-            self._apply(self._port(site, *eq.target), self._evaluate(site, eq), site, eq, weak=True)
+            self._apply(self._port(site, *eq.target), self._evaluate(site, eq, roles), site, eq,
+                        weak=True)
             if len(self.sequence) != before:
                 return True
             if self._next_weak() is None:

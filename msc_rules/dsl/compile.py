@@ -60,6 +60,10 @@ class CompiledEquation:
     """What `fn` reads (see Inputs); None when it calls a stateful builtin (one that
     keeps per-run state, such as reshape_ids): its result is then no function of the
     call alone, and never memoised."""
+    settled: Inputs | None = None
+    """What `fn` reads when every stateful builtin it calls settles (Builtin.settles):
+    its result on the same inputs is then fixed once an evaluation is kept, and the
+    engine memoises it from then on. None otherwise (and for a pure equation)."""
 
     @functools.cached_property
     def read_ports(self) -> tuple[PortKey, ...]:
@@ -363,7 +367,8 @@ def _mints(e: ast.Expr) -> bool:
 
 def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> None:
     """Collect what evaluating `e` can read (see Inputs): flags gets "attrs" for an
-    attribute read and "state" for a call of a stateful builtin."""
+    attribute read, "state" for a call of a stateful builtin and "settles" for one of a
+    builtin that settles (Builtin.settles)."""
     port = ast.port_ref(e)
     if port is not None:
         layouts.add(port[0])  # (a field read also checks the port's rank and fields)
@@ -375,7 +380,7 @@ def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> 
     if isinstance(e, ast.Call):
         b = BUILTINS[e.func]
         if b.stateful:
-            flags.add("state")
+            flags.add("settles" if b.settles else "state")
         for i, a in enumerate(e.args):
             if i in b.port_args and isinstance(a, ast.Name):
                 if b.shapes:
@@ -398,15 +403,17 @@ def _reads(e: ast.Expr, layouts: set[str], types: set[str], flags: set[str]) -> 
         _reads(sub, layouts, types, flags)
 
 
-def _inputs(e: ast.Expr) -> Inputs | None:
-    """What an equation of right-hand side `e` reads; None when it keeps run state."""
+def _inputs(e: ast.Expr) -> tuple[Inputs | None, Inputs | None]:
+    """What an equation of right-hand side `e` reads: as CompiledEquation.inputs (None
+    when it keeps run state) and as CompiledEquation.settled."""
     layouts: set[str] = set()
     types: set[str] = set()
     flags: set[str] = set()
     _reads(e, layouts, types, flags)
     if "state" in flags:
-        return None
-    return Inputs(tuple(sorted(layouts)), tuple(sorted(types)), "attrs" in flags)
+        return None, None
+    got = Inputs(tuple(sorted(layouts)), tuple(sorted(types)), "attrs" in flags)
+    return (None, got) if "settles" in flags else (got, None)
 
 
 def _late(e: ast.Expr) -> bool:
@@ -454,7 +461,7 @@ def compile_equations(
                     _mints(eq.expr),
                     _copy_of(eq.expr),
                     _late(eq.expr) and not eq.weak,
-                    _inputs(eq.expr),
+                    *_inputs(eq.expr),
                 )
             )
     return out, errors

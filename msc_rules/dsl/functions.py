@@ -73,6 +73,12 @@ class Builtin:
     their layouts."""
     shapes: bool = True
     """It may read the shapes of its port arguments (not only their ranks and fields)."""
+    settles: bool = False
+    """(stateful only) Its result is fixed for the rest of a run once computed: a later
+    call on the same arguments (the same layouts, the same shape lists) returns it and
+    only counts the call (reshape_ids' ReshapeMemo.done). The engine memoises such
+    equations per call signature too, once their evaluation is kept (see
+    CompiledEquation.settled)."""
 
 
 BUILTINS: dict[str, Builtin] = {}
@@ -92,6 +98,7 @@ def builtin(
     stateful: bool = False,
     type_only: bool = False,
     shapes: bool = True,
+    settles: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `impl` as the builtin `name` taking `nargs` arguments (or a range).
 
@@ -109,7 +116,7 @@ def builtin(
         doc = (impl.__doc__ or "").strip().splitlines()[0] if impl.__doc__ else ""
         BUILTINS[name] = Builtin(
             name, impl, lo, hi, port_args, type_ports, partial, none_ok, mints, doc, late,
-            inline, stateful, type_only, shapes,
+            inline, stateful, type_only, shapes, settles,
         )
         return impl
 
@@ -625,7 +632,7 @@ def _fresh_beside(env: Env, role: str, n: Any) -> str | None:
 
 
 @builtin("reshape_ids", 3, port_args=(0,), partial=True, none_ok=True, mints=True,
-         stateful=True)
+         stateful=True, settles=True)
 def _reshape_ids(env: Env, role: str, src: Any, dst: Any) -> str | None:
     """`reshape` that remembers splits and merges within one inference run: merging
     letters that an earlier reshape split from one axis gives that axis's letter back,
