@@ -467,7 +467,8 @@ class _Engine:
         self._sym_by_shape: dict[int, list[tuple[int, L.Dim]]] = {}  # by id(shape list)
         self.track_symbols = any(
             isinstance(d, str)
-            for v in view.values
+            # (params are all among the others: no Value made per call binding)
+            for v in map(view.values.__getitem__, view.others)
             if v.kind == "param"
             for leaf in _leaves(v.struct, [])
             for d in (view.shape(leaf) or ())
