@@ -304,6 +304,30 @@ class ValueTable(Sequence[Value]):
                                calls[picked].tobytes())
             at = first + len(calls)
 
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per value, as arrays and without making the call bindings' Values: its
+        struct's code (a leaf, -1 None, -2 another: see the Value) and its node's
+        handle (the var's, the constant's)."""
+        items_ = self._items
+        n = len(items_)
+        codes = np.empty(n, np.int32)
+        handles = np.empty(n, np.int64)
+        at = 0
+        for first, read in [*self._reads, (n, None)]:
+            for vid in range(at, first):  # values graph.py's own read made
+                v = items_[vid]
+                assert v is not None
+                st = v.struct
+                codes[vid] = st if type(st) is int else -1 if st is None else -2
+                handles[vid] = v.expr.__chandle__()
+            if read is None:
+                break
+            k = len(read.handles)
+            codes[first:first + k] = np.frombuffer(read.structs, np.int32)
+            handles[first:first + k] = np.frombuffer(read.handles, np.int64)
+            at = first + k
+        return codes, handles
+
     def fill(self) -> list[Value]:
         """Every value made; the list of them (the table's own: do not change it)."""
         items_ = self._items

@@ -19,7 +19,7 @@ import numpy as np
 
 from .channel_graph import ChannelGraph
 from .channels import ChannelGroup, covered, member_walks
-from .graph import DependencyView, NativeValue
+from .graph import DependencyView
 
 _PARAM = 2  # (a leaf kind, as channel_native's)
 
@@ -99,34 +99,15 @@ def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[i
     if got is None:
         view: DependencyView = g.view
         values = view.values
-        leaf_list: list[int] = []
-        tuples: list[int] = []
-        reads: dict[int, Any] = {}
-        native = NativeValue
-        for v in values:
-            st = v.struct
-            if type(st) is int:
-                leaf_list.append(st)
-            else:
-                leaf_list.append(-1)
-                if type(st) is tuple:
-                    tuples.append(v.id)
-            if type(v) is native:
-                read = v._read
-                if read.first not in reads:
-                    reads[read.first] = read
-        kind_of = np.zeros(len(values), dtype=np.int64)
-        handle_of = np.zeros(len(values), dtype=np.int64)
-        for first, read in reads.items():
-            # (a read's handles: one per value it made)
-            h = np.frombuffer(read.handles, dtype=np.int64)
-            handle_of[first:first + len(h)] = h
+        codes, handle_of = values.codes()
+        kind_of = np.zeros(len(codes), dtype=np.int64)
         for vid in view.others:  # (the rest are bindings of calls)
-            v = values[vid]
-            kind_of[vid] = 0 if v.kind == "binding" else 1 if v.kind == "const" else _PARAM
-            handle_of[vid] = v.expr.__chandle__()
-        got = g.value_arrays = (np.array(leaf_list, dtype=np.int64), kind_of, handle_of,
-                                [t for t in tuples if values[t].kind == "binding"])
+            kind = values[vid].kind
+            kind_of[vid] = 0 if kind == "binding" else 1 if kind == "const" else _PARAM
+        tuples = [vid for vid in np.flatnonzero(codes == -2).tolist()
+                  if type(values[vid].struct) is tuple and values[vid].kind == "binding"]
+        got = g.value_arrays = (np.where(codes >= 0, codes, -1).astype(np.int64), kind_of,
+                                handle_of, tuples)
     return got
 
 

@@ -187,3 +187,18 @@ def test_call_bindings_come_as_columns(native: bool, monkeypatch: pytest.MonkeyP
             assert call_handles[k] == v.value.__chandle__()
             got.append(vid)
     assert got == [v.id for v in view.values if v.args is not None]
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("name", MODELS)
+def test_value_codes_are_the_values_structs_and_handles(name: str, native: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ValueTable.codes` (made without the Values) gives each value's struct code and
+    node handle as its Value has them."""
+    view = _view(models.BUILDERS[name]().mod, native, monkeypatch)
+    made = sum(v is not None for v in view.values._items)
+    codes, handles = view.values.codes()
+    assert sum(v is not None for v in view.values._items) == made
+    structs = [v.struct for v in view.values]
+    assert codes.tolist() == [s if type(s) is int else -1 if s is None else -2 for s in structs]
+    assert handles.tolist() == [v.expr.__chandle__() for v in view.values]
