@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import tvm
 import tvm_ffi
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
@@ -251,6 +252,26 @@ def _exact(v: Any) -> bool:
 _TYPE_INDEX: dict[type, int] = {}
 
 
+def _static_types(view: DependencyView, n: int) -> tuple[list[Any], list[Any]]:
+    """Per leaf (of `n`), its shape list and its type number as _Engine._tid makes
+    them, for the leaves the native read found a static shape for (their lists are the
+    ones read_shape returns: the numbers come out the same); _ABSENT for the others."""
+    ids, table = view._static_ids, view._static_table
+    m = min(len(ids), n)
+    if not m or not table:
+        return [_ABSENT] * n, [_ABSENT] * n
+    # (a static id of -1 picks the last entry: _ABSENT, and a base of 0)
+    shapes = list(map([*table, _ABSENT].__getitem__, ids[:m]))
+    sid = np.frombuffer(ids, dtype=np.int32, count=m)
+    ndim = np.array(view.leaf_ndim[:m], dtype=np.int64)
+    # (a list's id: an address below 2**48, so id * 64 fits an int64)
+    base = np.array([id(dims) * 64 + 1 for dims in table] + [0], dtype=np.int64)
+    tids = (base[sid] + ndim).astype(object)
+    tids[(sid < 0) | (ndim >= 63)] = _ABSENT  # (a rank past 62: a tuple, see _tid)
+    rest = [_ABSENT] * (n - m)
+    return shapes + rest, tids.tolist() + rest
+
+
 def _type_index(cls: type) -> int:
     """The FFI type index of an attributes class (the native read keys them by it)."""
     got = _TYPE_INDEX.get(cls)
@@ -441,7 +462,9 @@ class _Engine:
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
         self._shape_of = view.read_shape  # cached here, in _shapes
-        self._shapes: list[Any] = [_ABSENT] * n
+        # the shapes and type numbers (see _tid) of the leaves a native read found static,
+        # in bulk; the others read when first asked for
+        self._shapes, self._tids = _static_types(view, n)
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.memo = ReshapeMemo()
         self._state["reshape_memo"] = self.memo
@@ -458,7 +481,6 @@ class _Engine:
         # pending-equation tuples, one object per content (keyed by id in _transcripts)
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
-        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: a number per (rank, shape)
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
