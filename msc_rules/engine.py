@@ -1103,11 +1103,11 @@ class _Engine:
             # in one flat key (the count of ports tells the roles a call lacks: the
             # last ones)
             try:
+                # (map, not a list comprehension: no frame per call in Python 3.11)
                 if typing == _TYPED:
-                    tids = self._tids
-                    got = [tids[x] for x in values]
+                    got = list(map(self._tids.__getitem__, values))
                     if _ABSENT in got:
-                        got = [self._tid(x) for x in values]
+                        got = list(map(self._tid, values))
                 else:
                     got = list(map(self.view.leaf_ndim.__getitem__, values))
             except TypeError:  # a tuple port, or a missing one
