@@ -508,7 +508,8 @@ class _Engine:
         # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
         self.queued = [True] * len(table.op)
-        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
+        # per op with a cached rule: the rule, its plan and roles, the count of roles
+        by_op: dict[str, tuple[Rule, _RulePlan, tuple[str, ...], int]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
         new_site = _Site.__new__
@@ -522,14 +523,14 @@ class _Engine:
                 plan = plans.get(id(rule))
                 if plan is None:
                     plan = plans[id(rule)] = _RulePlan.of(rule)
+                roles = rule.roles
+                nroles = len(roles)
                 if rule is self._rules_by_op.get(op):  # cached: the same for every call
-                    by_op[op] = (rule, plan)
+                    by_op[op] = (rule, plan, roles, nroles)
             else:
-                rule, plan = got
+                rule, plan, roles, nroles = got
             args: list[Struct] = raw_args[i]
             out = outs[i]
-            roles = rule.roles
-            nroles = len(roles)
             if args is NATIVE:  # a native read's: in the flat array (see SiteTable)
                 k = at[2 * i]
                 n = flat[k]
