@@ -53,7 +53,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
 import tvm
 import tvm_ffi
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
@@ -260,16 +259,14 @@ def _static_types(view: DependencyView, n: int) -> tuple[list[Any], list[Any]]:
     m = min(len(ids), n)
     if not m or not table:
         return [_ABSENT] * n, [_ABSENT] * n
-    # (a static id of -1 picks the last entry: _ABSENT, and a base of 0)
-    shapes = list(map([*table, _ABSENT].__getitem__, ids[:m]))
-    sid = np.frombuffer(ids, dtype=np.int32, count=m)
-    ndim = np.array(view.leaf_ndim[:m], dtype=np.int64)
-    # (a list's id: an address below 2**48, so id * 64 fits an int64)
-    base = np.array([id(dims) * 64 + 1 for dims in table] + [0], dtype=np.int64)
-    tids = (base[sid] + ndim).astype(object)
-    tids[(sid < 0) | (ndim >= 63)] = _ABSENT  # (a rank past 62: a tuple, see _tid)
     rest = [_ABSENT] * (n - m)
-    return shapes + rest, tids.tolist() + rest
+    # (a static shape's rank is its length: the number is one per table entry, and a
+    # static id of -1 picks the last entry, _ABSENT; a rank past 62: see _tid)
+    tids = [id(dims) * 64 + len(dims) + 1 if len(dims) < 63 else _ABSENT for dims in table]
+    tids.append(_ABSENT)
+    sids = ids[:m] if m < len(ids) else ids
+    return (list(map([*table, _ABSENT].__getitem__, sids)) + rest,
+            list(map(tids.__getitem__, sids)) + rest)
 
 
 def _type_index(cls: type) -> int:
