@@ -251,6 +251,24 @@ def _exact(v: Any) -> bool:
 _TYPE_INDEX: dict[type, int] = {}
 
 
+def _static_types(view: DependencyView, n: int) -> tuple[list[Any], list[Any]]:
+    """Per leaf (of `n`), its shape list and its type number as _Engine._tid makes
+    them, for the leaves the native read found a static shape for (their lists are the
+    ones read_shape returns: the numbers come out the same); _ABSENT for the others."""
+    ids, table = view._static_ids, view._static_table
+    m = min(len(ids), n)
+    if not m or not table:
+        return [_ABSENT] * n, [_ABSENT] * n
+    rest = [_ABSENT] * (n - m)
+    # (a static shape's rank is its length: the number is one per table entry, and a
+    # static id of -1 picks the last entry, _ABSENT; a rank past 62: see _tid)
+    tids = [id(dims) * 64 + len(dims) + 1 if len(dims) < 63 else _ABSENT for dims in table]
+    tids.append(_ABSENT)
+    sids = ids[:m] if m < len(ids) else ids
+    return (list(map([*table, _ABSENT].__getitem__, sids)) + rest,
+            list(map(tids.__getitem__, sids)) + rest)
+
+
 def _type_index(cls: type) -> int:
     """The FFI type index of an attributes class (the native read keys them by it)."""
     got = _TYPE_INDEX.get(cls)
@@ -441,7 +459,9 @@ class _Engine:
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
         self._shape_of = view.read_shape  # cached here, in _shapes
-        self._shapes: list[Any] = [_ABSENT] * n
+        # the shapes and type numbers (see _tid) of the leaves a native read found static,
+        # in bulk; the others read when first asked for
+        self._shapes, self._tids = _static_types(view, n)
         self.seeded: list[tuple[_Site, tuple[int, ...]]] = []  # sites with attribute seeds
         self.memo = ReshapeMemo()
         self._state["reshape_memo"] = self.memo
@@ -458,7 +478,6 @@ class _Engine:
         # pending-equation tuples, one object per content (keyed by id in _transcripts)
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
-        self._tids: list[Any] = [_ABSENT] * n  # a leaf's type: a number per (rank, shape)
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
@@ -486,7 +505,8 @@ class _Engine:
         # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
         self.queued = [True] * len(table.op)
-        by_op: dict[str, tuple[Rule, _RulePlan]] = {}
+        # per op with a cached rule: the rule, its plan and roles, the count of roles
+        by_op: dict[str, tuple[Rule, _RulePlan, tuple[str, ...], int]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
         flat, at = table._flat, table._at
         new_site = _Site.__new__
@@ -500,14 +520,14 @@ class _Engine:
                 plan = plans.get(id(rule))
                 if plan is None:
                     plan = plans[id(rule)] = _RulePlan.of(rule)
+                roles = rule.roles
+                nroles = len(roles)
                 if rule is self._rules_by_op.get(op):  # cached: the same for every call
-                    by_op[op] = (rule, plan)
+                    by_op[op] = (rule, plan, roles, nroles)
             else:
-                rule, plan = got
+                rule, plan, roles, nroles = got
             args: list[Struct] = raw_args[i]
             out = outs[i]
-            roles = rule.roles
-            nroles = len(roles)
             if args is NATIVE:  # a native read's: in the flat array (see SiteTable)
                 k = at[2 * i]
                 n = flat[k]
@@ -1081,11 +1101,11 @@ class _Engine:
             # in one flat key (the count of ports tells the roles a call lacks: the
             # last ones)
             try:
+                # (map, not a list comprehension: no frame per call in Python 3.11)
                 if typing == _TYPED:
-                    tids = self._tids
-                    got = [tids[x] for x in values]
+                    got = list(map(self._tids.__getitem__, values))
                     if _ABSENT in got:
-                        got = [self._tid(x) for x in values]
+                        got = list(map(self._tid, values))
                 else:
                     got = list(map(self.view.leaf_ndim.__getitem__, values))
             except TypeError:  # a tuple port, or a missing one

@@ -366,3 +366,28 @@ def test_reshape_memo_undo_takes_back_a_deferred_evaluation() -> None:
     assert memo.split[("C", 32)] == (("D", "E"), (4, 8)) and memo.parts["C"] >= {"D", "E"}
     memo.undo(journal)
     assert (memo.split, memo.merge, memo.parts, memo.done) == (*before, {})
+
+
+def test_static_leaf_types_made_in_bulk_match_those_read_one_by_one(
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The engine numbers the natively read static shapes in bulk (_static_types): the
+    same shape lists and type numbers as _tid makes leaf by leaf, the others left to it."""
+    from models import resnet18_like
+
+    from msc_rules import engine as E
+
+    monkeypatch.setenv("MSC_RULES_NATIVE", "1")
+    view = build_view(resnet18_like(dynamic=True).mod)
+    assert any(i >= 0 for i in view._static_ids) and any(i < 0 for i in view._static_ids)
+    eng = E._Engine(view, default_rules())
+    bulk_shapes, bulk_tids = list(eng._shapes), list(eng._tids)
+    assert sum(t is not E._ABSENT for t in bulk_tids) > len(bulk_tids) // 2
+    n = len(bulk_tids)
+    eng._shapes, eng._tids = [E._ABSENT] * n, [E._ABSENT] * n
+    for leaf in range(n):
+        one = eng._tid(leaf)
+        if bulk_tids[leaf] is not E._ABSENT:
+            assert bulk_tids[leaf] == one, leaf
+            assert bulk_shapes[leaf] is eng._shapes[leaf], leaf
+        else:
+            assert view._static_ids[leaf] < 0 if leaf < len(view._static_ids) else True
