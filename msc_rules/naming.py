@@ -236,11 +236,12 @@ class _Slot:
 class NamePlan:
     """The names (and SharedRef markers) that SetExprName writes."""
 
-    def __init__(self, handles: list[int], labels: list[str], refs: dict[int, int],
-                 changes: list[tuple[str, Sequence[int], Sequence[int]]],
+    def __init__(self, handles: Sequence[int] | bytes, labels: list[str],
+                 refs: dict[int, int], changes: list[tuple[str, Sequence[int], Sequence[int]]],
                  keep: Any = None) -> None:
-        self.handles = handles
-        """The node of each name (its handle, `__chandle__()`), in program order."""
+        # (int64 as the native walk hands them: no Python int per node until asked)
+        self._handles = np.frombuffer(handles, np.int64) if isinstance(handles, bytes) \
+            else np.asarray(handles, np.int64)
         self.labels = labels
         """The names, in program order."""
         self.refs = refs
@@ -249,6 +250,11 @@ class NamePlan:
         """Per global function whose markers change: node indices and what each gets
         (`_WRITE_NAME` | `_WRITE_REF`; an empty name is not written)."""
         self._keep = keep  # the module: its nodes stay alive, no other node takes a handle
+
+    @property
+    def handles(self) -> list[int]:
+        """The node of each name (its handle, `__chandle__()`), in program order."""
+        return self._handles.tolist()  # type: ignore[no-any-return]
 
     def names(self) -> list[str]:
         """Every name, in program order."""
@@ -278,7 +284,7 @@ class NamePlan:
         if not columns:
             return self._edit_dicts()
         labels, refs = self.labels, self.refs
-        handles = np.asarray(self.handles, dtype=np.int64)
+        handles = self._handles
         edits: dict[str, SpanEdits] = {}
         for top, nodes, what in self.changes:
             e = edits[top] = SpanEdits()
@@ -819,9 +825,7 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
     try:
         out = native.plan_names(namer.mod, gv, namer.target, list(wishes), list(wishes.values()),
                                 _classify, _asker(namer.rules))
-        blob, handle_bytes, ref_bytes, tops, per_top = items(out)
-        handles = array("q")
-        handles.frombytes(handle_bytes)
+        blob, handles, ref_bytes, tops, per_top = items(out)
         labels = blob.decode().split("\0") if handles else []
     except Exception as err:  # a node or attribute it does not know: Python plans it all
         text = str(err).splitlines()[0] if str(err) else repr(err)
@@ -835,7 +839,7 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
         a = array("i")
         a.frombytes(got)
         changes.append((str(top), a[0::2], a[1::2]))
-    return NamePlan(handles.tolist(), labels, dict(zip(pairs[0::2], pairs[1::2])), changes,
+    return NamePlan(bytes(handles), labels, dict(zip(pairs[0::2], pairs[1::2])), changes,
                     namer.mod)
 
 
