@@ -291,7 +291,9 @@ class NamePlan:
             at = np.asarray(nodes, dtype=np.int64)
             flags = np.asarray(what, dtype=np.int64)
             named = at[(flags & _WRITE_NAME) != 0]
-            if len(named):
+            if len(named) == len(labels):  # every node, in order (a module never named)
+                e.add_column(span.NAME, labels, values=handles.tobytes())
+            elif len(named):
                 e.add_column(span.NAME, [labels[i] for i in named.tolist()],
                              values=handles[named].tobytes())
             shared = at[(flags & _WRITE_REF) != 0]
