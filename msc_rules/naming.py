@@ -135,7 +135,7 @@ from . import span
 from .dsl.ruleset import RuleSet
 from .errors import IRError
 from .ffi import items
-from .rewrite import SpanEdits
+from .rewrite import JoinedTexts, SpanEdits
 
 Var = tvm.ir.expr.Var
 Call = tvm.ir.expr.Call
@@ -236,14 +236,15 @@ class _Slot:
 class NamePlan:
     """The names (and SharedRef markers) that SetExprName writes."""
 
-    def __init__(self, handles: Sequence[int] | bytes, labels: list[str],
+    def __init__(self, handles: Sequence[int] | bytes, labels: list[str] | JoinedTexts,
                  refs: dict[int, int], changes: list[tuple[str, Sequence[int], Sequence[int]]],
                  keep: Any = None) -> None:
-        # (int64 as the native walk hands them: no Python int per node until asked)
+        # (as the native walk hands them: int64 handles, the names in one str; no
+        # Python object per node until asked, and the names go to the rebuild as they are)
         self._handles = np.frombuffer(handles, np.int64) if isinstance(handles, bytes) \
             else np.asarray(handles, np.int64)
-        self.labels = labels
-        """The names, in program order."""
+        self._texts = labels
+        self._labels = labels if isinstance(labels, list) else None
         self.refs = refs
         """node index -> index of the node whose name is its SharedRef."""
         self.changes = changes
@@ -252,9 +253,16 @@ class NamePlan:
         self._keep = keep  # the module: its nodes stay alive, no other node takes a handle
 
     @property
+    def labels(self) -> list[str]:
+        """The names, in program order."""
+        if self._labels is None:
+            self._labels = list(self._texts)
+        return self._labels
+
+    @property
     def handles(self) -> list[int]:
         """The node of each name (its handle, `__chandle__()`), in program order."""
-        return self._handles.tolist()  # type: ignore[no-any-return]
+        return self._handles.tolist()
 
     def names(self) -> list[str]:
         """Every name, in program order."""
@@ -283,7 +291,7 @@ class NamePlan:
         write the same markers."""
         if not columns:
             return self._edit_dicts()
-        labels, refs = self.labels, self.refs
+        refs, texts = self.refs, self._texts
         handles = self._handles
         edits: dict[str, SpanEdits] = {}
         for top, nodes, what in self.changes:
@@ -291,13 +299,15 @@ class NamePlan:
             at = np.asarray(nodes, dtype=np.int64)
             flags = np.asarray(what, dtype=np.int64)
             named = at[(flags & _WRITE_NAME) != 0]
-            if len(named) == len(labels):  # every node, in order (a module never named)
-                e.add_column(span.NAME, labels, values=handles.tobytes())
+            if len(named) == len(texts):  # every node, in order (a module never named)
+                e.add_column(span.NAME, texts, values=handles.tobytes())
             elif len(named):
+                labels = self.labels
                 e.add_column(span.NAME, [labels[i] for i in named.tolist()],
                              values=handles[named].tobytes())
             shared = at[(flags & _WRITE_REF) != 0]
             if len(shared):
+                labels = self.labels
                 e.add_column(span.SHARED_REF, [labels[refs[i]] for i in shared.tolist()],
                              values=handles[shared].tobytes())
         return edits
@@ -828,7 +838,7 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
         out = native.plan_names(namer.mod, gv, namer.target, list(wishes), list(wishes.values()),
                                 _classify, _asker(namer.rules))
         blob, handles, ref_bytes, tops, per_top = items(out)
-        labels = blob.decode().split("\0") if handles else []
+        labels = JoinedTexts(blob.decode(), len(handles) // 8)
     except Exception as err:  # a node or attribute it does not know: Python plans it all
         text = str(err).splitlines()[0] if str(err) else repr(err)
         fallbacks.append((namer.entry, text))

@@ -10,7 +10,7 @@
 // naming.py stays the one place that knows either. Anything it does not know raises,
 // and naming.py plans the whole module in Python instead: never a silently wrong name.
 //
-// Output: [names (bytes: the names in slot order, joined by NUL), handles (bytes, int64:
+// Output: [names (bytes: the names in slot order, joined by \x1f), handles (bytes, int64:
 // the node of each slot), refs (bytes, int32: (slot, slot whose name is its SharedRef)
 // pairs), tops (array of global function names), changes (array of bytes, int32: per
 // top, (slot, what to write: 1 Name, 2 SharedRef, 3 both) pairs)].
@@ -230,8 +230,10 @@ class Namer {
   }
 
   Array<Any> Output() const {
-    if (names_.arena().find('\0') != std::string::npos) {
-      TVM_FFI_THROW(ValueError) << "a name holds a NUL character";
+    // (the separator joins the names; naming.py passes the text on to the rebuild as
+    // it is, which takes no NUL)
+    if (names_.arena().find_first_of(std::string_view("\0\x1f", 2)) != std::string::npos) {
+      TVM_FFI_THROW(ValueError) << "a name holds a NUL or unit separator character";
     }
     std::string blob;
     blob.reserve(names_.arena().size() + 2 * slots_.size());
@@ -239,7 +241,7 @@ class Namer {
     handles.reserve(slots_.size());
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
-      if (i) blob.push_back('\0');
+      if (i) blob.push_back('\x1f');
       blob.append(names_.Text(s.name));
       handles.push_back(reinterpret_cast<int64_t>(s.node));
     }
