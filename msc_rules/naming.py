@@ -107,17 +107,20 @@ Native walk
     What this module decides by class (the tags, `_classify`) and what the rules say
     (`_asker`) it asks back here once per type, op and name, so this stays the one
     place that knows either. A module it does not know (a non-string `Unique`, a NUL
-    in a name, a callback that fails, ...) is planned here in Python, whole, and
-    noted in `fallbacks`.
+    or unit separator in a name, a callback that fails, ...) is planned here in
+    Python, whole, and noted in `fallbacks`.
 
 Cost
     One walk over the bindings and one over the names, hash lookups keyed by node
-    handle, a counter per base name: linear in the module. Plan and edits together,
-    natively: 8.0k instructions per binding on the conv chain of
-    benchmarks/synthetic.py (1.6 named nodes per binding; callgrind, 5k bindings) and
-    9.5k on a 12-layer BERT (the Python walk: 67k and 76k). Wall time on a busy 2-core
-    machine, side by side with TVM's Normalize in the same run: 0.35-0.40x Normalize
-    at 10k bindings (1.5-2.7 us per binding), 0.49x at 100k; the Python walk 2-3x.
+    handle, a counter per base name: linear in the module. The native walk keeps the
+    names in one arena (an open-addressing table of ids, no string object per name) and
+    hands them over as one text joined by the rebuild's separator, which the Name
+    column passes on as it is (`rewrite.JoinedTexts`): no Python str per name stays
+    alive through inference and the rewrite. Plan and edits together, natively: 3.9k
+    instructions per binding on the conv chain of benchmarks/synthetic.py (1.6 named
+    nodes per binding; callgrind, 5k bindings; 7.0k before the arena, the Python walk
+    67k). Wall time, 10k bindings: 1.15 us per binding (0.28x TVM's Normalize in the
+    same run).
 """
 
 from __future__ import annotations
