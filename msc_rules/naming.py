@@ -107,17 +107,20 @@ Native walk
     What this module decides by class (the tags, `_classify`) and what the rules say
     (`_asker`) it asks back here once per type, op and name, so this stays the one
     place that knows either. A module it does not know (a non-string `Unique`, a NUL
-    in a name, a callback that fails, ...) is planned here in Python, whole, and
-    noted in `fallbacks`.
+    or unit separator in a name, a callback that fails, ...) is planned here in
+    Python, whole, and noted in `fallbacks`.
 
 Cost
     One walk over the bindings and one over the names, hash lookups keyed by node
-    handle, a counter per base name: linear in the module. Plan and edits together,
-    natively: 8.0k instructions per binding on the conv chain of
-    benchmarks/synthetic.py (1.6 named nodes per binding; callgrind, 5k bindings) and
-    9.5k on a 12-layer BERT (the Python walk: 67k and 76k). Wall time on a busy 2-core
-    machine, side by side with TVM's Normalize in the same run: 0.35-0.40x Normalize
-    at 10k bindings (1.5-2.7 us per binding), 0.49x at 100k; the Python walk 2-3x.
+    handle, a counter per base name: linear in the module. The native walk keeps the
+    names in one arena (an open-addressing table of ids, no string object per name) and
+    hands them over as one text joined by the rebuild's separator, which the Name
+    column passes on as it is (`rewrite.JoinedTexts`): no Python str per name stays
+    alive through inference and the rewrite. Plan and edits together, natively: 3.9k
+    instructions per binding on the conv chain of benchmarks/synthetic.py (1.6 named
+    nodes per binding; callgrind, 5k bindings; 7.0k before the arena, the Python walk
+    67k). Wall time, 10k bindings: 1.15 us per binding (0.28x TVM's Normalize in the
+    same run).
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ from . import span
 from .dsl.ruleset import RuleSet
 from .errors import IRError
 from .ffi import items
-from .rewrite import SpanEdits
+from .rewrite import JoinedTexts, SpanEdits
 
 Var = tvm.ir.expr.Var
 Call = tvm.ir.expr.Call
@@ -236,19 +239,33 @@ class _Slot:
 class NamePlan:
     """The names (and SharedRef markers) that SetExprName writes."""
 
-    def __init__(self, handles: list[int], labels: list[str], refs: dict[int, int],
-                 changes: list[tuple[str, Sequence[int], Sequence[int]]],
+    def __init__(self, handles: Sequence[int] | bytes, labels: list[str] | JoinedTexts,
+                 refs: dict[int, int], changes: list[tuple[str, Sequence[int], Sequence[int]]],
                  keep: Any = None) -> None:
-        self.handles = handles
-        """The node of each name (its handle, `__chandle__()`), in program order."""
-        self.labels = labels
-        """The names, in program order."""
+        # (as the native walk hands them: int64 handles, the names in one str; no
+        # Python object per node until asked, and the names go to the rebuild as they are)
+        self._handles = np.frombuffer(handles, np.int64) if isinstance(handles, bytes) \
+            else np.asarray(handles, np.int64)
+        self._texts = labels
+        self._labels = labels if isinstance(labels, list) else None
         self.refs = refs
         """node index -> index of the node whose name is its SharedRef."""
         self.changes = changes
         """Per global function whose markers change: node indices and what each gets
         (`_WRITE_NAME` | `_WRITE_REF`; an empty name is not written)."""
         self._keep = keep  # the module: its nodes stay alive, no other node takes a handle
+
+    @property
+    def labels(self) -> list[str]:
+        """The names, in program order."""
+        if self._labels is None:
+            self._labels = list(self._texts)
+        return self._labels
+
+    @property
+    def handles(self) -> list[int]:
+        """The node of each name (its handle, `__chandle__()`), in program order."""
+        return self._handles.tolist()
 
     def names(self) -> list[str]:
         """Every name, in program order."""
@@ -277,19 +294,23 @@ class NamePlan:
         write the same markers."""
         if not columns:
             return self._edit_dicts()
-        labels, refs = self.labels, self.refs
-        handles = np.asarray(self.handles, dtype=np.int64)
+        refs, texts = self.refs, self._texts
+        handles = self._handles
         edits: dict[str, SpanEdits] = {}
         for top, nodes, what in self.changes:
             e = edits[top] = SpanEdits()
             at = np.asarray(nodes, dtype=np.int64)
             flags = np.asarray(what, dtype=np.int64)
             named = at[(flags & _WRITE_NAME) != 0]
-            if len(named):
+            if len(named) == len(texts):  # every node, in order (a module never named)
+                e.add_column(span.NAME, texts, values=handles.tobytes())
+            elif len(named):
+                labels = self.labels
                 e.add_column(span.NAME, [labels[i] for i in named.tolist()],
                              values=handles[named].tobytes())
             shared = at[(flags & _WRITE_REF) != 0]
             if len(shared):
+                labels = self.labels
                 e.add_column(span.SHARED_REF, [labels[refs[i]] for i in shared.tolist()],
                              values=handles[shared].tobytes())
         return edits
@@ -819,10 +840,8 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
     try:
         out = native.plan_names(namer.mod, gv, namer.target, list(wishes), list(wishes.values()),
                                 _classify, _asker(namer.rules))
-        blob, handle_bytes, ref_bytes, tops, per_top = items(out)
-        handles = array("q")
-        handles.frombytes(handle_bytes)
-        labels = blob.decode().split("\0") if handles else []
+        blob, handles, ref_bytes, tops, per_top = items(out)
+        labels = JoinedTexts(blob.decode(), len(handles) // 8)
     except Exception as err:  # a node or attribute it does not know: Python plans it all
         text = str(err).splitlines()[0] if str(err) else repr(err)
         fallbacks.append((namer.entry, text))
@@ -835,7 +854,7 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
         a = array("i")
         a.frombytes(got)
         changes.append((str(top), a[0::2], a[1::2]))
-    return NamePlan(handles.tolist(), labels, dict(zip(pairs[0::2], pairs[1::2])), changes,
+    return NamePlan(bytes(handles), labels, dict(zip(pairs[0::2], pairs[1::2])), changes,
                     namer.mod)
 
 

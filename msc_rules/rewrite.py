@@ -8,10 +8,10 @@ cost near the price of constructing the nodes and leaves the module structurally
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import tvm
@@ -102,7 +102,7 @@ class SpanEdits:
             h = expr.__chandle__()
             self.values[h] = _with_pair(self.values.get(h), key, value)
 
-    def add_column(self, key: str, texts: list[str], vars: bytes = b"", values: bytes = b"",
+    def add_column(self, key: str, texts: Sequence[str], vars: bytes = b"", values: bytes = b"",
                    share: bool = False) -> None:
         """Write marker `key` with `texts[i]` on var `vars[i]` and on node `values[i]`, in
         bulk (see MarkerColumn: handles as `handle_bytes` makes them): what add_var and
@@ -137,7 +137,7 @@ class MarkerColumn:
     """
 
     key: str
-    texts: list[str]
+    texts: Sequence[str]
     vars: bytes = b""
     values: bytes = b""
     share: bool = False
@@ -160,6 +160,40 @@ class MarkerColumn:
                     if text:
                         into[h] = markers(text)
         return out
+
+
+class JoinedTexts(Sequence[str]):
+    """A MarkerColumn's texts joined by the separator the native rebuild takes, in one
+    str: a column of many unique texts (names) costs one object, not one per node, and
+    is handed on as it is; split only when asked."""
+
+    __slots__ = ("_count", "text")
+
+    def __init__(self, text: str, count: int) -> None:
+        if text.count(_SEP) != max(count - 1, 0):
+            raise ValueError("joined texts hold the separator or miscount")
+        self.text = text
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        return list(self)[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.text.split(_SEP) if self._count else ())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def handle_bytes(handles: Iterable[int], count: int) -> bytes:
@@ -519,9 +553,12 @@ def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None
         items.append(["sets", text, sizes, handle_bytes(vars_, len(vars_)),
                       handle_bytes(values, len(values))])
     for col in e.columns:
-        text = _SEP.join(col.texts)
-        if text.count(_SEP) != max(len(col.texts) - 1, 0):
-            return None
+        if isinstance(col.texts, JoinedTexts):  # (checked when it was made)
+            text = col.texts.text
+        else:
+            text = _SEP.join(col.texts)
+            if text.count(_SEP) != max(len(col.texts) - 1, 0):
+                return None
         items.append(["column", col.key, text, col.vars, col.values, col.share])
     return items
 

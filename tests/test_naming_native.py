@@ -22,6 +22,7 @@ from tvm import relax
 
 import msc_rules
 from msc_rules import naming
+from msc_rules.rewrite import JoinedTexts
 
 Plan = tuple[Any, ...]
 
@@ -158,7 +159,9 @@ def _fused_with(attr: str, value: Any) -> tvm.IRModule:
     (lambda: _fused_with("Composite", 3), {}, "conv2d_1"),
     # a name with a NUL character cannot go through the NUL-joined names
     (lambda: _fused_with("Unique", "u"), {"var_names": {"lv": "a\0b"}}, "a\0b"),
-], ids=["int_unique", "int_composite", "nul_in_a_name"])
+    # nor one with the unit separator that joins them for the rebuild
+    (lambda: _fused_with("Unique", "u"), {"var_names": {"lv": "a\x1fb"}}, "a\x1fb"),
+], ids=["int_unique", "int_composite", "nul_in_a_name", "separator_in_a_name"])
 def test_a_module_the_native_walk_does_not_know_falls_back_with_the_same_plan(
         make: Callable[[], tvm.IRModule], kwargs: dict[str, Any], expected: str) -> None:
     py, cc, fell_back = both_ways(make(), **kwargs)
@@ -192,3 +195,30 @@ def test_name_of_finds_a_node_by_identity(monkeypatch: pytest.MonkeyPatch) -> No
         assert plan.name_of(relax.const(1.0)) == "" and plan.name_of("not a node") == ""
         found.append(plan.name_of(call))
     assert found[0] and found[0] == found[1]
+
+
+def test_the_native_name_column_is_one_joined_text_and_writes_the_same_markers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = BUILDERS["resnet18_like"]().mod
+    written = []
+    for mode in ("0", "1"):
+        monkeypatch.setenv("MSC_RULES_NATIVE", mode)
+        plan = naming.plan_names(mod)
+        column = plan.edits()["main"].columns[0]
+        assert column.key == "Name" and list(column.texts) == plan.names()
+        # natively: one str for the whole column, no str per name until asked
+        assert isinstance(column.texts, JoinedTexts) == (mode == "1")
+        out = msc_rules.SetExprName()(mod)
+        bindings = out["main"].body.blocks[0].bindings
+        got = [msc_rules.get_name(b.value) for b in bindings]
+        assert got == [plan.name_of(b.value) for b in mod["main"].body.blocks[0].bindings]
+        written.append(got)
+    assert written[0] == written[1] and len(set(written[0])) == len(written[0]) > 10
+
+
+def test_joined_texts_refuse_a_text_holding_the_separator() -> None:
+    texts = JoinedTexts("a\x1fb\x1fc", 3)
+    assert len(texts) == 3 and list(texts) == ["a", "b", "c"] and texts[1] == "b"
+    assert texts == ["a", "b", "c"] and list(JoinedTexts("", 0)) == []
+    with pytest.raises(ValueError, match="separator"):
+        JoinedTexts("a\x1fb", 1)

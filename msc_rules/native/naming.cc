@@ -10,7 +10,7 @@
 // naming.py stays the one place that knows either. Anything it does not know raises,
 // and naming.py plans the whole module in Python instead: never a silently wrong name.
 //
-// Output: [names (bytes: the names in slot order, joined by NUL), handles (bytes, int64:
+// Output: [names (bytes: the names in slot order, joined by \x1f), handles (bytes, int64:
 // the node of each slot), refs (bytes, int32: (slot, slot whose name is its SharedRef)
 // pairs), tops (array of global function names), changes (array of bytes, int32: per
 // top, (slot, what to write: 1 Name, 2 SharedRef, 3 both) pairs)].
@@ -27,8 +27,8 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -91,7 +91,88 @@ struct Slot {
   // texts (ids in the string table, 0 for ""): the name in the span, the name to claim
   // in round 1, the SharedRef in the span
   int32_t old = 0, fixed = 0, shared_old = 0;
-  const std::string* name = nullptr;  // the name: a node of the set of names taken
+  int32_t name = kNone;  // the name: its id in the set of names taken
+};
+
+// The names taken: their texts back to back in one arena, found through an open
+// addressing table of ids (no node nor heap string per name, as a set of strings
+// would allocate: names are most of what the walk makes).
+class NameSet {
+ public:
+  NameSet() { Rehash(64); }
+
+  void Reserve(size_t n) {
+    if (n * 2 > table_.size()) Rehash(n * 2);
+    start_.reserve(n + 1);
+    hash_.reserve(n);
+    arena_.reserve(n * 16);
+  }
+
+  size_t size() const { return hash_.size(); }
+
+  std::string_view Text(int32_t id) const {
+    return std::string_view(arena_).substr(start_[id], start_[id + 1] - start_[id]);
+  }
+
+  // the id of `text`, added if absent (`fresh` says which); `text` must not point into
+  // the arena when it is absent
+  int32_t Insert(std::string_view text, bool* fresh) {
+    uint64_t h = Hash(text);
+    size_t i = static_cast<size_t>(h) & mask_;
+    for (;; i = (i + 1) & mask_) {
+      int32_t id = table_[i];
+      if (id == kNone) break;
+      if (hash_[id] == h && Text(id) == text) {
+        *fresh = false;
+        return id;
+      }
+    }
+    *fresh = true;
+    int32_t id = static_cast<int32_t>(hash_.size());
+    table_[i] = id;
+    hash_.push_back(h);
+    arena_.append(text);
+    start_.push_back(static_cast<uint32_t>(arena_.size()));
+    if (hash_.size() * 2 > table_.size()) Rehash(table_.size() * 2);
+    return id;
+  }
+
+  const std::string& arena() const { return arena_; }
+
+ private:
+  static uint64_t Hash(std::string_view text) {
+    constexpr uint64_t kMul = 0x9E3779B97F4A7C15ull;
+    uint64_t h = text.size() * kMul;
+    size_t i = 0;
+    for (; i + 8 <= text.size(); i += 8) {
+      uint64_t w;
+      std::memcpy(&w, text.data() + i, 8);
+      h = (h ^ w) * kMul;
+      h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    if (i < text.size()) std::memcpy(&w, text.data() + i, text.size() - i);
+    h = (h ^ w) * kMul;
+    return h ^ (h >> 29);
+  }
+
+  void Rehash(size_t capacity) {
+    size_t cap = 64;
+    while (cap < capacity) cap <<= 1;
+    table_.assign(cap, kNone);
+    mask_ = cap - 1;
+    for (size_t id = 0; id < hash_.size(); ++id) {
+      size_t i = static_cast<size_t>(hash_[id]) & mask_;
+      while (table_[i] != kNone) i = (i + 1) & mask_;
+      table_[i] = static_cast<int32_t>(id);
+    }
+  }
+
+  std::string arena_;
+  std::vector<uint32_t> start_{0};
+  std::vector<uint64_t> hash_;
+  std::vector<int32_t> table_;
+  size_t mask_ = 0;
 };
 
 struct Func {
@@ -143,21 +224,25 @@ class Namer {
   }
 
   void Run(const ObjectRef& entry) {
+    Reserve(entry);
     GlobalFunction(entry);
     Resolve();
   }
 
   Array<Any> Output() const {
+    // (the separator joins the names; naming.py passes the text on to the rebuild as
+    // it is, which takes no NUL)
+    if (names_.arena().find_first_of(std::string_view("\0\x1f", 2)) != std::string::npos) {
+      TVM_FFI_THROW(ValueError) << "a name holds a NUL or unit separator character";
+    }
     std::string blob;
+    blob.reserve(names_.arena().size() + 2 * slots_.size());
     std::vector<int64_t> handles;
     handles.reserve(slots_.size());
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
-      if (s.name->find('\0') != std::string::npos) {
-        TVM_FFI_THROW(ValueError) << "a name holds a NUL character";
-      }
-      if (i) blob.push_back('\0');
-      blob += *s.name;
+      if (i) blob.push_back('\x1f');
+      blob.append(names_.Text(s.name));
       handles.push_back(reinterpret_cast<int64_t>(s.node));
     }
     std::vector<int32_t> refs;
@@ -166,19 +251,22 @@ class Namer {
     Array<ffi::String> tops;
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
-      const std::string* ref = nullptr;
+      bool has_ref = false;
+      std::string_view ref;
       if (s.shared != kNone && slots_[s.shared].consumer != kNone) {
         int32_t r = slots_[s.shared].consumer;
         refs.push_back(static_cast<int32_t>(i));
         refs.push_back(r);
-        ref = slots_[r].name;
+        has_ref = true;
+        ref = names_.Text(slots_[r].name);
       }
-      bool name_changes = *s.name != strs_[s.old] || !s.old_current;
-      bool ref_changes = ref != nullptr && !ref->empty() &&
-                         !(*ref == strs_[s.shared_old] && s.shared_old_current);
+      std::string_view name = names_.Text(s.name);
+      bool name_changes = name != strs_[s.old] || !s.old_current;
+      bool ref_changes = has_ref && !ref.empty() &&
+                         !(ref == strs_[s.shared_old] && s.shared_old_current);
       if (!name_changes && !ref_changes) continue;
       // (an empty name is not written, but its function still gets its edits)
-      int32_t what = (name_changes && !s.name->empty() ? 1 : 0) | (ref_changes ? 2 : 0);
+      int32_t what = (name_changes && !name.empty() ? 1 : 0) | (ref_changes ? 2 : 0);
       auto add = [&](int32_t top) {
         if (change_of[top] == kNone) {
           change_of[top] = static_cast<int32_t>(changes.size());
@@ -205,6 +293,22 @@ class Namer {
   }
 
  private:
+  // room for the entry function's nodes up front (most of a module's): no map regrows
+  // and rehashes every node while the walk runs
+  void Reserve(const ObjectRef& entry) {
+    auto it = functions_.find(entry);
+    if (it == functions_.end() || (Tag((*it).second) & kTagMask) != kTFunc) return;
+    const ObjectRef& body = t_.func_body.Get((*it).second.get());
+    if ((Tag(body) & kTagMask) != kTSeq) return;
+    size_t n = 0;
+    for (const ObjectRef& block : t_.seq_blocks.GetArray(body.get())) {
+      n += t_.block_bindings.GetArray(block.get()).size();
+    }
+    slots_.reserve(n * 2);
+    slot_of_ = PtrMap<int32_t>(n * 2);
+    var_slot_ = PtrMap<int32_t>(n);
+  }
+
   // an interned string (base names, roles) and its id
   int32_t Str(const std::string& s) {
     auto [it, fresh] = str_ids_.emplace(s, static_cast<int32_t>(strs_.size()));
@@ -642,24 +746,44 @@ class Namer {
   }
 
   // -- resolution (naming.py's _Resolver)
-  // (names are nodes of `taken_`: equal names are one node, and a node never moves)
-  const std::string* Claim(const std::string& base) {
-    auto [it, fresh] = taken_.insert(base);
-    if (fresh) return &*it;
-    int64_t& k = counter_[base];
+  // the id of `base` if it is free, else of the first free `<base>_<k>`
+  int32_t Claim(std::string_view base) {
+    bool fresh;
+    int32_t id = names_.Insert(base, &fresh);
+    if (fresh) return id;
+    if (counter_.size() <= static_cast<size_t>(id)) counter_.resize(names_.size() + 1024, 0);
+    int64_t& k = counter_[id];  // (a counter per base, as naming.py's)
+    cand_.assign(base);
+    cand_.push_back('_');
+    size_t at = cand_.size();
     while (true) {
       ++k;
-      auto [cand, free] = taken_.insert(base + "_" + std::to_string(k));
-      if (free) return &*cand;
+      cand_.resize(at);
+      AppendInt(&cand_, k);
+      int32_t got = names_.Insert(cand_, &fresh);
+      if (fresh) return got;
     }
   }
 
-  static std::string Join(const std::string& a, const std::string& b) {
-    std::string out;
-    out.reserve(a.size() + 1 + b.size());
-    out.append(a).push_back('.');
-    out.append(b);
-    return out;
+  static void AppendInt(std::string* out, int64_t v) {
+    char buf[24];
+    int n = 0;
+    bool neg = v < 0;
+    uint64_t u = neg ? 0 - static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+    do {
+      buf[n++] = static_cast<char>('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (neg) out->push_back('-');
+    while (n > 0) out->push_back(buf[--n]);
+  }
+
+  // `<name a>.<b>` in the join buffer (a is a name id: read before the buffer is reused)
+  std::string_view Join(int32_t a, std::string_view b) {
+    join_.assign(names_.Text(a));
+    join_.push_back('.');
+    join_.append(b);
+    return join_;
   }
 
   bool Derived(const Slot& s) const {
@@ -682,7 +806,7 @@ class Namer {
     // round 1: names already in spans and explicit wishes, first come first kept
     std::vector<int32_t> clash, later;
     int32_t n = static_cast<int32_t>(slots_.size());
-    taken_.reserve(static_cast<size_t>(n) * 2);
+    names_.Reserve(static_cast<size_t>(n));
     for (int32_t i = 0; i < n; ++i) {
       Slot& s = slots_[i];
       if (s.fixed == 0) continue;
@@ -690,16 +814,18 @@ class Namer {
       if (s.kind == kFCall && s.anchor != kNone && strs_[slots_[s.anchor].fixed] == fixed) {
         continue;  // it shares its anchor's name (an earlier run): derive it again
       }
-      auto [it, fresh] = taken_.insert(fixed);
+      bool fresh;
+      int32_t id = names_.Insert(fixed, &fresh);
       if (!fresh) {
         clash.push_back(i);
       } else {
-        s.name = &*it;
+        s.name = id;
         s.state = kDone;
       }
     }
     for (int32_t i : clash) {
-      slots_[i].name = Claim(strs_[slots_[i].fixed]);
+      join_.assign(strs_[slots_[i].fixed]);
+      slots_[i].name = Claim(join_);
       slots_[i].state = kDone;
     }
     // round 2: generated names; round 3: derived ones (recursively, in order)
@@ -716,27 +842,35 @@ class Namer {
     for (int32_t i : later) Name(i);
   }
 
-  const std::string& Name(int32_t i) {
-    if (slots_[i].state == kDone) return *slots_[i].name;
+  int32_t Name(int32_t i) {
+    if (slots_[i].state == kDone) return slots_[i].name;
     if (slots_[i].state == kBusy) {  // a cycle cannot happen in valid IR
       TVM_FFI_THROW(RuntimeError) << "a naming cycle";
     }
     DepthGuard guard(&depth_, kMaxDepth);
     slots_[i].state = kBusy;
     const Slot& s = slots_[i];
-    const std::string* name;
+    int32_t name;
     switch (s.kind) {
       case kItem: {
-        const std::string& prefix = s.src != kNone ? Name(s.src) : strs_[s.src_name];
-        name = Claim(Join(prefix, std::to_string(s.index)));
+        if (s.src != kNone) {
+          Join(Name(s.src), "");
+        } else {
+          join_.assign(strs_[s.src_name]);
+          join_.push_back('.');
+        }
+        AppendInt(&join_, s.index);
+        name = Claim(join_);
         break;
       }
       case kConst: {
         bool direct = s.consumer != kNone;
-        std::string text = Join(Name(direct ? s.consumer : s.view_consumer),
-                                strs_[direct ? s.role : s.view_role]);
-        if (direct && s.sub != kNone) text = Join(text, std::to_string(s.sub));
-        name = Claim(text);
+        Join(Name(direct ? s.consumer : s.view_consumer), strs_[direct ? s.role : s.view_role]);
+        if (direct && s.sub != kNone) {
+          join_.push_back('.');
+          AppendInt(&join_, s.sub);
+        }
+        name = Claim(join_);
         break;
       }
       case kTuple:
@@ -748,16 +882,19 @@ class Namer {
         name = Claim(Join(Name(s.src), strs_[s.base]));
         break;
       default: {  // a function call shares its anchor's name (once)
-        name = &Name(s.anchor);
-        if (!aliased_.insert(name).second) {
-          name = Claim(*name);
-          aliased_.insert(name);
+        name = Name(s.anchor);
+        if (aliased_.size() <= static_cast<size_t>(name)) aliased_.resize(names_.size() + 64);
+        if (aliased_[name]) {
+          join_.assign(names_.Text(name));  // (Claim's text must not point into the arena)
+          name = Claim(join_);
+          if (aliased_.size() <= static_cast<size_t>(name)) aliased_.resize(names_.size() + 64);
         }
+        aliased_[name] = true;
       }
     }
     slots_[i].name = name;
     slots_[i].state = kDone;
-    return *name;
+    return name;
   }
 
   const NameTypes& t_;
@@ -784,9 +921,10 @@ class Namer {
   PtrMap<int32_t> op_info_of_;
   std::vector<OpInfo> op_infos_;
   std::unordered_map<std::string, Roles> plugin_roles_, op_roles_;
-  std::unordered_set<std::string> taken_;
-  std::unordered_set<const std::string*> aliased_;
-  std::unordered_map<std::string, int64_t> counter_;
+  NameSet names_;
+  std::vector<int64_t> counter_;  // name id -> the last k of `<name>_<k>` claimed
+  std::vector<bool> aliased_;  // name id -> a function call shares it
+  std::string join_, cand_;  // (buffers reused by every name built)
 };
 
 // Plan the names of `mod` from its entry function `entry` (a GlobalVar of a Relax
