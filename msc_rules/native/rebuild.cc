@@ -39,7 +39,8 @@ struct Types : RelaxNodes {
   std::vector<int32_t> leaves;  // exprs the rebuild keeps as they are (no vars inside)
   Field expr_span, match_cast_var, span_source, span_line, span_column, span_end_line,
       span_end_column, source_name_name;
-  Function make_span, make_source_name;
+  Function make_span;
+  TVMFFIObjectCreator new_source_name = nullptr;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
   Types() {
@@ -62,7 +63,13 @@ struct Types : RelaxNodes {
     span_end_column = Field("ir.Span", "end_column", false);
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
-    make_source_name = Function::GetGlobalRequired("ir.SourceName");
+    const TVMFFITypeInfo* source_info = TVMFFIGetTypeInfo(TypeIndex("ir.SourceName"));
+    if (source_info != nullptr && source_info->metadata != nullptr) {
+      new_source_name = source_info->metadata->creator;
+    }
+    if (new_source_name == nullptr) {
+      TVM_FFI_THROW(RuntimeError) << "ir.SourceName has no reflection creator";
+    }
     for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
                           shape, var_binding, match_cast, block, dataflow_block}) {
       AnyView fn = copy_column[index];
@@ -93,6 +100,20 @@ struct Types : RelaxNodes {
       TVM_FFI_THROW(RuntimeError) << "no __ffi_shallow_copy__ for " << node->GetTypeKey();
     }
     return fn.cast<Function>()(node).cast<ObjectRef>();
+  }
+
+  // A SourceName holding `text`, made through the type's reflection creator instead of
+  // the `ir.SourceName` constructor: that one interns every text in a global table that
+  // is never freed, and each binding's Name marker is a new text. Nothing in TVM looks a
+  // span's source name up by identity except a module's source map (parsed sources,
+  // which markers never name), so a fresh one is freed with the module instead.
+  ObjectRef SourceName(std::string_view text) const {
+    TVMFFIObjectHandle handle;
+    TVM_FFI_CHECK_SAFE_CALL(new_source_name(&handle));
+    ObjectRef out(ffi::details::ObjectUnsafe::ObjectPtrFromOwned<Object>(
+        static_cast<TVMFFIObject*>(handle)));
+    source_name_name.Set(out.get(), ffi::String(text.data(), text.size()));
+    return out;
   }
 
   // The copy functions of the nodes the rebuild copies most, by type index (looked up
@@ -300,7 +321,7 @@ class Rebuilder {
       if (!bare_done_[set]) {
         sets_.Render(&text_, set);
         if (!text_.empty()) {
-          bare_[set] = t_.make_span(t_.make_source_name(text_), 0, 0, 0, 0).cast<ObjectRef>();
+          bare_[set] = t_.make_span(t_.SourceName(text_), 0, 0, 0, 0).cast<ObjectRef>();
         }
         bare_done_[set] = true;
       }
@@ -313,7 +334,7 @@ class Rebuilder {
     sets_.Apply(&updated, set);
     if (updated == text) return old;
     const Object* s = old.get();
-    return t_.make_span(t_.make_source_name(updated), t_.span_line.GetAny(s),
+    return t_.make_span(t_.SourceName(updated), t_.span_line.GetAny(s),
                         t_.span_end_line.GetAny(s), t_.span_column.GetAny(s),
                         t_.span_end_column.GetAny(s))
         .cast<ObjectRef>();
