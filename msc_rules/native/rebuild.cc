@@ -292,14 +292,20 @@ struct Entry {
   int32_t layer;
 };
 
+// A var's entry and, once the rebuild met its definition, the new var its uses take
+// (kept beside the entry: one table and one probe per use instead of a second map).
+struct VarEntry : Entry {
+  ObjectRef remap;
+};
+
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
 class Rebuilder {
  public:
-  Rebuilder(const Types& t, const PtrMap<Entry>& vars, const PtrMap<Entry>& values,
+  Rebuilder(const Types& t, PtrMap<VarEntry>* vars, const PtrMap<Entry>& values,
             const MarkerSets& sets)
-      : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
-        bare_done_(sets.size(), false), remap_(vars.size()) {}
+      : t_(t), vars_(*vars), values_(values), sets_(sets), bare_(sets.size()),
+        bare_done_(sets.size(), false) {}
 
   ObjectRef Function(const ObjectRef& f) {
     DepthGuard guard(&depth_, kMaxDepth);
@@ -352,19 +358,19 @@ class Rebuilder {
   }
 
   ObjectRef VarDef(const ObjectRef& v) {
-    const Entry* got = vars_.Find(v.get());
+    // (the map is ours to change: PtrMap only has a const Find)
+    VarEntry* got = const_cast<VarEntry*>(vars_.Find(v.get()));
     if (got == nullptr) return v;
-    ObjectRef nv = Marked(v, got->set);
-    remap_.Put(v.get(), nv);
-    return nv;
+    got->remap = Marked(v, got->set);
+    return got->remap;
   }
 
   ObjectRef Expr(const ObjectRef& e) {
     if (!e.defined()) return e;
     int32_t ti = e->type_index();
     if (ti == t_.var || ti == t_.dataflow_var) {
-      const ObjectRef* got = remap_.Find(e.get());
-      return got == nullptr ? e : *got;
+      const VarEntry* got = vars_.Find(e.get());
+      return got == nullptr || !got->remap.defined() ? e : got->remap;
     }
     if (ti == t_.call) return Call(e);
     if (ti == t_.constant) {
@@ -501,13 +507,12 @@ class Rebuilder {
   }
 
   const Types& t_;
-  const PtrMap<Entry>& vars_;
+  PtrMap<VarEntry>& vars_;
   const PtrMap<Entry>& values_;
   const MarkerSets& sets_;
   std::string text_;  // scratch for the text of a bare span
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
-  PtrMap<ObjectRef> remap_;
   PtrMap<ObjectRef> memo_;
   int depth_ = 0;
 };
@@ -555,11 +560,12 @@ struct Flat {
 // later entry for a node within one item replaces an earlier one.
 class Edits {
  public:
-  PtrMap<Entry> vars, values;
+  PtrMap<VarEntry> vars;
+  PtrMap<Entry> values;
   MarkerSets sets;
 
-  // (`n_vars`, `n_values`: how many entries the items have, see Count: the maps are
-  // sized once, each for its own entries)
+  // (`n_vars`, `n_values`: how many entries the maps are sized for, see Count; they
+  // grow if more come)
   Edits(size_t n_vars, size_t n_values) : vars(n_vars), values(n_values) {
     sets.Reserve(n_vars + n_values, 0);
   }
@@ -608,13 +614,15 @@ class Edits {
 
   static std::string_view View(const ffi::String& s) { return {s.data(), s.size()}; }
 
-  void Put(PtrMap<Entry>* map, int64_t handle, int32_t set, int32_t item) {
+  template <typename E>
+  void Put(PtrMap<E>* map, int64_t handle, int32_t set, int32_t item) {
     bool fresh;
     Entry* entry = map->Insert(reinterpret_cast<const Object*>(handle), &fresh);
     if (!fresh) {
       set = entry->layer == item ? sets.Replace(entry->set, set) : sets.Compose(entry->set, set);
     }
-    *entry = Entry{set, item};
+    entry->set = set;
+    entry->layer = item;
   }
 
   void AddSets(const Array<Any>& item, int32_t index) {
@@ -702,14 +710,17 @@ ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
     if (!fields.has_value() || fields->empty()) {
       TVM_FFI_THROW(TypeError) << "an edit item must be a non-empty list";
     }
+    // Sized for the largest item, not the sum: the items of the layers mostly name the
+    // same nodes (a name and a layout each), and a table twice too big costs its pages
+    // at annotate's peak of memory (the rebuild); a larger union grows the table.
     auto [v, x] = Edits::Count(*fields);
-    n_vars += v;
-    n_values += x;
+    n_vars = std::max(n_vars, v);
+    n_values = std::max(n_values, x);
     parsed.push_back(*fields);
   }
   Edits edits(n_vars, n_values);
   for (size_t i = 0; i < parsed.size(); ++i) edits.Add(parsed[i], static_cast<int32_t>(i));
-  Rebuilder rebuilder(t, edits.vars, edits.values, edits.sets);
+  Rebuilder rebuilder(t, &edits.vars, edits.values, edits.sets);
   return rebuilder.Function(func);
 }
 
