@@ -40,6 +40,8 @@ struct Types : RelaxNodes {
   Field expr_span, match_cast_var, span_source, span_line, span_column, span_end_line,
       span_end_column, source_name_name;
   Function make_span;
+  int32_t span = -1;
+  ObjectRef empty_span;  // Span(SourceName(""), 0, 0, 0, 0): what a bare span copies
   TVMFFIObjectCreator new_source_name = nullptr;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
@@ -63,6 +65,7 @@ struct Types : RelaxNodes {
     span_end_column = Field("ir.Span", "end_column", false);
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
+    span = TypeIndex("ir.Span");
     const TVMFFITypeInfo* source_info = TVMFFIGetTypeInfo(TypeIndex("ir.SourceName"));
     if (source_info != nullptr && source_info->metadata != nullptr) {
       new_source_name = source_info->metadata->creator;
@@ -71,12 +74,13 @@ struct Types : RelaxNodes {
       TVM_FFI_THROW(RuntimeError) << "ir.SourceName has no reflection creator";
     }
     for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
-                          shape, var_binding, match_cast, block, dataflow_block}) {
+                          shape, var_binding, match_cast, block, dataflow_block, span}) {
       AnyView fn = copy_column[index];
       if (fn.type_index() != ffi::TypeIndex::kTVMFFIFunction) continue;
       if (copies.size() <= static_cast<size_t>(index)) copies.resize(index + 1);
       copies[index] = fn.cast<Function>();
     }
+    empty_span = make_span(SourceName(""), 0, 0, 0, 0).cast<ObjectRef>();
   }
 
   bool IsLeaf(int32_t index) const {
@@ -113,6 +117,20 @@ struct Types : RelaxNodes {
     ObjectRef out(ffi::details::ObjectUnsafe::ObjectPtrFromOwned<Object>(
         static_cast<TVMFFIObject*>(handle)));
     source_name_name.Set(out.get(), ffi::String(text.data(), text.size()));
+    return out;
+  }
+
+  // A span like `like` (an ir.Span: its lines and columns) with source name `text`: a
+  // copy of it, cheaper than the constructor (a call with five packed arguments).
+  ObjectRef SpanLike(const ObjectRef& like, std::string_view text) const {
+    if (like->type_index() != span) {  // (a SequentialSpan: a plain Span is written)
+      const Object* s = like.get();
+      return make_span(SourceName(text), span_line.GetAny(s), span_end_line.GetAny(s),
+                       span_column.GetAny(s), span_end_column.GetAny(s))
+          .cast<ObjectRef>();
+    }
+    ObjectRef out = Copy(like);
+    span_source.SetRef(out.get(), SourceName(text));
     return out;
   }
 
@@ -327,7 +345,7 @@ class Rebuilder {
       if (!bare_done_[set]) {
         sets_.Render(&text_, set);
         if (!text_.empty()) {
-          bare_[set] = t_.make_span(t_.SourceName(text_), 0, 0, 0, 0).cast<ObjectRef>();
+          bare_[set] = t_.SpanLike(t_.empty_span, text_);
         }
         bare_done_[set] = true;
       }
@@ -339,11 +357,7 @@ class Rebuilder {
     std::string updated = text;
     sets_.Apply(&updated, set);
     if (updated == text) return old;
-    const Object* s = old.get();
-    return t_.make_span(t_.SourceName(updated), t_.span_line.GetAny(s),
-                        t_.span_end_line.GetAny(s), t_.span_column.GetAny(s),
-                        t_.span_end_column.GetAny(s))
-        .cast<ObjectRef>();
+    return t_.SpanLike(old, updated);
   }
 
   int32_t ValueSet(const Object* e) const {
