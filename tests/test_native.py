@@ -253,6 +253,34 @@ def test_existing_span_text_is_kept_and_legacy_markers_replaced(set_mode: Any) -
     assert ("ir.Call", "model.py<Layout>AB</Layout><b>1</b><Name>relu</Name>") in texts["1"]
 
 
+def test_native_markers_are_not_interned_and_the_module_still_works(set_mode: Any) -> None:
+    """The native rebuild makes its SourceNames without TVM's interning table (which is
+    never freed): a marker text it wrote is not the interned SourceName of that text,
+    and the annotated module still prints, round-trips through JSON and compiles."""
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 3), "float32"))
+    z = relax.Var("z", relax.TensorType((2, 3), "float32"))
+    blocks = [relax.BindingBlock([relax.VarBinding(y, relax.op.nn.relu(x)),
+                                  relax.VarBinding(z, relax.op.add(y, x))])]
+    mod = tvm.IRModule({"main": relax.Function([x], relax.SeqExpr(blocks, z),
+                                               relax.TensorType((2, 3), "float32"))})
+    set_mode("1")
+    before = len(rewrite.fallbacks)
+    out = msc_rules.annotate(mod)
+    assert len(rewrite.fallbacks) == before
+    marked = [(b.var.span.source_name, b.value.span.source_name)
+              for b in out["main"].body.blocks[0].bindings]
+    assert all("<Name>" in str(value.name) for _, value in marked)
+    for source in [s for pair in marked for s in pair]:
+        assert not tvm.ir.SourceName(str(source.name)).same_as(source)
+    assert "R.nn.relu" in out.script()
+    again = tvm.ir.load_json(tvm.ir.save_json(out))
+    tvm.ir.assert_structural_equal(again, out)
+    assert span_texts(again) == span_texts(out)
+    assert span_texts(out) != span_texts(mod)
+    assert tvm.compile(out, target="llvm") is not None
+
+
 # ---- the loader ----------------------------------------------------------------------------
 
 

@@ -39,7 +39,10 @@ struct Types : RelaxNodes {
   std::vector<int32_t> leaves;  // exprs the rebuild keeps as they are (no vars inside)
   Field expr_span, match_cast_var, span_source, span_line, span_column, span_end_line,
       span_end_column, source_name_name;
-  Function make_span, make_source_name;
+  Function make_span;
+  int32_t span = -1;
+  ObjectRef empty_span;  // Span(SourceName(""), 0, 0, 0, 0): what a bare span copies
+  TVMFFIObjectCreator new_source_name = nullptr;
   ffi::reflection::TypeAttrColumn copy_column{ffi::reflection::type_attr::kShallowCopy};
 
   Types() {
@@ -62,14 +65,22 @@ struct Types : RelaxNodes {
     span_end_column = Field("ir.Span", "end_column", false);
     source_name_name = Field("ir.SourceName", "name", false);
     make_span = Function::GetGlobalRequired("ir.Span");
-    make_source_name = Function::GetGlobalRequired("ir.SourceName");
+    span = TypeIndex("ir.Span");
+    const TVMFFITypeInfo* source_info = TVMFFIGetTypeInfo(TypeIndex("ir.SourceName"));
+    if (source_info != nullptr && source_info->metadata != nullptr) {
+      new_source_name = source_info->metadata->creator;
+    }
+    if (new_source_name == nullptr) {
+      TVM_FFI_THROW(RuntimeError) << "ir.SourceName has no reflection creator";
+    }
     for (int32_t index : {var, dataflow_var, call, constant, tuple, item, seq, if_, function,
-                          shape, var_binding, match_cast, block, dataflow_block}) {
+                          shape, var_binding, match_cast, block, dataflow_block, span}) {
       AnyView fn = copy_column[index];
       if (fn.type_index() != ffi::TypeIndex::kTVMFFIFunction) continue;
       if (copies.size() <= static_cast<size_t>(index)) copies.resize(index + 1);
       copies[index] = fn.cast<Function>();
     }
+    empty_span = make_span(SourceName(""), 0, 0, 0, 0).cast<ObjectRef>();
   }
 
   bool IsLeaf(int32_t index) const {
@@ -93,6 +104,34 @@ struct Types : RelaxNodes {
       TVM_FFI_THROW(RuntimeError) << "no __ffi_shallow_copy__ for " << node->GetTypeKey();
     }
     return fn.cast<Function>()(node).cast<ObjectRef>();
+  }
+
+  // A SourceName holding `text`, made through the type's reflection creator instead of
+  // the `ir.SourceName` constructor: that one interns every text in a global table that
+  // is never freed, and each binding's Name marker is a new text. Nothing in TVM looks a
+  // span's source name up by identity except a module's source map (parsed sources,
+  // which markers never name), so a fresh one is freed with the module instead.
+  ObjectRef SourceName(std::string_view text) const {
+    TVMFFIObjectHandle handle;
+    TVM_FFI_CHECK_SAFE_CALL(new_source_name(&handle));
+    ObjectRef out(ffi::details::ObjectUnsafe::ObjectPtrFromOwned<Object>(
+        static_cast<TVMFFIObject*>(handle)));
+    source_name_name.Set(out.get(), ffi::String(text.data(), text.size()));
+    return out;
+  }
+
+  // A span like `like` (an ir.Span: its lines and columns) with source name `text`: a
+  // copy of it, cheaper than the constructor (a call with five packed arguments).
+  ObjectRef SpanLike(const ObjectRef& like, std::string_view text) const {
+    if (like->type_index() != span) {  // (a SequentialSpan: a plain Span is written)
+      const Object* s = like.get();
+      return make_span(SourceName(text), span_line.GetAny(s), span_end_line.GetAny(s),
+                       span_column.GetAny(s), span_end_column.GetAny(s))
+          .cast<ObjectRef>();
+    }
+    ObjectRef out = Copy(like);
+    span_source.SetRef(out.get(), SourceName(text));
+    return out;
   }
 
   // The copy functions of the nodes the rebuild copies most, by type index (looked up
@@ -271,14 +310,20 @@ struct Entry {
   int32_t layer;
 };
 
+// A var's entry and, once the rebuild met its definition, the new var its uses take
+// (kept beside the entry: one table and one probe per use instead of a second map).
+struct VarEntry : Entry {
+  ObjectRef remap;
+};
+
 constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
 class Rebuilder {
  public:
-  Rebuilder(const Types& t, const PtrMap<Entry>& vars, const PtrMap<Entry>& values,
+  Rebuilder(const Types& t, PtrMap<VarEntry>* vars, const PtrMap<Entry>& values,
             const MarkerSets& sets)
-      : t_(t), vars_(vars), values_(values), sets_(sets), bare_(sets.size()),
-        bare_done_(sets.size(), false), remap_(vars.size()) {}
+      : t_(t), vars_(*vars), values_(values), sets_(sets), bare_(sets.size()),
+        bare_done_(sets.size(), false) {}
 
   ObjectRef Function(const ObjectRef& f) {
     DepthGuard guard(&depth_, kMaxDepth);
@@ -300,7 +345,7 @@ class Rebuilder {
       if (!bare_done_[set]) {
         sets_.Render(&text_, set);
         if (!text_.empty()) {
-          bare_[set] = t_.make_span(t_.make_source_name(text_), 0, 0, 0, 0).cast<ObjectRef>();
+          bare_[set] = t_.SpanLike(t_.empty_span, text_);
         }
         bare_done_[set] = true;
       }
@@ -312,11 +357,7 @@ class Rebuilder {
     std::string updated = text;
     sets_.Apply(&updated, set);
     if (updated == text) return old;
-    const Object* s = old.get();
-    return t_.make_span(t_.make_source_name(updated), t_.span_line.GetAny(s),
-                        t_.span_end_line.GetAny(s), t_.span_column.GetAny(s),
-                        t_.span_end_column.GetAny(s))
-        .cast<ObjectRef>();
+    return t_.SpanLike(old, updated);
   }
 
   int32_t ValueSet(const Object* e) const {
@@ -331,19 +372,19 @@ class Rebuilder {
   }
 
   ObjectRef VarDef(const ObjectRef& v) {
-    const Entry* got = vars_.Find(v.get());
+    // (the map is ours to change: PtrMap only has a const Find)
+    VarEntry* got = const_cast<VarEntry*>(vars_.Find(v.get()));
     if (got == nullptr) return v;
-    ObjectRef nv = Marked(v, got->set);
-    remap_.Put(v.get(), nv);
-    return nv;
+    got->remap = Marked(v, got->set);
+    return got->remap;
   }
 
   ObjectRef Expr(const ObjectRef& e) {
     if (!e.defined()) return e;
     int32_t ti = e->type_index();
     if (ti == t_.var || ti == t_.dataflow_var) {
-      const ObjectRef* got = remap_.Find(e.get());
-      return got == nullptr ? e : *got;
+      const VarEntry* got = vars_.Find(e.get());
+      return got == nullptr || !got->remap.defined() ? e : got->remap;
     }
     if (ti == t_.call) return Call(e);
     if (ti == t_.constant) {
@@ -480,13 +521,12 @@ class Rebuilder {
   }
 
   const Types& t_;
-  const PtrMap<Entry>& vars_;
+  PtrMap<VarEntry>& vars_;
   const PtrMap<Entry>& values_;
   const MarkerSets& sets_;
   std::string text_;  // scratch for the text of a bare span
   std::vector<ObjectRef> bare_;
   std::vector<bool> bare_done_;
-  PtrMap<ObjectRef> remap_;
   PtrMap<ObjectRef> memo_;
   int depth_ = 0;
 };
@@ -534,11 +574,12 @@ struct Flat {
 // later entry for a node within one item replaces an earlier one.
 class Edits {
  public:
-  PtrMap<Entry> vars, values;
+  PtrMap<VarEntry> vars;
+  PtrMap<Entry> values;
   MarkerSets sets;
 
-  // (`n_vars`, `n_values`: how many entries the items have, see Count: the maps are
-  // sized once, each for its own entries)
+  // (`n_vars`, `n_values`: how many entries the maps are sized for, see Count; they
+  // grow if more come)
   Edits(size_t n_vars, size_t n_values) : vars(n_vars), values(n_values) {
     sets.Reserve(n_vars + n_values, 0);
   }
@@ -587,13 +628,15 @@ class Edits {
 
   static std::string_view View(const ffi::String& s) { return {s.data(), s.size()}; }
 
-  void Put(PtrMap<Entry>* map, int64_t handle, int32_t set, int32_t item) {
+  template <typename E>
+  void Put(PtrMap<E>* map, int64_t handle, int32_t set, int32_t item) {
     bool fresh;
     Entry* entry = map->Insert(reinterpret_cast<const Object*>(handle), &fresh);
     if (!fresh) {
       set = entry->layer == item ? sets.Replace(entry->set, set) : sets.Compose(entry->set, set);
     }
-    *entry = Entry{set, item};
+    entry->set = set;
+    entry->layer = item;
   }
 
   void AddSets(const Array<Any>& item, int32_t index) {
@@ -681,14 +724,17 @@ ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
     if (!fields.has_value() || fields->empty()) {
       TVM_FFI_THROW(TypeError) << "an edit item must be a non-empty list";
     }
+    // Sized for the largest item, not the sum: the items of the layers mostly name the
+    // same nodes (a name and a layout each), and a table twice too big costs its pages
+    // at annotate's peak of memory (the rebuild); a larger union grows the table.
     auto [v, x] = Edits::Count(*fields);
-    n_vars += v;
-    n_values += x;
+    n_vars = std::max(n_vars, v);
+    n_values = std::max(n_values, x);
     parsed.push_back(*fields);
   }
   Edits edits(n_vars, n_values);
   for (size_t i = 0; i < parsed.size(); ++i) edits.Add(parsed[i], static_cast<int32_t>(i));
-  Rebuilder rebuilder(t, edits.vars, edits.values, edits.sets);
+  Rebuilder rebuilder(t, &edits.vars, edits.values, edits.sets);
   return rebuilder.Function(func);
 }
 
