@@ -52,6 +52,12 @@ def load(size: int, json_path: str | None) -> tvm.IRModule:
     return conv_chain(size)
 
 
+def control(*args: str) -> None:
+    """Run `callgrind_control` with `args` on this process (instrumentation, dumps)."""
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def child(size: int, annotate: bool, json_path: str | None) -> None:
     """(Under callgrind) run the phases once, dumping the counters after each."""
     import msc_rules
@@ -67,12 +73,6 @@ def child(size: int, annotate: bool, json_path: str | None) -> None:
     msc_rules.annotate(mod)  # warm: rule library loaded, caches filled
     gc.collect()
     gc.disable()
-    pid = str(os.getpid())
-
-    def control(*args: str) -> None:
-        subprocess.run(["callgrind_control", *args, pid], check=True,
-                       stdout=subprocess.DEVNULL)
-
     control("-i", "on")
     names: dict[str, SpanEdits] = {}
     if annotate:  # as passes.annotate does it
@@ -105,12 +105,6 @@ def channels_child(size: int, json_path: str | None) -> None:
     msc_rules.prune(mod, {0: [0]}, groups=msc_rules.channel_groups(mod))  # warm
     gc.collect()
     gc.disable()
-    pid = str(os.getpid())
-
-    def control(*args: str) -> None:
-        subprocess.run(["callgrind_control", *args, pid], check=True,
-                       stdout=subprocess.DEVNULL)
-
     control("-i", "on")
     build_view(mod, "main")  # (the view alone: channel_graph builds its own)
     control("-d", "view")

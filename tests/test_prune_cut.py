@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from test_channel_ties import _attention, _cnn
+
+# (_native: the autouse fixture that runs these tests with the native walk, or skips)
+from test_channel_ties import _attention, _cnn, _native  # noqa: F401
 
 import msc_rules
-from msc_rules.native import NativeBuildError
 from msc_rules.prune import _new_extents, check_selection, plan_prune
 from msc_rules.prune_cut import plan_cut
 from msc_rules.prune_rebuild import Retyper, _native_cuts
@@ -27,13 +28,6 @@ from synthetic import conv_chain
 _prune = sys.modules["msc_rules.prune"]
 
 
-@pytest.fixture(autouse=True)
-def _native(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MSC_RULES_NATIVE", "1")
-    try:
-        msc_rules.native.load()
-    except NativeBuildError as err:
-        pytest.skip(f"no native walk: {err}")
 
 
 def _records(words: bytes) -> dict[int, list[tuple[int, int]]]:
