@@ -424,7 +424,6 @@ class CallSite(NamedTuple):
     attrs: Any = None
 
 
-_NO_AT = (-1, -1)
 NATIVE: Any = _Native()
 """In a SiteTable column: the site's entry is in the flat arrays (see SiteTable)."""
 

@@ -13,7 +13,7 @@ consumers' input slices of the removed channels set to zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import tvm
@@ -82,6 +82,19 @@ Cut = dict[int, dict[int, list[int]]]
 """Removed indices (sorted) per leaf and axis."""
 
 
+def _ranged_axes(group: ChannelGroup, consumers_only: bool
+                 ) -> Iterable[tuple[tuple[int, int, int, int], Sequence[tuple[int, int]]]]:
+    """The members' ((offset, block, stride, repeat), their (leaf, axis) pairs): from
+    the group's walks when its rows are not made (member_axes), else row by row (only
+    the consumers' with `consumers_only`)."""
+    found = None if consumers_only else member_axes(group)
+    if found is not None:
+        return found
+    return (((off, blk, st, rep), ((leaf, axis),))
+            for leaf, axis, role, _, off, blk, st, rep in member_rows(group)
+            if not consumers_only or role == CONSUMER)
+
+
 def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[int]],
                consumers_only: bool = False) -> Cut:
     """Removed indices per leaf and axis over the chosen groups' members (members of a
@@ -91,34 +104,17 @@ def plan_prune(groups: Sequence[ChannelGroup], removed: Mapping[int, Sequence[in
     for gid, rem in removed.items():
         # most members share a range
         ranges: dict[tuple[int, int, int, int], list[int]] = {}
-        found = None if consumers_only else member_axes(by_id[gid])
-        if found is not None:
-            for (off, blk, st, rep), at in found:
-                rng = (off, blk, st, rep)
-                idx = ranges.get(rng)
-                if idx is None:
-                    idx = ranges[rng] = covered(off, blk, st, rep, rem)
-                for leaf, axis in at:
-                    axes = cut.get(leaf)
-                    if axes is None:
-                        cut[leaf] = {axis: idx}
-                        continue
-                    got = axes.get(axis)
-                    axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
-            continue
-        for leaf, axis, role, _, off, blk, st, rep in member_rows(by_id[gid]):
-            if consumers_only and role != CONSUMER:
-                continue
-            rng = (off, blk, st, rep)
+        for rng, at in _ranged_axes(by_id[gid], consumers_only):
             idx = ranges.get(rng)
             if idx is None:
-                idx = ranges[rng] = covered(off, blk, st, rep, rem)
-            axes = cut.get(leaf)
-            if axes is None:
-                cut[leaf] = {axis: idx}
-                continue
-            got = axes.get(axis)
-            axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
+                idx = ranges[rng] = covered(*rng, rem)
+            for leaf, axis in at:
+                axes = cut.get(leaf)
+                if axes is None:
+                    cut[leaf] = {axis: idx}
+                    continue
+                got = axes.get(axis)
+                axes[axis] = idx if got is None or got is idx else sorted({*got, *idx})
     return cut
 
 
