@@ -130,17 +130,20 @@ class NativeValue(Value):
 
     @property
     def struct(self) -> Struct:  # type: ignore[override]
+        """The binding's struct, from the read's arrays (Value.struct)."""
         read = self._read
         st = read.structs[self.id - read.first]
         return st if st >= 0 else None if st == -1 else read.extra[self.id]
 
     @property
     def func(self) -> str:  # type: ignore[override]
+        """The function (local or global) the binding is in, from the read's arrays."""
         read = self._read
         return read.strings[read.funcs[self.id - read.first]]
 
     @property
     def top(self) -> str:  # type: ignore[override]
+        """The global function whose read made it."""
         return self._read.top
 
     @property
@@ -162,29 +165,35 @@ class NativeValue(Value):
 
     @property
     def binding(self) -> Any:
+        """The VarBinding node, fetched from the read's node table."""
         read = self._read
         return _get(read.table, read.nodes[3 * (self.id - read.first)])
 
     @property
     def expr(self) -> Any:
+        """The binding's var (Value.expr)."""
         return self.binding.var
 
     @property
     def value(self) -> Any:
+        """The bound Call, fetched from the read's node table."""
         read = self._read
         return _get(read.table, read.nodes[3 * (self.id - read.first) + 1])
 
     @property
     def op(self) -> Any:
+        """The call's op."""
         return self.value.op
 
     @property
     def ty(self) -> Any:
+        """The var's type, fetched from the read's node table."""
         read = self._read
         return _get(read.table, read.nodes[3 * (self.id - read.first) + 2])
 
     @property
     def args(self) -> list[Any]:  # type: ignore[override]
+        """The call's arguments."""
         return items(self.value.args)
 
 
