@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", action="store_true",
                     help="channel_groups' and prune's phases instead (the view is counted "
                          "alone too: the ties phase builds it again)")
+    ap.add_argument("--cache", action="store_true",
+                    help="simulate the caches too and print last-level data misses per "
+                         "binding (what makes a phase grow faster than its bindings)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             *(["--cache-sim=yes"] * args.cache),
              f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
              "--child", "--size", str(args.size), *(["--annotate"] * args.annotate),
              *(["--channels"] * args.channels),
@@ -158,26 +162,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         bindings = count_bindings(load(args.size, args.json))
         counts: dict[str, int] = {}
+        misses: dict[str, int] = {}
         for path in glob.glob(out + ".*"):
             trigger = phase = None
-            total = 0
+            events: list[str] = []
+            summary: list[int] = []
             with open(path) as fh:
                 for line in fh:
                     if line.startswith("desc: Trigger:"):
                         trigger = line.split()[-1]
+                    elif line.startswith("events:"):
+                        events = line.split()[1:]
                     elif line.startswith("summary:"):
-                        total = int(line.split()[1])
+                        summary = [int(x) for x in line.split()[1:]]
             phase = trigger if trigger in phases else None
-            if phase is not None:
-                counts[phase] = total
+            if phase is not None and summary:
+                got = dict(zip(events, summary))
+                counts[phase] = got.get("Ir", summary[0])
+                misses[phase] = got.get("DLmr", 0) + got.get("DLmw", 0)
     what = "channel_groups and prune" if args.channels else \
         "annotate" if args.annotate else "SetExprLayout"
-    print(f"instructions per binding of {what} ({bindings} bindings, callgrind)")
+    print(f"instructions per binding of {what} ({bindings} bindings, callgrind)"
+          + ("; last-level data misses per binding" if args.cache else ""))
     for phase in phases:
         if phase in counts:
-            print(f"  {phase:8s} {counts[phase] // bindings:8d}")
-    total = sum(v for k, v in counts.items() if not (args.channels and k == "view"))
-    print(f"  {'total':8s} {total // bindings:8d}")
+            extra = f" {misses[phase] / bindings:8.2f}" if args.cache else ""
+            print(f"  {phase:8s} {counts[phase] // bindings:8d}{extra}")
+    kept = [k for k in counts if not (args.channels and k == "view")]
+    extra = f" {sum(misses[k] for k in kept) / bindings:8.2f}" if args.cache else ""
+    print(f"  {'total':8s} {sum(counts[k] for k in kept) // bindings:8d}{extra}")
     return 0
 
 
