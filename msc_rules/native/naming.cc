@@ -14,6 +14,11 @@
 // the node of each slot), refs (bytes, int32: (slot, slot whose name is its SharedRef)
 // pairs), tops (array of global function names), changes (array of bytes, int32: per
 // top, (slot, what to write: 1 Name, 2 SharedRef, 3 both) pairs)].
+//
+// `read_and_name` plans the names along with read.cc's read of the entry function (for
+// annotate): one walk over the module's nodes where there were two. Its output:
+// [plan_names' output or the text of its error, read's output or the text of its
+// error].
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
