@@ -191,21 +191,3 @@ def test_a_read_the_native_walk_refuses_leaves_the_names_native(
     monkeypatch.setenv("MSC_RULES_NATIVE", "1")
     assert _joint(mod) == _apart(mod)
 
-
-def test_a_rule_that_fails_fails_annotate_the_same_way_both_ways(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The naming's callback raises inside the one walk: the native side hands the
-    names to Python, which raises the rule's error, as annotate did with two walks."""
-    rules = msc_rules.load_rules()
-
-    def base_name(op: str) -> str:
-        raise msc_rules.MscRulesError(f"no base name for {op}")
-
-    monkeypatch.setattr(rules, "base_name", base_name)
-    mod = BUILDERS["tiny_mlp"]().mod
-    for mode in ("0", "1"):
-        monkeypatch.setenv("MSC_RULES_NATIVE", mode)
-        with pytest.raises(msc_rules.MscRulesError, match="no base name for relax"):
-            msc_rules.annotate(mod, rules)
-    assert naming.fallbacks[-1][0] == "main"
-    assert "no base name for relax" in naming.fallbacks[-1][1]
