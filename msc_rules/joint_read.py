@@ -13,7 +13,7 @@ global functions (those the entry calls) are read one by one, as build_view does
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import tvm
 
@@ -30,8 +30,8 @@ class JointRead(NamedTuple):
     view: DependencyView
     plan: NamePlan | None
     """The native walk's plan; None where the names are planned in Python (`names`)."""
-    namer: Any
-    """The Python naming walk (naming._Namer) for that case."""
+    namer: _Namer
+    """The Python naming walk, for that case."""
 
     def names(self) -> NamePlan:
         """The names plan: the native walk's, else planned now in Python (after the

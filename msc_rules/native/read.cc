@@ -8,6 +8,9 @@
 // type ancestry. Anything it does not know raises, and the caller reads that function
 // in Python instead: never a silently wrong view.
 //
+// read.h declares it for naming.cc's `read_and_name` (annotate's one walk), whose naming
+// walk goes along with the read of the entry function, binding by binding.
+//
 // Output, as final columns of the view where it can (graph.py's `_Replay` adds them
 // with one bulk copy each, no Python loop per binding): [events (bytes, int32: the rare
 // records, see graph.py), per value of the read: handles (int64: its node, for
