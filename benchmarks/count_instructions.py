@@ -8,7 +8,8 @@ confirm a change with `bench_layout.py` too.
 
     python benchmarks/count_instructions.py            # a 2k-binding chain
     python benchmarks/count_instructions.py --size 5000
-    python benchmarks/count_instructions.py --annotate # annotate's phases instead
+    python benchmarks/count_instructions.py --annotate # annotate's phases instead (its
+                                                       # read: the view and the names plan)
     python benchmarks/count_instructions.py --json bert12.json   # a saved module
     python benchmarks/count_instructions.py --channels # channel_groups and prune
 
@@ -40,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvm
 from synthetic import conv_chain, count_bindings
 
-PHASES = ("names", "view", "infer", "edits", "rewrite", "free")
+PHASES = ("read", "view", "infer", "edits", "rewrite", "free")
 CHANNEL_PHASES = ("view", "ties", "groups", "select", "prune", "free")
 
 
@@ -63,8 +64,8 @@ def child(size: int, annotate: bool, json_path: str | None) -> None:
     import msc_rules
     from msc_rules.engine import infer_view
     from msc_rules.graph import build_view
+    from msc_rules.joint_read import read_and_name
     from msc_rules.library import default_rules
-    from msc_rules.naming import plan_names
     from msc_rules.passes import layout_edits
     from msc_rules.rewrite import SpanEdits, rewrite_layers
 
@@ -75,15 +76,20 @@ def child(size: int, annotate: bool, json_path: str | None) -> None:
     gc.disable()
     control("-i", "on")
     names: dict[str, SpanEdits] = {}
-    if annotate:  # as passes.annotate does it
-        names = plan_names(mod, rules).edits()
-        control("-d", "names")
-    view = build_view(mod, "main")
-    control("-d", "view")
+    if annotate:  # as passes.annotate does it: one read for the view and the names
+        read = read_and_name(mod, rules)
+        view = read.view
+        control("-d", "read")
+    else:
+        view = build_view(mod, "main")
+        control("-d", "view")
     result = infer_view(view, rules)
     control("-d", "infer")
     edits = layout_edits(result)
-    control("-d", "edits")
+    if annotate:
+        names = read.names().edits()
+        del read
+    control("-d", "edits")  # (annotate's: the Layout and the Name markers' edits)
     del result, view
     out = rewrite_layers(mod, [names, edits], release=True)
     control("-d", "rewrite")
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2000, help="bindings of the synthetic chain")
     ap.add_argument("--annotate", action="store_true",
-                    help="annotate's phases (names planned, then SetExprLayout's)")
+                    help="annotate's phases (its one read: the view and the names plan)")
     ap.add_argument("--json", help="count a module saved with tvm.ir.save_json instead")
     ap.add_argument("--channels", action="store_true",
                     help="channel_groups' and prune's phases instead (the view is counted "

@@ -722,9 +722,19 @@ def _dims(values: Any) -> list[Dim]:
     return [_dim(v) for v in items(values)]
 
 
+def global_args(mod: tvm.IRModule) -> tuple[bytes, bytes]:
+    """The native read's arguments on the module's global vars: their handles (int64)
+    and whether each names a Relax function (int32, 1 or 0)."""
+    pairs = [(gv.__chandle__(), isinstance(f, relax.Function)) for gv, f in mod.functions.items()]
+    return (array("q", [h for h, _ in pairs]).tobytes(),
+            array("i", [int(r) for _, r in pairs]).tobytes())
+
+
 class _Builder:
-    def __init__(self, mod: tvm.IRModule, entry: str) -> None:
+    def __init__(self, mod: tvm.IRModule, entry: str, entry_read: Any = None) -> None:
         self.mod = mod
+        # the native read of the entry function made already (see build_view)
+        self.entry_read = entry_read
         self.view = DependencyView(entry)
         self.globals = {gv.name_hint: gv for gv in mod.get_global_vars()}
         self.func_params: dict[str, list[Struct]] = {}
@@ -949,20 +959,21 @@ class _Builder:
         """Read global function `name` with the native read (native/read.cc) and replay
         its records into the view; False (nothing added) if the C++ side refused it."""
         view = self.view
-        if self.global_args is None:
-            pairs = [(gv.__chandle__(), isinstance(f, relax.Function))
-                     for gv, f in self.mod.functions.items()]
-            self.global_args = (array("q", [h for h, _ in pairs]).tobytes(),
-                                array("i", [int(r) for _, r in pairs]).tobytes())
-        try:
-            sites = view.sites
-            out = native.read(func, name, len(view.values), len(view.leaf_ndim),
-                              len(sites._flat), len(sites._attrs_info) // 3,
-                              len(view._static_table), self.const_keys.tobytes(),
-                              self.const_ids.tobytes(), *self.global_args)
-        except Exception as err:  # a node it does not know: this function goes to Python
-            text = str(err).splitlines()[0] if str(err) else repr(err)
-            read_fallbacks.append((name, text))
+        out = self.entry_read
+        self.entry_read = None  # (the first read is the entry function's)
+        if out is None:
+            if self.global_args is None:
+                self.global_args = global_args(self.mod)
+            try:
+                sites = view.sites
+                out = native.read(func, name, len(view.values), len(view.leaf_ndim),
+                                  len(sites._flat), len(sites._attrs_info) // 3,
+                                  len(view._static_table), self.const_keys.tobytes(),
+                                  self.const_ids.tobytes(), *self.global_args)
+            except Exception as err:  # a node it does not know: this function goes to Python
+                out = str(err) or repr(err)
+        if isinstance(out, str):  # (the reason the C++ side refused it)
+            read_fallbacks.append((name, out.splitlines()[0] if out else ""))
             del read_fallbacks[:-100]
             return False
         _Replay(self, name, items(out)).run()
@@ -1239,6 +1250,12 @@ class _Replay:
         return view
 
 
-def build_view(mod: tvm.IRModule, entry: str = "main") -> DependencyView:
-    """Build the dependency view of `entry` and every function it calls."""
-    return _Builder(mod, entry).build()
+def build_view(mod: tvm.IRModule, entry: str = "main", entry_read: Any = None) -> DependencyView:
+    """Build the dependency view of `entry` and every function it calls.
+
+    `entry_read`: the native read of the entry function made already, as the native
+    `read` gives it with every base 0 and no constant known (its arrays), or the text of
+    its error (that function is read in Python); only where the native walk is on
+    (annotate's one walk: joint_read.py).
+    """
+    return _Builder(mod, entry, entry_read).build()

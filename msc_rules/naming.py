@@ -840,9 +840,21 @@ def _native_plan(native: Any, namer: _Namer, gv: Any) -> NamePlan | None:
     try:
         out = native.plan_names(namer.mod, gv, namer.target, list(wishes), list(wishes.values()),
                                 _classify, _asker(namer.rules))
+    except Exception as err:  # a node or attribute it does not know: Python plans it all
+        out = str(err) or repr(err)
+    return native_plan_of(namer, out)
+
+
+def native_plan_of(namer: _Namer, out: Any) -> NamePlan | None:
+    """The plan from the output of the native naming (`plan_names`'s, or the first of
+    `read_and_name`'s), or None (noted in `fallbacks`) if it refused the module: then
+    `out` is the text of its error."""
+    try:
+        if isinstance(out, str):
+            raise ValueError(out)
         blob, handles, ref_bytes, tops, per_top = items(out)
         labels = JoinedTexts(blob.decode(), len(handles) // 8)
-    except Exception as err:  # a node or attribute it does not know: Python plans it all
+    except Exception as err:
         text = str(err).splitlines()[0] if str(err) else repr(err)
         fallbacks.append((namer.entry, text))
         del fallbacks[:-100]

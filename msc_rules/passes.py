@@ -14,9 +14,11 @@ from tvm import relax
 from . import native as _native
 from . import span
 from .dsl.ruleset import RuleSet
-from .engine import InferenceResult, infer_layouts, marker_text
+from .engine import InferenceResult, infer_layouts, infer_view, marker_text
 from .errors import MissingLayoutError, MscRulesError, remember
 from .graph import DependencyView
+from .joint_read import read_and_name
+from .library import default_rules
 from .naming import plan_names
 from .rewrite import Markers, SpanEdits, marked, rewrite_layers, rewrite_module
 from .util import paused_gc
@@ -211,18 +213,22 @@ def annotate(mod: tvm.IRModule, rules: RuleSet | None = None,
              entry_name: str = "main") -> tvm.IRModule:
     """Names, then layouts: both markers end up side by side on one span.
 
-    The markers of SetExprName then SetExprLayout, written in one rebuild: the layouts
-    are inferred on the input module (names do not change them) and each node gets its
+    The markers of SetExprName then SetExprLayout, from one read of the module (the
+    view and the names plan in one walk: joint_read.py) and written in one rebuild: the
+    layouts are inferred on the input module (names do not change them) and each node gets its
     Name (and SharedRef) markers, then its Layout marker (the two sets of edits go to
     the rebuild as layers: the native one merges them per node itself).
     """
+    rs = rules if rules is not None else default_rules()
     with paused_gc():
-        result = infer_layouts(mod, rules, entry_name)
+        # one walk over the module for the view and the names (joint_read.py)
+        read = read_and_name(mod, rs, entry_name)
+        result = infer_view(read.view, rs)
         layouts = layout_edits(result)
-        del result  # (for the Python rebuild the view lives on in the records)
-        # names planned after the inference: their edits (a dict entry per node) never
-        # sit beside the view and the engine, annotate's peak of memory
-        names = plan_names(mod, rules, entry_name, "", None).edits()
+        plan = read.names()  # (planned here if in Python: never beside the engine)
+        del result, read  # (for the Python rebuild the view lives on in the records)
+        names = plan.edits()
+        del plan
         out = rewrite_layers(mod, [names, layouts], release=True)
         del names, layouts
     return out

@@ -183,6 +183,14 @@ def test_a_rule_that_fails_fails_the_same_way_both_ways(
         monkeypatch.setenv("MSC_RULES_NATIVE", mode)
         with pytest.raises(msc_rules.MscRulesError, match="no base name for relax"):
             naming.plan_names(mod, rules)
+        # annotate too, where the native naming goes along with the read (its error
+        # caught inside the one walk, the names handed to Python, which raises it)
+        before = len(naming.fallbacks)
+        with pytest.raises(msc_rules.MscRulesError, match="no base name for relax"):
+            msc_rules.annotate(mod, rules)
+        if mode == "1":
+            assert [f for f, _ in naming.fallbacks[before:]] == ["main"]
+            assert "no base name for relax" in naming.fallbacks[-1][1]
 
 
 def test_name_of_finds_a_node_by_identity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,11 @@
 """The native walk: C++ shipped as source, built at first use, with the Python fallback.
 
 Five walks: `read.cc` reads a global function for the dependency view (graph.py),
-`naming.cc` plans the names (naming.py), `rebuild.cc` writes span markers (rewrite.py),
-`prune.cc` rebuilds a pruned function (prune_rebuild.py), `ties.cc` finds the channel
-ties (channel_native.py); all include `common.h`. They
+`naming.cc` plans the names (naming.py), and for annotate does so along with the read of
+the entry function, in one walk (`read_and_name`, through `read.h`: joint_read.py),
+`rebuild.cc` writes span markers (rewrite.py), `prune.cc` rebuilds a pruned function
+(prune_rebuild.py), `ties.cc` finds the channel ties (channel_native.py); all include
+`common.h`. They
 are compiled side by side with plain `c++` commands against tvm-ffi's shipped headers
 and `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
 folder per (msc_rules, tvm, tvm-ffi) version and hash of the sources and flags:
@@ -36,6 +38,8 @@ SOURCES = tuple(Path(__file__).with_name(f"{n}.cc")
 the read of the dependency view, the naming walk, the typed rebuild of a prune, the
 channel ties walk."""
 HEADER = Path(__file__).with_name("common.h")
+HEADERS = (HEADER, Path(__file__).with_name("read.h"))
+"""The headers the sources include (part of the cache key)."""
 FLAGS = ("-std=c++17", "-O1", "-fPIC")
 """Compiler flags (part of the cache key). -O1, not -O2: the same instructions per
 binding of annotate (95.6k against 95.5k, count_instructions.py) for a first-use build
@@ -64,7 +68,7 @@ def mode() -> str:
 def cache_dir() -> Path:
     """The folder of the built library for these versions of msc_rules, tvm, tvm-ffi
     and this source."""
-    return cache.folder_for(b"".join([*(p.read_bytes() for p in (*SOURCES, HEADER)),
+    return cache.folder_for(b"".join([*(p.read_bytes() for p in (*SOURCES, *HEADERS)),
                                       " ".join(FLAGS).encode()]))
 
 
@@ -149,6 +153,7 @@ def _build() -> Any:
         module.rebuild.release_gil = False
         # the naming walk calls back into Python (naming.py's class tags and rules)
         module.plan_names.release_gil = False
+        module.read_and_name.release_gil = False
         module.prune_rebuild.release_gil = False
     except NativeBuildError:
         raise
@@ -191,5 +196,5 @@ def get() -> Any:
         return None
 
 
-__all__ = ["FLAGS", "HEADER", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
+__all__ = ["FLAGS", "HEADER", "HEADERS", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
            "cache_dir", "get", "load", "mode"]

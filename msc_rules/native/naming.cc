@@ -14,6 +14,11 @@
 // the node of each slot), refs (bytes, int32: (slot, slot whose name is its SharedRef)
 // pairs), tops (array of global function names), changes (array of bytes, int32: per
 // top, (slot, what to write: 1 Name, 2 SharedRef, 3 both) pairs)].
+//
+// `read_and_name` plans the names along with read.cc's read of the entry function (for
+// annotate): one walk over the module's nodes where there were two. Its output:
+// [plan_names' output or the text of its error, read's output or the text of its
+// error].
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -26,6 +31,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -33,6 +40,7 @@
 #include <vector>
 
 #include "common.h"
+#include "read.h"
 
 namespace {
 
@@ -226,6 +234,38 @@ class Namer {
   void Run(const ObjectRef& entry) {
     Reserve(entry);
     GlobalFunction(entry);
+    Resolve();
+  }
+
+  // Run with the bindings of the entry function's top-level blocks handed in by a walk
+  // that goes along (ReadAndName): Begin, Step on each in order, then Finish, which
+  // walks those not handed in. False from Begin (nothing done) when the entry function
+  // has no SeqExpr body to step through: Run then.
+  bool Begin(const ObjectRef& entry) {
+    ObjectRef func = FunctionOf(entry);
+    if ((Tag(func) & kTagMask) != kTFunc) return false;
+    const ObjectRef& body = t_.func_body.Get(func.get());
+    if ((Tag(body) & kTagMask) != kTSeq) return false;
+    Reserve(entry);
+    std::string name(t_.gv_name.GetAny(entry.get()).cast<ffi::String>());
+    saved_top_ = top_;
+    top_ = TopId(name);
+    depth_ += 2;  // the levels of WalkFunction and of Visit(body), as in Run
+    EnterFunction(&name, nullptr, name, func);
+    entry_body_ = body;
+    return true;
+  }
+
+  void Step(const ObjectRef& binding) {
+    Binding(binding);
+    ++stepped_;
+  }
+
+  void Finish() {
+    Seq(entry_body_, stepped_);
+    stack_.pop_back();
+    depth_ -= 2;
+    top_ = saved_top_;
     Resolve();
   }
 
@@ -439,8 +479,16 @@ class Namer {
 
   // -- functions
   void WalkFunction(const std::string* global, const Object* key, std::string name,
-                const ObjectRef& func) {
+                    const ObjectRef& func) {
     DepthGuard guard(&depth_, kMaxDepth);
+    EnterFunction(global, key, std::move(name), func);
+    Visit(t_.func_body.Get(func.get()));
+    stack_.pop_back();
+  }
+
+  // a function's record, pushed on the stack of those being walked
+  void EnterFunction(const std::string* global, const Object* key, std::string name,
+                     const ObjectRef& func) {
     Func info;
     info.name = std::move(name);
     for (const ObjectRef& p : t_.func_params.GetArray(func.get())) info.params.push_back(p.get());
@@ -455,19 +503,22 @@ class Namer {
       local_funcs_.Put(key, idx);
     }
     stack_.push_back(idx);
-    Visit(t_.func_body.Get(func.get()));
-    stack_.pop_back();
+  }
+
+  // the function `gv` names in the module
+  ObjectRef FunctionOf(const ObjectRef& gv) const {
+    auto it = functions_.find(gv);
+    if (it == functions_.end()) {
+      TVM_FFI_THROW(RuntimeError) << "a call of a global var not in the module";
+    }
+    return (*it).second;
   }
 
   int32_t GlobalFunction(const ObjectRef& gv) {
     std::string name(t_.gv_name.GetAny(gv.get()).cast<ffi::String>());
     auto known = global_funcs_.find(name);
     if (known != global_funcs_.end()) return known->second;
-    auto it = functions_.find(gv);
-    if (it == functions_.end()) {
-      TVM_FFI_THROW(RuntimeError) << "a call of a global var not in the module";
-    }
-    ObjectRef func = (*it).second;
+    ObjectRef func = FunctionOf(gv);
     if ((Tag(func) & kTagMask) != kTFunc) return kNone;
     int32_t saved = top_;
     top_ = TopId(name);
@@ -476,9 +527,16 @@ class Namer {
     return global_funcs_[name];
   }
 
-  void Seq(const ObjectRef& e) {
+  // (the first `skip` bindings walked already: Step)
+  void Seq(const ObjectRef& e, size_t skip = 0) {
     for (const ObjectRef& block : t_.seq_blocks.GetArray(e.get())) {
-      for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) Binding(b);
+      for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) {
+        if (skip > 0) {
+          --skip;
+        } else {
+          Binding(b);
+        }
+      }
     }
     Visit(t_.seq_body.Get(e.get()));
   }
@@ -903,7 +961,9 @@ class Namer {
   std::unordered_map<std::string, int32_t> wishes_;  // var name -> text id
   ffi::Function classify_, ask_;
   int depth_ = 0;
-  int32_t top_ = 0;
+  int32_t top_ = 0, saved_top_ = 0;
+  ObjectRef entry_body_;  // (Begin to Finish)
+  size_t stepped_ = 0;  // bindings of it handed in by Step
   int32_t const_, tuple_, shape_, call_;
   std::vector<int32_t> tags_;
   std::vector<std::string> strs_;
@@ -927,6 +987,17 @@ class Namer {
   std::string join_, cand_;  // (buffers reused by every name built)
 };
 
+// the legalized var_names wishes, var name -> wanted name
+std::unordered_map<std::string, std::string> Wishes(const Array<ffi::String>& keys,
+                                                    const Array<ffi::String>& values) {
+  if (keys.size() != values.size()) {
+    TVM_FFI_THROW(ValueError) << "var_names keys and values differ in length";
+  }
+  std::unordered_map<std::string, std::string> wishes;
+  for (size_t i = 0; i < keys.size(); ++i) wishes[std::string(keys[i])] = std::string(values[i]);
+  return wishes;
+}
+
 // Plan the names of `mod` from its entry function `entry` (a GlobalVar of a Relax
 // function). `target` strips a "<target>." prefix from composite kinds; `wish_keys` and
 // `wish_values` are the legalized var_names wishes; `classify(node)` gives naming.py's
@@ -934,19 +1005,95 @@ class Namer {
 Array<Any> PlanNames(ObjectRef mod, ObjectRef entry, ffi::String target,
                      Array<ffi::String> wish_keys, Array<ffi::String> wish_values,
                      ffi::Function classify, ffi::Function ask) {
-  const NameTypes& t = GetNameTypes();
-  if (wish_keys.size() != wish_values.size()) {
-    TVM_FFI_THROW(ValueError) << "var_names keys and values differ in length";
-  }
-  std::unordered_map<std::string, std::string> wishes;
-  for (size_t i = 0; i < wish_keys.size(); ++i) {
-    wishes[std::string(wish_keys[i])] = std::string(wish_values[i]);
-  }
-  Namer namer(t, mod, std::string(target), wishes, std::move(classify), std::move(ask));
+  Namer namer(GetNameTypes(), mod, std::string(target), Wishes(wish_keys, wish_values),
+              std::move(classify), std::move(ask));
   namer.Run(entry);
   return namer.Output();
+}
+
+// The text of the error being handled, for a walk that fails alone (what Python would
+// have caught of that walk run alone); rethrows what no walk may swallow.
+std::string FailureText() {
+  try {
+    throw;
+  } catch (const ffi::Error& e) {
+    std::string kind(e.kind());
+    if (kind == "KeyboardInterrupt" || kind == "SystemExit") throw;
+    return std::string(e.message());
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+// The naming walk going along with the read of the entry function: it fails alone,
+// and the read goes on.
+class NamingHook final : public BindingHook {
+ public:
+  explicit NamingHook(Namer* namer) : namer_(namer) {}
+
+  void Binding(const ObjectRef& binding) override {
+    if (namer_ == nullptr) return;
+    try {
+      namer_->Step(binding);
+    } catch (...) {
+      error_ = FailureText();
+      namer_ = nullptr;
+    }
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  Namer* namer_;
+  std::string error_;  // (not empty: the naming failed)
+};
+
+// PlanNames and the first read of the view (read.h's ReadFunction of the entry function
+// `func` named `name`, every base 0, no constant known yet) in one walk over the entry
+// function: the read hands the naming each binding right after reading it, while its
+// nodes are in cache. Each walk fails alone: its place in the output, [names, read],
+// holds its error's text instead, and Python does that walk. The arguments: PlanNames'
+// then ReadFunction's.
+Array<Any> ReadAndName(ObjectRef mod, ObjectRef entry, ffi::String target,
+                       Array<ffi::String> wish_keys, Array<ffi::String> wish_values,
+                       ffi::Function classify, ffi::Function ask, ObjectRef func,
+                       ffi::String name, ffi::Bytes global_keys, ffi::Bytes global_relax) {
+  Any names, read;
+  std::optional<Namer> namer;
+  bool stepping = false;
+  try {
+    namer.emplace(GetNameTypes(), mod, std::string(target), Wishes(wish_keys, wish_values),
+                  std::move(classify), std::move(ask));
+    stepping = namer->Begin(entry);
+  } catch (...) {
+    names = ffi::String(FailureText());
+    namer.reset();
+  }
+  NamingHook hook(stepping ? &*namer : nullptr);
+  try {
+    read = ReadFunction(std::move(func), std::move(name), 0, 0, 0, 0, 0, ffi::Bytes(),
+                        ffi::Bytes(), std::move(global_keys), std::move(global_relax), &hook);
+  } catch (...) {
+    read = ffi::String(FailureText());
+  }
+  if (!hook.error().empty()) {
+    names = ffi::String(hook.error());
+  } else if (namer.has_value()) {
+    try {
+      if (stepping) {
+        namer->Finish();
+      } else {
+        namer->Run(entry);
+      }
+      names = namer->Output();
+    } catch (...) {
+      names = ffi::String(FailureText());
+    }
+  }
+  return Array<Any>{names, read};
 }
 
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(plan_names, PlanNames);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(read_and_name, ReadAndName);

@@ -8,6 +8,9 @@
 // type ancestry. Anything it does not know raises, and the caller reads that function
 // in Python instead: never a silently wrong view.
 //
+// read.h declares it for naming.cc's `read_and_name` (annotate's one walk), whose naming
+// walk goes along with the read of the entry function, binding by binding.
+//
 // Output, as final columns of the view where it can (graph.py's `_Replay` adds them
 // with one bulk copy each, no Python loop per binding): [events (bytes, int32: the rare
 // records, see graph.py), per value of the read: handles (int64: its node, for
@@ -43,6 +46,7 @@
 #include <vector>
 
 #include "common.h"
+#include "read.h"
 
 namespace {
 
@@ -123,7 +127,10 @@ class Reader {
 
   void KnownConstant(const Object* handle, int32_t vid) { value_of_.Put(handle, vid); }
 
-  void Global(const ObjectRef& f, const std::string& name) { Function(f, name); }
+  // `hook` (if any) gets each binding of the function's top-level blocks once read
+  void Global(const ObjectRef& f, const std::string& name, BindingHook* hook) {
+    Function(f, name, hook);
+  }
 
   // room for the bindings of the function's top-level blocks (most of a function); before
   // the known constants
@@ -406,7 +413,7 @@ class Reader {
   }
 
   // -- functions
-  void Function(const ObjectRef& f, const std::string& name) {
+  void Function(const ObjectRef& f, const std::string& name, BindingHook* hook = nullptr) {
     DepthGuard guard(&depth_, kMaxDepth);
     int32_t outer = func_;
     func_ = String(name);
@@ -420,13 +427,13 @@ class Reader {
       Emit(st, &events_);
     }
     events_.push_back(kParamsEnd);
-    int32_t ret = Body(name, t_.func_body.Get(f.get()));
+    int32_t ret = Body(name, t_.func_body.Get(f.get()), hook);
     events_.push_back(kRet);
     Emit(ret, &events_);
     func_ = outer;
   }
 
-  int32_t Body(const std::string& fname, const ObjectRef& seq) {
+  int32_t Body(const std::string& fname, const ObjectRef& seq, BindingHook* hook = nullptr) {
     std::vector<int32_t> users;
     if (!Is(seq, t_.seq)) return ArgStruct(seq, &users);
     DepthGuard guard(&depth_, kMaxDepth);
@@ -434,6 +441,7 @@ class Reader {
       std::vector<int32_t> records;
       for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) {
         records.push_back(Binding(fname, b));
+        if (hook != nullptr) hook->Binding(b);
       }
       events_.insert(events_.end(), {kBlock, Node(block),
                                      Int32(static_cast<int64_t>(records.size())),
@@ -656,15 +664,14 @@ class Reader {
   std::unordered_map<std::string, int32_t> string_ids_;
 };
 
-// Read global function `func` named `name`: values numbered from `first_value`, leaves
-// from `first_leaf`, flat arguments, attributes entries and static shapes from
-// `flat_base`, `attrs_base`, `shape_base`; `const_keys` (int64 handles) and `const_ids` (int32 value ids) are
-// the constants earlier functions of the view met; `global_keys` (int64 handles) and
-// `global_relax` (int32, 1 or 0) the module's global vars and whether each names a
-// Relax function.
-Array<Any> Read(ObjectRef func, ffi::String name, int64_t first_value, int64_t first_leaf,
-                int64_t flat_base, int64_t attrs_base, int64_t shape_base, ffi::Bytes const_keys, ffi::Bytes const_ids, ffi::Bytes global_keys,
-                ffi::Bytes global_relax) {
+}  // namespace
+
+namespace msc_rules {
+
+Array<Any> ReadFunction(ObjectRef func, ffi::String name, int64_t first_value,
+                        int64_t first_leaf, int64_t flat_base, int64_t attrs_base,
+                        int64_t shape_base, ffi::Bytes const_keys, ffi::Bytes const_ids,
+                        ffi::Bytes global_keys, ffi::Bytes global_relax, BindingHook* hook) {
   const ReadTypes& t = GetReadTypes();
   if (!func.defined() || func->type_index() != t.function) {
     TVM_FFI_THROW(TypeError) << "expected a relax.Function";
@@ -696,8 +703,22 @@ Array<Any> Read(ObjectRef func, ffi::String name, int64_t first_value, int64_t f
     if (vid < 0 || vid >= first_value) TVM_FFI_THROW(ValueError) << "bad constant value id";
     reader.KnownConstant(reinterpret_cast<const Object*>(handle), vid);
   }
-  reader.Global(func, std::string(name));
+  reader.Global(func, std::string(name), hook);
   return reader.Output();
+}
+
+}  // namespace msc_rules
+
+namespace {
+
+// read.h's ReadFunction alone (no walk goes with it)
+Array<Any> Read(ObjectRef func, ffi::String name, int64_t first_value, int64_t first_leaf,
+                int64_t flat_base, int64_t attrs_base, int64_t shape_base,
+                ffi::Bytes const_keys, ffi::Bytes const_ids, ffi::Bytes global_keys,
+                ffi::Bytes global_relax) {
+  return ReadFunction(std::move(func), std::move(name), first_value, first_leaf, flat_base,
+                      attrs_base, shape_base, std::move(const_keys), std::move(const_ids),
+                      std::move(global_keys), std::move(global_relax), nullptr);
 }
 
 }  // namespace
