@@ -13,6 +13,7 @@ made), and the caller takes the dict path.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from .channel_graph import ChannelGraph
 from .channels import ChannelGroup, covered, member_walks
 from .graph import DependencyView
 
-_PARAM = 2  # (a leaf kind, as channel_native's)
+_CONST, _PARAM = 1, 2  # (leaf kinds, as channel_native's)
 
 
 class ByLeaf(Mapping[int, dict[int, Any]]):
@@ -37,6 +38,7 @@ class ByLeaf(Mapping[int, dict[int, Any]]):
         self.row = row if row is not None else dict(
             zip(leaves.tolist(), range(len(leaves)), strict=True))
         self.made: dict[int, dict[int, Any]] = {}
+        self.counts: np.ndarray | None = None  # (removed indices: the lengths of values)
 
     def __getitem__(self, leaf: int) -> dict[int, Any]:
         got = self.made.get(leaf)
@@ -90,6 +92,41 @@ class NewExtents(ByLeaf):
     def tuples(self) -> list[int]:
         """The value ids of the bindings of tuples."""
         return _values(self.g)[3]
+
+
+def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
+                 ) -> tuple[np.ndarray, bytes]:
+    """The cut leaves that are constants, and their records as prune.cc slices them
+    (handle, cut axes, then per axis: axis, count, removed indices), made at once.
+    `counts`: the number of removed indices of each of the cut's rows."""
+    assert g.leaf_kind is not None
+    rows = np.flatnonzero(g.leaf_kind[cut.leaves] == _CONST)
+    leaves = cut.leaves[rows]
+    if not len(rows):
+        return leaves, b""
+    value_of = np.frombuffer(g.view.leaf_value, dtype=np.int32)
+    handles = _values(g)[2][value_of[leaves]]
+    starts, n_ax = cut.starts[rows], (cut.ends - cut.starts)[rows]
+    # the cut's rows of these leaves, in order
+    first_ax = np.cumsum(n_ax) - n_ax
+    at_row = np.repeat(starts - first_ax, n_ax) + np.arange(int(n_ax.sum()))
+    cnt = counts[at_row]
+    per_axis = 2 + cnt
+    axis_at = np.cumsum(per_axis) - per_axis  # (within all the axis records)
+    words = 2 + np.add.reduceat(per_axis, first_ax)
+    const_at = np.cumsum(words) - words
+    owner = np.repeat(np.arange(len(rows)), n_ax)
+    at = const_at[owner] + 2 + axis_at - axis_at[first_ax][owner]
+    out = np.empty(int(words.sum()), dtype=np.int64)
+    out[const_at] = handles
+    out[const_at + 1] = n_ax
+    out[at] = cut.axes[at_row]
+    out[at + 1] = cnt
+    data = cut.data
+    flat = np.fromiter(chain.from_iterable(map(data.__getitem__, at_row.tolist())),
+                       dtype=np.int64, count=int(cnt.sum()))
+    out[np.repeat(at + 2 - (np.cumsum(cnt) - cnt), cnt) + np.arange(len(flat))] = flat
+    return leaves, out.tobytes()
 
 
 def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -162,5 +199,6 @@ def plan_cut(g: ChannelGraph, groups: Sequence[ChannelGroup],
     axes = uniq - g.base_array()[leaves]
     lead, starts_, counts_ = np.unique(leaves, return_index=True, return_counts=True)
     cut = ByLeaf(lead, starts_, starts_ + counts_, axes, lists)
-    left = node_ext[uniq] - np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    cut.counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    left = node_ext[uniq] - cut.counts
     return cut, NewExtents(cut, left, g)

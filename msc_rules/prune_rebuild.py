@@ -231,7 +231,7 @@ Python (the last 100): what the tests check to know the native path really ran."
 _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
-def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Retyper
+def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
                  ) -> tuple[bytes, bytes, list[Any]] | None:
     """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
     pairs) records for tensor bindings and sliced constants, and the types of tuple
@@ -257,7 +257,8 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
                     typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
-    for expr, leaf in consts:
+    sliced = consts.keys()  # (listed only here: the array path above needs no list)
+    for expr, leaf in sliced:
         axes = extents.get(leaf)
         if axes:
             add((expr.__chandle__(), len(axes)))
@@ -295,7 +296,7 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
 def _native_function(native: Any, func: Any, view: DependencyView, consts: Consts,
                      attrs: Mapping[int, Any], retype: Retyper) -> Any:
     """`func` rebuilt by native/prune.cc; None when it hands the function back."""
-    packed = _native_cuts(view, consts.keys(), retype)
+    packed = _native_cuts(view, consts, retype)
     slices = consts.native()
     if packed is None or slices is None:
         return None

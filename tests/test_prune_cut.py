@@ -19,7 +19,8 @@ from test_channel_ties import _attention, _cnn, _native  # noqa: F401
 
 import msc_rules
 from msc_rules.prune import _new_extents, check_selection, plan_prune
-from msc_rules.prune_cut import plan_cut
+from msc_rules.prune_consts import Consts
+from msc_rules.prune_cut import const_slices, plan_cut
 from msc_rules.prune_rebuild import Retyper, _native_cuts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -44,6 +45,24 @@ def _records(words: bytes) -> dict[int, list[tuple[int, int]]]:
     return out
 
 
+def _slices(words: bytes) -> dict[int, list[tuple[int, list[int]]]]:
+    """handle -> its (axis, removed indices) pairs, sorted, from the native rebuild's
+    slice records."""
+    flat = np.frombuffer(words, dtype=np.int64).tolist()
+    out: dict[int, list[tuple[int, list[int]]]] = {}
+    k = 0
+    while k < len(flat):
+        handle, n = flat[k], flat[k + 1]
+        k += 2
+        axes = []
+        for _ in range(n):
+            axis, count = flat[k], flat[k + 1]
+            axes.append((axis, flat[k + 2:k + 2 + count]))
+            k += 2 + count
+        out[handle] = sorted(axes)
+    return out
+
+
 def _select(groups: Any, step: int) -> dict[int, list[int]]:
     return {g.id: list(range(0, g.size, step)) for g in groups if g.exact and not g.touches_io}
 
@@ -65,9 +84,19 @@ def test_the_arrays_are_the_dict_path(make: Any, step: int,
     new = _new_extents(g, by_dict)
     assert {k: extents[k] for k in extents} == new
     view = g.view
-    consts = [(v.expr, leaf) for leaf in by_dict
-              for v in (view.values[view.leaf_value[leaf]],) if v.kind == "const"]
-    assert consts
+    consts = Consts(view)
+    for leaf in by_dict:
+        v = view.values[view.leaf_value[leaf]]
+        if v.kind == "const":
+            consts.add_cut(v.expr, leaf, by_dict[leaf])
+    assert consts.cut
+    # the constants' slices made at once are those made one by one
+    assert cut.counts is not None
+    leaves, packed = const_slices(g, cut, cut.counts)
+    assert sorted(leaves.tolist()) == sorted(leaf for _, leaf, _ in consts.cut)
+    by_one = consts.native()
+    assert by_one is not None
+    assert _slices(packed) == _slices(by_one[0])
     fast_records = _native_cuts(view, consts, Retyper(extents))
     slow_records = _native_cuts(view, consts, Retyper(new))
     assert fast_records is not None and slow_records is not None

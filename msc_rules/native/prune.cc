@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -64,6 +65,17 @@ struct PruneTypes : RelaxNodes {
     make_item = Function::GetGlobalRequired("ir.TupleGetItem");
   }
 
+  // An int64 field read straight from its offset (a getter call otherwise).
+  static int64_t Int64(const Field& f, const Object* obj) {
+    if (f.info->size == sizeof(int64_t) &&
+        f.info->field_static_type_index == ffi::TypeIndex::kTVMFFIInt) {
+      int64_t v;
+      std::memcpy(&v, reinterpret_cast<const char*>(obj) + f.info->offset, sizeof(v));
+      return v;
+    }
+    return f.GetAny(obj).cast<int64_t>();
+  }
+
   // A fresh copy of `node` whose fields may be set (it is ours alone).
   ObjectRef Copy(const ObjectRef& node) const {
     AnyView fn = copy_column[node->type_index()];
@@ -95,13 +107,22 @@ void AnyBits(const Any& a, std::vector<int64_t>* key) {
   key->push_back(word);
 }
 
+// A hash of int64 words (the memo keys of new types).
+struct WordsHash {
+  size_t operator()(const std::vector<int64_t>& words) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int64_t w : words) h = (h ^ static_cast<uint64_t>(w)) * 0x100000001B3ull;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
 class PruneRebuilder {
  public:
   PruneRebuilder(const PruneTypes& t, const PtrMap<Cut>& cuts, const PtrMap<ObjectRef>& typed,
                  const PtrMap<ObjectRef>& consts, const PtrMap<ObjectRef>& attrs,
                  const Array<ObjectRef>& shape_ops)
       : t_(t), cuts_(cuts), typed_(typed), consts_(consts), attrs_(attrs),
-        shape_ops_(shape_ops) {}
+        shape_ops_(shape_ops), remap_(cuts.size() + consts.size()) {}
 
   ObjectRef Seq(const ObjectRef& seq) {
     if (seq->type_index() != t_.seq) {
@@ -130,16 +151,16 @@ class PruneRebuilder {
         continue;
       }
       ObjectRef out = t_.Copy(block);
-      t_.block_bindings.Set(out.get(), bindings);
+      t_.block_bindings.SetRef(out.get(), bindings);
       blocks.push_back(out);
     }
     ObjectRef old_body = t_.seq_body.Get(seq.get());
     ObjectRef body = Arg(old_body);
     ObjectRef out = t_.Copy(seq);
-    t_.seq_blocks.Set(out.get(), blocks);
-    t_.seq_body.Set(out.get(), body);
+    t_.seq_blocks.SetRef(out.get(), blocks);
+    t_.seq_body.SetRef(out.get(), body);
     // (as prune_rebuild.py: the new seq has its body's type)
-    t_.expr_ty.Set(out.get(), t_.expr_ty.Get(body.get()));
+    t_.expr_ty.SetRef(out.get(), t_.expr_ty.Get(body.get()));
     return out;
   }
 
@@ -195,7 +216,7 @@ class PruneRebuilder {
     ObjectRef out = t_.Copy(c);
     t_.const_value.Set(out.get(), *data);
     const Cut* cut = cuts_.Find(c.get());
-    if (cut != nullptr) t_.expr_ty.Set(out.get(), Retype(t_.expr_ty.Get(c.get()), *cut));
+    if (cut != nullptr) t_.expr_ty.SetRef(out.get(), Retype(t_.expr_ty.Get(c.get()), *cut));
     remap_.Put(c.get(), out);
     return out;
   }
@@ -226,31 +247,35 @@ class PruneRebuilder {
     if (!ty.defined() || ty->type_index() != t_.tensor_type) return ty;
     auto shape = t_.tensor_shape.GetAny(ty.get()).cast<ffi::Optional<ObjectRef>>();
     if (!shape.has_value() || (*shape)->type_index() != t_.shape) return ty;
-    Array<ObjectRef> values = t_.shape_values.GetArray(shape.value().get());
+    const ffi::ArrayObj* values = t_.shape_values.Get(shape.value().get()).as<ffi::ArrayObj>();
+    if (values == nullptr) return ty;
     Any dtype = t_.tensor_dtype.GetAny(ty.get());
     Any vdevice = t_.tensor_vdevice.GetAny(ty.get());
-    std::vector<int64_t> key;
-    key.reserve(values.size() * 2 + 2 * cut.n + 5);
+    // (one key buffer for the whole walk: a lookup that hits allocates nothing)
+    std::vector<int64_t>& key = key_;
+    key.clear();
     AnyBits(dtype, &key);
     AnyBits(vdevice, &key);
-    for (const ObjectRef& d : values) {
-      if (d.defined() && d->type_index() == t_.int_imm) {
+    for (size_t i = 0; i < values->size(); ++i) {
+      const Object* d = (*values)[static_cast<int64_t>(i)].as<Object>();
+      if (d != nullptr && d->type_index() == t_.int_imm) {
         key.push_back(0);
-        key.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
+        key.push_back(PruneTypes::Int64(t_.int_value, d));
       } else {
         key.push_back(1);
-        key.push_back(reinterpret_cast<int64_t>(d.get()));
+        key.push_back(reinterpret_cast<int64_t>(d));
       }
     }
     key.insert(key.end(), cut.pairs, cut.pairs + 2 * cut.n);
     auto it = types_.find(key);
     if (it != types_.end()) return it->second;
-    ObjectRef new_shape = t_.make_shape(CutValues(values, cut), nullptr).cast<ObjectRef>();
+    Array<ObjectRef> dims = t_.shape_values.GetArray(shape.value().get());
+    ObjectRef new_shape = t_.make_shape(CutValues(dims, cut), nullptr).cast<ObjectRef>();
     ObjectRef out = t_.make_tensor_type(new_shape, dtype, -1, vdevice, nullptr)
                         .cast<ObjectRef>();
     // (holds the old type: its dims' addresses are in the key)
     held_.push_back(ty);
-    types_.emplace(std::move(key), out);
+    types_.emplace(key, out);
     return out;
   }
 
@@ -301,9 +326,9 @@ class PruneRebuilder {
           args.Set(1, new_shape);
         }
       }
-      t_.call_args.Set(new_value.get(), args);
-      if (attrs != nullptr) t_.call_attrs.Set(new_value.get(), *attrs);
-      t_.expr_ty.Set(new_value.get(), ty);
+      t_.call_args.SetRef(new_value.get(), args);
+      if (attrs != nullptr) t_.call_attrs.SetRef(new_value.get(), *attrs);
+      t_.expr_ty.SetRef(new_value.get(), ty);
     } else {
       new_value = Arg(value);
       if (!retyped && new_value.same_as(value)) return b;
@@ -311,12 +336,12 @@ class PruneRebuilder {
     ObjectRef new_var = var;
     if (retyped) {
       new_var = t_.Copy(var);
-      t_.expr_ty.Set(new_var.get(), ty);
+      t_.expr_ty.SetRef(new_var.get(), ty);
       remap_.Put(var.get(), new_var);
     }
     ObjectRef out = t_.Copy(b);
-    t_.binding_var.Set(out.get(), new_var);
-    t_.binding_value.Set(out.get(), new_value);
+    t_.binding_var.SetRef(out.get(), new_var);
+    t_.binding_value.SetRef(out.get(), new_value);
     return out;
   }
 
@@ -327,7 +352,8 @@ class PruneRebuilder {
   const PtrMap<ObjectRef>& attrs_;
   const Array<ObjectRef>& shape_ops_;
   PtrMap<ObjectRef> remap_;
-  std::map<std::vector<int64_t>, ObjectRef> types_;
+  std::unordered_map<std::vector<int64_t>, ObjectRef, WordsHash> types_;
+  std::vector<int64_t> key_;
   std::map<int64_t, ObjectRef> ints_;
   std::vector<ObjectRef> held_;
 };
@@ -344,75 +370,99 @@ struct AlignedAlloc {
 };
 
 // Copy the kept indices of each axis of `src` (compact, row-major) into `dst`, from
-// axis `d` on: a run of trailing whole axes is one memcpy.
-void Gather(const char* src, char* dst, const std::vector<std::vector<int64_t>>& kept,
-            const std::vector<int64_t>& src_stride, const std::vector<int64_t>& dst_stride,
-            size_t d, int64_t whole_from, int64_t run) {
-  if (static_cast<int64_t>(d) == whole_from) {
+// axis `d` on: a run of trailing whole axes is one memcpy. `kept[d]`: the kept
+// indices of axis d (`count[d]` of them), or null for an axis kept whole.
+void Gather(const char* src, char* dst, const int64_t* const* kept, const int64_t* count,
+            const int64_t* src_stride, const int64_t* dst_stride, int64_t d,
+            int64_t whole_from, int64_t run) {
+  if (d == whole_from) {
     std::memcpy(dst, src, run);
     return;
   }
-  const std::vector<int64_t>& keep = kept[d];
-  for (size_t k = 0; k < keep.size(); ++k) {
-    Gather(src + keep[k] * src_stride[d], dst + static_cast<int64_t>(k) * dst_stride[d], kept,
-           src_stride, dst_stride, d + 1, whole_from, run);
+  const int64_t* keep = kept[d];
+  for (int64_t k = 0; k < count[d]; ++k) {
+    Gather(src + (keep != nullptr ? keep[k] : k) * src_stride[d], dst + k * dst_stride[d],
+           kept, count, src_stride, dst_stride, d + 1, whole_from, run);
   }
 }
 
-// A constant's data with only the kept indices of its cut axes. `at`: the record (ncut,
-// then per cut axis: axis, count, kept indices), advanced past it.
-ObjectRef SliceData(const ffi::Tensor& old, const int64_t* words, size_t n, size_t* at) {
-  const DLTensor* t = old.GetDLTensorPtr();
-  if (t->device.device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "a constant not on the CPU";
-  int64_t nd = t->ndim;
-  std::vector<std::vector<int64_t>> kept(nd);
-  std::vector<bool> cut(nd, false);
-  if (*at >= n) TVM_FFI_THROW(ValueError) << "bad slices";
-  int64_t ncut = words[(*at)++];
-  for (int64_t c = 0; c < ncut; ++c) {
-    if (*at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
-    int64_t axis = words[*at], count = words[*at + 1];
-    *at += 2;
-    if (axis < 0 || axis >= nd || count < 0 || *at + count > n || cut[axis]) {
-      TVM_FFI_THROW(ValueError) << "bad slices";
+// The slicer of a prune's constants: scratch buffers shared by all of them.
+class Slicer {
+ public:
+  // A constant's data with only the kept indices of its cut axes. `words[*at]`: the
+  // record (ncut, then per cut axis: axis, count, the removed indices, increasing),
+  // `*at` advanced past it.
+  ObjectRef Slice(const ffi::Tensor& old, const int64_t* words, size_t n, size_t* at) {
+    const DLTensor* t = old.GetDLTensorPtr();
+    if (t->device.device_type != kDLCPU) {
+      TVM_FFI_THROW(ValueError) << "a constant not on the CPU";
     }
-    cut[axis] = true;
-    for (int64_t k = 0; k < count; ++k) {
-      int64_t i = words[(*at)++];
-      if (i < 0 || i >= t->shape[axis]) TVM_FFI_THROW(ValueError) << "a kept index out of range";
-      kept[axis].push_back(i);
+    int64_t nd = t->ndim;
+    kept_.clear();
+    starts_.assign(nd, -1);
+    shape_.resize(nd);
+    for (int64_t d = 0; d < nd; ++d) shape_[d] = t->shape[d];
+    if (*at >= n) TVM_FFI_THROW(ValueError) << "bad slices";
+    int64_t ncut = words[(*at)++];
+    for (int64_t c = 0; c < ncut; ++c) {
+      if (*at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
+      int64_t axis = words[*at], count = words[*at + 1];
+      *at += 2;
+      if (axis < 0 || axis >= nd || count < 0 || *at + count > n || starts_[axis] >= 0) {
+        TVM_FFI_THROW(ValueError) << "bad slices";
+      }
+      const int64_t* removed = words + *at;
+      *at += count;
+      int64_t extent = t->shape[axis];
+      starts_[axis] = static_cast<int64_t>(kept_.size());
+      int64_t r = 0;
+      for (int64_t i = 0; i < extent; ++i) {
+        if (r < count && removed[r] == i) {
+          while (r < count && removed[r] == i) ++r;  // (a repeat: removed once)
+        } else {
+          kept_.push_back(i);
+        }
+      }
+      if (r != count) {  // (out of range, or not sorted)
+        TVM_FFI_THROW(ValueError) << "removed indices not sorted within the axis";
+      }
+      shape_[axis] = static_cast<int64_t>(kept_.size()) - starts_[axis];
     }
-  }
-  int64_t bytes = (static_cast<int64_t>(t->dtype.bits) * t->dtype.lanes + 7) / 8;
-  std::vector<int64_t> shape(nd), src_stride(nd), dst_stride(nd);
-  int64_t s = bytes, ds = bytes;
-  for (int64_t d = nd - 1; d >= 0; --d) {
-    if (t->strides != nullptr && t->shape[d] > 1 && t->strides[d] * bytes != s) {
-      TVM_FFI_THROW(ValueError) << "a constant that is not compact";
+    kept_ptr_.resize(nd);
+    src_stride_.resize(nd);
+    dst_stride_.resize(nd);
+    int64_t bytes = (static_cast<int64_t>(t->dtype.bits) * t->dtype.lanes + 7) / 8;
+    int64_t s = bytes, ds = bytes;
+    for (int64_t d = nd - 1; d >= 0; --d) {
+      if (t->strides != nullptr && t->shape[d] > 1 && t->strides[d] * bytes != s) {
+        TVM_FFI_THROW(ValueError) << "a constant that is not compact";
+      }
+      kept_ptr_[d] = starts_[d] >= 0 ? kept_.data() + starts_[d] : nullptr;
+      src_stride_[d] = s;
+      dst_stride_[d] = ds;
+      s *= t->shape[d];
+      ds *= shape_[d];
     }
-    if (!cut[d]) {
-      for (int64_t i = 0; i < t->shape[d]; ++i) kept[d].push_back(i);
+    // the trailing axes kept whole are one run of bytes
+    int64_t whole_from = nd, run = bytes;
+    while (whole_from > 0 && starts_[whole_from - 1] < 0) {
+      --whole_from;
+      run *= t->shape[whole_from];
     }
-    shape[d] = static_cast<int64_t>(kept[d].size());
-    src_stride[d] = s;
-    dst_stride[d] = ds;
-    s *= t->shape[d];
-    ds *= shape[d];
+    ffi::Tensor out = ffi::Tensor::FromNDAlloc(
+        AlignedAlloc(), ffi::ShapeView(shape_.data(), nd), t->dtype, t->device);
+    if (ds > 0) {
+      Gather(static_cast<const char*>(t->data) + t->byte_offset,
+             static_cast<char*>(out.GetDLTensorPtr()->data), kept_ptr_.data(), shape_.data(),
+             src_stride_.data(), dst_stride_.data(), 0, whole_from, run);
+    }
+    return out;
   }
-  // the trailing axes kept whole are one run of bytes
-  int64_t whole_from = nd, run = bytes;
-  while (whole_from > 0 && !cut[whole_from - 1]) {
-    --whole_from;
-    run *= t->shape[whole_from];
-  }
-  ffi::Tensor out = ffi::Tensor::FromNDAlloc(AlignedAlloc(), ffi::ShapeView(shape.data(), nd),
-                                             t->dtype, t->device);
-  if (ds > 0) {
-    Gather(static_cast<const char*>(t->data) + t->byte_offset, static_cast<char*>(out.GetDLTensorPtr()->data),
-           kept, src_stride, dst_stride, 0, whole_from, run);
-  }
-  return out;
-}
+
+ private:
+  std::vector<int64_t> kept_, starts_, shape_, src_stride_, dst_stride_;
+  std::vector<const int64_t*> kept_ptr_;
+};
 
 // handles (int64, native order) paired with `objects` -> map
 PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& objects) {
@@ -432,7 +482,7 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
 // `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var handle, n,
 // then n (axis, new extent) pairs); `typed_keys`/`typed`: vars given their new type
 // whole (tuples); `slices`: constants to slice here (int64 records: handle, then as
-// SliceData reads them); `const_keys`/`consts`: sliced constants and their new data (their
+// Slicer::Slice reads them); `const_keys`/`consts`: sliced constants and their new data (their
 // new types from `cuts`); `attr_keys`/`attrs`: calls
 // given new attributes; `shape_ops`: the ops whose second argument is the output shape.
 ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
@@ -460,13 +510,14 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
   size_t ns = slices.size() / sizeof(int64_t);
   std::vector<int64_t> slice_words(ns);
   if (ns > 0) std::memcpy(slice_words.data(), slices.data(), slices.size());
+  Slicer slicer;
   for (size_t at = 0; at < ns;) {
     const Object* c = reinterpret_cast<const Object*>(slice_words[at++]);
     if (c == nullptr || c->type_index() != t.constant) {
       TVM_FFI_THROW(ValueError) << "a slice of a node that is not a constant";
     }
     ffi::Tensor old = t.const_value.GetAny(c).cast<ffi::Tensor>();
-    const_map.Put(c, SliceData(old, slice_words.data(), ns, &at));
+    const_map.Put(c, slicer.Slice(old, slice_words.data(), ns, &at));
   }
   PtrMap<ObjectRef> attr_map = Objects(attr_keys, attrs);
   PruneRebuilder rebuilder(t, cuts, typed_map, const_map, attr_map, shape_ops);
