@@ -67,24 +67,34 @@ class NewExtents(ByLeaf):
         self.g, self.new = g, new
 
     def records(self) -> np.ndarray:
-        """(handle, n, n (axis, extent) pairs) per binding or constant whose tensor lost
-        channels (aliases share their source's leaf: each gets its own record)."""
-        leaf_of, kind_of, handle_of, _ = _values(self.g)
-        row = np.full(len(self.g.view.leaf_ndim), -1, dtype=np.int64)
+        """(handle, static shape id, n, n (axis, extent) pairs) per binding or constant
+        whose tensor lost channels (aliases share their source's leaf: each gets its
+        own record, without the id: see static_shape_id)."""
+        g = self.g
+        leaf_of, kind_of, handle_of, _ = _values(g)
+        row = np.full(len(g.view.leaf_ndim), -1, dtype=np.int64)
         row[self.leaves] = np.arange(len(self.leaves))
         vids = np.flatnonzero(leaf_of >= 0)
         vids = vids[(kind_of[vids] != _PARAM) & (row[leaf_of[vids]] >= 0)]
-        rows = row[leaf_of[vids]]
+        leaves = leaf_of[vids]
+        rows = row[leaves]
         n = (self.ends - self.starts)[rows]
-        sizes = 2 + 2 * n
+        sizes = 3 + 2 * n
         at = np.cumsum(sizes) - sizes
         out = np.empty(int(sizes.sum()), dtype=np.int64)
         out[at] = handle_of[vids]
-        out[at + 1] = n
+        view = g.view
+        static = np.full(len(view.leaf_ndim), -1, dtype=np.int64)
+        ids = np.frombuffer(view._static_ids, dtype=np.int32) if len(view._static_ids) \
+            else np.zeros(0, dtype=np.int32)
+        static[:len(ids)] = ids[:len(static)]
+        owner = np.frombuffer(view.leaf_value, dtype=np.int32)
+        out[at + 1] = np.where(owner[leaves] == vids, static[leaves], -1)
+        out[at + 2] = n
         which = np.repeat(np.arange(len(vids)), n)
         k = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
         src = self.starts[rows][which] + k
-        pos = at[which] + 2 + 2 * k
+        pos = at[which] + 3 + 2 * k
         out[pos] = self.axes[src]
         out[pos + 1] = self.new[src]
         return out
@@ -127,6 +137,16 @@ def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
                        dtype=np.int64, count=int(cnt.sum()))
     out[np.repeat(at + 2 - (np.cumsum(cnt) - cnt), cnt) + np.arange(len(flat))] = flat
     return leaves, out.tobytes()
+
+
+def static_shape_id(view: DependencyView, vid: int, leaf: int) -> int:
+    """The id the native read gave the static shape of value `vid`'s tensor `leaf`
+    (prune.cc memoises new types by it), -1 when it has none or the value is not the
+    leaf's own (an alias: its var's type may say less than its source's)."""
+    ids = view._static_ids
+    if leaf >= len(ids) or view.leaf_value[leaf] != vid:
+        return -1
+    return int(ids[leaf])
 
 
 def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:

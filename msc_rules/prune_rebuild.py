@@ -32,7 +32,7 @@ from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
 from .prune_consts import Consts, ConstSlices
-from .prune_cut import NewExtents
+from .prune_cut import NewExtents, static_shape_id
 from .rewrite import (
     _MAKE_BINDING,
     _MAKE_CALL,
@@ -233,8 +233,8 @@ _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
                  ) -> tuple[bytes, bytes, list[Any]] | None:
-    """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
-    pairs) records for tensor bindings and sliced constants, and the types of tuple
+    """The new types as the native rebuild takes them: (handle, static shape id, n,
+    n (axis, extent) pairs) records for tensor bindings and sliced constants, and the types of tuple
     bindings whole (their handles, their types); None when an extent is not a static
     int."""
     extents = retype.extents
@@ -258,10 +258,12 @@ def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
     sliced = consts.keys()  # (listed only here: the array path above needs no list)
+    leaf_value = view.leaf_value
     for expr, leaf in sliced:
         axes = extents.get(leaf)
         if axes:
-            add((expr.__chandle__(), len(axes)))
+            add((expr.__chandle__(), static_shape_id(view, leaf_value[leaf], leaf),
+                 len(axes)))
             for pair in axes.items():
                 if type(pair[1]) is not int:
                     return None  # (a symbolic product: the Python rebuild makes it)
@@ -277,7 +279,7 @@ def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
             if not axes or v.kind != "binding":
                 continue
             add((v.handles()[0] if type(v) is native_value else v.expr.__chandle__(),
-                 len(axes)))
+                 static_shape_id(view, v.id, struct), len(axes)))
             for pair in axes.items():
                 if type(pair[1]) is not int:
                     return None

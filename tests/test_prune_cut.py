@@ -31,17 +31,17 @@ _prune = sys.modules["msc_rules.prune"]
 
 
 
-def _records(words: bytes) -> dict[int, list[tuple[int, int]]]:
-    """handle -> its (axis, extent) pairs, sorted, from the native rebuild's cut
-    records."""
+def _records(words: bytes) -> dict[int, tuple[int, list[tuple[int, int]]]]:
+    """handle -> its static shape id and (axis, extent) pairs, sorted, from the native
+    rebuild's cut records."""
     flat = np.frombuffer(words, dtype=np.int64).tolist()
-    out: dict[int, list[tuple[int, int]]] = {}
+    out: dict[int, tuple[int, list[tuple[int, int]]]] = {}
     k = 0
     while k < len(flat):
-        n = flat[k + 1]
-        pairs = flat[k + 2:k + 2 + 2 * n]
-        out[flat[k]] = sorted(zip(pairs[0::2], pairs[1::2], strict=True))
-        k += 2 + 2 * n
+        n = flat[k + 2]
+        pairs = flat[k + 3:k + 3 + 2 * n]
+        out[flat[k]] = (flat[k + 1], sorted(zip(pairs[0::2], pairs[1::2], strict=True)))
+        k += 3 + 2 * n
     return out
 
 

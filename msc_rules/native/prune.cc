@@ -91,10 +91,12 @@ const PruneTypes& GetPruneTypes() {
   return types;
 }
 
-// The new extents of one binding var: (axis, extent) pairs.
+// The new extents of one binding var or constant: (axis, extent) pairs, and the id of
+// its old static shape in the view (-1: none given).
 struct Cut {
   const int64_t* pairs = nullptr;
   int64_t n = 0;
+  int64_t shape = -1;
 };
 
 // Raw bits of an Any, for a memo key (an object by address, a POD by value).
@@ -242,15 +244,35 @@ class PruneRebuilder {
     return Array<ObjectRef>(vals.begin(), vals.end());
   }
 
-  // The type `ty` with the cut's extents (made once per old type and cut, as Retyper).
+  // The type `ty` with the cut's extents (made once per old type and cut, as Retyper):
+  // memoised by the static shape's id the view gave the tensor when the cut has one
+  // (the old type's shape and dims, cold nodes each, are then read once per id), else
+  // by its dims.
   ObjectRef Retype(const ObjectRef& ty, const Cut& cut) {
     if (!ty.defined() || ty->type_index() != t_.tensor_type) return ty;
+    Any dtype = t_.tensor_dtype.GetAny(ty.get());
+    Any vdevice = t_.tensor_vdevice.GetAny(ty.get());
+    if (cut.shape < 0) return RetypeDims(ty, cut, dtype, vdevice);
+    std::vector<int64_t>& key = static_key_;
+    key.clear();
+    key.push_back(-1);  // (apart from the keys of dims, which start with a dtype code)
+    key.push_back(cut.shape);
+    AnyBits(dtype, &key);
+    AnyBits(vdevice, &key);
+    key.insert(key.end(), cut.pairs, cut.pairs + 2 * cut.n);
+    auto it = types_.find(key);
+    if (it != types_.end()) return it->second;
+    ObjectRef out = RetypeDims(ty, cut, dtype, vdevice);
+    types_.emplace(key, out);
+    return out;
+  }
+
+  ObjectRef RetypeDims(const ObjectRef& ty, const Cut& cut, const Any& dtype,
+                       const Any& vdevice) {
     auto shape = t_.tensor_shape.GetAny(ty.get()).cast<ffi::Optional<ObjectRef>>();
     if (!shape.has_value() || (*shape)->type_index() != t_.shape) return ty;
     const ffi::ArrayObj* values = t_.shape_values.Get(shape.value().get()).as<ffi::ArrayObj>();
     if (values == nullptr) return ty;
-    Any dtype = t_.tensor_dtype.GetAny(ty.get());
-    Any vdevice = t_.tensor_vdevice.GetAny(ty.get());
     // (one key buffer for the whole walk: a lookup that hits allocates nothing)
     std::vector<int64_t>& key = key_;
     key.clear();
@@ -353,7 +375,7 @@ class PruneRebuilder {
   const Array<ObjectRef>& shape_ops_;
   PtrMap<ObjectRef> remap_;
   std::unordered_map<std::vector<int64_t>, ObjectRef, WordsHash> types_;
-  std::vector<int64_t> key_;
+  std::vector<int64_t> key_, static_key_;
   std::map<int64_t, ObjectRef> ints_;
   std::vector<ObjectRef> held_;
 };
@@ -479,12 +501,13 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
   return out;
 }
 
-// `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var handle, n,
-// then n (axis, new extent) pairs); `typed_keys`/`typed`: vars given their new type
-// whole (tuples); `slices`: constants to slice here (int64 records: handle, then as
-// Slicer::Slice reads them); `const_keys`/`consts`: sliced constants and their new data (their
-// new types from `cuts`); `attr_keys`/`attrs`: calls
-// given new attributes; `shape_ops`: the ops whose second argument is the output shape.
+// `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var or constant
+// handle, the view's id of its static shape or -1, n, then n (axis, new extent)
+// pairs); `typed_keys`/`typed`: vars given their new type whole (tuples); `slices`:
+// constants to slice here (int64 records: handle, then as Slicer::Slice reads them);
+// `const_keys`/`consts`: sliced constants and their new data (their new types from
+// `cuts`); `attr_keys`/`attrs`: calls given new attributes; `shape_ops`: the ops whose
+// second argument is the output shape.
 ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
                        Array<ObjectRef> typed, ffi::Bytes slices, ffi::Bytes const_keys,
                        Array<ObjectRef> consts,
@@ -495,14 +518,15 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
   size_t n = cut_bytes.size() / sizeof(int64_t);
   std::vector<int64_t> words(n);
   if (n > 0) std::memcpy(words.data(), cut_bytes.data(), cut_bytes.size());
-  PtrMap<Cut> cuts(n / 4);
+  PtrMap<Cut> cuts(n / 5);
   for (size_t i = 0; i < n;) {
-    if (i + 2 > n || words[i + 1] < 0 ||
-        i + 2 + 2 * static_cast<size_t>(words[i + 1]) > n) {
+    if (i + 3 > n || words[i + 2] < 0 ||
+        i + 3 + 2 * static_cast<size_t>(words[i + 2]) > n) {
       TVM_FFI_THROW(ValueError) << "bad cuts";
     }
-    cuts.Put(reinterpret_cast<const Object*>(words[i]), Cut{words.data() + i + 2, words[i + 1]});
-    i += 2 + 2 * static_cast<size_t>(words[i + 1]);
+    cuts.Put(reinterpret_cast<const Object*>(words[i]),
+             Cut{words.data() + i + 3, words[i + 2], words[i + 1]});
+    i += 3 + 2 * static_cast<size_t>(words[i + 2]);
   }
   PtrMap<ObjectRef> typed_map = Objects(typed_keys, typed);
   PtrMap<ObjectRef> const_map = Objects(const_keys, consts);
