@@ -41,6 +41,7 @@ from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
 _PARAM = 2  # (a leaf kind, as channel_native's)
+_INTS = {int}
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
@@ -48,12 +49,14 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
     """Validate a selection; return the removed channels per group id."""
     by_id = {gr.id: gr for gr in groups}
     out: dict[int, list[int]] = {}
+    ints = _INTS
     for gid, kept in selection.items():
         gr = by_id.get(gid)
         if gr is None:
             raise PruneError(f"unknown group id {gid} (groups: 0..{len(groups) - 1})")
-        if type(kept) is list and all(type(k) is int for k in kept):
-            keep = kept  # (the common case: a list of ints, nothing to convert)
+        # (the common case, a list of ints: nothing to convert)
+        if type(kept) is list and kept and {*map(type, kept)} == ints:
+            keep = kept
         else:
             try:
                 keep = [int(k) for k in kept]
@@ -67,15 +70,16 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
         if len(kept_set) != len(keep):
             dup = sorted({k for k in keep if keep.count(k) > 1})
             raise PruneError(f"group {gid}: kept indices repeated: {dup}")
-        if min(keep) < 0 or max(keep) >= gr.size:
-            bad = [k for k in keep if not 0 <= k < gr.size]
-            raise PruneError(f"group {gid}: kept indices out of range 0..{gr.size - 1}: {bad}")
+        size = gr.size
+        if min(keep) < 0 or max(keep) >= size:
+            bad = [k for k in keep if not 0 <= k < size]
+            raise PruneError(f"group {gid}: kept indices out of range 0..{size - 1}: {bad}")
         if not gr.exact:
             raise PruneError(f"group {gid} is not exact: {'; '.join(gr.reasons)}")
         if gr.touches_io and not allow_io:
             raise PruneError(f"group {gid} reaches a model input or output "
                              "(pass allow_io=True to prune it anyway)")
-        out[gid] = sorted(set(range(gr.size)) - kept_set)
+        out[gid] = [c for c in range(size) if c not in kept_set]
     return out
 
 

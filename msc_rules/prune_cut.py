@@ -28,25 +28,33 @@ _CONST, _PARAM = 1, 2  # (leaf kinds, as channel_native's)
 class ByLeaf(Mapping[int, dict[int, Any]]):
     """Per leaf, its cut axes -> a value (removed indices, or new extents): rows
     `starts[k]:ends[k]` of node arrays sorted by node, a leaf's dict made when first
-    read."""
+    read. A row's value is `values[row]`, or `values[pick[row]]` given `pick` (the
+    nodes of a class share its value)."""
 
     def __init__(self, leaves: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                  axes: np.ndarray, values: Sequence[Any],
-                 row: dict[int, int] | None = None) -> None:
+                 row: dict[int, int] | None = None, pick: np.ndarray | None = None) -> None:
         self.leaves, self.starts, self.ends = leaves, starts, ends
-        self.axes, self.data = axes, values
+        self.axes, self.data, self.pick = axes, values, pick
         self.row = row if row is not None else dict(
             zip(leaves.tolist(), range(len(leaves)), strict=True))
         self.made: dict[int, dict[int, Any]] = {}
         self.counts: np.ndarray | None = None  # (removed indices: the lengths of values)
+
+    def values_of(self, rows: np.ndarray) -> list[Any]:
+        """The values of these rows."""
+        data = self.data
+        at = rows if self.pick is None else self.pick[rows]
+        return [data[k] for k in at.tolist()]
 
     def __getitem__(self, leaf: int) -> dict[int, Any]:
         got = self.made.get(leaf)
         if got is None:
             k = self.row[leaf]
             lo, hi = int(self.starts[k]), int(self.ends[k])
-            got = self.made[leaf] = dict(zip(self.axes[lo:hi].tolist(), self.data[lo:hi],
-                                             strict=True))
+            vals = self.data[lo:hi] if self.pick is None else \
+                self.values_of(np.arange(lo, hi))
+            got = self.made[leaf] = dict(zip(self.axes[lo:hi].tolist(), vals, strict=True))
         return got
 
     def __contains__(self, leaf: object) -> bool:
@@ -132,9 +140,8 @@ def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
     out[const_at + 1] = n_ax
     out[at] = cut.axes[at_row]
     out[at + 1] = cnt
-    data = cut.data
-    flat = np.fromiter(chain.from_iterable(map(data.__getitem__, at_row.tolist())),
-                       dtype=np.int64, count=int(cnt.sum()))
+    flat = np.fromiter(chain.from_iterable(cut.values_of(at_row)), dtype=np.int64,
+                       count=int(cnt.sum()))
     out[np.repeat(at + 2 - (np.cumsum(cnt) - cnt), cnt) + np.arange(len(flat))] = flat
     return leaves, out.tobytes()
 
@@ -191,34 +198,44 @@ def plan_cut(g: ChannelGraph, groups: Sequence[ChannelGroup],
                     idx = ranges[rng] = covered(off, blk, st, rep, rem)
                 cls_of.append(c)
                 idx_of.append(idx)
-    order, starts, counts = g.class_arrays()
+    roots = g.root_array
+    if roots is None:
+        roots = g.root_array = np.array(g.flatten(), dtype=np.int64)
+    # per visited class, the removed indices of its visits (merged when they differ)
     cls = np.array(cls_of, dtype=np.int64)
-    size = counts[cls]
-    visit = np.repeat(np.arange(len(cls)), size)
-    pos = np.repeat(starts[cls] - (np.cumsum(size) - size), size) + np.arange(len(visit))
-    nodes = order[pos]
-    by_node = np.argsort(nodes, kind="stable")
-    nodes, visit = nodes[by_node], visit[by_node]
-    uniq, first, times = np.unique(nodes, return_index=True, return_counts=True)
-    lists = [idx_of[v] for v in visit[first].tolist()]
-    for k in np.flatnonzero(times > 1).tolist():
-        got = lists[k]
-        for v in visit[first[k] + 1:first[k] + times[k]].tolist():
+    order = np.argsort(cls, kind="stable")
+    ranked = cls[order]
+    new = np.ones(len(ranked), dtype=bool)
+    new[1:] = ranked[1:] != ranked[:-1]
+    firsts = np.flatnonzero(new)
+    classes = ranked[firsts]
+    merged = [idx_of[v] for v in order[firsts].tolist()]
+    for k in np.flatnonzero(np.diff(np.append(firsts, len(ranked))) > 1).tolist():
+        got = merged[k]
+        end = firsts[k + 1] if k + 1 < len(firsts) else len(ranked)
+        for v in order[firsts[k] + 1:end].tolist():
             idx = idx_of[v]
             if idx is not got:
                 got = sorted({*got, *idx})
-        lists[k] = got
+        merged[k] = got
+    slot = np.full(len(roots), -1, dtype=np.int64)  # class root -> its row in merged
+    slot[classes] = np.arange(len(classes))
     if g.composite:
         # (a reshape that merged a pruned axis with another: the dict path multiplies
         # their new extents)
-        cut_classes = set(np.asarray(g.root_array)[uniq].tolist())
-        root = g.parent
-        if any(root[n] in cut_classes for parts in g.composite.values() for n, _ in parts):
+        parts = np.fromiter((n for ps in g.composite.values() for n, _ in ps), dtype=np.int64)
+        if len(parts) and (slot[roots[parts]] >= 0).any():
             return None
-    leaves = g.leaf_array()[uniq]
-    axes = uniq - g.base_array()[leaves]
-    lead, starts_, counts_ = np.unique(leaves, return_index=True, return_counts=True)
-    cut = ByLeaf(lead, starts_, starts_ + counts_, axes, lists)
-    cut.counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    left = node_ext[uniq] - cut.counts
+    at = slot[roots]
+    nodes = np.flatnonzero(at >= 0)  # (ascending: a leaf's axes together, in order)
+    pick = at[nodes]
+    leaves = g.leaf_array()[nodes]
+    axes = nodes - g.base_array()[leaves]
+    first = np.ones(len(leaves), dtype=bool)
+    first[1:] = leaves[1:] != leaves[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(leaves))
+    cut = ByLeaf(leaves[starts], starts, ends, axes, merged, pick=pick)
+    cut.counts = np.fromiter(map(len, merged), dtype=np.int64, count=len(merged))[pick]
+    left = node_ext[nodes] - cut.counts
     return cut, NewExtents(cut, left, g)
