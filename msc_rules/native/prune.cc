@@ -143,7 +143,11 @@ class PruneRebuilder {
       Array<ObjectRef> bindings;
       bindings.reserve(old_bindings.size());
       bool changed = false;
-      for (const ObjectRef& b : old_bindings) {
+      const ffi::ArrayObj* arr = old_bindings.as<ffi::ArrayObj>();
+      int64_t nb_ = static_cast<int64_t>(old_bindings.size());
+      for (int64_t i = 0; i < nb_; ++i) {
+        Prefetch(arr, i, nb_);
+        const ObjectRef& b = old_bindings[i];
         ObjectRef nb = Binding(b);
         changed = changed || !nb.same_as(b);
         bindings.push_back(std::move(nb));
@@ -167,6 +171,31 @@ class PruneRebuilder {
   }
 
  private:
+  // Ask for the nodes the next bindings' rebuilds read, a few bindings ahead (a module's
+  // nodes are cold and scattered: each read would wait for memory in turn): binding
+  // i + 8, the var and value of i + 4, the var's type and the call's arguments of i + 2.
+  void Prefetch(const ffi::ArrayObj* arr, int64_t i, int64_t n) const {
+    if (i + 8 < n) __builtin_prefetch((*arr)[i + 8].as<Object>());
+    if (i + 4 < n) {
+      const Object* b = (*arr)[i + 4].as<Object>();
+      if (b != nullptr && b->type_index() == t_.var_binding) {
+        __builtin_prefetch(t_.binding_var.Get(b).get());
+        __builtin_prefetch(t_.binding_value.Get(b).get());
+      }
+    }
+    if (i + 2 < n) {
+      const Object* b = (*arr)[i + 2].as<Object>();
+      if (b != nullptr && b->type_index() == t_.var_binding) {
+        const Object* var = t_.binding_var.Get(b).get();
+        const Object* value = t_.binding_value.Get(b).get();
+        if (var != nullptr) __builtin_prefetch(t_.expr_ty.Get(var).get());
+        if (value != nullptr && value->type_index() == t_.call) {
+          __builtin_prefetch(t_.call_args.Get(value).get());
+        }
+      }
+    }
+  }
+
   // An argument or bound value with vars remapped and constants replaced.
   ObjectRef Arg(const ObjectRef& a) {
     if (!a.defined()) return a;
@@ -411,6 +440,20 @@ void Gather(const char* src, char* dst, const int64_t* const* kept, const int64_
 // The slicer of a prune's constants: scratch buffers shared by all of them.
 class Slicer {
  public:
+  // The start of the record after the one at `at` (handle, ncut, then per cut axis:
+  // axis, count, the indices).
+  static size_t Next(const int64_t* words, size_t n, size_t at) {
+    if (at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
+    int64_t ncut = words[at + 1];
+    at += 2;
+    for (int64_t c = 0; c < ncut; ++c) {
+      if (at + 2 > n || words[at + 1] < 0) TVM_FFI_THROW(ValueError) << "bad slices";
+      at += 2 + static_cast<size_t>(words[at + 1]);
+    }
+    if (ncut < 0 || at > n) TVM_FFI_THROW(ValueError) << "bad slices";
+    return at;
+  }
+
   // A constant's data with only the kept indices of its cut axes. `words[*at]`: the
   // record (ncut, then per cut axis: axis, count, the removed indices, increasing),
   // `*at` advanced past it.
@@ -534,8 +577,30 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
   size_t ns = slices.size() / sizeof(int64_t);
   std::vector<int64_t> slice_words(ns);
   if (ns > 0) std::memcpy(slice_words.data(), slices.data(), slices.size());
-  Slicer slicer;
+  // (the records' starts first: the constants and their data, cold, are asked for a
+  // few records ahead of their slicing)
+  std::vector<size_t> starts;
   for (size_t at = 0; at < ns;) {
+    starts.push_back(at);
+    at = Slicer::Next(slice_words.data(), ns, at);
+  }
+  Slicer slicer;
+  const int64_t nc = static_cast<int64_t>(starts.size());
+  for (int64_t j = 0; j < nc; ++j) {
+    if (j + 4 < nc) {
+      __builtin_prefetch(reinterpret_cast<const Object*>(slice_words[starts[j + 4]]));
+    }
+    if (j + 2 < nc && t.const_value.direct) {
+      const Object* ahead = reinterpret_cast<const Object*>(slice_words[starts[j + 2]]);
+      if (ahead != nullptr && ahead->type_index() == t.constant) {
+        const Object* data = t.const_value.Get(ahead).get();
+        if (data != nullptr) __builtin_prefetch(data);
+        if (data != nullptr && data->type_index() == ffi::TypeIndex::kTVMFFITensor) {
+          __builtin_prefetch(static_cast<const ffi::TensorObj*>(data)->data);
+        }
+      }
+    }
+    size_t at = starts[j];
     const Object* c = reinterpret_cast<const Object*>(slice_words[at++]);
     if (c == nullptr || c->type_index() != t.constant) {
       TVM_FFI_THROW(ValueError) << "a slice of a node that is not a constant";
