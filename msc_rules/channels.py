@@ -529,11 +529,9 @@ class _Grouper:
                 hi = off + (rep - 1) * st + w.size * blk
                 spans.setdefault(cls, []).append((off, hi, blk, r, st, rep))
         need: dict[int, int] = {}
-        for cls in sorted(spans):
-            got = spans[cls]
-            if len(got) < 2:
-                continue  # (most classes: one walk reaches them, no pair to compare)
-            items_ = sorted(set(got))
+        # (most classes: one walk reaches them, no pair to compare)
+        for cls in sorted([c for c, got in spans.items() if len(got) > 1]):
+            items_ = sorted(set(spans[cls]))
             for k, (lo, hi, blk, r, st, rep) in enumerate(items_):
                 for lo2, hi2, blk2, r2, st2, rep2 in items_[k + 1:]:
                     if lo2 >= hi or r2 == r:
