@@ -121,3 +121,32 @@ def test_what_the_arrays_do_not_take_goes_the_dict_path() -> None:
     removed = check_selection(groups, _select(groups, 2))
     assert plan_cut(groups.graph, groups, removed) is None  # type: ignore[arg-type]
     assert isinstance(msc_rules.prune(chain, _select(groups, 2), groups=groups), tvm.IRModule)
+
+
+def test_a_refused_native_rebuild_slices_the_packed_constants_in_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The constants of a planned cut go to prune.cc as records made at once; when it
+    hands the function back, the Python rebuild lists and slices them itself."""
+    from msc_rules import native
+
+    mod = conv_chain(60)
+    groups = msc_rules.channel_groups(mod)
+    sel = _select(groups, 2)
+    fast = msc_rules.prune(mod, sel, groups=groups)
+    lib = native.load()
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(lib, name)
+
+        def prune_rebuild(self, *args: Any) -> Any:
+            raise RuntimeError("refused for the test")
+
+    rebuild_module = sys.modules["msc_rules.prune_rebuild"]
+    del rebuild_module.fallbacks[:]
+    monkeypatch.setattr(native, "get", lambda: Refusing())
+    slow = msc_rules.prune(mod, sel, groups=groups)
+    assert [why for _, why in rebuild_module.fallbacks] == ["refused for the test"]
+    assert tvm_ffi.structural_equal(fast, slow)
+    assert fast["main"].body.blocks[0].bindings[0].var.ty.shape[1] < \
+        mod["main"].body.blocks[0].bindings[0].var.ty.shape[1]
