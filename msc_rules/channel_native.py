@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import tvm_ffi
 
 from . import native as _native
 from .channel_graph import (
@@ -312,9 +313,9 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
         return None
     sites, args = got
     try:
-        out = native.channel_ties(leaves.tobytes(), dims.tobytes(), sites.tobytes(),
-                                  args.tobytes(),
-                                  np.array(pack.attr_words, dtype=np.int64).tobytes())
+        # (the arrays shared, not copied: DLPack)
+        out = native.channel_ties(*map(_shared, (
+            leaves, dims, sites, args, np.array(pack.attr_words, dtype=np.int64))))
     except Exception as err:  # a site it does not take: the Python walk does it
         fallbacks.append(str(err).splitlines()[0] if str(err) else repr(err))
         del fallbacks[:-100]
@@ -346,6 +347,11 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     shape_ops = np.array([o in _SHAPE_OPS for o in pack.names], dtype=bool)
     g.shape_sites = np.flatnonzero(shape_ops[pack.op_of]).tolist()
     return g
+
+
+def _shared(arr: np.ndarray) -> Any:
+    """A compact int64 copy-free view of `arr` as a TVM tensor (ties.cc's inputs)."""
+    return tvm_ffi.from_dlpack(np.ascontiguousarray(arr, dtype=np.int64))
 
 
 def _composite(words: bytes) -> dict[int, list[tuple[int, Dim | None]]]:
