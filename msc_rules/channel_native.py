@@ -314,7 +314,7 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     sites, args = got
     try:
         # (the arrays shared, not copied: DLPack)
-        out = native.channel_ties(*map(_shared, (
+        out = native.channel_ties(*map(shared_words, (
             leaves, dims, sites, args, np.array(pack.attr_words, dtype=np.int64))))
     except Exception as err:  # a site it does not take: the Python walk does it
         fallbacks.append(str(err).splitlines()[0] if str(err) else repr(err))
@@ -349,8 +349,9 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     return g
 
 
-def _shared(arr: np.ndarray) -> Any:
-    """A compact int64 copy-free view of `arr` as a TVM tensor (ties.cc's inputs)."""
+def shared_words(arr: np.ndarray) -> Any:
+    """`arr` as a compact int64 TVM tensor sharing numpy's memory (DLPack): how the
+    native walks take their int64 inputs (ties.cc, prune.cc), without a copy."""
     return tvm_ffi.from_dlpack(np.ascontiguousarray(arr, dtype=np.int64))
 
 

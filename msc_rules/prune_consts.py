@@ -72,7 +72,7 @@ class Consts:
         self.cut: Cuts = []
         self._made: ConstSlices | None = None
         # constants added at once as prune.cc's records, listed when first needed
-        self.packed: list[tuple[bytes, Callable[[], Cuts]]] = []
+        self.packed: list[tuple[np.ndarray, Callable[[], Cuts]]] = []
 
     def add_data(self, expr: Any, leaf: int, data: np.ndarray) -> None:
         """A constant's new data, as is (a mask's zeroed copy)."""
@@ -82,7 +82,7 @@ class Consts:
         """A constant to slice: its removed indices per axis."""
         self.cut.append((expr, leaf, removed))
 
-    def add_packed(self, records: bytes, listed: Callable[[], Cuts]) -> None:
+    def add_packed(self, records: np.ndarray, listed: Callable[[], Cuts]) -> None:
         """Constants to slice given at once: their records as `native` makes them, and
         what lists them as `add_cut` takes them (for a Python rebuild: not called
         when the native rebuild takes the records)."""
@@ -122,7 +122,7 @@ class Consts:
                           zip(keys, tensors(arrays), strict=True)]
         return self._made
 
-    def native(self) -> tuple[bytes, list[tuple[Any, Any]]] | None:
+    def native(self) -> tuple[np.ndarray, list[tuple[Any, Any]]] | None:
         """The constants to slice as prune.cc's records (handle, cut axes, then per
         axis: axis, count, removed indices), and (constant, data) of the given ones;
         None when an extent is not static (`made` then slices them)."""
@@ -141,8 +141,8 @@ class Consts:
                 add(idx)
         given = [(e, data) for (e, _, _), (_, _, data) in
                  zip(self.given, self.made_given(), strict=True)]
-        return b"".join([np.array(words, dtype=np.int64).tobytes(),
-                         *(records for records, _ in self.packed)]), given
+        return np.concatenate([np.array(words, dtype=np.int64),
+                               *(records for records, _ in self.packed)]), given
 
     def made_given(self) -> ConstSlices:
         """The given ones as TVM tensors (made with the rest when `made` runs)."""

@@ -113,7 +113,7 @@ class NewExtents(ByLeaf):
 
 
 def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
-                 ) -> tuple[np.ndarray, bytes]:
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The cut leaves that are constants, and their records as prune.cc slices them
     (handle, cut axes, then per axis: axis, count, removed indices), made at once.
     `counts`: the number of removed indices of each of the cut's rows."""
@@ -121,7 +121,7 @@ def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
     rows = np.flatnonzero(g.leaf_kind[cut.leaves] == _CONST)
     leaves = cut.leaves[rows]
     if not len(rows):
-        return leaves, b""
+        return leaves, np.zeros(0, dtype=np.int64)
     value_of = np.frombuffer(g.view.leaf_value, dtype=np.int32)
     handles = _values(g)[2][value_of[leaves]]
     starts, n_ax = cut.starts[rows], (cut.ends - cut.starts)[rows]
@@ -143,7 +143,7 @@ def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
     flat = np.fromiter(chain.from_iterable(cut.values_of(at_row)), dtype=np.int64,
                        count=int(cnt.sum()))
     out[np.repeat(at + 2 - (np.cumsum(cnt) - cnt), cnt) + np.arange(len(flat))] = flat
-    return leaves, out.tobytes()
+    return leaves, out
 
 
 def static_shape_id(view: DependencyView, vid: int, leaf: int) -> int:

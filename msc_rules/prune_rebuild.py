@@ -27,6 +27,7 @@ from tvm.relax import _ffi_api as _relax_ffi
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from . import native as _native
+from .channel_native import shared_words
 from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
@@ -232,7 +233,7 @@ _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
 def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
-                 ) -> tuple[bytes, bytes, list[Any]] | None:
+                 ) -> tuple[np.ndarray, bytes, list[Any]] | None:
     """The new types as the native rebuild takes them: (handle, static shape id, n,
     n (axis, extent) pairs) records for tensor bindings and sliced constants, and the types of tuple
     bindings whole (their handles, their types); None when an extent is not a static
@@ -253,7 +254,7 @@ def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
                 if new is not ty:
                     typed_keys.append(var.__chandle__())
                     typed.append(new)
-            return (records.tobytes(), np.array(typed_keys, dtype=np.int64).tobytes(),
+            return (records, np.array(typed_keys, dtype=np.int64).tobytes(),
                     typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
@@ -291,7 +292,7 @@ def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
             if new is not ty:
                 typed_keys.append(var.__chandle__())
                 typed.append(new)
-    return (np.array(cuts, dtype=np.int64).tobytes(),
+    return (np.array(cuts, dtype=np.int64),
             np.array(typed_keys, dtype=np.int64).tobytes(), typed)
 
 
@@ -305,7 +306,8 @@ def _native_function(native: Any, func: Any, view: DependencyView, consts: Const
     cuts, typed_keys, typed = packed
     shape_ops = [tvm.ir.Op.get(name) for name in _SHAPE_OPS]
     try:
-        seq = native.prune_rebuild(func.body, cuts, typed_keys, typed, slices[0],
+        seq = native.prune_rebuild(func.body, shared_words(cuts), typed_keys, typed,
+                                   shared_words(slices[0]),
                                    np.array([e.__chandle__() for e, _ in slices[1]],
                                             dtype=np.int64).tobytes(),
                                    [data for _, data in slices[1]],

@@ -544,23 +544,23 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
   return out;
 }
 
-// `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var or constant
-// handle, the view's id of its static shape or -1, n, then n (axis, new extent)
-// pairs); `typed_keys`/`typed`: vars given their new type whole (tuples); `slices`:
-// constants to slice here (int64 records: handle, then as Slicer::Slice reads them);
-// `const_keys`/`consts`: sliced constants and their new data (their new types from
-// `cuts`); `attr_keys`/`attrs`: calls given new attributes; `shape_ops`: the ops whose
-// second argument is the output shape.
-ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
-                       Array<ObjectRef> typed, ffi::Bytes slices, ffi::Bytes const_keys,
+// `seq` (a function body) rebuilt for a prune. `cut_words`: int64 records (var or
+// constant handle, the view's id of its static shape or -1, n, then n (axis, new
+// extent) pairs); `typed_keys`/`typed`: vars given their new type whole (tuples);
+// `slices`: constants to slice here (int64 records: handle, then as Slicer::Slice
+// reads them); `const_keys`/`consts`: sliced constants and their new data (their new
+// types from `cut_words`); `attr_keys`/`attrs`: calls given new attributes;
+// `shape_ops`: the ops whose second argument is the output shape. The two record
+// arrays are numpy's, shared through DLPack (not copied).
+ObjectRef PruneRebuild(ObjectRef seq, ffi::Tensor cut_words, ffi::Bytes typed_keys,
+                       Array<ObjectRef> typed, ffi::Tensor slices, ffi::Bytes const_keys,
                        Array<ObjectRef> consts,
                        ffi::Bytes attr_keys, Array<ObjectRef> attrs,
                        Array<ObjectRef> shape_ops) {
   const PruneTypes& t = GetPruneTypes();
-  if (cut_bytes.size() % sizeof(int64_t) != 0) TVM_FFI_THROW(ValueError) << "bad cuts";
-  size_t n = cut_bytes.size() / sizeof(int64_t);
-  std::vector<int64_t> words(n);
-  if (n > 0) std::memcpy(words.data(), cut_bytes.data(), cut_bytes.size());
+  int64_t n_words = 0;
+  const int64_t* words = Int64Words(cut_words, &n_words, "the cuts");
+  size_t n = static_cast<size_t>(n_words);
   PtrMap<Cut> cuts(n / 5);
   for (size_t i = 0; i < n;) {
     if (i + 3 > n || words[i + 2] < 0 ||
@@ -568,21 +568,20 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
       TVM_FFI_THROW(ValueError) << "bad cuts";
     }
     cuts.Put(reinterpret_cast<const Object*>(words[i]),
-             Cut{words.data() + i + 3, words[i + 2], words[i + 1]});
+             Cut{words + i + 3, words[i + 2], words[i + 1]});
     i += 3 + 2 * static_cast<size_t>(words[i + 2]);
   }
   PtrMap<ObjectRef> typed_map = Objects(typed_keys, typed);
   PtrMap<ObjectRef> const_map = Objects(const_keys, consts);
-  if (slices.size() % sizeof(int64_t) != 0) TVM_FFI_THROW(ValueError) << "bad slices";
-  size_t ns = slices.size() / sizeof(int64_t);
-  std::vector<int64_t> slice_words(ns);
-  if (ns > 0) std::memcpy(slice_words.data(), slices.data(), slices.size());
+  int64_t n_slices = 0;
+  const int64_t* slice_words = Int64Words(slices, &n_slices, "the slices");
+  size_t ns = static_cast<size_t>(n_slices);
   // (the records' starts first: the constants and their data, cold, are asked for a
   // few records ahead of their slicing)
   std::vector<size_t> starts;
   for (size_t at = 0; at < ns;) {
     starts.push_back(at);
-    at = Slicer::Next(slice_words.data(), ns, at);
+    at = Slicer::Next(slice_words, ns, at);
   }
   Slicer slicer;
   const int64_t nc = static_cast<int64_t>(starts.size());
@@ -606,7 +605,7 @@ ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_key
       TVM_FFI_THROW(ValueError) << "a slice of a node that is not a constant";
     }
     ffi::Tensor old = t.const_value.GetAny(c).cast<ffi::Tensor>();
-    const_map.Put(c, slicer.Slice(old, slice_words.data(), ns, &at));
+    const_map.Put(c, slicer.Slice(old, slice_words, ns, &at));
   }
   PtrMap<ObjectRef> attr_map = Objects(attr_keys, attrs);
   PruneRebuilder rebuilder(t, cuts, typed_map, const_map, attr_map, shape_ops);

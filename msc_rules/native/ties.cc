@@ -78,24 +78,8 @@ const char* const kReasons[] = {
 
 void Refuse(const char* why) { TVM_FFI_THROW(ValueError) << why; }
 
-// An input's words: a compact int64 array on the CPU (numpy's, shared through DLPack:
-// no copy on the way in).
 const int64_t* Words(const ffi::Tensor& t, int64_t* n) {
-  const DLTensor* d = t.GetDLTensorPtr();
-  if (d->device.device_type != kDLCPU || d->dtype.code != kDLInt || d->dtype.bits != 64 ||
-      d->dtype.lanes != 1) {
-    Refuse("an input is not an int64 array on the CPU");
-  }
-  int64_t size = 1, stride = 1;
-  for (int32_t k = d->ndim - 1; k >= 0; --k) {
-    if (d->strides != nullptr && d->shape[k] > 1 && d->strides[k] != stride) {
-      Refuse("an input is not compact");
-    }
-    stride *= d->shape[k];
-    size *= d->shape[k];
-  }
-  *n = size;
-  return reinterpret_cast<const int64_t*>(static_cast<const char*>(d->data) + d->byte_offset);
+  return Int64Words(t, n, "an input of the ties walk");
 }
 
 // A dict of Python's: insertion order kept, a later write keeps the key's place.
