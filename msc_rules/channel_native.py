@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import tvm_ffi
 
 from . import native as _native
 from .channel_graph import (
@@ -33,7 +34,7 @@ from .channel_graph import (
 from .engine import InferenceResult
 from .ffi import items
 from .graph import NATIVE, DependencyView
-from .layout import reshape_groups
+from .layout import Dim, reshape_groups
 
 # site codes (ties.cc)
 (_ELEMENTWISE, _BINARY, _CONV, _CONV_T, _MATMUL, _PERMUTE, _RESHAPE, _NOTHING, _LINK,
@@ -312,16 +313,17 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
         return None
     sites, args = got
     try:
-        out = native.channel_ties(leaves.tobytes(), dims.tobytes(), sites.tobytes(),
-                                  args.tobytes(),
-                                  np.array(pack.attr_words, dtype=np.int64).tobytes())
+        # (the arrays shared, not copied: DLPack)
+        out = native.channel_ties(*map(shared_words, (
+            leaves, dims, sites, args, np.array(pack.attr_words, dtype=np.int64))))
     except Exception as err:  # a site it does not take: the Python walk does it
         fallbacks.append(str(err).splitlines()[0] if str(err) else repr(err))
         del fallbacks[:-100]
         return None
     parts = items(out)
-    (roots, producers, consumers, derived, blocked, composite, depthwise, depthwise_sites,
-     folds, views) = (np.frombuffer(p, dtype=np.int64).tolist() for p in parts[:10])
+    (roots, producers, consumers, derived, blocked, depthwise, depthwise_sites, folds,
+     views) = (np.frombuffer(p, dtype=np.int64).tolist() for k, p in enumerate(parts[:10])
+               if k != 5)
     reasons = [str(r) for r in items(parts[10])]
     nds = leaves[:, 0]
     base = np.cumsum(nds) - nds
@@ -336,12 +338,7 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     g.derived = list(map(_Edge, derived[0::6], derived[1::6], derived[2::6], derived[3::6],
                          derived[4::6], derived[5::6]))
     g.blocked = _blocked(blocked, reasons, pack.reasons)
-    k = 0
-    while k < len(composite):
-        n = composite[k + 1]
-        flat = composite[k + 2:k + 2 + 2 * n]
-        g.composite[composite[k]] = list(zip(flat[0::2], flat[1::2], strict=True))
-        k += 2 + 2 * n
+    g.composite = _composite(parts[5])
     g.depthwise = dict(zip(depthwise[0::2], depthwise[1::2], strict=True))
     g.depthwise_sites = dict(zip(depthwise_sites[0::2], depthwise_sites[1::2], strict=True))
     g.folds = dict(zip(folds[0::2], folds[1::2], strict=True))
@@ -350,6 +347,34 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     shape_ops = np.array([o in _SHAPE_OPS for o in pack.names], dtype=bool)
     g.shape_sites = np.flatnonzero(shape_ops[pack.op_of]).tolist()
     return g
+
+
+def shared_words(arr: np.ndarray) -> Any:
+    """`arr` as a compact int64 TVM tensor sharing numpy's memory (DLPack): how the
+    native walks take their int64 inputs (ties.cc, prune.cc), without a copy."""
+    return tvm_ffi.from_dlpack(np.ascontiguousarray(arr, dtype=np.int64))
+
+
+def _composite(words: bytes) -> dict[int, list[tuple[int, Dim | None]]]:
+    """The merged axes ties.cc gives (per class: root, n, then n (node, extent)
+    pairs) as ChannelGraph.composite, in order."""
+    flat = np.frombuffer(words, dtype=np.int64)
+    if not len(flat):
+        return {}
+    width = 2 + 2 * int(flat[1])
+    if len(flat) % width == 0 and (flat[1::width] == flat[1]).all():
+        # (the common case: every merge of the same number of axes, as rows)
+        return {r[0]: list(zip(r[2::2], r[3::2], strict=True))
+                for r in flat.reshape(-1, width).tolist()}
+    out: dict[int, list[tuple[int, Dim | None]]] = {}
+    words_ = flat.tolist()
+    k = 0
+    while k < len(words_):
+        n = words_[k + 1]
+        pairs = words_[k + 2:k + 2 + 2 * n]
+        out[words_[k]] = list(zip(pairs[0::2], pairs[1::2], strict=True))
+        k += 2 + 2 * n
+    return out
 
 
 def _distinct(rows: np.ndarray) -> tuple[list[int], np.ndarray]:

@@ -374,26 +374,33 @@ class _Grouper:
 
     def __init__(self, g: ChannelGraph, names: Any, letters: _Letters | None = None) -> None:
         self.g, self.names, self.letters = g, names, letters
-        g.flatten()  # (every node points at its root: a find is one step)
+        # (every node points at its root: a find is one step, an index)
+        root = self.root_of = g.flatten()
         self.classes = _Classes(g)
         self.consumers_of: dict[int, list[int]] = {}
         for act, w, _ in g.consumers:
-            self.consumers_of.setdefault(g.find(act), []).append(g.find(w))
+            got = self.consumers_of.get(root[act])
+            if got is None:
+                self.consumers_of[root[act]] = [root[w]]
+            else:
+                got.append(root[w])
         self.derived_of: dict[int, list[_Edge]] = {}
         for e in g.derived:
-            self.derived_of.setdefault(g.find(e.src), []).append(e)
+            self.derived_of.setdefault(root[e.src], []).append(e)
         self.parts_of: dict[int, list[tuple[int, int, int]]] = {}
         for n, parts in g.parts.items():
-            self.parts_of.setdefault(g.find(n), []).extend(
-                (g.find(f), start, length) for f, start, length in parts)
+            self.parts_of.setdefault(root[n], []).extend(
+                (root[f], start, length) for f, start, length in parts)
         self.fold_of: dict[int, int] = {}
         for n, groups in g.folds.items():
-            c = g.find(n)
+            c = root[n]
             self.fold_of[c] = math.lcm(self.fold_of.get(c, 1), groups)
         # a producer class that a split cuts into parts (a fused qkv projection): each
         # part is a root of its own, reaching the producer's range back over its edge
         roots: set[int] = set()
-        todo, seen = [g.find(n) for n in g.producers], set()
+        todo, seen = [root[n] for n in g.producers], set()
+        if not self.parts_of:  # (no split: the producers' classes are the roots)
+            todo, roots = [], set(todo)
         while todo:
             r = todo.pop()
             if r not in seen:
@@ -422,23 +429,26 @@ class _Grouper:
         w = _Walk(root, unit, ext // (unit * fold), fold=fold)
         stack: list[_Visit] = [(root, 0, unit, False, ext // fold if fold > 1 else 0, fold)]
         seen: set[_Visit] = set()
+        visits = w.visits
+        consumers_of, derived_of, parts_of = self.consumers_of, self.derived_of, self.parts_of
+        fold_of, find = self.fold_of, self.root_of
         while stack:
             item = stack.pop()
             if item in seen:
                 continue
             seen.add(item)
-            w.visits.append(item)
+            visits.append(item)
             cls, off, blk, consumer, st, rep = item
             if consumer:
                 continue
-            for c in self.consumers_of.get(cls, ()):
-                groups = self.fold_of.get(c, 1)
+            for c in consumers_of.get(cls, ()):
+                groups = fold_of.get(c, 1)
                 if groups == 1:
                     stack.append((c, off, blk, True, st, rep))
                 else:
                     self.grouped_consumer(w, item, c, groups, stack)
-            for e in self.derived_of.get(cls, ()):
-                dst = self.g.find(e.dst)
+            for e in derived_of.get(cls, ()):
+                dst = find[e.dst]
                 if e.block > 0:
                     nxt = _through(item, e)
                     if nxt is None:
@@ -454,7 +464,7 @@ class _Grouper:
                     w.why("a reshape splits it off a block boundary")
                     continue
                 stack.append((dst, off // split, blk // split, False, st // split, rep))
-            for part, start, length in self.parts_of.get(cls, ()):
+            for part, start, length in parts_of.get(cls, ()):
                 hi = off + (rep - 1) * st + w.size * blk
                 if start <= off and hi <= start + length:
                     stack.append((part, off - start, blk, False, st, rep))
@@ -519,11 +529,9 @@ class _Grouper:
                 hi = off + (rep - 1) * st + w.size * blk
                 spans.setdefault(cls, []).append((off, hi, blk, r, st, rep))
         need: dict[int, int] = {}
-        for cls in sorted(spans):
-            got = spans[cls]
-            if len(got) < 2:
-                continue  # (most classes: one walk reaches them, no pair to compare)
-            items_ = sorted(set(got))
+        # (most classes: one walk reaches them, no pair to compare)
+        for cls in sorted([c for c, got in spans.items() if len(got) > 1]):
+            items_ = sorted(set(spans[cls]))
             for k, (lo, hi, blk, r, st, rep) in enumerate(items_):
                 for lo2, hi2, blk2, r2, st2, rep2 in items_[k + 1:]:
                     if lo2 >= hi or r2 == r:

@@ -34,12 +34,14 @@ from .dsl.ruleset import RuleSet
 from .errors import PruneError
 from .ffi import items
 from .prune_consts import Consts, host_array
-from .prune_cut import ByLeaf, plan_cut
+from .prune_cut import ByLeaf, const_slices, plan_cut
 from .prune_edits import ParamEdit, split_attrs
 from .prune_rebuild import _MAKE_SHAPE, CallEdit, Retyper, const_nodes, rebuild
 from .util import paused_gc
 
 Selection = Mapping[int, Sequence[int]]
+_PARAM = 2  # (a leaf kind, as channel_native's)
+_INTS = {int}
 
 
 def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
@@ -47,12 +49,14 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
     """Validate a selection; return the removed channels per group id."""
     by_id = {gr.id: gr for gr in groups}
     out: dict[int, list[int]] = {}
+    ints = _INTS
     for gid, kept in selection.items():
         gr = by_id.get(gid)
         if gr is None:
             raise PruneError(f"unknown group id {gid} (groups: 0..{len(groups) - 1})")
-        if type(kept) is list and all(type(k) is int for k in kept):
-            keep = kept  # (the common case: a list of ints, nothing to convert)
+        # (the common case, a list of ints: nothing to convert)
+        if type(kept) is list and kept and {*map(type, kept)} == ints:
+            keep = kept
         else:
             try:
                 keep = [int(k) for k in kept]
@@ -66,15 +70,16 @@ def check_selection(groups: Sequence[ChannelGroup], selection: Selection,
         if len(kept_set) != len(keep):
             dup = sorted({k for k in keep if keep.count(k) > 1})
             raise PruneError(f"group {gid}: kept indices repeated: {dup}")
-        if min(keep) < 0 or max(keep) >= gr.size:
-            bad = [k for k in keep if not 0 <= k < gr.size]
-            raise PruneError(f"group {gid}: kept indices out of range 0..{gr.size - 1}: {bad}")
+        size = gr.size
+        if min(keep) < 0 or max(keep) >= size:
+            bad = [k for k in keep if not 0 <= k < size]
+            raise PruneError(f"group {gid}: kept indices out of range 0..{size - 1}: {bad}")
         if not gr.exact:
             raise PruneError(f"group {gid} is not exact: {'; '.join(gr.reasons)}")
         if gr.touches_io and not allow_io:
             raise PruneError(f"group {gid} reaches a model input or output "
                              "(pass allow_io=True to prune it anyway)")
-        out[gid] = sorted(set(range(gr.size)) - kept_set)
+        out[gid] = [c for c in range(size) if c not in kept_set]
     return out
 
 
@@ -275,11 +280,27 @@ def _new_extents(g: ChannelGraph, cut: Mapping[int, Mapping[int, list[int]]]
     return out
 
 
-def _weights(g: ChannelGraph, per_leaf: Mapping[int, Any]) -> list[int]:
-    """The cut leaves that are not bindings' (constants, parameters), sorted."""
+def _weights(g: ChannelGraph, per_leaf: Mapping[int, Any], consts: Consts | None = None
+             ) -> list[int]:
+    """The cut leaves that are not bindings' (constants, parameters), sorted; given
+    `consts`, a cut the native walk planned has its constants added to it at once
+    (their records made with numpy) and they are left out."""
     if isinstance(per_leaf, ByLeaf) and g.leaf_kind is not None:
         leaves = per_leaf.leaves
-        out: list[int] = leaves[g.leaf_kind[leaves] != 0].tolist()
+        kinds = g.leaf_kind[leaves]
+        if consts is not None and per_leaf.counts is not None:
+            packed, records = const_slices(g, per_leaf, per_leaf.counts)
+            if len(packed):
+                values, leaf_value = g.view.values, g.view.leaf_value
+
+                def listed() -> list[tuple[Any, int, Mapping[int, Sequence[int]]]]:
+                    return [(values[leaf_value[leaf]].expr, leaf, per_leaf[leaf])
+                            for leaf in packed.tolist()]
+
+                consts.add_packed(records, listed)
+            out: list[int] = leaves[kinds == _PARAM].tolist()
+            return out
+        out = leaves[kinds != 0].tolist()
         return out
     values, leaf_value = g.view.values, g.view.leaf_value
     return sorted(leaf for leaf in per_leaf if values[leaf_value[leaf]].kind != "binding")
@@ -298,7 +319,7 @@ def _apply(g: ChannelGraph, mod: tvm.IRModule, per_leaf: Mapping[int, Mapping[in
     values, leaf_value = view.values, view.leaf_value
     params = ParamEdit(view.entry)
     consts = Consts(view)
-    for leaf in _weights(g, per_leaf):
+    for leaf in _weights(g, per_leaf, None if zero else consts):
         axes = per_leaf[leaf]
         v = values[leaf_value[leaf]]
         kind = v.kind

@@ -3,13 +3,13 @@ rebuilds the function, or here with numpy when the Python rebuild runs.
 
 A prune gives each constant that loses channels its removed indices per axis
 (`add_cut`); the oracle's masked module gives zeroed copies (`add_data`). `native`
-packs them as prune.cc takes them (the kept indices of each cut axis, and the given
+packs them as prune.cc takes them (the removed indices of each cut axis, and the given
 data); `made` slices them here, once, when a Python rebuild asks for the data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,8 @@ from .graph import DependencyView
 
 ConstSlices = list[tuple[Any, int, Any]]
 """The sliced constants: (the old constant, its leaf, its new data as a TVM tensor)."""
+Cuts = list[tuple[Any, int, Mapping[int, Sequence[int]]]]
+"""Constants to slice: (the old constant, its leaf, its removed indices per axis)."""
 
 
 def host_array(t: Any) -> np.ndarray:
@@ -67,8 +69,10 @@ class Consts:
     def __init__(self, view: DependencyView) -> None:
         self.view = view
         self.given: list[tuple[Any, int, np.ndarray]] = []
-        self.cut: list[tuple[Any, int, Mapping[int, Sequence[int]]]] = []
+        self.cut: Cuts = []
         self._made: ConstSlices | None = None
+        # constants added at once as prune.cc's records, listed when first needed
+        self.packed: list[tuple[np.ndarray, Callable[[], Cuts]]] = []
 
     def add_data(self, expr: Any, leaf: int, data: np.ndarray) -> None:
         """A constant's new data, as is (a mask's zeroed copy)."""
@@ -78,13 +82,26 @@ class Consts:
         """A constant to slice: its removed indices per axis."""
         self.cut.append((expr, leaf, removed))
 
+    def add_packed(self, records: np.ndarray, listed: Callable[[], Cuts]) -> None:
+        """Constants to slice given at once: their records as `native` makes them, and
+        what lists them as `add_cut` takes them (for a Python rebuild: not called
+        when the native rebuild takes the records)."""
+        self.packed.append((records, listed))
+
+    def _unpack(self) -> None:
+        for _, listed in self.packed:
+            self.cut.extend(listed())
+        self.packed = []
+
     def keys(self) -> list[tuple[Any, int]]:
         """(the old constant, its leaf) of each."""
+        self._unpack()
         return [(e, leaf) for e, leaf, _ in self.given] + [(e, leaf) for e, leaf, _ in self.cut]
 
     def made(self) -> ConstSlices:
         """(the old constant, its leaf, its new data) of each, sliced here (once)."""
         if self._made is None:
+            self._unpack()
             memo: dict[tuple[int, ...], np.ndarray] = {}
             arrays = [a for _, _, a in self.given]
             # (the constants of a shape that lose the same indices: one stack, one take)
@@ -105,31 +122,27 @@ class Consts:
                           zip(keys, tensors(arrays), strict=True)]
         return self._made
 
-    def native(self) -> tuple[bytes, list[tuple[Any, Any]]] | None:
+    def native(self) -> tuple[np.ndarray, list[tuple[Any, Any]]] | None:
         """The constants to slice as prune.cc's records (handle, cut axes, then per
-        axis: axis, count, kept indices), and (constant, data) of the given ones; None
-        when an extent is not static (`made` then slices them)."""
+        axis: axis, count, removed indices), and (constant, data) of the given ones;
+        None when an extent is not static (`made` then slices them)."""
         view = self.view
-        memo: dict[tuple[int, ...], list[int]] = {}
         words: list[int] = []
+        add = words.extend
         for expr, leaf, removed in self.cut:
             shape = view.shape(leaf)
             if shape is None:
                 return None
-            words.extend((expr.__chandle__(), len(removed)))
+            add((expr.__chandle__(), len(removed)))
             for axis, idx in removed.items():
-                ext = shape[axis] if 0 <= axis < len(shape) else None
-                if type(ext) is not int:
+                if not 0 <= axis < len(shape) or type(shape[axis]) is not int:
                     return None
-                key = (axis, ext, *idx)
-                part = memo.get(key)
-                if part is None:
-                    keep = kept(ext, idx, {}).tolist()
-                    part = memo[key] = [axis, len(keep), *keep]
-                words.extend(part)
+                add((axis, len(idx)))
+                add(idx)
         given = [(e, data) for (e, _, _), (_, _, data) in
                  zip(self.given, self.made_given(), strict=True)]
-        return np.array(words, dtype=np.int64).tobytes(), given
+        return np.concatenate([np.array(words, dtype=np.int64),
+                               *(records for records, _ in self.packed)]), given
 
     def made_given(self) -> ConstSlices:
         """The given ones as TVM tensors (made with the rest when `made` runs)."""

@@ -13,6 +13,7 @@ made), and the caller takes the dict path.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -21,30 +22,39 @@ from .channel_graph import ChannelGraph
 from .channels import ChannelGroup, covered, member_walks
 from .graph import DependencyView
 
-_PARAM = 2  # (a leaf kind, as channel_native's)
+_CONST, _PARAM = 1, 2  # (leaf kinds, as channel_native's)
 
 
 class ByLeaf(Mapping[int, dict[int, Any]]):
     """Per leaf, its cut axes -> a value (removed indices, or new extents): rows
     `starts[k]:ends[k]` of node arrays sorted by node, a leaf's dict made when first
-    read."""
+    read. A row's value is `values[row]`, or `values[pick[row]]` given `pick` (the
+    nodes of a class share its value)."""
 
     def __init__(self, leaves: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                  axes: np.ndarray, values: Sequence[Any],
-                 row: dict[int, int] | None = None) -> None:
+                 row: dict[int, int] | None = None, pick: np.ndarray | None = None) -> None:
         self.leaves, self.starts, self.ends = leaves, starts, ends
-        self.axes, self.data = axes, values
+        self.axes, self.data, self.pick = axes, values, pick
         self.row = row if row is not None else dict(
             zip(leaves.tolist(), range(len(leaves)), strict=True))
         self.made: dict[int, dict[int, Any]] = {}
+        self.counts: np.ndarray | None = None  # (removed indices: the lengths of values)
+
+    def values_of(self, rows: np.ndarray) -> list[Any]:
+        """The values of these rows."""
+        data = self.data
+        at = rows if self.pick is None else self.pick[rows]
+        return [data[k] for k in at.tolist()]
 
     def __getitem__(self, leaf: int) -> dict[int, Any]:
         got = self.made.get(leaf)
         if got is None:
             k = self.row[leaf]
             lo, hi = int(self.starts[k]), int(self.ends[k])
-            got = self.made[leaf] = dict(zip(self.axes[lo:hi].tolist(), self.data[lo:hi],
-                                             strict=True))
+            vals = self.data[lo:hi] if self.pick is None else \
+                self.values_of(np.arange(lo, hi))
+            got = self.made[leaf] = dict(zip(self.axes[lo:hi].tolist(), vals, strict=True))
         return got
 
     def __contains__(self, leaf: object) -> bool:
@@ -65,24 +75,34 @@ class NewExtents(ByLeaf):
         self.g, self.new = g, new
 
     def records(self) -> np.ndarray:
-        """(handle, n, n (axis, extent) pairs) per binding or constant whose tensor lost
-        channels (aliases share their source's leaf: each gets its own record)."""
-        leaf_of, kind_of, handle_of, _ = _values(self.g)
-        row = np.full(len(self.g.view.leaf_ndim), -1, dtype=np.int64)
+        """(handle, static shape id, n, n (axis, extent) pairs) per binding or constant
+        whose tensor lost channels (aliases share their source's leaf: each gets its
+        own record, without the id: see static_shape_id)."""
+        g = self.g
+        leaf_of, kind_of, handle_of, _ = _values(g)
+        row = np.full(len(g.view.leaf_ndim), -1, dtype=np.int64)
         row[self.leaves] = np.arange(len(self.leaves))
         vids = np.flatnonzero(leaf_of >= 0)
         vids = vids[(kind_of[vids] != _PARAM) & (row[leaf_of[vids]] >= 0)]
-        rows = row[leaf_of[vids]]
+        leaves = leaf_of[vids]
+        rows = row[leaves]
         n = (self.ends - self.starts)[rows]
-        sizes = 2 + 2 * n
+        sizes = 3 + 2 * n
         at = np.cumsum(sizes) - sizes
         out = np.empty(int(sizes.sum()), dtype=np.int64)
         out[at] = handle_of[vids]
-        out[at + 1] = n
+        view = g.view
+        static = np.full(len(view.leaf_ndim), -1, dtype=np.int64)
+        ids = np.frombuffer(view._static_ids, dtype=np.int32) if len(view._static_ids) \
+            else np.zeros(0, dtype=np.int32)
+        static[:len(ids)] = ids[:len(static)]
+        owner = np.frombuffer(view.leaf_value, dtype=np.int32)
+        out[at + 1] = np.where(owner[leaves] == vids, static[leaves], -1)
+        out[at + 2] = n
         which = np.repeat(np.arange(len(vids)), n)
         k = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
         src = self.starts[rows][which] + k
-        pos = at[which] + 2 + 2 * k
+        pos = at[which] + 3 + 2 * k
         out[pos] = self.axes[src]
         out[pos + 1] = self.new[src]
         return out
@@ -90,6 +110,50 @@ class NewExtents(ByLeaf):
     def tuples(self) -> list[int]:
         """The value ids of the bindings of tuples."""
         return _values(self.g)[3]
+
+
+def const_slices(g: ChannelGraph, cut: ByLeaf, counts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The cut leaves that are constants, and their records as prune.cc slices them
+    (handle, cut axes, then per axis: axis, count, removed indices), made at once.
+    `counts`: the number of removed indices of each of the cut's rows."""
+    assert g.leaf_kind is not None
+    rows = np.flatnonzero(g.leaf_kind[cut.leaves] == _CONST)
+    leaves = cut.leaves[rows]
+    if not len(rows):
+        return leaves, np.zeros(0, dtype=np.int64)
+    value_of = np.frombuffer(g.view.leaf_value, dtype=np.int32)
+    handles = _values(g)[2][value_of[leaves]]
+    starts, n_ax = cut.starts[rows], (cut.ends - cut.starts)[rows]
+    # the cut's rows of these leaves, in order
+    first_ax = np.cumsum(n_ax) - n_ax
+    at_row = np.repeat(starts - first_ax, n_ax) + np.arange(int(n_ax.sum()))
+    cnt = counts[at_row]
+    per_axis = 2 + cnt
+    axis_at = np.cumsum(per_axis) - per_axis  # (within all the axis records)
+    words = 2 + np.add.reduceat(per_axis, first_ax)
+    const_at = np.cumsum(words) - words
+    owner = np.repeat(np.arange(len(rows)), n_ax)
+    at = const_at[owner] + 2 + axis_at - axis_at[first_ax][owner]
+    out = np.empty(int(words.sum()), dtype=np.int64)
+    out[const_at] = handles
+    out[const_at + 1] = n_ax
+    out[at] = cut.axes[at_row]
+    out[at + 1] = cnt
+    flat = np.fromiter(chain.from_iterable(cut.values_of(at_row)), dtype=np.int64,
+                       count=int(cnt.sum()))
+    out[np.repeat(at + 2 - (np.cumsum(cnt) - cnt), cnt) + np.arange(len(flat))] = flat
+    return leaves, out
+
+
+def static_shape_id(view: DependencyView, vid: int, leaf: int) -> int:
+    """The id the native read gave the static shape of value `vid`'s tensor `leaf`
+    (prune.cc memoises new types by it), -1 when it has none or the value is not the
+    leaf's own (an alias: its var's type may say less than its source's)."""
+    ids = view._static_ids
+    if leaf >= len(ids) or view.leaf_value[leaf] != vid:
+        return -1
+    return int(ids[leaf])
 
 
 def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -134,33 +198,44 @@ def plan_cut(g: ChannelGraph, groups: Sequence[ChannelGroup],
                     idx = ranges[rng] = covered(off, blk, st, rep, rem)
                 cls_of.append(c)
                 idx_of.append(idx)
-    order, starts, counts = g.class_arrays()
+    roots = g.root_array
+    if roots is None:
+        roots = g.root_array = np.array(g.flatten(), dtype=np.int64)
+    # per visited class, the removed indices of its visits (merged when they differ)
     cls = np.array(cls_of, dtype=np.int64)
-    size = counts[cls]
-    visit = np.repeat(np.arange(len(cls)), size)
-    pos = np.repeat(starts[cls] - (np.cumsum(size) - size), size) + np.arange(len(visit))
-    nodes = order[pos]
-    by_node = np.argsort(nodes, kind="stable")
-    nodes, visit = nodes[by_node], visit[by_node]
-    uniq, first, times = np.unique(nodes, return_index=True, return_counts=True)
-    lists = [idx_of[v] for v in visit[first].tolist()]
-    for k in np.flatnonzero(times > 1).tolist():
-        got = lists[k]
-        for v in visit[first[k] + 1:first[k] + times[k]].tolist():
+    order = np.argsort(cls, kind="stable")
+    ranked = cls[order]
+    new = np.ones(len(ranked), dtype=bool)
+    new[1:] = ranked[1:] != ranked[:-1]
+    firsts = np.flatnonzero(new)
+    classes = ranked[firsts]
+    merged = [idx_of[v] for v in order[firsts].tolist()]
+    for k in np.flatnonzero(np.diff(np.append(firsts, len(ranked))) > 1).tolist():
+        got = merged[k]
+        end = firsts[k + 1] if k + 1 < len(firsts) else len(ranked)
+        for v in order[firsts[k] + 1:end].tolist():
             idx = idx_of[v]
             if idx is not got:
                 got = sorted({*got, *idx})
-        lists[k] = got
+        merged[k] = got
+    slot = np.full(len(roots), -1, dtype=np.int64)  # class root -> its row in merged
+    slot[classes] = np.arange(len(classes))
     if g.composite:
         # (a reshape that merged a pruned axis with another: the dict path multiplies
         # their new extents)
-        cut_classes = set(np.asarray(g.root_array)[uniq].tolist())
-        root = g.parent
-        if any(root[n] in cut_classes for parts in g.composite.values() for n, _ in parts):
+        parts = np.fromiter((n for ps in g.composite.values() for n, _ in ps), dtype=np.int64)
+        if len(parts) and (slot[roots[parts]] >= 0).any():
             return None
-    leaves = g.leaf_array()[uniq]
-    axes = uniq - g.base_array()[leaves]
-    lead, starts_, counts_ = np.unique(leaves, return_index=True, return_counts=True)
-    cut = ByLeaf(lead, starts_, starts_ + counts_, axes, lists)
-    left = node_ext[uniq] - np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    at = slot[roots]
+    nodes = np.flatnonzero(at >= 0)  # (ascending: a leaf's axes together, in order)
+    pick = at[nodes]
+    leaves = g.leaf_array()[nodes]
+    axes = nodes - g.base_array()[leaves]
+    first = np.ones(len(leaves), dtype=bool)
+    first[1:] = leaves[1:] != leaves[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(leaves))
+    cut = ByLeaf(leaves[starts], starts, ends, axes, merged, pick=pick)
+    cut.counts = np.fromiter(map(len, merged), dtype=np.int64, count=len(merged))[pick]
+    left = node_ext[nodes] - cut.counts
     return cut, NewExtents(cut, left, g)

@@ -27,12 +27,13 @@ from tvm.relax import _ffi_api as _relax_ffi
 from tvm_ffi._ffi_api import StructuralHash as _structural_hash
 
 from . import native as _native
+from .channel_native import shared_words
 from .ffi import items
 from .graph import DependencyView, Struct
 from .graph import NativeValue as _NativeValue
 from .graph import Value as _Value
 from .prune_consts import Consts, ConstSlices
-from .prune_cut import NewExtents
+from .prune_cut import NewExtents, static_shape_id
 from .rewrite import (
     _MAKE_BINDING,
     _MAKE_CALL,
@@ -231,10 +232,10 @@ Python (the last 100): what the tests check to know the native path really ran."
 _SHAPE_OPS = ("relax.reshape", "relax.broadcast_to")
 
 
-def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Retyper
-                 ) -> tuple[bytes, bytes, list[Any]] | None:
-    """The new types as the native rebuild takes them: (handle, n, n (axis, extent)
-    pairs) records for tensor bindings and sliced constants, and the types of tuple
+def _native_cuts(view: DependencyView, consts: Consts, retype: Retyper
+                 ) -> tuple[np.ndarray, bytes, list[Any]] | None:
+    """The new types as the native rebuild takes them: (handle, static shape id, n,
+    n (axis, extent) pairs) records for tensor bindings and sliced constants, and the types of tuple
     bindings whole (their handles, their types); None when an extent is not a static
     int."""
     extents = retype.extents
@@ -253,14 +254,17 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
                 if new is not ty:
                     typed_keys.append(var.__chandle__())
                     typed.append(new)
-            return (records.tobytes(), np.array(typed_keys, dtype=np.int64).tobytes(),
+            return (records, np.array(typed_keys, dtype=np.int64).tobytes(),
                     typed)
     cuts: list[int] = []  # (a list, made an array once: array.append parses each)
     add = cuts.extend
-    for expr, leaf in consts:
+    sliced = consts.keys()  # (listed only here: the array path above needs no list)
+    leaf_value = view.leaf_value
+    for expr, leaf in sliced:
         axes = extents.get(leaf)
         if axes:
-            add((expr.__chandle__(), len(axes)))
+            add((expr.__chandle__(), static_shape_id(view, leaf_value[leaf], leaf),
+                 len(axes)))
             for pair in axes.items():
                 if type(pair[1]) is not int:
                     return None  # (a symbolic product: the Python rebuild makes it)
@@ -276,7 +280,7 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
             if not axes or v.kind != "binding":
                 continue
             add((v.handles()[0] if type(v) is native_value else v.expr.__chandle__(),
-                 len(axes)))
+                 static_shape_id(view, v.id, struct), len(axes)))
             for pair in axes.items():
                 if type(pair[1]) is not int:
                     return None
@@ -288,21 +292,22 @@ def _native_cuts(view: DependencyView, consts: list[tuple[Any, int]], retype: Re
             if new is not ty:
                 typed_keys.append(var.__chandle__())
                 typed.append(new)
-    return (np.array(cuts, dtype=np.int64).tobytes(),
+    return (np.array(cuts, dtype=np.int64),
             np.array(typed_keys, dtype=np.int64).tobytes(), typed)
 
 
 def _native_function(native: Any, func: Any, view: DependencyView, consts: Consts,
                      attrs: Mapping[int, Any], retype: Retyper) -> Any:
     """`func` rebuilt by native/prune.cc; None when it hands the function back."""
-    packed = _native_cuts(view, consts.keys(), retype)
+    packed = _native_cuts(view, consts, retype)
     slices = consts.native()
     if packed is None or slices is None:
         return None
     cuts, typed_keys, typed = packed
     shape_ops = [tvm.ir.Op.get(name) for name in _SHAPE_OPS]
     try:
-        seq = native.prune_rebuild(func.body, cuts, typed_keys, typed, slices[0],
+        seq = native.prune_rebuild(func.body, shared_words(cuts), typed_keys, typed,
+                                   shared_words(slices[0]),
                                    np.array([e.__chandle__() for e, _ in slices[1]],
                                             dtype=np.int64).tobytes(),
                                    [data for _, data in slices[1]],

@@ -182,3 +182,14 @@ def test_a_module_the_native_walk_does_not_take_is_walked_in_python() -> None:
     assert walked.io_leaves > python.io_leaves  # (and the model output)
     walked.io_leaves = python.io_leaves
     assert _fields(walked) == _fields(python)
+
+
+def test_composite_records_read_alike_uniform_or_not() -> None:
+    _composite = channel_native._composite
+    # (root, n, then n (node, extent) pairs) per merged class, in order
+    uniform = np.array([5, 2, 1, 8, 2, 8, 9, 2, 3, 4, 6, 4], dtype=np.int64).tobytes()
+    assert _composite(uniform) == {5: [(1, 8), (2, 8)], 9: [(3, 4), (6, 4)]}
+    mixed = np.array([5, 1, 1, 8, 9, 2, 3, 4, 6, 4], dtype=np.int64).tobytes()
+    assert _composite(mixed) == {5: [(1, 8)], 9: [(3, 4), (6, 4)]}
+    assert list(_composite(mixed)) == [5, 9]
+    assert _composite(b"") == {}

@@ -8,6 +8,7 @@
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/cast.h>
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/object.h>
@@ -267,6 +268,25 @@ class DepthGuard {
  private:
   int* depth_;
 };
+
+// The words of an input given as a compact int64 array on the CPU (numpy's, shared
+// through DLPack: no copy on the way in); `what` names it in the error.
+inline const int64_t* Int64Words(const ffi::Tensor& t, int64_t* n, const char* what) {
+  const DLTensor* d = t.GetDLTensorPtr();
+  if (d->device.device_type != kDLCPU || d->dtype.code != kDLInt || d->dtype.bits != 64 ||
+      d->dtype.lanes != 1) {
+    TVM_FFI_THROW(ValueError) << what << " is not an int64 array on the CPU";
+  }
+  int64_t size = 1;
+  for (int32_t k = d->ndim - 1; k >= 0; --k) {
+    if (d->strides != nullptr && d->shape[k] > 1 && d->strides[k] != size) {
+      TVM_FFI_THROW(ValueError) << what << " is not compact";
+    }
+    size *= d->shape[k];
+  }
+  *n = size;
+  return reinterpret_cast<const int64_t*>(static_cast<const char*>(d->data) + d->byte_offset);
+}
 
 // A vector's contents as bytes (the flat arrays a walk returns to Python).
 template <typename T>

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -64,6 +65,17 @@ struct PruneTypes : RelaxNodes {
     make_item = Function::GetGlobalRequired("ir.TupleGetItem");
   }
 
+  // An int64 field read straight from its offset (a getter call otherwise).
+  static int64_t Int64(const Field& f, const Object* obj) {
+    if (f.info->size == sizeof(int64_t) &&
+        f.info->field_static_type_index == ffi::TypeIndex::kTVMFFIInt) {
+      int64_t v;
+      std::memcpy(&v, reinterpret_cast<const char*>(obj) + f.info->offset, sizeof(v));
+      return v;
+    }
+    return f.GetAny(obj).cast<int64_t>();
+  }
+
   // A fresh copy of `node` whose fields may be set (it is ours alone).
   ObjectRef Copy(const ObjectRef& node) const {
     AnyView fn = copy_column[node->type_index()];
@@ -79,10 +91,12 @@ const PruneTypes& GetPruneTypes() {
   return types;
 }
 
-// The new extents of one binding var: (axis, extent) pairs.
+// The new extents of one binding var or constant: (axis, extent) pairs, and the id of
+// its old static shape in the view (-1: none given).
 struct Cut {
   const int64_t* pairs = nullptr;
   int64_t n = 0;
+  int64_t shape = -1;
 };
 
 // Raw bits of an Any, for a memo key (an object by address, a POD by value).
@@ -95,13 +109,22 @@ void AnyBits(const Any& a, std::vector<int64_t>* key) {
   key->push_back(word);
 }
 
+// A hash of int64 words (the memo keys of new types).
+struct WordsHash {
+  size_t operator()(const std::vector<int64_t>& words) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (int64_t w : words) h = (h ^ static_cast<uint64_t>(w)) * 0x100000001B3ull;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
 class PruneRebuilder {
  public:
   PruneRebuilder(const PruneTypes& t, const PtrMap<Cut>& cuts, const PtrMap<ObjectRef>& typed,
                  const PtrMap<ObjectRef>& consts, const PtrMap<ObjectRef>& attrs,
                  const Array<ObjectRef>& shape_ops)
       : t_(t), cuts_(cuts), typed_(typed), consts_(consts), attrs_(attrs),
-        shape_ops_(shape_ops) {}
+        shape_ops_(shape_ops), remap_(cuts.size() + consts.size()) {}
 
   ObjectRef Seq(const ObjectRef& seq) {
     if (seq->type_index() != t_.seq) {
@@ -120,7 +143,11 @@ class PruneRebuilder {
       Array<ObjectRef> bindings;
       bindings.reserve(old_bindings.size());
       bool changed = false;
-      for (const ObjectRef& b : old_bindings) {
+      const ffi::ArrayObj* arr = old_bindings.as<ffi::ArrayObj>();
+      int64_t nb_ = static_cast<int64_t>(old_bindings.size());
+      for (int64_t i = 0; i < nb_; ++i) {
+        Prefetch(arr, i, nb_);
+        const ObjectRef& b = old_bindings[i];
         ObjectRef nb = Binding(b);
         changed = changed || !nb.same_as(b);
         bindings.push_back(std::move(nb));
@@ -130,20 +157,45 @@ class PruneRebuilder {
         continue;
       }
       ObjectRef out = t_.Copy(block);
-      t_.block_bindings.Set(out.get(), bindings);
+      t_.block_bindings.SetRef(out.get(), bindings);
       blocks.push_back(out);
     }
     ObjectRef old_body = t_.seq_body.Get(seq.get());
     ObjectRef body = Arg(old_body);
     ObjectRef out = t_.Copy(seq);
-    t_.seq_blocks.Set(out.get(), blocks);
-    t_.seq_body.Set(out.get(), body);
+    t_.seq_blocks.SetRef(out.get(), blocks);
+    t_.seq_body.SetRef(out.get(), body);
     // (as prune_rebuild.py: the new seq has its body's type)
-    t_.expr_ty.Set(out.get(), t_.expr_ty.Get(body.get()));
+    t_.expr_ty.SetRef(out.get(), t_.expr_ty.Get(body.get()));
     return out;
   }
 
  private:
+  // Ask for the nodes the next bindings' rebuilds read, a few bindings ahead (a module's
+  // nodes are cold and scattered: each read would wait for memory in turn): binding
+  // i + 8, the var and value of i + 4, the var's type and the call's arguments of i + 2.
+  void Prefetch(const ffi::ArrayObj* arr, int64_t i, int64_t n) const {
+    if (i + 8 < n) __builtin_prefetch((*arr)[i + 8].as<Object>());
+    if (i + 4 < n) {
+      const Object* b = (*arr)[i + 4].as<Object>();
+      if (b != nullptr && b->type_index() == t_.var_binding) {
+        __builtin_prefetch(t_.binding_var.Get(b).get());
+        __builtin_prefetch(t_.binding_value.Get(b).get());
+      }
+    }
+    if (i + 2 < n) {
+      const Object* b = (*arr)[i + 2].as<Object>();
+      if (b != nullptr && b->type_index() == t_.var_binding) {
+        const Object* var = t_.binding_var.Get(b).get();
+        const Object* value = t_.binding_value.Get(b).get();
+        if (var != nullptr) __builtin_prefetch(t_.expr_ty.Get(var).get());
+        if (value != nullptr && value->type_index() == t_.call) {
+          __builtin_prefetch(t_.call_args.Get(value).get());
+        }
+      }
+    }
+  }
+
   // An argument or bound value with vars remapped and constants replaced.
   ObjectRef Arg(const ObjectRef& a) {
     if (!a.defined()) return a;
@@ -195,7 +247,7 @@ class PruneRebuilder {
     ObjectRef out = t_.Copy(c);
     t_.const_value.Set(out.get(), *data);
     const Cut* cut = cuts_.Find(c.get());
-    if (cut != nullptr) t_.expr_ty.Set(out.get(), Retype(t_.expr_ty.Get(c.get()), *cut));
+    if (cut != nullptr) t_.expr_ty.SetRef(out.get(), Retype(t_.expr_ty.Get(c.get()), *cut));
     remap_.Put(c.get(), out);
     return out;
   }
@@ -221,36 +273,60 @@ class PruneRebuilder {
     return Array<ObjectRef>(vals.begin(), vals.end());
   }
 
-  // The type `ty` with the cut's extents (made once per old type and cut, as Retyper).
+  // The type `ty` with the cut's extents (made once per old type and cut, as Retyper):
+  // memoised by the static shape's id the view gave the tensor when the cut has one
+  // (the old type's shape and dims, cold nodes each, are then read once per id), else
+  // by its dims.
   ObjectRef Retype(const ObjectRef& ty, const Cut& cut) {
     if (!ty.defined() || ty->type_index() != t_.tensor_type) return ty;
-    auto shape = t_.tensor_shape.GetAny(ty.get()).cast<ffi::Optional<ObjectRef>>();
-    if (!shape.has_value() || (*shape)->type_index() != t_.shape) return ty;
-    Array<ObjectRef> values = t_.shape_values.GetArray(shape.value().get());
     Any dtype = t_.tensor_dtype.GetAny(ty.get());
     Any vdevice = t_.tensor_vdevice.GetAny(ty.get());
-    std::vector<int64_t> key;
-    key.reserve(values.size() * 2 + 2 * cut.n + 5);
+    if (cut.shape < 0) return RetypeDims(ty, cut, dtype, vdevice);
+    std::vector<int64_t>& key = static_key_;
+    key.clear();
+    key.push_back(-1);  // (apart from the keys of dims, which start with a dtype code)
+    key.push_back(cut.shape);
     AnyBits(dtype, &key);
     AnyBits(vdevice, &key);
-    for (const ObjectRef& d : values) {
-      if (d.defined() && d->type_index() == t_.int_imm) {
+    key.insert(key.end(), cut.pairs, cut.pairs + 2 * cut.n);
+    auto it = types_.find(key);
+    if (it != types_.end()) return it->second;
+    ObjectRef out = RetypeDims(ty, cut, dtype, vdevice);
+    types_.emplace(key, out);
+    return out;
+  }
+
+  ObjectRef RetypeDims(const ObjectRef& ty, const Cut& cut, const Any& dtype,
+                       const Any& vdevice) {
+    auto shape = t_.tensor_shape.GetAny(ty.get()).cast<ffi::Optional<ObjectRef>>();
+    if (!shape.has_value() || (*shape)->type_index() != t_.shape) return ty;
+    const ffi::ArrayObj* values = t_.shape_values.Get(shape.value().get()).as<ffi::ArrayObj>();
+    if (values == nullptr) return ty;
+    // (one key buffer for the whole walk: a lookup that hits allocates nothing)
+    std::vector<int64_t>& key = key_;
+    key.clear();
+    AnyBits(dtype, &key);
+    AnyBits(vdevice, &key);
+    for (size_t i = 0; i < values->size(); ++i) {
+      const Object* d = (*values)[static_cast<int64_t>(i)].as<Object>();
+      if (d != nullptr && d->type_index() == t_.int_imm) {
         key.push_back(0);
-        key.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
+        key.push_back(PruneTypes::Int64(t_.int_value, d));
       } else {
         key.push_back(1);
-        key.push_back(reinterpret_cast<int64_t>(d.get()));
+        key.push_back(reinterpret_cast<int64_t>(d));
       }
     }
     key.insert(key.end(), cut.pairs, cut.pairs + 2 * cut.n);
     auto it = types_.find(key);
     if (it != types_.end()) return it->second;
-    ObjectRef new_shape = t_.make_shape(CutValues(values, cut), nullptr).cast<ObjectRef>();
+    Array<ObjectRef> dims = t_.shape_values.GetArray(shape.value().get());
+    ObjectRef new_shape = t_.make_shape(CutValues(dims, cut), nullptr).cast<ObjectRef>();
     ObjectRef out = t_.make_tensor_type(new_shape, dtype, -1, vdevice, nullptr)
                         .cast<ObjectRef>();
     // (holds the old type: its dims' addresses are in the key)
     held_.push_back(ty);
-    types_.emplace(std::move(key), out);
+    types_.emplace(key, out);
     return out;
   }
 
@@ -301,9 +377,9 @@ class PruneRebuilder {
           args.Set(1, new_shape);
         }
       }
-      t_.call_args.Set(new_value.get(), args);
-      if (attrs != nullptr) t_.call_attrs.Set(new_value.get(), *attrs);
-      t_.expr_ty.Set(new_value.get(), ty);
+      t_.call_args.SetRef(new_value.get(), args);
+      if (attrs != nullptr) t_.call_attrs.SetRef(new_value.get(), *attrs);
+      t_.expr_ty.SetRef(new_value.get(), ty);
     } else {
       new_value = Arg(value);
       if (!retyped && new_value.same_as(value)) return b;
@@ -311,12 +387,12 @@ class PruneRebuilder {
     ObjectRef new_var = var;
     if (retyped) {
       new_var = t_.Copy(var);
-      t_.expr_ty.Set(new_var.get(), ty);
+      t_.expr_ty.SetRef(new_var.get(), ty);
       remap_.Put(var.get(), new_var);
     }
     ObjectRef out = t_.Copy(b);
-    t_.binding_var.Set(out.get(), new_var);
-    t_.binding_value.Set(out.get(), new_value);
+    t_.binding_var.SetRef(out.get(), new_var);
+    t_.binding_value.SetRef(out.get(), new_value);
     return out;
   }
 
@@ -327,7 +403,8 @@ class PruneRebuilder {
   const PtrMap<ObjectRef>& attrs_;
   const Array<ObjectRef>& shape_ops_;
   PtrMap<ObjectRef> remap_;
-  std::map<std::vector<int64_t>, ObjectRef> types_;
+  std::unordered_map<std::vector<int64_t>, ObjectRef, WordsHash> types_;
+  std::vector<int64_t> key_, static_key_;
   std::map<int64_t, ObjectRef> ints_;
   std::vector<ObjectRef> held_;
 };
@@ -344,75 +421,113 @@ struct AlignedAlloc {
 };
 
 // Copy the kept indices of each axis of `src` (compact, row-major) into `dst`, from
-// axis `d` on: a run of trailing whole axes is one memcpy.
-void Gather(const char* src, char* dst, const std::vector<std::vector<int64_t>>& kept,
-            const std::vector<int64_t>& src_stride, const std::vector<int64_t>& dst_stride,
-            size_t d, int64_t whole_from, int64_t run) {
-  if (static_cast<int64_t>(d) == whole_from) {
+// axis `d` on: a run of trailing whole axes is one memcpy. `kept[d]`: the kept
+// indices of axis d (`count[d]` of them), or null for an axis kept whole.
+void Gather(const char* src, char* dst, const int64_t* const* kept, const int64_t* count,
+            const int64_t* src_stride, const int64_t* dst_stride, int64_t d,
+            int64_t whole_from, int64_t run) {
+  if (d == whole_from) {
     std::memcpy(dst, src, run);
     return;
   }
-  const std::vector<int64_t>& keep = kept[d];
-  for (size_t k = 0; k < keep.size(); ++k) {
-    Gather(src + keep[k] * src_stride[d], dst + static_cast<int64_t>(k) * dst_stride[d], kept,
-           src_stride, dst_stride, d + 1, whole_from, run);
+  const int64_t* keep = kept[d];
+  for (int64_t k = 0; k < count[d]; ++k) {
+    Gather(src + (keep != nullptr ? keep[k] : k) * src_stride[d], dst + k * dst_stride[d],
+           kept, count, src_stride, dst_stride, d + 1, whole_from, run);
   }
 }
 
-// A constant's data with only the kept indices of its cut axes. `at`: the record (ncut,
-// then per cut axis: axis, count, kept indices), advanced past it.
-ObjectRef SliceData(const ffi::Tensor& old, const int64_t* words, size_t n, size_t* at) {
-  const DLTensor* t = old.GetDLTensorPtr();
-  if (t->device.device_type != kDLCPU) TVM_FFI_THROW(ValueError) << "a constant not on the CPU";
-  int64_t nd = t->ndim;
-  std::vector<std::vector<int64_t>> kept(nd);
-  std::vector<bool> cut(nd, false);
-  if (*at >= n) TVM_FFI_THROW(ValueError) << "bad slices";
-  int64_t ncut = words[(*at)++];
-  for (int64_t c = 0; c < ncut; ++c) {
-    if (*at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
-    int64_t axis = words[*at], count = words[*at + 1];
-    *at += 2;
-    if (axis < 0 || axis >= nd || count < 0 || *at + count > n || cut[axis]) {
-      TVM_FFI_THROW(ValueError) << "bad slices";
+// The slicer of a prune's constants: scratch buffers shared by all of them.
+class Slicer {
+ public:
+  // The start of the record after the one at `at` (handle, ncut, then per cut axis:
+  // axis, count, the indices).
+  static size_t Next(const int64_t* words, size_t n, size_t at) {
+    if (at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
+    int64_t ncut = words[at + 1];
+    at += 2;
+    for (int64_t c = 0; c < ncut; ++c) {
+      if (at + 2 > n || words[at + 1] < 0) TVM_FFI_THROW(ValueError) << "bad slices";
+      at += 2 + static_cast<size_t>(words[at + 1]);
     }
-    cut[axis] = true;
-    for (int64_t k = 0; k < count; ++k) {
-      int64_t i = words[(*at)++];
-      if (i < 0 || i >= t->shape[axis]) TVM_FFI_THROW(ValueError) << "a kept index out of range";
-      kept[axis].push_back(i);
+    if (ncut < 0 || at > n) TVM_FFI_THROW(ValueError) << "bad slices";
+    return at;
+  }
+
+  // A constant's data with only the kept indices of its cut axes. `words[*at]`: the
+  // record (ncut, then per cut axis: axis, count, the removed indices, increasing),
+  // `*at` advanced past it.
+  ObjectRef Slice(const ffi::Tensor& old, const int64_t* words, size_t n, size_t* at) {
+    const DLTensor* t = old.GetDLTensorPtr();
+    if (t->device.device_type != kDLCPU) {
+      TVM_FFI_THROW(ValueError) << "a constant not on the CPU";
     }
-  }
-  int64_t bytes = (static_cast<int64_t>(t->dtype.bits) * t->dtype.lanes + 7) / 8;
-  std::vector<int64_t> shape(nd), src_stride(nd), dst_stride(nd);
-  int64_t s = bytes, ds = bytes;
-  for (int64_t d = nd - 1; d >= 0; --d) {
-    if (t->strides != nullptr && t->shape[d] > 1 && t->strides[d] * bytes != s) {
-      TVM_FFI_THROW(ValueError) << "a constant that is not compact";
+    int64_t nd = t->ndim;
+    kept_.clear();
+    starts_.assign(nd, -1);
+    shape_.resize(nd);
+    for (int64_t d = 0; d < nd; ++d) shape_[d] = t->shape[d];
+    if (*at >= n) TVM_FFI_THROW(ValueError) << "bad slices";
+    int64_t ncut = words[(*at)++];
+    for (int64_t c = 0; c < ncut; ++c) {
+      if (*at + 2 > n) TVM_FFI_THROW(ValueError) << "bad slices";
+      int64_t axis = words[*at], count = words[*at + 1];
+      *at += 2;
+      if (axis < 0 || axis >= nd || count < 0 || *at + count > n || starts_[axis] >= 0) {
+        TVM_FFI_THROW(ValueError) << "bad slices";
+      }
+      const int64_t* removed = words + *at;
+      *at += count;
+      int64_t extent = t->shape[axis];
+      starts_[axis] = static_cast<int64_t>(kept_.size());
+      int64_t r = 0;
+      for (int64_t i = 0; i < extent; ++i) {
+        if (r < count && removed[r] == i) {
+          while (r < count && removed[r] == i) ++r;  // (a repeat: removed once)
+        } else {
+          kept_.push_back(i);
+        }
+      }
+      if (r != count) {  // (out of range, or not sorted)
+        TVM_FFI_THROW(ValueError) << "removed indices not sorted within the axis";
+      }
+      shape_[axis] = static_cast<int64_t>(kept_.size()) - starts_[axis];
     }
-    if (!cut[d]) {
-      for (int64_t i = 0; i < t->shape[d]; ++i) kept[d].push_back(i);
+    kept_ptr_.resize(nd);
+    src_stride_.resize(nd);
+    dst_stride_.resize(nd);
+    int64_t bytes = (static_cast<int64_t>(t->dtype.bits) * t->dtype.lanes + 7) / 8;
+    int64_t s = bytes, ds = bytes;
+    for (int64_t d = nd - 1; d >= 0; --d) {
+      if (t->strides != nullptr && t->shape[d] > 1 && t->strides[d] * bytes != s) {
+        TVM_FFI_THROW(ValueError) << "a constant that is not compact";
+      }
+      kept_ptr_[d] = starts_[d] >= 0 ? kept_.data() + starts_[d] : nullptr;
+      src_stride_[d] = s;
+      dst_stride_[d] = ds;
+      s *= t->shape[d];
+      ds *= shape_[d];
     }
-    shape[d] = static_cast<int64_t>(kept[d].size());
-    src_stride[d] = s;
-    dst_stride[d] = ds;
-    s *= t->shape[d];
-    ds *= shape[d];
+    // the trailing axes kept whole are one run of bytes
+    int64_t whole_from = nd, run = bytes;
+    while (whole_from > 0 && starts_[whole_from - 1] < 0) {
+      --whole_from;
+      run *= t->shape[whole_from];
+    }
+    ffi::Tensor out = ffi::Tensor::FromNDAlloc(
+        AlignedAlloc(), ffi::ShapeView(shape_.data(), nd), t->dtype, t->device);
+    if (ds > 0) {
+      Gather(static_cast<const char*>(t->data) + t->byte_offset,
+             static_cast<char*>(out.GetDLTensorPtr()->data), kept_ptr_.data(), shape_.data(),
+             src_stride_.data(), dst_stride_.data(), 0, whole_from, run);
+    }
+    return out;
   }
-  // the trailing axes kept whole are one run of bytes
-  int64_t whole_from = nd, run = bytes;
-  while (whole_from > 0 && !cut[whole_from - 1]) {
-    --whole_from;
-    run *= t->shape[whole_from];
-  }
-  ffi::Tensor out = ffi::Tensor::FromNDAlloc(AlignedAlloc(), ffi::ShapeView(shape.data(), nd),
-                                             t->dtype, t->device);
-  if (ds > 0) {
-    Gather(static_cast<const char*>(t->data) + t->byte_offset, static_cast<char*>(out.GetDLTensorPtr()->data),
-           kept, src_stride, dst_stride, 0, whole_from, run);
-  }
-  return out;
-}
+
+ private:
+  std::vector<int64_t> kept_, starts_, shape_, src_stride_, dst_stride_;
+  std::vector<const int64_t*> kept_ptr_;
+};
 
 // handles (int64, native order) paired with `objects` -> map
 PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& objects) {
@@ -429,44 +544,68 @@ PtrMap<ObjectRef> Objects(const ffi::Bytes& keys, const Array<ObjectRef>& object
   return out;
 }
 
-// `seq` (a function body) rebuilt for a prune. `cuts`: int64 records (var handle, n,
-// then n (axis, new extent) pairs); `typed_keys`/`typed`: vars given their new type
-// whole (tuples); `slices`: constants to slice here (int64 records: handle, then as
-// SliceData reads them); `const_keys`/`consts`: sliced constants and their new data (their
-// new types from `cuts`); `attr_keys`/`attrs`: calls
-// given new attributes; `shape_ops`: the ops whose second argument is the output shape.
-ObjectRef PruneRebuild(ObjectRef seq, ffi::Bytes cut_bytes, ffi::Bytes typed_keys,
-                       Array<ObjectRef> typed, ffi::Bytes slices, ffi::Bytes const_keys,
+// `seq` (a function body) rebuilt for a prune. `cut_words`: int64 records (var or
+// constant handle, the view's id of its static shape or -1, n, then n (axis, new
+// extent) pairs); `typed_keys`/`typed`: vars given their new type whole (tuples);
+// `slices`: constants to slice here (int64 records: handle, then as Slicer::Slice
+// reads them); `const_keys`/`consts`: sliced constants and their new data (their new
+// types from `cut_words`); `attr_keys`/`attrs`: calls given new attributes;
+// `shape_ops`: the ops whose second argument is the output shape. The two record
+// arrays are numpy's, shared through DLPack (not copied).
+ObjectRef PruneRebuild(ObjectRef seq, ffi::Tensor cut_words, ffi::Bytes typed_keys,
+                       Array<ObjectRef> typed, ffi::Tensor slices, ffi::Bytes const_keys,
                        Array<ObjectRef> consts,
                        ffi::Bytes attr_keys, Array<ObjectRef> attrs,
                        Array<ObjectRef> shape_ops) {
   const PruneTypes& t = GetPruneTypes();
-  if (cut_bytes.size() % sizeof(int64_t) != 0) TVM_FFI_THROW(ValueError) << "bad cuts";
-  size_t n = cut_bytes.size() / sizeof(int64_t);
-  std::vector<int64_t> words(n);
-  if (n > 0) std::memcpy(words.data(), cut_bytes.data(), cut_bytes.size());
-  PtrMap<Cut> cuts(n / 4);
+  int64_t n_words = 0;
+  const int64_t* words = Int64Words(cut_words, &n_words, "the cuts");
+  size_t n = static_cast<size_t>(n_words);
+  PtrMap<Cut> cuts(n / 5);
   for (size_t i = 0; i < n;) {
-    if (i + 2 > n || words[i + 1] < 0 ||
-        i + 2 + 2 * static_cast<size_t>(words[i + 1]) > n) {
+    if (i + 3 > n || words[i + 2] < 0 ||
+        i + 3 + 2 * static_cast<size_t>(words[i + 2]) > n) {
       TVM_FFI_THROW(ValueError) << "bad cuts";
     }
-    cuts.Put(reinterpret_cast<const Object*>(words[i]), Cut{words.data() + i + 2, words[i + 1]});
-    i += 2 + 2 * static_cast<size_t>(words[i + 1]);
+    cuts.Put(reinterpret_cast<const Object*>(words[i]),
+             Cut{words + i + 3, words[i + 2], words[i + 1]});
+    i += 3 + 2 * static_cast<size_t>(words[i + 2]);
   }
   PtrMap<ObjectRef> typed_map = Objects(typed_keys, typed);
   PtrMap<ObjectRef> const_map = Objects(const_keys, consts);
-  if (slices.size() % sizeof(int64_t) != 0) TVM_FFI_THROW(ValueError) << "bad slices";
-  size_t ns = slices.size() / sizeof(int64_t);
-  std::vector<int64_t> slice_words(ns);
-  if (ns > 0) std::memcpy(slice_words.data(), slices.data(), slices.size());
+  int64_t n_slices = 0;
+  const int64_t* slice_words = Int64Words(slices, &n_slices, "the slices");
+  size_t ns = static_cast<size_t>(n_slices);
+  // (the records' starts first: the constants and their data, cold, are asked for a
+  // few records ahead of their slicing)
+  std::vector<size_t> starts;
   for (size_t at = 0; at < ns;) {
+    starts.push_back(at);
+    at = Slicer::Next(slice_words, ns, at);
+  }
+  Slicer slicer;
+  const int64_t nc = static_cast<int64_t>(starts.size());
+  for (int64_t j = 0; j < nc; ++j) {
+    if (j + 4 < nc) {
+      __builtin_prefetch(reinterpret_cast<const Object*>(slice_words[starts[j + 4]]));
+    }
+    if (j + 2 < nc && t.const_value.direct) {
+      const Object* ahead = reinterpret_cast<const Object*>(slice_words[starts[j + 2]]);
+      if (ahead != nullptr && ahead->type_index() == t.constant) {
+        const Object* data = t.const_value.Get(ahead).get();
+        if (data != nullptr) __builtin_prefetch(data);
+        if (data != nullptr && data->type_index() == ffi::TypeIndex::kTVMFFITensor) {
+          __builtin_prefetch(static_cast<const ffi::TensorObj*>(data)->data);
+        }
+      }
+    }
+    size_t at = starts[j];
     const Object* c = reinterpret_cast<const Object*>(slice_words[at++]);
     if (c == nullptr || c->type_index() != t.constant) {
       TVM_FFI_THROW(ValueError) << "a slice of a node that is not a constant";
     }
     ffi::Tensor old = t.const_value.GetAny(c).cast<ffi::Tensor>();
-    const_map.Put(c, SliceData(old, slice_words.data(), ns, &at));
+    const_map.Put(c, slicer.Slice(old, slice_words, ns, &at));
   }
   PtrMap<ObjectRef> attr_map = Objects(attr_keys, attrs);
   PruneRebuilder rebuilder(t, cuts, typed_map, const_map, attr_map, shape_ops);

@@ -7,11 +7,12 @@
 // keeps the smaller representative, the dicts keep Python's insertion order), so the
 // channel graph it gives is the Python walk's, field for field (tests/test_channel_ties.py).
 //
-// Inputs are int64 arrays packed by channel_graph.py (`_native_ties`); the attributes it
-// needs (conv layouts and groups, permute axes, reshape plans) are decoded there, once
-// per distinct attributes, and given as a flat table.
+// Inputs are int64 arrays packed by channel_native.py (numpy's, shared through
+// DLPack); the attributes it needs (conv layouts and groups, permute axes, reshape
+// plans) are decoded there, once per distinct attributes, and given as a flat table.
 
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/string.h>
@@ -77,10 +78,8 @@ const char* const kReasons[] = {
 
 void Refuse(const char* why) { TVM_FFI_THROW(ValueError) << why; }
 
-const int64_t* Words(const ffi::Bytes& b, int64_t* n) {
-  if (b.size() % sizeof(int64_t) != 0) Refuse("an input is not an int64 array");
-  *n = static_cast<int64_t>(b.size() / sizeof(int64_t));
-  return reinterpret_cast<const int64_t*>(b.data());
+const int64_t* Words(const ffi::Tensor& t, int64_t* n) {
+  return Int64Words(t, n, "an input of the ties walk");
 }
 
 // A dict of Python's: insertion order kept, a later write keeps the key's place.
@@ -112,8 +111,8 @@ using Parts = std::vector<std::pair<int64_t, int64_t>>;  // (node, extent)
 
 class Ties {
  public:
-  Ties(const ffi::Bytes& leaves, const ffi::Bytes& dims, const ffi::Bytes& sites,
-       const ffi::Bytes& args, const ffi::Bytes& attrs) {
+  Ties(const ffi::Tensor& leaves, const ffi::Tensor& dims, const ffi::Tensor& sites,
+       const ffi::Tensor& args, const ffi::Tensor& attrs) {
     int64_t n;
     leaf_ = Words(leaves, &n);
     if (n % kLeafFields != 0) Refuse("bad leaves");
@@ -613,8 +612,8 @@ class Ties {
 // The ties of a module (see the file comment): [roots, producers, consumers, derived,
 // blocked, composite, depthwise, depthwise sites, folds, weight views] as int64 arrays,
 // then the walk's reasons; raises when the module is not one it takes.
-Array<Any> ChannelTies(ffi::Bytes leaves, ffi::Bytes dims, ffi::Bytes sites, ffi::Bytes args,
-                       ffi::Bytes attrs) {
+Array<Any> ChannelTies(ffi::Tensor leaves, ffi::Tensor dims, ffi::Tensor sites,
+                       ffi::Tensor args, ffi::Tensor attrs) {
   static_assert(sizeof(kReasons) / sizeof(kReasons[0]) == kFixedReasons, "reasons");
   Ties ties(leaves, dims, sites, args, attrs);
   return ties.Run();
