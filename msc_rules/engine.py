@@ -48,6 +48,7 @@ import functools
 import heapq
 import itertools
 import os
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -337,7 +338,9 @@ class _Site:
     @property
     def rule(self) -> Rule:
         """The site's rule."""
-        return self.plan.rule
+        rule = self.plan.rule()
+        assert rule is not None  # (the engine's rule set holds it)
+        return rule
 
     def at(self, role: str) -> Struct:
         """The port of `role` (None when the call lacks it), read from `values`."""
@@ -353,7 +356,7 @@ def _ports(site: _Site) -> dict[str, Struct]:
         values = site.values
         # (no __getattr__ on _Site for this: a class with one loses the interpreter's
         # fast slot reads on every attribute)
-        ports = site.ports = dict(zip(site.plan.rule.roles, values[:-1]))
+        ports = site.ports = dict(zip(site.plan.roles, values[:-1]))
         ports["out"] = values[-1]
     return ports
 
@@ -407,7 +410,9 @@ class _RulePlan:
     pure_seeds: bool
     """Whether its attribute seeds are pure and read neither layouts nor shapes (their
     results are a function of the attributes and the ports' ranks: see _Engine._seed)."""
-    rule: Rule
+    rule: weakref.ref[Rule]
+    """Its rule (a weak reference: plans are kept per rule while it lives, see _plan_of)."""
+    roles: tuple[str, ...]
     slot: dict[str, int]
     """Per role, its position in a site's values (`out`: -1); a role at or past the
     last position is one the call lacks."""
@@ -436,7 +441,21 @@ class _RulePlan:
                          -next(_plan_numbers),
                          all(eqs[k].inputs is not None and _memo_roles(eqs[k]) is None
                              for k in seeds),
-                         rule, {**{r: j for j, r in enumerate(rule.roles)}, "out": -1})
+                         weakref.ref(rule), rule.roles,
+                         {**{r: j for j, r in enumerate(rule.roles)}, "out": -1})
+
+
+_PLANS: dict[int, _RulePlan] = {}  # by id(rule), while the rule lives
+
+
+def _plan_of(rule: Rule) -> _RulePlan:
+    """The plan of `rule`, made once per rule (not per engine: a BERT's twenty rules
+    cost as much to plan as its examinations)."""
+    got = _PLANS.get(id(rule))
+    if got is None:
+        got = _PLANS[id(rule)] = _RulePlan.of(rule)
+        weakref.finalize(rule, _PLANS.pop, id(rule), None)  # (its id may be reused)
+    return got
 
 
 class _Engine:
@@ -533,7 +552,6 @@ class _Engine:
         site2 = list(site1)
         more = self.leaf_more
         lookup = self._rule_for
-        plans: dict[int, _RulePlan] = {}
         table = self.view.sites
         # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
@@ -550,9 +568,7 @@ class _Engine:
                 if rule is None:
                     sites.append(None)
                     continue
-                plan = plans.get(id(rule))
-                if plan is None:
-                    plan = plans[id(rule)] = _RulePlan.of(rule)
+                plan = _plan_of(rule)
                 roles = rule.roles
                 nroles = len(roles)
                 if rule is self._rules_by_op.get(op):  # cached: the same for every call
@@ -1022,8 +1038,14 @@ class _Engine:
         """The letters of the layouts an equation read (the ones it did not mint)."""
         inherited: set[str] = set()
         layouts = self.layouts
+        values, slot = site.values, site.plan.slot
+        last = len(values) - 1
         for role, idx in eq.read_ports:
-            st = site.at(role) if idx is None else self._port(site, role, idx)
+            if idx is None:  # (site.at inline)
+                j = slot.get(role, last)
+                st = values[j] if j < last else None
+            else:
+                st = self._port(site, role, idx)
             if type(st) is int:
                 inherited.update(layouts[st] or "")
             else:
@@ -1047,7 +1069,8 @@ class _Engine:
                 return None
             return got
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
-        self.ports = _ports(site)
+        ports = site.ports
+        self.ports = ports if ports is not None else _ports(site)
         try:
             return eq.fn(self)
         except _EVAL_ERRORS as err:
@@ -1064,7 +1087,9 @@ class _Engine:
         sig = site.sig
         if sig is None:
             sig = self._signature(site)
-        ports, layouts = _ports(site), self.layouts
+        ports, layouts = site.ports, self.layouts
+        if ports is None:
+            ports = _ports(site)
         if len(roles) == 1:
             st = ports.get(roles[0])
             key: tuple[Any, ...] = (
@@ -1295,7 +1320,10 @@ class _Engine:
         the record does not repeat it."""
         self.site = site  # for the Env methods the equations call
         steps = site.plan.steps
-        ports = self.ports = _ports(site)
+        ports = site.ports
+        if ports is None:
+            ports = _ports(site)
+        self.ports = ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
         memoise = self._results is not None
         recordable = True
@@ -1444,7 +1472,13 @@ class _Engine:
     def _push_weak(self, site: _Site, step: _Step, k: int) -> None:
         """Queue a ready weak default by the earliest unknown leaf of its target."""
         role, idx = step[4], step[5]
-        target = site.at(role) if idx is None else self._port(site, role, idx)
+        if idx is None:  # (site.at inline)
+            values = site.values
+            last = len(values) - 1
+            j = site.plan.slot.get(role, last)
+            target = values[j] if j < last else None
+        else:
+            target = self._port(site, role, idx)
         layouts, ndims = self.layouts, self.view.leaf_ndim
         if type(target) is int:
             if layouts[target] is None and ndims[target] >= 0:
