@@ -462,7 +462,7 @@ class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
+        "_akeys", "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
         "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
         "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
         "guessed",
@@ -531,6 +531,7 @@ class _Engine:
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
+        self._akeys: dict[int, tuple[int, int]] = {}  # by hash, see _shared_key
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
         self._state_reads = 0  # reads of run state (see _settle)
@@ -736,7 +737,11 @@ class _Engine:
         if akey is _ABSENT:
             ca = site.call_attrs
             if ca is NATIVE:  # (the native read hashed them: no fetch)
-                akey = self.view.sites.native_attrs_key(site.index)
+                # (SiteTable.native_attrs_key inline: no tuple made per site)
+                table = self.view.sites
+                info, e = table._attrs_info, 3 * table._at[2 * site.index + 1]
+                tindex = info[e + 1]
+                akey = None if tindex < 0 else self._shared_key(tindex, info[e + 2])
                 if akey is None or akey[0] in self._unshared:
                     akey = site.index
             elif ca is None:
@@ -747,11 +752,21 @@ class _Engine:
                     akey = site.index
                 else:
                     try:
-                        akey = (tindex, _structural_hash(ca, False, False))
+                        akey = self._shared_key(tindex, _structural_hash(ca, False, False))
                     except Exception:  # attributes that do not hash: the site's own key
                         akey = site.index
             site.akey = akey
         return akey
+
+    def _shared_key(self, tindex: int, h: int) -> tuple[int, int]:
+        """The attributes key (tindex, h), one object per distinct key (sites keep
+        theirs: one tuple per site would be ~100 B each)."""
+        got = self._akeys.get(h)
+        if got is None or got[0] != tindex:
+            got = self._akeys.setdefault(h, (tindex, h))
+            if got[0] != tindex:  # (two types, one hash: a key object of its own)
+                got = (tindex, h)
+        return got
 
     def _call_attrs(self, site: _Site) -> Any:
         """A site's call attributes (None for none), fetched on first use (the view's
