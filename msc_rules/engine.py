@@ -48,6 +48,7 @@ import functools
 import heapq
 import itertools
 import os
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -316,11 +317,15 @@ class _Site:
     """A call site as the engine runs it (made in _Engine._make_sites)."""
 
     __slots__ = ("akey", "attrs", "call_attrs", "index", "leaves", "pending", "plan", "ports",
-                 "rule", "sig")
+                 "sig", "values")
     index: int
-    rule: Rule
     plan: _RulePlan
-    ports: dict[str, Struct]
+    values: tuple[Struct, ...]
+    """Its ports' structs in the order of its rule's roles, `out` last (a call lacking
+    roles: the last ones are missing; see _RulePlan.slot)."""
+    ports: dict[str, Struct] | None
+    """Its ports by role, made from `values` when first needed (see _ports): most
+    sites replay recorded examinations, which read `values` by position."""
     # equations not fired yet; replaced (never changed in place), so sites of one rule
     # can start out sharing one tuple
     pending: tuple[int, ...] | list[int]
@@ -329,6 +334,31 @@ class _Site:
     akey: Any  # see _Engine._attrs_key
     sig: int | None  # see _Engine._signature
     leaves: tuple[int, ...]  # its ports' leaves (set with sig)
+
+    @property
+    def rule(self) -> Rule:
+        """The site's rule."""
+        rule = self.plan.rule()
+        assert rule is not None  # (the engine's rule set holds it)
+        return rule
+
+    def at(self, role: str) -> Struct:
+        """The port of `role` (None when the call lacks it), read from `values`."""
+        values = self.values
+        j = self.plan.slot.get(role, len(values))
+        return values[j] if j < len(values) - 1 else None
+
+
+def _ports(site: _Site) -> dict[str, Struct]:
+    """A site's ports by role (made on first use: see _Site.ports)."""
+    ports = site.ports
+    if ports is None:
+        values = site.values
+        # (no __getattr__ on _Site for this: a class with one loses the interpreter's
+        # fast slot reads on every attribute)
+        ports = site.ports = dict(zip(site.plan.roles, values[:-1]))
+        ports["out"] = values[-1]
+    return ports
 
 
 _Step = tuple[CompiledEquation, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...],
@@ -380,6 +410,12 @@ class _RulePlan:
     pure_seeds: bool
     """Whether its attribute seeds are pure and read neither layouts nor shapes (their
     results are a function of the attributes and the ports' ranks: see _Engine._seed)."""
+    rule: weakref.ref[Rule]
+    """Its rule (a weak reference: plans are kept per rule while it lives, see _plan_of)."""
+    roles: tuple[str, ...]
+    slot: dict[str, int]
+    """Per role, its position in a site's values (`out`: -1); a role at or past the
+    last position is one the call lacks."""
 
     @staticmethod
     def of(rule: Rule) -> _RulePlan:
@@ -404,21 +440,36 @@ class _RulePlan:
                          or any(eq.copy_of is not None for eq in eqs), typing,
                          -next(_plan_numbers),
                          all(eqs[k].inputs is not None and _memo_roles(eqs[k]) is None
-                             for k in seeds))
+                             for k in seeds),
+                         weakref.ref(rule), rule.roles,
+                         {**{r: j for j, r in enumerate(rule.roles)}, "out": -1})
+
+
+_PLANS: dict[int, _RulePlan] = {}  # by id(rule), while the rule lives
+
+
+def _plan_of(rule: Rule) -> _RulePlan:
+    """The plan of `rule`, made once per rule (not per engine: a BERT's twenty rules
+    cost as much to plan as its examinations)."""
+    got = _PLANS.get(id(rule))
+    if got is None:
+        got = _PLANS[id(rule)] = _RulePlan.of(rule)
+        weakref.finalize(rule, _PLANS.pop, id(rule), None)  # (its id may be reused)
+    return got
 
 
 class _Engine:
     # slots: past 30 attributes an instance dict stops sharing keys and every
     # attribute read of the hot loop gets slower
     __slots__ = (
-        "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
+        "_akeys", "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
         "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
         "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
         "guessed",
         "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
-        "leaf_site1", "leaf_site2", "letter_sym", "memo", "queue", "queued", "raw_conflicts",
-        "rules", "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
-        "view", "weak",
+        "leaf_site1", "leaf_site2", "letter_sym", "memo", "ports", "queue", "queued",
+        "raw_conflicts", "rules", "seeded", "sequence", "site", "sites", "sym_letter",
+        "track_symbols", "unruled", "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -455,6 +506,7 @@ class _Engine:
         self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
+        self.ports: dict[str, Struct] = {}  # its ports (what the Env methods read)
         self._state: dict[str, Any] = {}
         self._valid: dict[str, bool] = {}  # is_layout, memoised: layouts repeat a lot
         self._rules_by_op: dict[str, Rule] = {}
@@ -479,6 +531,7 @@ class _Engine:
         self._pendings: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._sigs: dict[tuple[Any, ...], int] = {}  # signature -> its number
         self._attr_values: dict[Any, dict[str, Any]] = {}  # attrs key -> values read
+        self._akeys: dict[int, tuple[int, int]] = {}  # by hash, see _shared_key
         self._unshared: set[int] = set()  # attrs type indices printed with str(): see attr
         self._impure = 0  # evaluations that read run state or unshared attributes
         self._state_reads = 0  # reads of run state (see _settle)
@@ -500,7 +553,6 @@ class _Engine:
         site2 = list(site1)
         more = self.leaf_more
         lookup = self._rule_for
-        plans: dict[int, _RulePlan] = {}
         table = self.view.sites
         # every site starts queued (an unruled one stays marked queued: see run)
         sites, seeded = self.sites, self.seeded
@@ -517,9 +569,7 @@ class _Engine:
                 if rule is None:
                     sites.append(None)
                     continue
-                plan = plans.get(id(rule))
-                if plan is None:
-                    plan = plans[id(rule)] = _RulePlan.of(rule)
+                plan = _plan_of(rule)
                 roles = rule.roles
                 nroles = len(roles)
                 if rule is self._rules_by_op.get(op):  # cached: the same for every call
@@ -534,30 +584,26 @@ class _Engine:
                 # (the common arities spelled out, reading the array in place)
                 if nroles == 1 and n:
                     x = flat[k + 1]
-                    ports: dict[str, Struct] = {roles[0]: x if x >= 0 else None, "out": out}
+                    values: tuple[Struct, ...] = (x if x >= 0 else None, out)
                 elif nroles == 2 and n >= 2:
                     x, y = flat[k + 1], flat[k + 2]
-                    ports = {roles[0]: x if x >= 0 else None, roles[1]: y if y >= 0 else None,
-                             "out": out}
+                    values = (x if x >= 0 else None, y if y >= 0 else None, out)
                 else:
-                    ports = dict(zip(roles, [x if x >= 0 else None
-                                             for x in flat[k + 1:k + 1 + n]]))
-                    ports["out"] = out
-            # the common arities spelled out: dict(zip()) costs twice as much
+                    values = (*[x if x >= 0 else None
+                                for x in flat[k + 1:k + 1 + min(n, nroles)]], out)
             elif nroles == 1 and args:
-                ports = {roles[0]: args[0], "out": out}
+                values = (args[0], out)
             elif nroles == 2 and len(args) >= 2:
-                ports = {roles[0]: args[0], roles[1]: args[1], "out": out}
+                values = (args[0], args[1], out)
             else:
-                ports = dict(zip(roles, args))
-                ports["out"] = out
+                values = (*args[:nroles], out)
             # (the attributes as the table holds them: fetched when read, see _call_attrs)
             # (no __init__: calling a class with one costs a frame from C per site)
             site = new_site(_Site)
             site.index = i
-            site.rule = rule
             site.plan = plan
-            site.ports = ports
+            site.values = values
+            site.ports = None
             site.pending = plan.rest
             site.attrs = None
             site.call_attrs = raw_attrs[i]
@@ -567,7 +613,7 @@ class _Engine:
             if plan.seeds:
                 seeded.append((site, plan.seeds))
             sites.append(site)
-            for st in ports.values():
+            for st in values:
                 # a port of one leaf spelled out: a loop over (st,) costs 3% of infer
                 if type(st) is int:
                     if site1[st] < 0:
@@ -614,8 +660,7 @@ class _Engine:
 
     # ---- Env protocol (what compiled equations read)
     def layout(self, role: str) -> Any:
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         return self.layouts[st] if type(st) is int else self._value(st)
 
     def _value(self, st: Struct) -> Any:
@@ -626,20 +671,17 @@ class _Engine:
         return None
 
     def field(self, role: str, index: int) -> Any:
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         if isinstance(st, tuple) and index < len(st):
             return self._value(st[index])
         return None
 
     def ndim(self, role: str) -> int:
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         return self.view.leaf_ndim[st] if isinstance(st, int) else -1
 
     def shape(self, role: str) -> list[L.Dim] | None:
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         if type(st) is not int:
             return None
         got = self._shapes[st]  # _leaf_shape inline: this runs ~2 times per binding
@@ -649,8 +691,7 @@ class _Engine:
 
     def field_shape(self, role: str, index: int) -> list[L.Dim] | None:
         """The shape of field `index` of a tuple port (None when unknown)."""
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         leaf = st[index] if isinstance(st, tuple) and index < len(st) else None
         return self._leaf_shape(leaf) if isinstance(leaf, int) else None
 
@@ -661,8 +702,7 @@ class _Engine:
         return got
 
     def nfields(self, role: str) -> int:
-        assert self.site is not None
-        st = self.site.ports.get(role)
+        st = self.ports.get(role)
         return len(st) if isinstance(st, tuple) else 0
 
     def attr(self, name: str) -> Any:
@@ -697,7 +737,11 @@ class _Engine:
         if akey is _ABSENT:
             ca = site.call_attrs
             if ca is NATIVE:  # (the native read hashed them: no fetch)
-                akey = self.view.sites.native_attrs_key(site.index)
+                # (SiteTable.native_attrs_key inline: no tuple made per site)
+                table = self.view.sites
+                info, e = table._attrs_info, 3 * table._at[2 * site.index + 1]
+                tindex = info[e + 1]
+                akey = None if tindex < 0 else self._shared_key(tindex, info[e + 2])
                 if akey is None or akey[0] in self._unshared:
                     akey = site.index
             elif ca is None:
@@ -708,11 +752,21 @@ class _Engine:
                     akey = site.index
                 else:
                     try:
-                        akey = (tindex, _structural_hash(ca, False, False))
+                        akey = self._shared_key(tindex, _structural_hash(ca, False, False))
                     except Exception:  # attributes that do not hash: the site's own key
                         akey = site.index
             site.akey = akey
         return akey
+
+    def _shared_key(self, tindex: int, h: int) -> tuple[int, int]:
+        """The attributes key (tindex, h), one object per distinct key (sites keep
+        theirs: one tuple per site would be ~100 B each)."""
+        got = self._akeys.get(h)
+        if got is None or got[0] != tindex:
+            got = self._akeys.setdefault(h, (tindex, h))
+            if got[0] != tindex:  # (two types, one hash: a key object of its own)
+                got = (tindex, h)
+        return got
 
     def _call_attrs(self, site: _Site) -> Any:
         """A site's call attributes (None for none), fetched on first use (the view's
@@ -767,7 +821,7 @@ class _Engine:
         return False
 
     def _port(self, site: _Site, role: str, idx: int | None) -> Struct:
-        st = site.ports.get(role)
+        st = _ports(site).get(role)
         if idx is None:
             return st
         if isinstance(st, tuple) and idx < len(st):
@@ -840,7 +894,7 @@ class _Engine:
             site = self.sites[si]
             if site is None:
                 continue
-            for st in site.ports.values():
+            for st in site.values:
                 for x in ([st] if type(st) is int else _leaves(st, [])):
                     lay = layouts[x]
                     if lay:
@@ -999,8 +1053,14 @@ class _Engine:
         """The letters of the layouts an equation read (the ones it did not mint)."""
         inherited: set[str] = set()
         layouts = self.layouts
+        values, slot = site.values, site.plan.slot
+        last = len(values) - 1
         for role, idx in eq.read_ports:
-            st = site.ports.get(role) if idx is None else self._port(site, role, idx)
+            if idx is None:  # (site.at inline)
+                j = slot.get(role, last)
+                st = values[j] if j < last else None
+            else:
+                st = self._port(site, role, idx)
             if type(st) is int:
                 inherited.update(layouts[st] or "")
             else:
@@ -1024,6 +1084,8 @@ class _Engine:
                 return None
             return got
         self.site = site  # the Env methods read this site's ports (left set: cheaper)
+        ports = site.ports
+        self.ports = ports if ports is not None else _ports(site)
         try:
             return eq.fn(self)
         except _EVAL_ERRORS as err:
@@ -1041,6 +1103,8 @@ class _Engine:
         if sig is None:
             sig = self._signature(site)
         ports, layouts = site.ports, self.layouts
+        if ports is None:
+            ports = _ports(site)
         if len(roles) == 1:
             st = ports.get(roles[0])
             key: tuple[Any, ...] = (
@@ -1052,6 +1116,7 @@ class _Engine:
         if got is _ABSENT:
             impure = self._impure
             self.site = site
+            self.ports = ports
             if eq.settled is not None:
                 return self._settle(eq, key)
             try:
@@ -1092,8 +1157,7 @@ class _Engine:
         read any) its attributes. Sites of the same signature give a pure equation the
         same result on the same layouts, and an examination the same course."""
         plan = site.plan
-        ports = site.ports
-        values: tuple[Any, ...] = tuple(ports.values())
+        values: tuple[Any, ...] = site.values
         typing = plan.typing
         got: list[Any] | None = None
         if typing != _MIXED:
@@ -1117,7 +1181,7 @@ class _Engine:
             leaves = tuple(_leaves(values, []))
             ranks = tuple([self._rank_of(st) for st in values])
             parts = (id(plan), len(values), ranks,
-                     *[self._type_of(ports.get(r)) for r in plan.types])
+                     *[self._type_of(site.at(r)) for r in plan.types])
         if plan.attrs:
             parts += (self._attrs_key(site),)
         sig = self._sigs.get(parts)
@@ -1200,7 +1264,8 @@ class _Engine:
             events = tuple(rec)
             # (effects that cannot come out differently: see _replay)
             steps = site.plan.steps
-            simple = (tuple((_FIRST, e[4], e[3], e[2]) if e[1] == _FIRST
+            slot = site.plan.slot
+            simple = (tuple((_FIRST, slot[e[4]], e[3], e[2]) if e[1] == _FIRST
                             else (e[1], steps[e[2]], e[2], None) for e in events)
                       if all(e[1] in _SIMPLE for e in events) else None)
             transcripts[key] = (events, site.pending, simple)
@@ -1213,26 +1278,29 @@ class _Engine:
         letters moved apart from guesses): after each, its target's layouts are compared
         with the recorded ones, and on a difference the scan goes on from there."""
         events, final, simple = transcript
+        values = site.values
         if simple is not None:
-            ports, index = site.ports, site.index
+            index = site.index
             for kind, a, b, c in simple:
-                if kind == _FIRST:
-                    self._decide(ports[a], b, "rule", index, c)  # type: ignore[arg-type]
+                if kind == _FIRST:  # (`a`: the target's position in the site's values)
+                    self._decide(values[a], b, "rule", index, c)  # type: ignore[arg-type]
                 elif kind == _WEAK:
                     self._push_weak(site, a, b)
                 else:
                     self._wait(site, True)
             site.pending = final
             return
-        steps = site.plan.steps
-        ports, layouts, ndims, valid = site.ports, self.layouts, self.view.leaf_ndim, self._valid
+        steps, slot = site.plan.steps, site.plan.slot
+        layouts, ndims, valid = self.layouts, self.view.leaf_ndim, self._valid
         fresh = not (self.track_symbols or self.guessed)
+        last = len(values) - 1
         for i, kind, k, value, post, nstill in events:
             if kind == _FIRST:
-                self._decide(ports[post], value, "rule", site.index, k)  # type: ignore[arg-type]
+                self._decide(values[slot[post]], value, "rule", site.index, k)  # type: ignore[arg-type]
             elif kind == _GIVE:
                 step = steps[k]
-                target = ports.get(step[4]) if step[5] is None else None
+                j = slot[step[4]] if step[5] is None else last
+                target = values[j] if j < last else None
                 if type(target) is int and type(value) is str and (fresh or not step[8]):
                     # _give's common cases inline (as in _scan): a re-derivation of the
                     # decided layout, a first decision of a valid layout of its rank
@@ -1268,6 +1336,9 @@ class _Engine:
         self.site = site  # for the Env methods the equations call
         steps = site.plan.steps
         ports = site.ports
+        if ports is None:
+            ports = _ports(site)
+        self.ports = ports
         layouts, ndims = self.layouts, self.view.leaf_ndim
         memoise = self._results is not None
         recordable = True
@@ -1409,14 +1480,20 @@ class _Engine:
     def _give(self, site: _Site, step: _Step, value: Any) -> Any:
         """Apply a strong equation's (non-None) result to its target; its layouts after."""
         role, idx = step[4], step[5]
-        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        target = site.at(role) if idx is None else self._port(site, role, idx)
         self._apply(target, value, site, step[0], weak=False)
         return self.layouts[target] if type(target) is int else self._value(target)
 
     def _push_weak(self, site: _Site, step: _Step, k: int) -> None:
         """Queue a ready weak default by the earliest unknown leaf of its target."""
         role, idx = step[4], step[5]
-        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        if idx is None:  # (site.at inline)
+            values = site.values
+            last = len(values) - 1
+            j = site.plan.slot.get(role, last)
+            target = values[j] if j < last else None
+        else:
+            target = self._port(site, role, idx)
         layouts, ndims = self.layouts, self.view.leaf_ndim
         if type(target) is int:
             if layouts[target] is None and ndims[target] >= 0:
@@ -1441,13 +1518,13 @@ class _Engine:
         memo: dict[tuple[Any, ...], list[Any]] | None = {} if self._results is not None else None
         for site, seeds in self.seeded:
             plan = site.plan
-            steps, ports = plan.steps, site.ports
+            steps = plan.steps
             key: tuple[Any, ...] | None = None
             got = None
             if memo is not None and plan.pure_seeds:
                 try:
                     key = (plan.number, self._attrs_key(site),
-                           *map(ndims.__getitem__, ports.values()))  # type: ignore[arg-type]
+                           *map(ndims.__getitem__, site.values))  # type: ignore[arg-type]
                 except TypeError:  # a tuple port, or a missing one
                     key = None
                 else:
@@ -1467,7 +1544,7 @@ class _Engine:
                     value = values[n]
                 if value is not None:
                     role, idx = eq.target
-                    target = ports.get(role) if idx is None else self._port(site, role, idx)
+                    target = site.at(role) if idx is None else self._port(site, role, idx)
                     if (type(target) is int and type(value) is str and not eq.mints
                             and layouts[target] is None and len(value) == ndims[target]
                             and valid.get(value)):
@@ -1558,8 +1635,8 @@ class _Engine:
     def _target_open(self, si: int, k: int) -> bool:
         site = self.sites[si]
         assert site is not None
-        role, idx = site.rule.equations[k].target
-        target = site.ports.get(role) if idx is None else self._port(site, role, idx)
+        role, idx = site.plan.steps[k][0].target
+        target = site.at(role) if idx is None else self._port(site, role, idx)
         if type(target) is int:
             return self.layouts[target] is None and self.view.leaf_ndim[target] >= 0
         return any(

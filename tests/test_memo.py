@@ -355,3 +355,67 @@ def test_a_replayed_merge_mints_apart_from_a_later_guess() -> None:
     assert names[1]["g"] == "ABCDE" and names[1]["a"] == "ABE" and names[1]["b"] == "ABF"
     assert scans(MergeBeforeAGuess, True, "relax.reshape") < scans(MergeBeforeAGuess, False,
                                                                      "relax.reshape")
+
+
+# ---- what a site keeps ----------------------------------------------------------------
+
+
+@I.ir_module
+class OddArities:
+    """A tuple port (concat), a call lacking its optional operand (a conv without a
+    bias is fine; nll_loss without weights), a tuple output (split)."""
+
+    @R.function
+    def main(x: R.Tensor((2, 4, 6), "float32"), t: R.Tensor((2,), "int64")) \
+            -> R.Tensor((), "float32"):
+        with R.dataflow():
+            c = R.concat((x, x), axis=1)
+            s = R.split(c, 2, axis=1)
+            a = s[0]
+            m = R.mean(a, axis=[1])
+            loss = R.nn.nll_loss(m, t)
+            R.output(loss)
+        return loss
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_a_sites_values_are_its_ports(native: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site keeps its ports as values by position (read so by replays); its ports by
+    role, made from them when first needed, are the call's arguments by role and its
+    output, as the view's site table holds them (read natively or not), and a port
+    read by position agrees."""
+    monkeypatch.setenv("MSC_RULES_NATIVE", native)
+    for mod in (OddArities, models.bert_like().mod):
+        view = build_view(mod, "main")
+        eng = engine._Engine(view, default_rules())
+        seen = 0
+        for i, site in enumerate(eng.sites):
+            if site is None:
+                continue
+            roles = site.rule.roles
+            want: dict[str, Any] = dict(zip(roles, view.sites.args_of(i)))
+            want["out"] = view.sites.out[i]
+            assert engine._ports(site) == want
+            for role in (*roles, "out"):
+                assert site.at(role) == want.get(role)
+            seen += 1
+        assert seen > 3
+        eng.run()  # (ports made before the run change nothing either)
+
+
+def test_a_rules_plan_is_kept_while_the_rule_lives() -> None:
+    """Engines share a rule's plan; it goes with its rule (a new rule at a reused id
+    gets its own)."""
+    import gc
+
+    rules = default_rules()
+    e1 = engine._Engine(build_view(OddArities, "main"), rules)
+    e2 = engine._Engine(build_view(OddArities, "main"), rules)
+    assert [s.plan for s in e1.sites if s] == [s.plan for s in e2.sites if s]
+    rule = engine._identity_rule()
+    plan = engine._plan_of(rule)
+    assert engine._plan_of(rule) is plan and plan.rule() is rule
+    key = id(rule)
+    del rule, plan
+    gc.collect()
+    assert key not in engine._PLANS
