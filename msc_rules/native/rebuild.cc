@@ -218,17 +218,18 @@ class MarkerSets {
     return Push(Set{-1, start, end, plain});
   }
 
-  // A set of one pair whose key is `plain_key` (has no '<') or not.
-  int32_t AddOne(std::string_view key, std::string_view value, bool plain_key) {
+  // A set of one pair whose key is `plain_key` (has no '<') or not, `shared` by several
+  // nodes or not.
+  int32_t AddOne(std::string_view key, std::string_view value, bool plain_key, bool shared) {
     uint32_t start = static_cast<uint32_t>(pairs.size());
     pairs.emplace_back(key, value);
     return Push(Set{-1, start, start + 1,
-                    plain_key && value.find('<') == std::string_view::npos});
+                    plain_key && value.find('<') == std::string_view::npos, shared});
   }
   size_t size() const { return sets_.size(); }
 
-  // whether `set` has no prefix (not a composite)
-  bool Plain(int32_t set) const { return sets_[set].prefix < 0; }
+  // whether `set` may be written on several nodes (see AddOne; a composite is one node's)
+  bool Shared(int32_t set) const { return sets_[set].shared; }
 
   // `first`, then the pairs of `then` (a set with no prefix)
   int32_t Compose(int32_t first, int32_t then) {
@@ -307,6 +308,7 @@ class MarkerSets {
     int32_t prefix;
     uint32_t start, end;
     bool plain;  // no '<' in the strings of pairs [start, end)
+    bool shared = false;  // (no prefix) may be written on several nodes
   };
 
   int32_t Push(Set s) {
@@ -522,7 +524,9 @@ class Item {
   }
 
   int32_t NewSet(std::string_view value, MarkerSets* sets) const {
-    return sets->AddOne(key_, value, plain_key_);
+    // (a set of a column not shared goes on the var and the value of one entry)
+    return sets->AddOne(key_, value, plain_key_,
+                        share_ || (vars.size != 0 && values.size != 0));
   }
 
   int32_t layer_;
@@ -756,6 +760,8 @@ class Rebuilder {
   }
 
   static const ObjectRef& AsRef(const Any& a) {
+    static const ObjectRef none;
+    if (a.type_index() == ffi::TypeIndex::kTVMFFINone) return none;
     if (a.type_index() < ffi::TypeIndex::kTVMFFIStaticObjectBegin) {
       TVM_FFI_THROW(RuntimeError) << "the native rebuild expected a node";
     }
@@ -783,22 +789,16 @@ class Rebuilder {
   // `old` (a node's span) with marker set `set` written (span.with_markers)
   ObjectRef Span(const ObjectRef& old, int32_t set) {
     if (!old.defined()) {
-      // Nodes without a span share one per plain set (a composed set is one node's)
-      bool plain = sets_.Plain(set);
-      if (plain && static_cast<size_t>(set) < bare_done_.size() && bare_done_[set]) {
-        return bare_[set];
+      // nodes without a span share one per set written on several nodes
+      bool shared = sets_.Shared(set);
+      if (shared) {
+        auto got = bare_.find(set);
+        if (got != bare_.end()) return got->second;
       }
       sets_.Render(&text_, set);
       ObjectRef out;
       if (!text_.empty()) out = t_.SpanLike(t_.empty_span, text_);
-      if (plain) {
-        if (bare_done_.size() <= static_cast<size_t>(set)) {
-          bare_done_.resize(set + 1, false);
-          bare_.resize(set + 1);
-        }
-        bare_done_[set] = true;
-        bare_[set] = out;
-      }
+      if (shared) bare_.emplace(set, out);
       return out;
     }
     ObjectRef source = t_.span_source.Get(old.get());
@@ -996,8 +996,7 @@ class Rebuilder {
   MarkerSets& sets_;
   Remap remap_;
   std::string text_;  // scratch for the text of a bare span
-  std::vector<ObjectRef> bare_;  // per plain set, the span of a node that had none
-  std::vector<bool> bare_done_;
+  std::unordered_map<int32_t, ObjectRef> bare_;  // per shared set, the span of a bare node
   PtrMap<ObjectRef> memo_;
   int depth_ = 0;
 };
