@@ -221,6 +221,7 @@ class MarkerSets {
   // A set of one pair whose key is `plain_key` (has no '<') or not, `shared` by several
   // nodes or not.
   int32_t AddOne(std::string_view key, std::string_view value, bool plain_key, bool shared) {
+    shared_made_ += shared;
     uint32_t start = static_cast<uint32_t>(pairs.size());
     pairs.emplace_back(key, value);
     return Push(Set{-1, start, start + 1,
@@ -296,9 +297,18 @@ class MarkerSets {
     }
   }
 
-  void Reserve(size_t n_sets, size_t n_pairs) {
-    sets_.reserve(n_sets);
-    pairs.reserve(n_pairs);
+  // What Drop goes back to.
+  struct Mark {
+    size_t sets, pairs, shared;
+  };
+  Mark Here() const { return {sets_.size(), pairs.size(), shared_made_}; }
+
+  // Forget the sets made since `mark`, unless one of them may go on other nodes (the
+  // others were one node's, written into its span by now).
+  void Drop(const Mark& mark) {
+    if (shared_made_ != mark.shared) return;
+    sets_.resize(mark.sets);
+    pairs.resize(mark.pairs);
   }
 
  private:
@@ -320,6 +330,7 @@ class MarkerSets {
   }
 
   std::vector<Set> sets_;
+  size_t shared_made_ = 0;  // sets made with `shared`
 };
 
 // A node's marker set and the (last) edit item that gave it.
@@ -445,6 +456,7 @@ class Item {
       return last_text_set_;
     }
     // entry i of the vars and of the values share one set, as in Edits
+    if (vars.size == 0 || values.size == 0) return NewSet(text, sets);
     if (last_index_ != index) {
       last_index_ = index;
       last_set_ = NewSet(text, sets);
@@ -839,6 +851,7 @@ class Rebuilder {
     if (ti == t_.call) return Memoised(e.get(), [&] { return Call(e); });
     if (ti == t_.constant || ti == t_.shape) {
       return Memoised(e.get(), [&] {
+        Scratch scratch(&sets_);
         int32_t set = entries_.Value(e.get());
         return set < 0 ? e : Marked(e, set);
       });
@@ -847,6 +860,7 @@ class Rebuilder {
       return Memoised(e.get(), [&] {
         Array<ObjectRef> fields;
         bool changed = Exprs(ArrayOf(t_.tuple_fields, e.get()), &fields);
+        Scratch scratch(&sets_);
         int32_t set = entries_.Value(e.get());
         if (set < 0 && !changed) return e;
         ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
@@ -858,6 +872,7 @@ class Rebuilder {
       return Memoised(e.get(), [&] {
         const ObjectRef& old_tuple = t_.item_tuple.Get(e.get());
         ObjectRef tuple = Expr(old_tuple);
+        Scratch scratch(&sets_);
         int32_t set = entries_.Value(e.get());
         if (set < 0 && tuple.same_as(old_tuple)) return e;
         ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
@@ -922,6 +937,7 @@ class Rebuilder {
     int32_t op_ti = old_op.defined() ? old_op->type_index() : -1;
     if (op_ti == t_.var || op_ti == t_.dataflow_var) op = Expr(old_op);  // a local function
     changed = changed || !op.same_as(old_op);
+    Scratch scratch(&sets_);
     int32_t set = entries_.Value(e.get());
     if (set < 0 && !changed) return e;
     ObjectRef out = set < 0 ? t_.Copy(e) : Marked(e, set);
@@ -991,6 +1007,20 @@ class Rebuilder {
     return out;
   }
 
+  // The sets a node's lookup makes (its own, and its composite) are dropped once its
+  // span is written: the walk then keeps a few sets, not several per node.
+  class Scratch {
+   public:
+    explicit Scratch(MarkerSets* sets) : sets_(sets), mark_(sets->Here()) {}
+    ~Scratch() { sets_->Drop(mark_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+
+   private:
+    MarkerSets* sets_;
+    MarkerSets::Mark mark_;
+  };
+
   const Types& t_;
   Entries& entries_;
   MarkerSets& sets_;
@@ -1012,16 +1042,13 @@ ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
   }
   MarkerSets sets;
   std::deque<Item> parsed;
-  size_t n_entries = 0;
   for (const Any& item : items) {
     auto fields = item.try_cast<Array<Any>>();
     if (!fields.has_value() || fields->empty()) {
       TVM_FFI_THROW(TypeError) << "an edit item must be a non-empty list";
     }
     parsed.emplace_back(*fields, static_cast<int32_t>(parsed.size()), &sets);
-    n_entries += std::max(parsed.back().vars.size, parsed.back().values.size);
   }
-  sets.Reserve(n_entries + n_entries / 2, n_entries);
   {
     Entries ordered(&parsed, &sets, true);
     ObjectRef out = Rebuilder(t, &ordered, &sets).Function(func);
