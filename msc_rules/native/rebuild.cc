@@ -700,7 +700,13 @@ class Remap {
     uint32_t left = 0;  // uses still to come, at most
   };
 
-  Remap() : recent_(kRecent) {}
+  // (`defs`: about how many vars will be defined; a small function gets a small table)
+  explicit Remap(size_t defs) {
+    int bits = 6;
+    while ((size_t{1} << bits) < kRecent && (size_t{1} << bits) < 2 * defs) ++bits;
+    recent_.resize(size_t{1} << bits);
+    shift_ = 64 - bits;
+  }
 
   // `old` defined as `now` with marker set `set`, `uses` uses to come at most
   void Put(const Object* old, const Object* now, int32_t set, uint64_t uses) {
@@ -733,20 +739,20 @@ class Remap {
  private:
   static constexpr size_t kRecent = 2048;
 
-  static size_t Hash(const Object* p) {
-    return static_cast<size_t>((reinterpret_cast<uint64_t>(p) >> 4) * 0x9E3779B97F4A7C15ull >>
-                               53) &
-           (kRecent - 1);
+  size_t Hash(const Object* p) const {  // (the top bits of a multiplicative hash)
+    return static_cast<size_t>(((reinterpret_cast<uint64_t>(p) >> 4) * 0x9E3779B97F4A7C15ull) >>
+                               shift_);
   }
 
   std::vector<Slot> recent_;
+  int shift_;
   PtrMap<Slot> older_;
 };
 
 class Rebuilder {
  public:
-  Rebuilder(const Types& t, Entries* entries, MarkerSets* sets)
-      : t_(t), entries_(*entries), sets_(*sets) {}
+  Rebuilder(const Types& t, Entries* entries, MarkerSets* sets, size_t defs)
+      : t_(t), entries_(*entries), sets_(*sets), remap_(defs) {}
 
   ObjectRef Function(const ObjectRef& f) {
     DepthGuard guard(&depth_, kMaxDepth);
@@ -1049,15 +1055,17 @@ ObjectRef Rebuild(ObjectRef func, Array<Any> items) {
     }
     parsed.emplace_back(*fields, static_cast<int32_t>(parsed.size()), &sets);
   }
+  size_t defs = 0;  // (the vars with an entry, in the largest item)
+  for (const Item& item : parsed) defs = std::max(defs, item.vars.size);
   {
     Entries ordered(&parsed, &sets, true);
-    ObjectRef out = Rebuilder(t, &ordered, &sets).Function(func);
+    ObjectRef out = Rebuilder(t, &ordered, &sets, defs).Function(func);
     if (ordered.Done()) return out;
   }
   // some entry was not met in the items' order (or not met at all): from tables, then
   from_tables.fetch_add(1, std::memory_order_relaxed);
   Entries hashed(&parsed, &sets, false);
-  return Rebuilder(t, &hashed, &sets).Function(func);
+  return Rebuilder(t, &hashed, &sets, defs).Function(func);
 }
 
 int64_t Version() { return 4; }
