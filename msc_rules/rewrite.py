@@ -529,11 +529,14 @@ def _as_column(entries: dict[int, Markers], on_vars: bool) -> list[Any] | None:
 
 def _native_items(e: SpanEdits, extra: Entries | None) -> list[list[Any]] | None:
     """The edits of one function in one layer as the native `rebuild` takes them (see
-    `Edits::Add` in native/rebuild.cc), or None if a marker holds the separator
+    `Item` in native/rebuild.cc), or None if a marker holds the separator
     character "\x1f" (or a set has 256 pairs or more): the Python rebuild takes those.
 
     Flat arrays and one string per item: no Python object is made per entry, and the
-    dicts' marker sets are not deduplicated (most are unique: names)."""
+    dicts' marker sets are not deduplicated (most are unique: names). The handles keep
+    the order they were added in: listed as the rebuild meets the nodes (program order,
+    as naming and the view list them), the rebuild reads them with cursors; any other
+    order is written alike, from hash tables, after a first walk that finds it out."""
     vars_, values = e.vars, e.values
     if extra:
         vars_, values = {**vars_, **extra[0]}, {**values, **extra[1]}
