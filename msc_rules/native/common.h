@@ -251,6 +251,60 @@ struct RelaxNodes {
   }
 };
 
+// What a walk over a block's bindings reads of each VarBinding beyond its var and value,
+// for PrefetchBindings: a field of the var (its type, or its span), a field of a bound
+// call besides its arguments array (its op, its span), and whether the call's argument
+// nodes themselves.
+struct Lookahead {
+  const Field* var_field = nullptr;
+  const Field* call_field = nullptr;
+  bool arg_nodes = false;
+};
+
+// Asks for the nodes the walk reads of the bindings after binding i of `arr` (a module's
+// nodes are cold and scattered: each read would wait for memory in turn), each a few
+// bindings ahead of its use so that it arrives in time: binding i + 8; the var and value
+// of i + 4; of i + 2 what `what` names of the var and the call, and the call's arguments
+// array; of i + 1 the call's argument nodes if `what` asks for them.
+inline void PrefetchBindings(const RelaxNodes& t, const Lookahead& what,
+                             const ffi::ArrayObj* arr, int64_t i) {
+  int64_t n = static_cast<int64_t>(arr->size());
+  auto var_binding = [&](int64_t at) -> const Object* {
+    if (at >= n) return nullptr;
+    const Object* b = (*arr)[at].as<Object>();
+    return b != nullptr && b->type_index() == t.var_binding ? b : nullptr;
+  };
+  auto call = [&](const Object* b) -> const Object* {
+    const Object* value = t.binding_value.Get(b).get();
+    return value != nullptr && value->type_index() == t.call ? value : nullptr;
+  };
+  if (i + 8 < n) __builtin_prefetch((*arr)[i + 8].as<Object>());
+  if (const Object* b = var_binding(i + 4)) {
+    __builtin_prefetch(t.binding_var.Get(b).get());
+    __builtin_prefetch(t.binding_value.Get(b).get());
+  }
+  if (const Object* b = var_binding(i + 2)) {
+    const Object* var = t.binding_var.Get(b).get();
+    if (var != nullptr && what.var_field != nullptr) {
+      __builtin_prefetch(what.var_field->Get(var).get());
+    }
+    if (const Object* c = call(b)) {
+      __builtin_prefetch(t.call_args.Get(c).get());
+      if (what.call_field != nullptr) __builtin_prefetch(what.call_field->Get(c).get());
+    }
+  }
+  if (!what.arg_nodes) return;
+  if (const Object* b = var_binding(i + 1)) {
+    const Object* c = call(b);
+    const Object* args = c == nullptr ? nullptr : t.call_args.Get(c).get();
+    if (args != nullptr && args->type_index() == ffi::TypeIndex::kTVMFFIArray) {
+      for (const Any& a : *static_cast<const ffi::ArrayObj*>(args)) {
+        __builtin_prefetch(a.as<Object>());
+      }
+    }
+  }
+}
+
 // Counts the nesting of a recursive walk: past `limit` levels it raises, and the caller
 // hands the function to Python (a C++ stack is smaller than what Python allows).
 class DepthGuard {

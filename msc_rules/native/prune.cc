@@ -146,7 +146,7 @@ class PruneRebuilder {
       const ffi::ArrayObj* arr = old_bindings.as<ffi::ArrayObj>();
       int64_t nb_ = static_cast<int64_t>(old_bindings.size());
       for (int64_t i = 0; i < nb_; ++i) {
-        Prefetch(arr, i, nb_);
+        PrefetchBindings(t_, Lookahead{&t_.expr_ty}, arr, i);
         const ObjectRef& b = old_bindings[i];
         ObjectRef nb = Binding(b);
         changed = changed || !nb.same_as(b);
@@ -171,31 +171,6 @@ class PruneRebuilder {
   }
 
  private:
-  // Ask for the nodes the next bindings' rebuilds read, a few bindings ahead (a module's
-  // nodes are cold and scattered: each read would wait for memory in turn): binding
-  // i + 8, the var and value of i + 4, the var's type and the call's arguments of i + 2.
-  void Prefetch(const ffi::ArrayObj* arr, int64_t i, int64_t n) const {
-    if (i + 8 < n) __builtin_prefetch((*arr)[i + 8].as<Object>());
-    if (i + 4 < n) {
-      const Object* b = (*arr)[i + 4].as<Object>();
-      if (b != nullptr && b->type_index() == t_.var_binding) {
-        __builtin_prefetch(t_.binding_var.Get(b).get());
-        __builtin_prefetch(t_.binding_value.Get(b).get());
-      }
-    }
-    if (i + 2 < n) {
-      const Object* b = (*arr)[i + 2].as<Object>();
-      if (b != nullptr && b->type_index() == t_.var_binding) {
-        const Object* var = t_.binding_var.Get(b).get();
-        const Object* value = t_.binding_value.Get(b).get();
-        if (var != nullptr) __builtin_prefetch(t_.expr_ty.Get(var).get());
-        if (value != nullptr && value->type_index() == t_.call) {
-          __builtin_prefetch(t_.call_args.Get(value).get());
-        }
-      }
-    }
-  }
-
   // An argument or bound value with vars remapped and constants replaced.
   ObjectRef Arg(const ObjectRef& a) {
     if (!a.defined()) return a;

@@ -973,8 +973,9 @@ class Rebuilder {
       ObjectRef bindings = Memoised(old_bindings, [&] {
         Array<ObjectRef> out;
         out.reserve(old_bindings->size());
-        for (const Any& b : *old_bindings) {
-          const ObjectRef& binding = AsRef(b);
+        for (int64_t i = 0; i < static_cast<int64_t>(old_bindings->size()); ++i) {
+          PrefetchBindings(t_, Lookahead{&t_.expr_span, &t_.expr_span, true}, old_bindings, i);
+          const ObjectRef& binding = AsRef((*old_bindings)[i]);
           out.push_back(Memoised(binding.get(), [&] { return Binding(binding); }));
         }
         return ObjectRef(out);
