@@ -439,7 +439,11 @@ class Reader {
     DepthGuard guard(&depth_, kMaxDepth);
     for (const ObjectRef& block : t_.seq_blocks.GetArray(seq.get())) {
       std::vector<int32_t> records;
-      for (const ObjectRef& b : t_.block_bindings.GetArray(block.get())) {
+      Array<ObjectRef> bindings = t_.block_bindings.GetArray(block.get());
+      const ffi::ArrayObj* arr = bindings.as<ffi::ArrayObj>();
+      for (int64_t i = 0; i < static_cast<int64_t>(bindings.size()); ++i) {
+        PrefetchBindings(t_, Lookahead{&t_.expr_ty, &t_.call_op, true}, arr, i);
+        const ObjectRef& b = bindings[i];
         records.push_back(Binding(fname, b));
         if (hook != nullptr) hook->Binding(b);
       }
