@@ -502,7 +502,9 @@ class _Engine:
         # after the late ones that name an output, a tensor's producer goes first
         self.late_back: deque[int] = deque()
         self._woke_at = 0
-        self.late_queued: set[int] = set()
+        # per site: queued in late or late_back (a bytearray, not a set of indices: a
+        # set's table outgrows the cache on a large module)
+        self.late_queued = bytearray()
         self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
@@ -555,8 +557,11 @@ class _Engine:
         lookup = self._rule_for
         table = self.view.sites
         # every site starts queued (an unruled one stays marked queued: see run)
-        sites, seeded = self.sites, self.seeded
+        # (made at full length: appends would grow it by reallocs that copy it over)
+        sites = self.sites = [None] * len(table.op)
+        seeded = self.seeded
         self.queued = [True] * len(table.op)
+        self.late_queued = bytearray(len(table.op))
         # per op with a cached rule: the rule, its plan and roles, the count of roles
         by_op: dict[str, tuple[Rule, _RulePlan, tuple[str, ...], int]] = {}
         raw_args, outs, raw_attrs = table._args, table.out, table._attrs
@@ -567,7 +572,6 @@ class _Engine:
             if got is None:
                 rule = lookup(op)
                 if rule is None:
-                    sites.append(None)
                     continue
                 plan = _plan_of(rule)
                 roles = rule.roles
@@ -612,7 +616,7 @@ class _Engine:
             site.leaves = ()
             if plan.seeds:
                 seeded.append((site, plan.seeds))
-            sites.append(site)
+            sites[i] = site
             for st in values:
                 # a port of one leaf spelled out: a loop over (st,) costs 3% of infer
                 if type(st) is int:
@@ -1505,8 +1509,8 @@ class _Engine:
 
     def _wait(self, site: _Site, late: bool) -> None:
         """Queue a site for a late equation (`late`) or a waiting minting one."""
-        if site.index not in self.late_queued:
-            self.late_queued.add(site.index)
+        if not self.late_queued[site.index]:
+            self.late_queued[site.index] = 1
             (self.late if late else self.late_back).append(site.index)
 
     # ---- the loop
@@ -1607,14 +1611,14 @@ class _Engine:
                     # back instead of minting, so it is examined again
                     self._woke_at = known
                     for j in self.late_back:
-                        self.late_queued.discard(j)
+                        self.late_queued[j] = 0
                         if not self.queued[j]:
                             self.queued[j] = True
                             self.queue.append(j)
                     self.late_back.clear()
                     continue
                 i = (self.late or self.late_back).popleft()
-                self.late_queued.discard(i)
+                self.late_queued[i] = 0
                 site = self.sites[i]
                 assert site is not None
                 self.late_ok = True
