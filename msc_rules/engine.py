@@ -741,11 +741,9 @@ class _Engine:
         if akey is _ABSENT:
             ca = site.call_attrs
             if ca is NATIVE:  # (the native read hashed them: no fetch)
-                # (SiteTable.native_attrs_key inline: no tuple made per site)
-                table = self.view.sites
-                info, e = table._attrs_info, 3 * table._at[2 * site.index + 1]
-                tindex = info[e + 1]
-                akey = None if tindex < 0 else self._shared_key(tindex, info[e + 2])
+                akey = self.view.sites.native_attrs_key(site.index)
+                if akey is not None:
+                    akey = self._shared_key(akey)
                 if akey is None or akey[0] in self._unshared:
                     akey = site.index
             elif ca is None:
@@ -756,21 +754,17 @@ class _Engine:
                     akey = site.index
                 else:
                     try:
-                        akey = self._shared_key(tindex, _structural_hash(ca, False, False))
+                        akey = self._shared_key((tindex, _structural_hash(ca, False, False)))
                     except Exception:  # attributes that do not hash: the site's own key
                         akey = site.index
             site.akey = akey
         return akey
 
-    def _shared_key(self, tindex: int, h: int) -> tuple[int, int]:
-        """The attributes key (tindex, h), one object per distinct key (sites keep
-        theirs: one tuple per site would be ~100 B each)."""
-        got = self._akeys.get(h)
-        if got is None or got[0] != tindex:
-            got = self._akeys.setdefault(h, (tindex, h))
-            if got[0] != tindex:  # (two types, one hash: a key object of its own)
-                got = (tindex, h)
-        return got
+    def _shared_key(self, key: tuple[int, int]) -> tuple[int, int]:
+        """The attributes key (type index, hash), one object per distinct key (sites
+        keep theirs: one tuple per site would be ~100 B each)."""
+        got = self._akeys.setdefault(key[1], key)
+        return got if got[0] == key[0] else key  # (two types, one hash: its own)
 
     def _call_attrs(self, site: _Site) -> Any:
         """A site's call attributes (None for none), fetched on first use (the view's
