@@ -253,8 +253,8 @@ struct RelaxNodes {
 
 // What a walk over a block's bindings reads of each VarBinding beyond its var and value,
 // for PrefetchBindings: a field of the var (its type, or its span), a field of a bound
-// call besides its arguments array (its op, its span), and whether the call's argument
-// nodes themselves.
+// call besides its arguments array (its op, its span), and whether to fetch the call's
+// argument nodes too.
 struct Lookahead {
   const Field* var_field = nullptr;
   const Field* call_field = nullptr;
