@@ -333,6 +333,31 @@ def test_a_failing_build_falls_back_with_one_notice_line(
         msc_rules.SetExprLayout()(mod)
 
 
+def test_compilers_run_no_more_at_once_than_cores_largest_first(
+        fresh_loader: Path, set_mode: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a "compiler" that logs when it starts and ends each source, then fails
+    log = fresh_loader / "log"
+    fake = fresh_loader / "fake-cxx"
+    fake.write_text('#!/bin/sh\nfor a; do case "$a" in *.cc) src=$a;; esac; done\n'
+                    f'echo "start $src" >> {log}\nsleep 0.2\necho "end $src" >> {log}\n'
+                    'exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setattr(native, "_workers", lambda: 2)
+    set_mode("1")
+    with pytest.raises(native.NativeBuildError, match="compiling rebuild\\.cc failed"):
+        native.load()
+    events = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    running, most = 0, 0
+    for what, _ in events:
+        running += 1 if what == "start" else -1
+        most = max(most, running)
+    starts = [src for what, src in events if what == "start"]
+    assert most == 2 and len(starts) == len(native.SOURCES)
+    largest = max(native.SOURCES, key=lambda p: p.stat().st_size)
+    assert str(largest) in starts[:2]  # (the first two start together)
+
+
 def test_a_missing_compiler_is_a_build_error(fresh_loader: Path, set_mode: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXX", os.path.join(str(fresh_loader), "no-such-compiler"))
