@@ -161,7 +161,7 @@ class _Pack:
         op_of = np.fromiter(map(index.__getitem__, sites.op), dtype=np.int64, count=n)
         codes = np.array([_code(o, self.family(o)) for o in names], dtype=np.int64)
         if not codes.all():
-            fallbacks.append("ops the native walk does not know: " + ", ".join(
+            _native.note_refusal(fallbacks, "ops the native walk does not know: " + ", ".join(
                 o for o, c in zip(names, codes, strict=True) if not c))
             return None
         reasons = np.zeros(len(names), dtype=np.int64)
@@ -180,7 +180,7 @@ class _Pack:
         except (TypeError, ValueError):
             outs = sites.out
             if any(type(o) is tuple for o in outs):
-                fallbacks.append("a call of a tuple result")
+                _native.note_refusal(fallbacks, "a call of a tuple result")
                 return None
             out[:, 2] = [-1 if o is None else int(o) for o in outs]  # type: ignore[arg-type]
         out[:, 5] = reasons[op_of]
@@ -211,7 +211,7 @@ class _Pack:
             if args is NATIVE:
                 return None
             if any(type(a) is tuple for a in args):
-                fallbacks.append("a call with a tuple argument")
+                _native.note_refusal(fallbacks, "a call with a tuple argument")
                 return None
             at[i] = base + len(extra)
             extra.append(len(args))
@@ -299,17 +299,14 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
     try:  # (the view's columns are read as graph.py keeps them: see _Pack)
         got = pack.leaves()
         if got is None:
-            fallbacks.append("a tensor without a static shape")
-            del fallbacks[:-100]
+            _native.note_refusal(fallbacks, "a tensor without a static shape")
             return None
         leaves, dims = got
         got = pack.sites()
     except (AttributeError, TypeError, ValueError, IndexError) as err:
-        fallbacks.append(f"the view's columns not as expected: {err!r}")
-        del fallbacks[:-100]
+        _native.note_refusal(fallbacks, f"the view's columns not as expected: {err!r}")
         return None
     if got is None:
-        del fallbacks[:-100]
         return None
     sites, args = got
     try:
@@ -317,8 +314,7 @@ def native_graph(result: InferenceResult, family: Callable[[str], str | None],
         out = native.channel_ties(*map(shared_words, (
             leaves, dims, sites, args, np.array(pack.attr_words, dtype=np.int64))))
     except Exception as err:  # a site it does not take: the Python walk does it
-        fallbacks.append(str(err).splitlines()[0] if str(err) else repr(err))
-        del fallbacks[:-100]
+        _native.note_refusal(fallbacks, _native.refusal(err))
         return None
     parts = items(out)
     (roots, producers, consumers, derived, blocked, depthwise, depthwise_sites, folds,

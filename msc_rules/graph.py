@@ -973,8 +973,7 @@ class _Builder:
             except Exception as err:  # a node it does not know: this function goes to Python
                 out = str(err) or repr(err)
         if isinstance(out, str):  # (the reason the C++ side refused it)
-            read_fallbacks.append((name, out.splitlines()[0] if out else ""))
-            del read_fallbacks[:-100]
+            _native.note_refusal(read_fallbacks, (name, _native.refusal(out)))
             return False
         _Replay(self, name, items(out)).run()
         return True

@@ -855,9 +855,7 @@ def native_plan_of(namer: _Namer, out: Any) -> NamePlan | None:
         blob, handles, ref_bytes, tops, per_top = items(out)
         labels = JoinedTexts(blob.decode(), len(handles) // 8)
     except Exception as err:
-        text = str(err).splitlines()[0] if str(err) else repr(err)
-        fallbacks.append((namer.entry, text))
-        del fallbacks[:-100]
+        _native.note_refusal(fallbacks, (namer.entry, _native.refusal(err)))
         return None
     pairs = array("i")
     pairs.frombytes(ref_bytes)

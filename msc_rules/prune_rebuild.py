@@ -315,8 +315,7 @@ def _native_function(native: Any, func: Any, view: DependencyView, consts: Const
                                    list(attrs.values()),
                                    shape_ops)
     except Exception as err:  # a node it does not handle: the Python rebuild does it
-        fallbacks.append((view.entry, str(err).splitlines()[0] if str(err) else repr(err)))
-        del fallbacks[:-100]
+        _native.note_refusal(fallbacks, (view.entry, _native.refusal(err)))
         return None
     return _function(func, seq, view, retype)
 

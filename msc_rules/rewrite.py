@@ -615,7 +615,7 @@ def _rewrite_native(native: Any, mod: tvm.IRModule,
             try:
                 new = native.rebuild(func, items)
             except Exception as err:  # a node it does not know: this function goes to Python
-                fallbacks.append((name, str(err).splitlines()[0] if str(err) else repr(err)))
+                _native.note_refusal(fallbacks, (name, _native.refusal(err)))
                 plain = combine(*({name: SpanEdits(*_item_entries(item))} for item in items))[name]
         else:
             plain = combine(*({name: _plain(e, x)} for e, x in mine))[name]
@@ -626,7 +626,6 @@ def _rewrite_native(native: Any, mod: tvm.IRModule,
             except RecursionError:
                 raise IRError("module nests too deeply to rewrite", function=name) from None
         updates[gv] = new
-    del fallbacks[:-100]
     return updates
 
 

@@ -385,3 +385,14 @@ def test_an_unwritable_cache_is_a_build_error(fresh_loader: Path, set_mode: Any,
     set_mode("1")
     with pytest.raises(native.NativeBuildError, match="cannot write the cache folder"):
         native.load()
+
+
+def test_a_refusal_is_the_first_line_of_its_error_and_logs_keep_the_last_ones() -> None:
+    assert native.refusal(RuntimeError("no rule for x\n  at binding 3")) == "no rule for x"
+    assert native.refusal(KeyError()) == "KeyError()"  # (no text: its repr)
+    assert native.refusal("a node it does not know\nmore") == "a node it does not know"
+    assert native.refusal("") == "" and native.refusal("\n") == ""
+    log: list[int] = []
+    for k in range(native.REFUSALS_KEPT + 5):
+        native.note_refusal(log, k)
+    assert log == list(range(5, native.REFUSALS_KEPT + 5))

@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from ..errors import MscRulesError, NativeBuildError
 from . import cache
@@ -48,6 +48,8 @@ in about two thirds of the time on two cores (the Python around the walks domina
 
 VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _module: Any = None
@@ -185,6 +187,26 @@ def load() -> Any:
             _failure = str(err)
             raise
         return _module
+
+
+REFUSALS_KEPT = 100
+"""The entries each log of refusals keeps (the last ones: a long session's never pile up)."""
+
+
+def refusal(err: BaseException | str) -> str:
+    """Why the native walk refused something, for a log of refusals: the first line of
+    its error (the error's repr when it has no text)."""
+    text = err if isinstance(err, str) else str(err)
+    if not text and not isinstance(err, str):
+        return repr(err)
+    return (text.splitlines() or [""])[0]
+
+
+def note_refusal(log: list[T], entry: T) -> None:
+    """Add `entry` to a log of what a native walk refused and Python did instead (each
+    module that falls back keeps one: `fallbacks`), which keeps the last REFUSALS_KEPT."""
+    log.append(entry)
+    del log[:-REFUSALS_KEPT]
 
 
 def get() -> Any:
