@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 import tvm
+import tvm_ffi
 
 NAME = "Name"
 LAYOUT = "Layout"
@@ -71,6 +72,17 @@ def set_marker_text(text: str, key: str, value: str) -> str:
     return text + marker
 
 
+_make_object = tvm_ffi.get_global_func("ffi.MakeObjectFromPackedArgs")
+
+
+def source_name(text: str) -> tvm.ir.SourceName:
+    """A SourceName holding `text`, made through the type's reflection creator as the
+    native rebuild makes them: `tvm.ir.SourceName` interns every text in a global table
+    that is never freed, which unique Name markers would grow for the life of the
+    process (and that costs the same)."""
+    return _make_object("ir.SourceName", "name", text)
+
+
 _BARE_SPANS: dict[tuple[tuple[str, str], ...], tvm.ir.Span] = {}
 
 
@@ -89,7 +101,7 @@ def with_markers(
             text = ""
             for k, value in key:
                 text = set_marker_text(text, k, value)
-            got = tvm.ir.Span(tvm.ir.SourceName(text), 0, 0, 0, 0) if text else None
+            got = tvm.ir.Span(source_name(text), 0, 0, 0, 0) if text else None
             if got is None:
                 return None
             if len(_BARE_SPANS) < 65536:
@@ -101,7 +113,7 @@ def with_markers(
         new = set_marker_text(new, key_, value)
     if new == text:
         return span
-    return tvm.ir.Span(tvm.ir.SourceName(new), span.line, span.end_line, span.column,
+    return tvm.ir.Span(source_name(new), span.line, span.end_line, span.column,
                        span.end_column)
 
 

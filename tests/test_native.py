@@ -253,9 +253,10 @@ def test_existing_span_text_is_kept_and_legacy_markers_replaced(set_mode: Any) -
     assert ("ir.Call", "model.py<Layout>AB</Layout><b>1</b><Name>relu</Name>") in texts["1"]
 
 
-def test_native_markers_are_not_interned_and_the_module_still_works(set_mode: Any) -> None:
-    """The native rebuild makes its SourceNames without TVM's interning table (which is
-    never freed): a marker text it wrote is not the interned SourceName of that text,
+@pytest.mark.parametrize("mode", ["1", "0"])
+def test_markers_are_not_interned_and_the_module_still_works(set_mode: Any, mode: str) -> None:
+    """Both rebuilds make their SourceNames without TVM's interning table (which is
+    never freed): a marker text they wrote is not the interned SourceName of that text,
     and the annotated module still prints, round-trips through JSON and compiles."""
     x = relax.Var("x", relax.TensorType((2, 3), "float32"))
     y = relax.Var("y", relax.TensorType((2, 3), "float32"))
@@ -264,7 +265,7 @@ def test_native_markers_are_not_interned_and_the_module_still_works(set_mode: An
                                   relax.VarBinding(z, relax.op.add(y, x))])]
     mod = tvm.IRModule({"main": relax.Function([x], relax.SeqExpr(blocks, z),
                                                relax.TensorType((2, 3), "float32"))})
-    set_mode("1")
+    set_mode(mode)
     before = len(rewrite.fallbacks)
     out = msc_rules.annotate(mod)
     assert len(rewrite.fallbacks) == before
