@@ -33,7 +33,7 @@ from .channel_graph import (
 )
 from .engine import InferenceResult
 from .ffi import items
-from .graph import NATIVE, DependencyView
+from .graph import DependencyView
 from .layout import Dim, reshape_groups
 
 # site codes (ties.cc)
@@ -120,11 +120,10 @@ class _Pack:
         """Per leaf (ndim, kind, flags, shape offset, value id), and the extents."""
         view = self.view
         n = len(view.leaf_ndim)
-        ids = np.frombuffer(view._static_ids, dtype=np.int32) if len(view._static_ids) \
-            else np.zeros(0, dtype=np.int32)
+        ids = view.static_shape_ids()
         if len(ids) != n or (n and ids.min() < 0):
             return None  # (a tensor of symbolic or unknown shape, or read in Python)
-        table = view._static_table
+        table = view.static_shapes
         lens = np.fromiter(map(len, table), dtype=np.int64, count=len(table))
         starts = np.cumsum(lens) - lens
         ndim = np.array(view.leaf_ndim, dtype=np.int64)
@@ -196,26 +195,19 @@ class _Pack:
         """The arguments: the native read's flat array, then those of the sites added
         by value; sets each site's `at`."""
         sites = self.view.sites
-        flat = np.frombuffer(sites._flat, dtype=np.int32).astype(np.int64) \
-            if len(sites._flat) else np.zeros(0, dtype=np.int64)
-        n = len(sites)
-        at = np.full(n, -1, dtype=np.int64)
-        if len(sites._at):
-            got = np.frombuffer(sites._at, dtype=np.int32)[0::2]
-            at[:len(got)] = got
+        flat = sites.flat_args().astype(np.int64)
+        at = sites.arg_starts()
         extra: list[int] = []
         base = len(flat)
-        raw = sites._args
         for i in np.flatnonzero(at < 0).tolist():
-            args = raw[i]
-            if args is NATIVE:
-                return None
-            if any(type(a) is tuple for a in args):
+            args = sites.args_of(i)
+            leaves = [-1 if a is None else a for a in args if not isinstance(a, tuple)]
+            if len(leaves) < len(args):
                 _native.note_refusal(fallbacks, "a call with a tuple argument")
                 return None
             at[i] = base + len(extra)
             extra.append(len(args))
-            extra.extend(-1 if a is None else a for a in args)
+            extra.extend(leaves)
         out[:, 3] = at
         return np.concatenate([flat, np.array(extra, dtype=np.int64)]) if extra else flat
 
@@ -237,14 +229,13 @@ class _Pack:
 
         # conv and permute: by the attributes' structural hash as the native read
         # found it (per site for the others)
+        entries, info = sites.attr_entries(), sites.attr_info()
         for code, decode in ((_CONV, _conv_attrs), (_CONV_T, _conv_attrs),
                              (_PERMUTE, _permute_attrs)):
             rows = np.flatnonzero(codes == code)
             if not len(rows):
                 continue
-            at = self._attr_entries(rows)
-            info = np.frombuffer(sites._attrs_info, dtype=np.int64).reshape(-1, 3) \
-                if len(sites._attrs_info) else np.zeros((0, 3), dtype=np.int64)
+            at = entries[rows]
             ok = at >= 0
             keyed = np.zeros((len(rows), 3), dtype=np.int64)
             keyed[:, 0] = self.op_of[rows]
@@ -272,19 +263,6 @@ class _Pack:
                 made = np.array([put(("r", sd, so), _plan, self.table[sd], self.table[so])
                                  for sd, so in pairs[first].tolist()], dtype=np.int64)
                 out[rows, 4] = made[inverse]
-
-    def _attr_entries(self, rows: np.ndarray) -> np.ndarray:
-        """The native read's attribute entries of these sites (-1: none, or not read
-        natively)."""
-        sites = self.view.sites
-        at = np.full(len(rows), -1, dtype=np.int64)
-        if len(sites._at):
-            both = np.frombuffer(sites._at, dtype=np.int32)
-            have = rows < len(both) // 2
-            at[have] = both[2 * rows[have] + 1]
-            native = np.array([sites._attrs[i] is NATIVE for i in rows.tolist()])
-            at[~native] = -1
-        return at
 
 
 def native_graph(result: InferenceResult, family: Callable[[str], str | None],

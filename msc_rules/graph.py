@@ -506,6 +506,39 @@ class SiteTable(Sequence[CallSite]):
         info, e = self._attrs_info, 3 * self._at[2 * i + 1]
         return None if info[e + 1] < 0 else (info[e + 1], info[e + 2])
 
+    # -- the native reads' columns in bulk, for the walks that take them as arrays
+    # (channel_native, prune_cut)
+    def flat_args(self) -> np.ndarray:
+        """The arguments of the sites read natively, int32: per site its count, then
+        each argument's leaf (-1 for None); `arg_starts` says where each site's are."""
+        return np.frombuffer(self._flat, dtype=np.int32) if len(self._flat) \
+            else np.zeros(0, dtype=np.int32)
+
+    def arg_starts(self) -> np.ndarray:
+        """Per site, int64: where its arguments start in `flat_args`, or -1 for a site
+        added by value (its `args_of` is all there is)."""
+        return self._column(0)
+
+    def attr_entries(self) -> np.ndarray:
+        """Per site, int64: its attributes' row of `attr_info`, or -1 when it has none
+        there (no attributes, or not read natively)."""
+        out = self._column(1)
+        out[[a is not NATIVE for a in self._attrs]] = -1
+        return out
+
+    def attr_info(self) -> np.ndarray:
+        """Per attributes entry of the native reads, int64 rows: the node in its read's
+        table, the type index and the structural hash (both -1 when it does not hash)."""
+        return np.frombuffer(self._attrs_info, dtype=np.int64).reshape(-1, 3) \
+            if len(self._attrs_info) else np.zeros((0, 3), dtype=np.int64)
+
+    def _column(self, k: int) -> np.ndarray:
+        out = np.full(len(self), -1, dtype=np.int64)
+        if len(self._at):
+            got = np.frombuffer(self._at, dtype=np.int32)[k::2]
+            out[:len(got)] = got
+        return out
+
     def call_of(self, i: int) -> Any:
         """The call of site `i` (None for a link)."""
         calls = self._calls
@@ -658,6 +691,22 @@ class DependencyView:
         if got is _UNREAD:
             got = self._shapes[leaf] = self.read_shape(leaf)
         return got
+
+    def static_shape_ids(self) -> np.ndarray:
+        """Per leaf up to the last one read natively, int32: the index of its static
+        shape in `static_shapes`, or -1 (a symbolic or unknown dim)."""
+        return np.frombuffer(self._static_ids, dtype=np.int32) if len(self._static_ids) \
+            else np.zeros(0, dtype=np.int32)
+
+    def static_shape_id(self, leaf: int) -> int:
+        """`static_shape_ids()[leaf]`, -1 past its end."""
+        ids = self._static_ids
+        return ids[leaf] if leaf < len(ids) else -1
+
+    @property
+    def static_shapes(self) -> list[list[Dim]]:
+        """The distinct static shapes the native reads found (see `static_shape_ids`)."""
+        return self._static_table
 
     def read_shape(self, leaf: int) -> list[Dim] | None:
         """`shape`, for a caller that caches it itself (the engine): always read."""

@@ -93,8 +93,7 @@ class NewExtents(ByLeaf):
         out[at] = handle_of[vids]
         view = g.view
         static = np.full(len(view.leaf_ndim), -1, dtype=np.int64)
-        ids = np.frombuffer(view._static_ids, dtype=np.int32) if len(view._static_ids) \
-            else np.zeros(0, dtype=np.int32)
+        ids = view.static_shape_ids()
         static[:len(ids)] = ids[:len(static)]
         owner = np.frombuffer(view.leaf_value, dtype=np.int32)
         out[at + 1] = np.where(owner[leaves] == vids, static[leaves], -1)
@@ -150,10 +149,9 @@ def static_shape_id(view: DependencyView, vid: int, leaf: int) -> int:
     """The id the native read gave the static shape of value `vid`'s tensor `leaf`
     (prune.cc memoises new types by it), -1 when it has none or the value is not the
     leaf's own (an alias: its var's type may say less than its source's)."""
-    ids = view._static_ids
-    if leaf >= len(ids) or view.leaf_value[leaf] != vid:
+    if view.leaf_value[leaf] != vid:
         return -1
-    return int(ids[leaf])
+    return int(view.static_shape_id(leaf))
 
 
 def _values(g: ChannelGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:

@@ -202,3 +202,35 @@ def test_value_codes_are_the_values_structs_and_handles(name: str, native: bool,
     structs = [v.struct for v in view.values]
     assert codes.tolist() == [s if type(s) is int else -1 if s is None else -2 for s in structs]
     assert handles.tolist() == [v.expr.__chandle__() for v in view.values]
+
+
+@pytest.mark.parametrize("name", ("resnet18_like", "bert_like"))
+def test_the_bulk_columns_say_what_the_per_site_reads_say(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flat_args/arg_starts, attr_entries/attr_info and static_shape_ids/static_shapes
+    (what channel_native and prune_cut take as arrays) against args_of, attrs_of and
+    shape, site by site and leaf by leaf."""
+    mod = getattr(models, name)(dynamic=False).mod
+    view = _view(mod, True, monkeypatch)
+    sites = view.sites
+    flat, starts = sites.flat_args(), sites.arg_starts()
+    entries, info = sites.attr_entries(), sites.attr_info()
+    assert len(starts) == len(entries) == len(sites)
+    assert (starts >= 0).any() and (entries >= 0).any()
+    for i in range(len(sites)):
+        if starts[i] >= 0:
+            k = int(starts[i])
+            got = [int(x) for x in flat[k + 1:k + 1 + flat[k]]]
+            assert [-1 if a is None else a for a in sites.args_of(i)] == got
+        if entries[i] >= 0:
+            attrs = sites.attrs_of(i)
+            assert int(info[entries[i], 1]) == attrs.__tvm_ffi_type_info__.type_index
+            key = sites.native_attrs_key(i)
+            assert key is None or key == (int(info[entries[i], 1]), int(info[entries[i], 2]))
+    ids, shapes = view.static_shape_ids(), view.static_shapes
+    assert (ids >= 0).sum() > 0
+    for leaf, sid in enumerate(ids.tolist()):
+        assert view.static_shape_id(leaf) == sid
+        if sid >= 0:
+            assert shapes[sid] == view.shape(leaf)
+    assert view.static_shape_id(len(ids)) == -1
