@@ -330,11 +330,11 @@ def test_a_failing_build_falls_back_with_one_notice_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "using the Python walk" in err and "Traceback" not in err
     set_mode("1")
-    with pytest.raises(native.NativeBuildError, match=r"compiling rebuild\.cc failed"):
+    with pytest.raises(native.NativeBuildError, match=r"compiling naming\.cc, prune\.cc failed"):
         msc_rules.SetExprLayout()(mod)
 
 
-def test_compilers_run_no_more_at_once_than_cores_largest_first(
+def test_compilers_run_no_more_at_once_than_cores_longest_first(
         fresh_loader: Path, set_mode: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # a "compiler" that logs when it starts and ends each source, then fails
     log = fresh_loader / "log"
@@ -346,17 +346,16 @@ def test_compilers_run_no_more_at_once_than_cores_largest_first(
     monkeypatch.setenv("CXX", str(fake))
     monkeypatch.setattr(native, "_workers", lambda: 2)
     set_mode("1")
-    with pytest.raises(native.NativeBuildError, match="compiling rebuild\\.cc failed"):
+    with pytest.raises(native.NativeBuildError, match="compiling naming\\.cc, prune\\.cc failed"):
         native.load()
     events = [line.split(" ", 1) for line in log.read_text().splitlines()]
     running, most = 0, 0
     for what, _ in events:
         running += 1 if what == "start" else -1
         most = max(most, running)
-    starts = [src for what, src in events if what == "start"]
-    assert most == 2 and len(starts) == len(native.SOURCES)
-    largest = max(native.SOURCES, key=lambda p: p.stat().st_size)
-    assert str(largest) in starts[:2]  # (the first two start together)
+    starts = [Path(src).stem for what, src in events if what == "start"]
+    assert most == 2 and sorted(starts) == sorted("_".join(g) for g in native.UNITS)
+    assert "naming_prune" in starts[:2]  # (the longest first: the first two start together)
 
 
 def test_a_missing_compiler_is_a_build_error(fresh_loader: Path, set_mode: Any,

@@ -6,8 +6,9 @@ the entry function, in one walk (`read_and_name`, through `read.h`: joint_read.p
 `rebuild.cc` writes span markers (rewrite.py), `prune.cc` rebuilds a pruned function
 (prune_rebuild.py), `ties.cc` finds the channel ties (channel_native.py); all include
 `common.h`. They
-are compiled side by side with plain `c++` commands against tvm-ffi's shipped headers
-and `libtvm_ffi.so` (no ninja, no TVM headers), then linked into one library in a cache
+are compiled in three groups (UNITS), as many at once as there are cores, with plain
+`c++` commands against tvm-ffi's shipped headers and `libtvm_ffi.so` (no ninja, no TVM
+headers), then linked into one library in a cache
 folder per (msc_rules, tvm, tvm-ffi) version and hash of the sources and flags:
 `$MSC_RULES_CACHE`, else `$XDG_CACHE_HOME/msc_rules`, else `~/.cache/msc_rules`. `$CXX`
 picks the compiler. Stale folders of other versions are removed at load (see cache.py).
@@ -33,11 +34,15 @@ from typing import IO, Any, TypeVar
 from ..errors import MscRulesError, NativeBuildError
 from . import cache
 
-SOURCES = tuple(Path(__file__).with_name(f"{n}.cc")
-                for n in ("rebuild", "read", "naming", "prune", "ties"))
-"""The translation units of the library (all include `common.h`): the marker rebuild,
-the read of the dependency view, the naming walk, the typed rebuild of a prune, the
-channel ties walk."""
+UNITS = (("naming", "prune"), ("rebuild", "read"), ("ties",))
+"""The sources compiled together, one compiler per group (each includes its sources:
+tvm-ffi's headers parsed and its templates made once per group, not once per source),
+the longest to compile first. Sources in one group share a translation unit, and so
+their anonymous namespaces: no two may define the same name."""
+SOURCES = tuple(Path(__file__).with_name(f"{n}.cc") for group in UNITS for n in group)
+"""The sources of the library (all include `common.h`): the naming walk, the typed
+rebuild of a prune, the marker rebuild, the read of the dependency view, the channel
+ties walk."""
 HEADER = Path(__file__).with_name("common.h")
 HEADERS = (HEADER, Path(__file__).with_name("read.h"))
 """The headers the sources include (part of the cache key)."""
@@ -90,31 +95,34 @@ def _workers() -> int:
 
 
 def _compile(out: Path) -> None:
-    """Compile the sources to objects, as many at once as there are cores (the largest
-    first), then link them into `out`. (All five at once on two cores took 11 s where
-    two at a time take 8: the compilers' memory, over a gigabyte together, thrashed.)"""
+    """Compile the groups of sources (UNITS) to objects, as many at once as there are
+    cores, then link them into `out`. (The five sources each alone and all at once took
+    11-13 s on two cores, the compilers' memory thrashing; two at a time 8; the groups
+    two at a time 6.5.)"""
     import tvm_ffi.libinfo as libinfo
 
     lib = Path(libinfo.find_libtvm_ffi())
     includes = dict.fromkeys((libinfo.find_include_path(), libinfo.find_dlpack_include_path()))
     cxx = shlex.split(os.environ.get("CXX", "c++"))
+    here = Path(__file__).parent
     with tempfile.TemporaryDirectory() as tmp:
-        objects = [str(Path(tmp) / f"{src.stem}.o") for src in SOURCES]
+        units = [Path(tmp) / f"{'_'.join(group)}.cc" for group in UNITS]
+        for unit, group in zip(units, UNITS, strict=True):
+            unit.write_text("".join(f'#include "{here / name}.cc"\n' for name in group))
 
-        def compile_one(at: int) -> subprocess.CompletedProcess[str]:
+        def compile_one(unit: Path) -> subprocess.CompletedProcess[str]:
             return subprocess.run([*cxx, *FLAGS, *(f"-I{p}" for p in includes), "-c",
-                                   str(SOURCES[at]), "-o", objects[at]],
+                                   str(unit), "-o", str(unit.with_suffix(".o"))],
                                   capture_output=True, text=True, timeout=600, check=False)
 
-        # (the largest source takes longest: started first, it does not end alone)
-        order = sorted(range(len(SOURCES)), key=lambda i: -SOURCES[i].stat().st_size)
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
-            runs = dict(zip(order, pool.map(compile_one, order), strict=True))
-        for at, src in enumerate(SOURCES):
-            run = runs[at]
+            runs = list(pool.map(compile_one, units))
+        for group, run in zip(UNITS, runs, strict=True):
             if run.returncode != 0:
+                names = ", ".join(f"{name}.cc" for name in group)
                 raise NativeBuildError(
-                    f"compiling {src.name} failed: {_first_error(run) or run.returncode}")
+                    f"compiling {names} failed: {_first_error(run) or run.returncode}")
+        objects = [str(unit.with_suffix(".o")) for unit in units]
         done = subprocess.run([*cxx, "-shared", *objects, "-o", str(out), f"-L{lib.parent}",
                                "-ltvm_ffi", f"-Wl,-rpath,{lib.parent}"],
                               capture_output=True, text=True, timeout=600, check=False)

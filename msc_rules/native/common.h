@@ -305,6 +305,10 @@ inline void PrefetchBindings(const RelaxNodes& t, const Lookahead& what,
   }
 }
 
+// Nesting levels before the read or the rebuild hands a function to Python (a C++ stack
+// is smaller than what Python allows).
+constexpr int kMaxFunctionDepth = 2000;
+
 // Counts the nesting of a recursive walk: past `limit` levels it raises, and the caller
 // hands the function to Python (a C++ stack is smaller than what Python allows).
 class DepthGuard {

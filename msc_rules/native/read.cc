@@ -99,7 +99,6 @@ const ReadTypes& GetReadTypes() {
   return types;
 }
 
-constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 
 int32_t Int32(int64_t x) {
   if (x < INT32_MIN || x > INT32_MAX) TVM_FFI_THROW(ValueError) << "count out of range";
@@ -414,7 +413,7 @@ class Reader {
 
   // -- functions
   void Function(const ObjectRef& f, const std::string& name, BindingHook* hook = nullptr) {
-    DepthGuard guard(&depth_, kMaxDepth);
+    DepthGuard guard(&depth_, kMaxFunctionDepth);
     int32_t outer = func_;
     func_ = String(name);
     events_.push_back(kFunc);
@@ -436,7 +435,7 @@ class Reader {
   int32_t Body(const std::string& fname, const ObjectRef& seq, BindingHook* hook = nullptr) {
     std::vector<int32_t> users;
     if (!Is(seq, t_.seq)) return ArgStruct(seq, &users);
-    DepthGuard guard(&depth_, kMaxDepth);
+    DepthGuard guard(&depth_, kMaxFunctionDepth);
     for (const ObjectRef& block : t_.seq_blocks.GetArray(seq.get())) {
       std::vector<int32_t> records;
       Array<ObjectRef> bindings = t_.block_bindings.GetArray(block.get());

@@ -339,7 +339,6 @@ struct Entry {
   int32_t layer;
 };
 
-constexpr int kMaxDepth = 2000;  // nesting levels before handing the function to Python
 constexpr char kSep = '\x1f';    // between the strings of an item's text
 
 // How many times `c` occurs in `text`, eight bytes at a time (a column's text holds
@@ -755,7 +754,7 @@ class Rebuilder {
       : t_(t), entries_(*entries), sets_(*sets), remap_(defs) {}
 
   ObjectRef Function(const ObjectRef& f) {
-    DepthGuard guard(&depth_, kMaxDepth);
+    DepthGuard guard(&depth_, kMaxFunctionDepth);
     const ffi::ArrayObj* old_params = ArrayOf(t_.func_params, f.get());
     Array<ObjectRef> params;
     params.reserve(old_params->size());
@@ -889,7 +888,7 @@ class Rebuilder {
     if (ti == t_.seq) return Memoised(e.get(), [&] { return Seq(e); });
     if (ti == t_.if_) {
       return Memoised(e.get(), [&] {
-        DepthGuard guard(&depth_, kMaxDepth);
+        DepthGuard guard(&depth_, kMaxFunctionDepth);
         ObjectRef cond = Expr(t_.if_cond.Get(e.get()));
         ObjectRef yes = Expr(t_.if_true.Get(e.get()));
         ObjectRef no = Expr(t_.if_false.Get(e.get()));
@@ -953,7 +952,7 @@ class Rebuilder {
   }
 
   ObjectRef Seq(const ObjectRef& e) {
-    DepthGuard guard(&depth_, kMaxDepth);
+    DepthGuard guard(&depth_, kMaxFunctionDepth);
     const ffi::ArrayObj* old_blocks = ArrayOf(t_.seq_blocks, e.get());
     Array<ObjectRef> blocks;
     blocks.reserve(old_blocks->size());
