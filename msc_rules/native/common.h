@@ -86,6 +86,18 @@ struct Field {
     return Any(Get(obj)).cast<Array<ObjectRef>>();
   }
 
+  // The field as an int64: read straight from its offset when it holds one (an IntImm's
+  // value), else through its getter.
+  int64_t GetInt64(const Object* obj) const {
+    if (info->size == sizeof(int64_t) &&
+        info->field_static_type_index == ffi::TypeIndex::kTVMFFIInt) {
+      int64_t v;
+      std::memcpy(&v, reinterpret_cast<const char*>(obj) + info->offset, sizeof(v));
+      return v;
+    }
+    return GetAny(obj).cast<int64_t>();
+  }
+
   Any GetAny(const Object* obj) const {
     const char* addr = reinterpret_cast<const char*>(obj) + info->offset;
     Any out;

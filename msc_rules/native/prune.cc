@@ -65,17 +65,6 @@ struct PruneTypes : RelaxNodes {
     make_item = Function::GetGlobalRequired("ir.TupleGetItem");
   }
 
-  // An int64 field read straight from its offset (a getter call otherwise).
-  static int64_t Int64(const Field& f, const Object* obj) {
-    if (f.info->size == sizeof(int64_t) &&
-        f.info->field_static_type_index == ffi::TypeIndex::kTVMFFIInt) {
-      int64_t v;
-      std::memcpy(&v, reinterpret_cast<const char*>(obj) + f.info->offset, sizeof(v));
-      return v;
-    }
-    return f.GetAny(obj).cast<int64_t>();
-  }
-
   // A fresh copy of `node` whose fields may be set (it is ours alone).
   ObjectRef Copy(const ObjectRef& node) const {
     AnyView fn = copy_column[node->type_index()];
@@ -144,8 +133,8 @@ class PruneRebuilder {
       bindings.reserve(old_bindings.size());
       bool changed = false;
       const ffi::ArrayObj* arr = old_bindings.as<ffi::ArrayObj>();
-      int64_t nb_ = static_cast<int64_t>(old_bindings.size());
-      for (int64_t i = 0; i < nb_; ++i) {
+      int64_t n_bindings = static_cast<int64_t>(old_bindings.size());
+      for (int64_t i = 0; i < n_bindings; ++i) {
         PrefetchBindings(t_, Lookahead{&t_.expr_ty}, arr, i);
         const ObjectRef& b = old_bindings[i];
         ObjectRef nb = Binding(b);
@@ -286,7 +275,7 @@ class PruneRebuilder {
       const Object* d = (*values)[static_cast<int64_t>(i)].as<Object>();
       if (d != nullptr && d->type_index() == t_.int_imm) {
         key.push_back(0);
-        key.push_back(PruneTypes::Int64(t_.int_value, d));
+        key.push_back(t_.int_value.GetInt64(d));
       } else {
         key.push_back(1);
         key.push_back(reinterpret_cast<int64_t>(d));

@@ -99,7 +99,6 @@ const ReadTypes& GetReadTypes() {
   return types;
 }
 
-
 int32_t Int32(int64_t x) {
   if (x < INT32_MIN || x > INT32_MAX) TVM_FFI_THROW(ValueError) << "count out of range";
   return static_cast<int32_t>(x);
@@ -234,7 +233,7 @@ class Reader {
     dims_.clear();
     for (const ObjectRef& d : t_.shape_values.GetArray(sh.value().get())) {
       if (!d.defined() || d->type_index() != t_.int_imm) return -1;
-      dims_.push_back(t_.int_value.GetAny(d.get()).cast<int64_t>());
+      dims_.push_back(t_.int_value.GetInt64(d.get()));
     }
     // (find first: emplace would make a node, copying the dims, for every leaf)
     auto it = shape_ids_.find(dims_);
