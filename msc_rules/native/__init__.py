@@ -54,7 +54,7 @@ in about two thirds of the time on two cores (the Python around the walks domina
 VERSION = 4
 """The interface version `rebuild.cc` reports (its `version()`): checked at load."""
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 _lock = threading.Lock()
 _module: Any = None
@@ -204,13 +204,11 @@ REFUSALS_KEPT = 100
 def refusal(err: BaseException | str) -> str:
     """Why the native walk refused something, for a log of refusals: the first line of
     its error (the error's repr when it has no text)."""
-    text = err if isinstance(err, str) else str(err)
-    if not text and not isinstance(err, str):
-        return repr(err)
+    text = err if isinstance(err, str) else str(err) or repr(err)
     return (text.splitlines() or [""])[0]
 
 
-def note_refusal(log: list[T], entry: T) -> None:
+def note_refusal(log: list[_T], entry: _T) -> None:
     """Add `entry` to a log of what a native walk refused and Python did instead (each
     module that falls back keeps one: `fallbacks`), which keeps the last REFUSALS_KEPT."""
     log.append(entry)
@@ -234,5 +232,6 @@ def get() -> Any:
         return None
 
 
-__all__ = ["FLAGS", "HEADER", "HEADERS", "SOURCES", "VERSION", "NativeBuildError", "build_seconds",
-           "cache_dir", "get", "load", "mode"]
+__all__ = ["FLAGS", "HEADER", "HEADERS", "REFUSALS_KEPT", "SOURCES", "UNITS", "VERSION",
+           "NativeBuildError", "build_seconds", "cache_dir", "get", "load", "mode",
+           "note_refusal", "refusal"]
