@@ -76,6 +76,12 @@ either way; `MSC_RULES_MEMO=0` (read at import) or setting this to False turns b
 off, for differential tests and A/B measurements. Read when an engine is made."""
 
 
+WEAK_PRUNE_AT = 64
+"""The weak-default heap is pruned of stale entries in one pass once it holds this many
+more than twice what the last prune kept (see _Engine._next_weak); the results are the
+same at any value (a test runs the models at 0 and at no pruning)."""
+
+
 def _identity_rule() -> Rule:
     rf = parse_text("family link(data) {\n out = data\n data = out\n}\n", "<builtin link>")
     fam = rf.items[0]
@@ -464,7 +470,8 @@ class _Engine:
     __slots__ = (
         "_akeys", "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
         "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
-        "_tids", "_transcripts", "_unshared", "_valid", "_woke_at", "decided_by", "equations",
+        "_tids", "_transcripts", "_unshared", "_valid", "_weak_kept", "_woke_at", "decided_by",
+        "equations",
         "guessed",
         "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
         "leaf_site1", "leaf_site2", "letter_sym", "memo", "ports", "queue", "queued",
@@ -507,6 +514,7 @@ class _Engine:
         self.late_queued = bytearray()
         self.late_ok = False
         self.weak: list[tuple[int, int, int]] = []
+        self._weak_kept = 0  # entries the last prune of `weak` kept (see _next_weak)
         self.site: _Site | None = None  # the site being evaluated (Env protocol)
         self.ports: dict[str, Struct] = {}  # its ports (what the Env methods read)
         self._state: dict[str, Any] = {}
@@ -1643,6 +1651,17 @@ class _Engine:
 
     def _next_weak(self) -> int | None:
         """The target leaf of the earliest weak default that can still decide something."""
+        weak = self.weak
+        if len(weak) > 2 * self._weak_kept + WEAK_PRUNE_AT:
+            # most entries are stale once the strong equations have run (a conv's weak
+            # default queued before its input was decided): dropped in one pass rather
+            # than popped one by one at O(log n) each; a target, once decided, stays
+            # decided, so the heap's order among the rest is unchanged (amortised: a
+            # prune at most once per doubling)
+            layouts, is_open = self.layouts, self._target_open
+            weak[:] = [e for e in weak if layouts[e[0]] is None and is_open(e[1], e[2])]
+            heapq.heapify(weak)
+            self._weak_kept = len(weak)
         while self.weak:
             leaf, si, k = self.weak[0]
             if self.layouts[leaf] is None and self._target_open(si, k):

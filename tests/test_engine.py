@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
+from typing import Any
 
+import models
+import pytest
 import tvm
+from hypothesis import HealthCheck, given, settings
+from strategies import relax_modules
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
 import msc_rules
+from msc_rules import engine
 from msc_rules.dsl.ruleset import RuleSet
 from msc_rules.engine import infer_view
 from msc_rules.graph import build_view
@@ -391,3 +398,51 @@ def test_static_leaf_types_made_in_bulk_match_those_read_one_by_one(
             assert bulk_shapes[leaf] is eng._shapes[leaf], leaf
         else:
             assert view._static_ids[leaf] < 0 if leaf < len(view._static_ids) else True
+
+
+class _CountingHeap:
+    """engine's heapq, counting the pops (a stale weak default is popped, or pruned)."""
+
+    def __init__(self) -> None:
+        self.pops = 0
+
+    def heappush(self, heap: list[Any], item: Any) -> None:
+        heapq.heappush(heap, item)
+
+    def heappop(self, heap: list[Any]) -> Any:
+        self.pops += 1
+        return heapq.heappop(heap)
+
+    def heapify(self, heap: list[Any]) -> None:
+        heapq.heapify(heap)
+
+
+def _infer_pruning(mod: tvm.IRModule, prune_at: int, monkeypatch: Any) -> tuple[Any, int]:
+    """Inference with the weak-default heap pruned at `prune_at` (engine.WEAK_PRUNE_AT):
+    everything it tells, and the pops it took."""
+    counter = _CountingHeap()
+    monkeypatch.setattr(engine, "heapq", counter)
+    monkeypatch.setattr(engine, "WEAK_PRUNE_AT", prune_at)
+    res = infer_view(build_view(mod, "main"), default_rules())
+    return (res.layouts, res.decisions, res.conflicts, res.unruled), counter.pops
+
+
+@pytest.mark.parametrize("name", sorted(set(models.BUILDERS) - models.SLOW_BUILDERS))
+def test_pruning_the_weak_heap_changes_nothing(name: str, monkeypatch: Any) -> None:
+    mod = models.BUILDERS[name]().mod
+    never, pops_never = _infer_pruning(mod, 1 << 60, monkeypatch)
+    always, pops_always = _infer_pruning(mod, 0, monkeypatch)
+    assert always == never
+    # the stale weak defaults (a conv's, queued before its input was decided) are
+    # dropped in one pass, not popped one by one
+    assert pops_always <= pops_never
+    if name in ("resnet18_like", "mobilenet_like", "unet_like"):
+        assert pops_always < pops_never
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow,
+                                                   HealthCheck.function_scoped_fixture])
+@given(mod=relax_modules())
+def test_pruning_the_weak_heap_changes_nothing_on_random_modules(
+        mod: tvm.IRModule, monkeypatch: Any) -> None:
+    assert _infer_pruning(mod, 0, monkeypatch)[0] == _infer_pruning(mod, 1 << 60, monkeypatch)[0]
