@@ -254,6 +254,7 @@ class NamePlan:
         """Per global function whose markers change: node indices and what each gets
         (`_WRITE_NAME` | `_WRITE_REF`; an empty name is not written)."""
         self._keep = keep  # the module: its nodes stay alive, no other node takes a handle
+        self._index: dict[int, int] | None = None  # handle -> first position (name_of)
 
     @property
     def labels(self) -> list[str]:
@@ -276,10 +277,13 @@ class NamePlan:
         chandle = getattr(node, "__chandle__", None)
         if chandle is None:
             return ""
-        try:
-            return self.labels[self.handles.index(chandle())]
-        except ValueError:
-            return ""
+        if self._index is None:  # (made once: a lookup per node stays linear in all)
+            index: dict[int, int] = {}
+            for i, h in enumerate(self._handles.tolist()):
+                index.setdefault(h, i)
+            self._index = index
+        i = self._index.get(chandle())
+        return "" if i is None else self.labels[i]
 
     def shared_refs(self) -> dict[str, str]:
         """call name -> the name of the call that consumed its shared constant first."""
