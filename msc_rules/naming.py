@@ -282,8 +282,8 @@ class NamePlan:
             for i, h in enumerate(self._handles.tolist()):
                 index.setdefault(h, i)
             self._index = index
-        i = self._index.get(chandle())
-        return "" if i is None else self.labels[i]
+        at = self._index.get(chandle())
+        return "" if at is None else self.labels[at]
 
     def shared_refs(self) -> dict[str, str]:
         """call name -> the name of the call that consumed its shared constant first."""
