@@ -469,14 +469,13 @@ class _Engine:
     # attribute read of the hot loop gets slower
     __slots__ = (
         "_akeys", "_attr_values", "_impure", "_pendings", "_results", "_rules_by_op",
-        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes", "_sym_by_shape",
-        "_tids", "_transcripts", "_unshared", "_valid", "_weak_kept", "_woke_at", "decided_by",
-        "equations",
-        "guessed",
-        "kinds", "late", "late_back", "late_ok", "late_queued", "layouts", "leaf_more",
-        "leaf_site1", "leaf_site2", "letter_sym", "memo", "ports", "queue", "queued",
-        "raw_conflicts", "rules", "seeded", "sequence", "site", "sites", "sym_letter",
-        "track_symbols", "unruled", "view", "weak",
+        "_shape_of", "_shapes", "_sigs", "_state", "_state_reads", "_sym_axes",
+        "_sym_by_shape", "_tids", "_transcripts", "_unshared", "_valid", "_weak_kept",
+        "_woke_at", "decided_by", "equations", "guessed", "kinds", "late", "late_back",
+        "late_ok", "late_queued", "layouts", "leaf_more", "leaf_site1", "leaf_site2",
+        "letter_sym", "memo", "ports", "queue", "queued", "raw_conflicts", "rules",
+        "seeded", "sequence", "site", "sites", "sym_letter", "track_symbols", "unruled",
+        "view", "weak",
     )
 
     def __init__(self, view: DependencyView, rules: RuleSet) -> None:
@@ -1662,11 +1661,11 @@ class _Engine:
             weak[:] = [e for e in weak if layouts[e[0]] is None and is_open(e[1], e[2])]
             heapq.heapify(weak)
             self._weak_kept = len(weak)
-        while self.weak:
-            leaf, si, k = self.weak[0]
+        while weak:
+            leaf, si, k = weak[0]
             if self.layouts[leaf] is None and self._target_open(si, k):
                 return leaf
-            heapq.heappop(self.weak)
+            heapq.heappop(weak)
         return None
 
     def _fire_weak(self) -> bool:
