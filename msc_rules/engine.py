@@ -1648,23 +1648,27 @@ class _Engine:
             self.layouts[x] is None and self.view.leaf_ndim[x] >= 0 for x in _leaves(target, [])
         )
 
+    def _weak_live(self, entry: tuple[int, int, int]) -> bool:
+        """Whether a queued weak default (its leaf, site, equation) can still decide
+        something: once False it stays False (a decision is never taken back)."""
+        leaf, si, k = entry
+        return self.layouts[leaf] is None and self._target_open(si, k)
+
     def _next_weak(self) -> int | None:
         """The target leaf of the earliest weak default that can still decide something."""
         weak = self.weak
         if len(weak) > 2 * self._weak_kept + WEAK_PRUNE_AT:
             # most entries are stale once the strong equations have run (a conv's weak
             # default queued before its input was decided): dropped in one pass rather
-            # than popped one by one at O(log n) each; a target, once decided, stays
-            # decided, so the heap's order among the rest is unchanged (amortised: a
-            # prune at most once per doubling)
-            layouts, is_open = self.layouts, self._target_open
-            weak[:] = [e for e in weak if layouts[e[0]] is None and is_open(e[1], e[2])]
+            # than popped one by one at O(log n) each; the same test as the pops below,
+            # and a stale entry stays stale, so the heap's order among the rest is
+            # unchanged (amortised: a prune at most once per doubling)
+            weak[:] = filter(self._weak_live, weak)
             heapq.heapify(weak)
             self._weak_kept = len(weak)
         while weak:
-            leaf, si, k = weak[0]
-            if self.layouts[leaf] is None and self._target_open(si, k):
-                return leaf
+            if self._weak_live(weak[0]):
+                return weak[0][0]
             heapq.heappop(weak)
         return None
 
